@@ -1,0 +1,13 @@
+"""Errors raised for user mistakes: the CLI prints them as one line, without a traceback."""
+
+
+class LayersalError(Exception):
+    """A problem with the user's input, model or options (not a bug in layersal)."""
+
+
+class ModelLoadError(LayersalError):
+    """The model or its LM head could not be found, read or trusted."""
+
+
+class InputError(LayersalError):
+    """A text, file or option that layersal cannot explain."""

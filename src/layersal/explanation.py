@@ -1,0 +1,100 @@
+"""Result dataclasses: what an explanation holds, and its JSON round trip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Token:
+    """A (sub-word) token of the input with its character span and score."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    word: int
+
+
+@dataclass
+class Word:
+    """A word: its tokens merged, scored by the explanation's ``word_aggregation`` rule."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    tokens: list[int]
+
+
+@dataclass
+class LayerReport:
+    """What one layer says about the input.
+
+    ``coherence``: mean share of each position's decoded probability that lands on the input's
+    own tokens. ``own_rank[i]``: rank of token i in its own position's decoded distribution.
+    ``top_tokens[i]`` / ``top_probs[i]``: that position's top decoded tokens. ``scores``: token
+    saliency had this layer been chosen.
+    """
+
+    layer: int
+    coherence: float | None
+    has_position_gradient: bool
+    scores: list[float]
+    own_rank: list[int] | None = None
+    top_tokens: list[list[str]] | None = None
+    top_probs: list[list[float]] | None = None
+    note: str = ""
+
+
+@dataclass
+class Explanation:
+    """Which tokens and words of ``text`` the classifier relied on for ``target``.
+
+    Scores cover input tokens only: special tokens ([CLS], [SEP], padding) are never reported.
+    """
+
+    text: str
+    model: str
+    method: str
+    prediction: str
+    target: str
+    probabilities: dict[str, float]
+    tokens: list[Token]
+    words: list[Word]
+    layer: int | None
+    decoder: str
+    word_aggregation: str
+    truncated: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    layers: list[LayerReport] = field(default_factory=list)
+
+    @property
+    def scores(self) -> list[float]:
+        """Token scores, in token order."""
+        return [t.score for t in self.tokens]
+
+    def top_words(self, k: int = 5) -> list[Word]:
+        """The ``k`` highest-scoring words."""
+        return sorted(self.words, key=lambda w: w.score, reverse=True)[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
+        fields = dict(data)
+        fields["tokens"] = [Token(**t) for t in data["tokens"]]
+        fields["words"] = [Word(**w) for w in data["words"]]
+        fields["layers"] = [LayerReport(**r) for r in data.get("layers", [])]
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, text: str) -> Explanation:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,375 @@
+"""Loading classifiers and resolving the LM head that decodes their layers.
+
+``load()`` turns a bundled model name, a local checkpoint folder or a Hugging Face hub id into
+a :class:`LoadedModel`: the classifier in eval mode, its fast tokenizer, and an :class:`LMHead`
+found, in order, in the checkpoint itself, in an explicit ``lm_head=`` checkpoint, or (as a
+flagged fallback) in the classifier's tied input embeddings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .decoding import LMHead
+from .errors import ModelLoadError
+from .families import Family, family_for
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+DEFAULT_MODEL = "sst2-tiny"
+_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py"]
+_PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt"]
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready to be explained; load once with :func:`load`, pass it everywhere."""
+
+    name: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    family: Family | None
+    lm_head: LMHead
+    labels: list[str]
+    max_length: int
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer blocks (hidden states are layers 0..num_layers)."""
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def decoder(self) -> str:
+        """``"mlm_head"`` or ``"embeddings"``: how layers are decoded."""
+        return self.lm_head.kind
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def load(
+    model: str | Path = DEFAULT_MODEL,
+    lm_head: str | Path | None = None,
+    *,
+    allow_pickle: bool = False,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a sequence classifier and the LM head that decodes its layers.
+
+    ``model`` is a bundled name (see :func:`bundled_models`), a local folder, or a hub id.
+    ``lm_head`` names the base checkpoint whose masked-LM head to use when the classifier has
+    none (e.g. ``bert-base-uncased`` for ``textattack/bert-base-uncased-SST-2``). Weights are
+    read from safetensors only; pickle checkpoints need ``allow_pickle=True``. Remote code is
+    never executed.
+    """
+    path = resolve(model, allow_pickle=allow_pickle)
+    config = _read_config(path)
+    _check_classifier_config(config, model)
+    classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
+    tokenizer = _load_tokenizer(path, name=str(model))
+    family = family_for(classifier.config)
+    head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
+    classifier.to(device)
+    head.to(device)
+    labels = _label_names(classifier.config)
+    return LoadedModel(
+        name=path.name if str(model) in bundled_models() else str(model),
+        path=path,
+        model=classifier,
+        tokenizer=tokenizer,
+        family=family,
+        lm_head=head,
+        labels=labels,
+        max_length=_max_length(tokenizer, classifier.config),
+    )
+
+
+def resolve(model: str | Path, *, allow_pickle: bool = False) -> Path:
+    """Local folder for a bundled name, a folder path, or a hub id (downloaded if reachable)."""
+    text = str(model)
+    if not text.strip():
+        raise ModelLoadError("no model given")
+    if text in bundled_models():
+        return BUNDLED_DIR / text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelLoadError(f"model path {text!r} is a file; give the checkpoint folder")
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if looks_local:
+        raise ModelLoadError(
+            f"model {text!r} not found: no such folder "
+            f"(bundled models: {', '.join(bundled_models()) or 'none'})"
+        )
+    return _download(text, allow_pickle=allow_pickle)
+
+
+def _download(repo_id: str, *, allow_pickle: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = _WEIGHT_PATTERNS + (_PICKLE_PATTERNS if allow_pickle else [])
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {repo_id!r} is neither a bundled model "
+            f"({', '.join(bundled_models()) or 'none'}) nor a local folder, and it could not "
+            f"be fetched from the Hugging Face Hub ({type(exc).__name__}; offline?)"
+        ) from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a Hugging Face checkpoint")
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from None
+
+
+def _check_classifier_config(config: dict[str, Any], model: str | Path) -> None:
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            f"model {str(model)!r} has model_type {model_type!r}, which this transformers "
+            "version does not know; layersal never runs remote code (trust_remote_code)"
+        )
+    architectures = config.get("architectures") or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelLoadError(
+            f"model {str(model)!r} is a {architectures[0]}, not a sequence classifier "
+            "(pass it as --lm-head instead?)"
+        )
+
+
+def _weight_files(path: Path) -> tuple[list[Path], list[Path]]:
+    safe = sorted(path.glob("*.safetensors"))
+    pickled = sorted(p for pattern in _PICKLE_PATTERNS for p in path.glob(pattern))
+    return safe, pickled
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load-time chatter (unused-weight notes, progress bars)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _load_classifier(path: Path, *, allow_pickle: bool, name: str) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    safe, pickled = _weight_files(path)
+    if not safe and not pickled:
+        raise ModelLoadError(f"{path} has no weights (*.safetensors)")
+    if not safe and not allow_pickle:
+        raise ModelLoadError(
+            f"{path} only has pickle weights ({pickled[0].name}); pickle files can run code when "
+            "loaded. Convert them to safetensors, or pass --allow-pickle if you trust the source"
+        )
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                dtype=torch.float32,
+                use_safetensors=bool(safe),
+                trust_remote_code=False,
+                output_loading_info=True,
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not load {name!r} as a sequence classifier: {exc}") from None
+    missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
+    head_missing = [k for k in missing if not _is_encoder_key(k, model)]
+    if head_missing:
+        raise ModelLoadError(
+            f"{name!r} has no trained classification head (missing {head_missing[0]}): "
+            "not a sequence classifier"
+        )
+    model.eval()
+    return model
+
+
+def _is_encoder_key(key: str, model: Any) -> bool:
+    prefix = getattr(model, "base_model_prefix", "")
+    return bool(prefix) and key.startswith(prefix + ".") and ".pooler." not in key
+
+
+def _load_tokenizer(path: Path, *, name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"could not load the tokenizer of {name!r}: {exc}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} is not a fast (Rust) tokenizer; layersal needs its "
+            "character offsets (add a tokenizer.json)"
+        )
+    return tokenizer
+
+
+def _label_names(config: Any) -> list[str]:
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+
+
+def _max_length(tokenizer: Any, config: Any) -> int:
+    limits = [int(tokenizer.model_max_length)] if tokenizer.model_max_length < 1_000_000 else []
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(int(positions) - offset)
+    return min(limits) if limits else 512
+
+
+def read_tensors(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder (safetensors; pickle only when allowed)."""
+    from safetensors.torch import load_file
+
+    safe, pickled = _weight_files(path)
+    if safe:
+        tensors: dict[str, torch.Tensor] = {}
+        for file in safe:
+            tensors.update(load_file(str(file)))
+        return tensors
+    if pickled and allow_pickle:
+        return torch.load(pickled[0], map_location="cpu", weights_only=True)
+    if pickled:
+        raise ModelLoadError(
+            f"{path} only has pickle weights ({pickled[0].name}); pass --allow-pickle to trust them"
+        )
+    raise ModelLoadError(f"{path} has no weights (*.safetensors)")
+
+
+def _lookup(tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
+    """A tensor by name, accepting old ``gamma``/``beta`` layer-norm names."""
+    if name in tensors:
+        return tensors[name]
+    for new, old in ((".weight", ".gamma"), (".bias", ".beta")):
+        if name.endswith(new) and name[: -len(new)] + old in tensors:
+            return tensors[name[: -len(new)] + old]
+    return None
+
+
+def head_from_tensors(
+    tensors: dict[str, torch.Tensor], family: Family, config: Any, source: str
+) -> LMHead | None:
+    """Build the masked-LM head from a state dict, or ``None`` if it holds no head."""
+    for layout in family.heads:
+        dense_w = _lookup(tensors, layout.dense + ".weight")
+        norm_w = _lookup(tensors, layout.norm + ".weight")
+        if dense_w is None or norm_w is None:
+            continue
+        bias = next((tensors[b] for b in layout.bias if b in tensors), None)
+        decoder = tensors.get(layout.decoder) if layout.decoder else None
+        if decoder is None:
+            decoder = _lookup(tensors, family.embedding_key)
+            if decoder is None:
+                decoder = _lookup(tensors, family.embedding_key.split(".", 1)[1])
+        if decoder is None:
+            continue
+        return LMHead(
+            decoder=decoder.float(),
+            bias=None if bias is None else bias.float(),
+            dense_weight=dense_w.float(),
+            dense_bias=_lookup(tensors, layout.dense + ".bias").float(),
+            activation=family.activation(config),
+            norm_weight=norm_w.float(),
+            norm_bias=_lookup(tensors, layout.norm + ".bias").float(),
+            norm_eps=family.layer_norm_eps(config),
+            kind="mlm_head",
+            source=source,
+        )
+    return None
+
+
+def embedding_head(model: Any, source: str) -> LMHead:
+    """Fallback decoder: logits = h E^T with the classifier's own input embeddings."""
+    embeddings = model.get_input_embeddings().weight.detach().float().clone()
+    hidden = int(getattr(model.config, "hidden_size", embeddings.shape[1]))
+    if embeddings.shape[1] != hidden:
+        raise ModelLoadError(
+            f"{source!r} embeds tokens in {embeddings.shape[1]} dims but its layers are {hidden} "
+            "wide, so its embeddings cannot decode them; pass --lm-head with a compatible base"
+        )
+    return LMHead(decoder=embeddings, kind="embeddings", source=source)
+
+
+def resolve_lm_head(
+    model: Any,
+    family: Family | None,
+    path: Path,
+    lm_head: str | Path | None,
+    *,
+    allow_pickle: bool = False,
+) -> LMHead:
+    """The checkpoint's own MLM head, else ``lm_head``'s, else the tied embeddings."""
+    config = model.config
+    if lm_head is None and family is not None:
+        head = head_from_tensors(read_tensors(path, allow_pickle=allow_pickle), family, config, str(path))
+        if head is not None:
+            return _checked(head, model, str(path))
+    if lm_head is not None:
+        if family is None:
+            raise ModelLoadError(
+                f"layersal has no LM-head adapter for model type {config.model_type!r}; "
+                "leave --lm-head out to decode through the input embeddings"
+            )
+        head_path = resolve(lm_head, allow_pickle=allow_pickle)
+        head_config = _read_config(head_path)
+        head = head_from_tensors(
+            read_tensors(head_path, allow_pickle=allow_pickle), family, config, str(lm_head)
+        )
+        if head is None:
+            raise ModelLoadError(
+                f"{str(lm_head)!r} ({head_config.get('architectures', ['?'])[0]}) has no "
+                f"masked-LM head weights for the {family.name} layout"
+            )
+        return _checked(head, model, str(lm_head))
+    return embedding_head(model, str(path))
+
+
+def _checked(head: LMHead, model: Any, source: str) -> LMHead:
+    hidden = int(getattr(model.config, "hidden_size", getattr(model.config, "dim", head.input_size)))
+    if head.input_size != hidden:
+        raise ModelLoadError(
+            f"the LM head from {source!r} takes {head.input_size}-dim states but the classifier's "
+            f"layers are {hidden}-dim"
+        )
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if head.vocab_size != vocab:
+        raise ModelLoadError(
+            f"the LM head from {source!r} has a {head.vocab_size}-token vocabulary, the "
+            f"classifier {vocab}: they do not share a tokenizer"
+        )
+    return head

@@ -1,0 +1,62 @@
+"""One forward pass that keeps every hidden state, one backward pass from the target logit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .encoding import Encoded
+
+
+@dataclass
+class Pass:
+    """Outputs of one forward + backward over a batch.
+
+    ``hidden[l]`` and ``grads[l]`` are ``(B, n, K)`` for layer ``l`` (0 = embedding output);
+    ``grads[l] = d y_target / d hidden[l]``, all from the same backward pass.
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    hidden: list[torch.Tensor]
+    grads: list[torch.Tensor]
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=-1)
+
+
+def forward(model: Any, encoded: Encoded) -> torch.Tensor:
+    """Class logits, no gradients (for predictions only)."""
+    with torch.no_grad():
+        return model(**_on_device(encoded, model)).logits.float()
+
+
+def forward_backward(model: Any, encoded: Encoded, targets: torch.Tensor | None = None) -> Pass:
+    """Run the classifier keeping all hidden states, then differentiate the target logit.
+
+    ``targets`` holds one class index per text; ``None`` explains the predicted class. Samples
+    are independent, so one backward of the summed target logits gives each its own gradient.
+    """
+    with torch.enable_grad():
+        out = model(**_on_device(encoded, model), output_hidden_states=True)
+        hidden = list(out.hidden_states)
+        logits = out.logits
+        if targets is None:
+            targets = logits.detach().argmax(-1)
+        targets = targets.to(logits.device)
+        target_logit = logits.gather(1, targets.unsqueeze(1)).sum()
+        grads = torch.autograd.grad(target_logit, hidden, allow_unused=True)
+    return Pass(
+        logits=logits.detach().float(),
+        targets=targets,
+        hidden=[h.detach() for h in hidden],
+        grads=[torch.zeros_like(h) if g is None else g.detach() for h, g in zip(hidden, grads)],
+    )
+
+
+def _on_device(encoded: Encoded, model: Any) -> dict[str, torch.Tensor]:
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in encoded.inputs.items()}

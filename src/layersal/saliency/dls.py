@@ -1,0 +1,189 @@
+"""Decoded Layer Saliency (METHOD.md steps 1-4): layer saliency, decoding, layer choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..decoding import LayerDecoding, carry_saliency, decode_layer
+from ..encoding import Encoded
+from ..errors import InputError
+from ..models import LoadedModel
+from ..passes import Pass, forward_backward
+
+SALIENCY_KINDS = ("gradcam", "grad_x_act", "grad_norm")
+LAYER_CHOICES = ("coherent", "auto")
+_NO_GRADIENT_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class DLSOptions:
+    """The method's named choices (see METHOD.md).
+
+    - ``layer``: an int (negative counts from the top; 0 is the embedding output) or
+      ``"coherent"``: the deepest layer with position gradient whose coherence is at least
+      ``rho`` times the embedding layer's.
+    - ``saliency``: the feature aggregation g: ``gradcam`` (pooled gradient . activation),
+      ``grad_x_act`` (gradient . activation per position) or ``grad_norm``.
+    - ``relu``: clip position saliency at 0; ``None`` means on for gradcam, off otherwise.
+    - ``decode``: carry position saliency onto input tokens through the LM head (``False``:
+      identity mapping, position i -> token i).
+    - ``tau``: how many top decoded tokens per position count (``None``: all of them).
+    - ``weights``: ``"prob"`` weights a hit by its probability, ``"uniform"`` counts 1.
+    - ``top_k``: decoded tokens per position kept for the layer report (0: none).
+    - ``layer_report``: decode every layer for the report (coherence per layer).
+    """
+
+    layer: int | str = "coherent"
+    saliency: str = "gradcam"
+    relu: bool | None = None
+    decode: bool = True
+    tau: int | None = 50
+    weights: str = "prob"
+    rho: float = 0.5
+    top_k: int = 5
+    layer_report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.saliency not in SALIENCY_KINDS:
+            raise InputError(
+                f"unknown saliency {self.saliency!r}; choose one of {', '.join(SALIENCY_KINDS)}"
+            )
+        if isinstance(self.layer, str) and self.layer not in LAYER_CHOICES:
+            raise InputError(
+                f"layer must be an integer, 'coherent' or 'auto', not {self.layer!r}"
+            )
+        if self.layer == "auto":
+            raise InputError("layer='auto' is not available yet; use an integer or 'coherent'")
+        if self.tau is not None and self.tau < 1:
+            raise InputError(f"tau must be at least 1, not {self.tau}")
+        if self.weights not in ("prob", "uniform"):
+            raise InputError(f"weights must be 'prob' or 'uniform', not {self.weights!r}")
+        if not 0.0 < self.rho <= 1.0:
+            raise InputError(f"rho must be in (0, 1], not {self.rho}")
+        if self.top_k < 0:
+            raise InputError(f"top_k must be >= 0, not {self.top_k}")
+
+    @property
+    def apply_relu(self) -> bool:
+        return self.saliency == "gradcam" if self.relu is None else self.relu
+
+
+@dataclass
+class LayerSaliency:
+    """One layer's results for a batch."""
+
+    position: torch.Tensor  # (B, n): s_l^i
+    scores: torch.Tensor  # (B, n): S_l(j), zero outside content tokens
+    has_gradient: torch.Tensor  # (B,): whether content positions receive any gradient
+    decoding: LayerDecoding | None
+
+
+@dataclass
+class DLSResult:
+    """DLS over a batch: the pass, every computed layer, and the layer chosen per text."""
+
+    pass_: Pass
+    layers: dict[int, LayerSaliency]
+    chosen: list[int] = field(default_factory=list)
+
+
+def position_saliency(
+    grad: torch.Tensor, hidden: torch.Tensor, real: torch.Tensor, kind: str, relu: bool
+) -> torch.Tensor:
+    """Per-position saliency ``s_l^i`` from one layer's gradient and activation, ``(B, n)``.
+
+    ``real`` marks non-padding positions; Grad-CAM's pooled weights average over them.
+    """
+    mask = real.unsqueeze(-1).to(grad.dtype)
+    if kind == "gradcam":
+        alpha = (grad * mask).sum(1) / mask.sum(1).clamp_min(1)
+        s = torch.einsum("bnk,bk->bn", hidden, alpha)
+    elif kind == "grad_x_act":
+        s = (grad * hidden).sum(-1)
+    elif kind == "grad_norm":
+        s = grad.norm(dim=-1)
+    else:
+        raise InputError(f"unknown saliency {kind!r}")
+    if relu:
+        s = s.clamp_min(0)
+    return s * real.to(s.dtype)
+
+
+def resolve_layer(layer: int, num_layers: int) -> int:
+    """Map a possibly negative layer index onto 0..num_layers, or raise a clear error."""
+    index = layer + num_layers + 1 if layer < 0 else layer
+    if not 0 <= index <= num_layers:
+        raise InputError(
+            f"layer {layer} is out of range: this model has layers 0..{num_layers} "
+            f"(or -{num_layers + 1}..-1)"
+        )
+    return index
+
+
+def run_dls(
+    lm: LoadedModel,
+    encoded: Encoded,
+    options: DLSOptions,
+    targets: torch.Tensor | None = None,
+) -> DLSResult:
+    """Explain one batch: one forward, one backward, then per-layer saliency and decoding."""
+    num_layers = lm.num_layers
+    fixed = None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
+    result = forward_backward(lm.model, encoded, targets)
+    device = result.hidden[0].device
+    real = encoded.attention_mask.to(device).bool()
+    content = encoded.content.to(device)
+    input_ids = encoded.input_ids.to(device)
+    everything = options.layer_report or fixed is None
+    wanted = range(len(result.hidden)) if everything else [fixed]
+    layers: dict[int, LayerSaliency] = {}
+    for layer in wanted:
+        grad, hidden = result.grads[layer], result.hidden[layer]
+        s = position_saliency(grad, hidden, real, options.saliency, options.apply_relu)
+        needs_decoding = everything or options.decode
+        decoding = (
+            decode_layer(
+                lm.lm_head,
+                hidden,
+                input_ids,
+                content,
+                tau=options.tau,
+                weights=options.weights,
+                top_k=options.top_k if options.layer_report else 0,
+            )
+            if needs_decoding
+            else None
+        )
+        has_gradient = _has_position_gradient(grad, real, content)
+        if options.decode:
+            scores = carry_saliency(s * content, decoding.transfer)
+        else:
+            scores = s * content
+        scores = scores * has_gradient.unsqueeze(-1)
+        layers[layer] = LayerSaliency(s, scores, has_gradient, decoding)
+    chosen = [fixed] * len(encoded) if fixed is not None else _coherent_layers(layers, options.rho)
+    return DLSResult(pass_=result, layers=layers, chosen=chosen)
+
+
+def _has_position_gradient(
+    grad: torch.Tensor, real: torch.Tensor, content: torch.Tensor
+) -> torch.Tensor:
+    """Whether any content position gets gradient (not so at a [CLS]-pooled last layer)."""
+    size = grad.abs().amax(-1)
+    overall = (size * real).amax(-1)
+    on_content = (size * content).amax(-1)
+    return on_content > _NO_GRADIENT_TOL * overall.clamp_min(1e-30)
+
+
+def _coherent_layers(layers: dict[int, LayerSaliency], rho: float) -> list[int]:
+    """Per text: the deepest layer with gradient whose coherence >= rho * layer 0's."""
+    coherence = torch.stack([layers[l].decoding.coherence for l in sorted(layers)], dim=1)
+    usable = torch.stack([layers[l].has_gradient for l in sorted(layers)], dim=1)
+    ok = (coherence >= rho * coherence[:, :1]) & usable
+    chosen = []
+    for row in ok.tolist():
+        candidates = [l for l, good in zip(sorted(layers), row) if good]
+        chosen.append(candidates[-1] if candidates else 0)
+    return chosen
