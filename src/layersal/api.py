@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any, overload
 
 import torch
 
-from .encoding import Encoded, check_texts, encode
+from .encoding import Encoded, check_texts, encode, model_input_names
 from .errors import InputError
 from .explanation import Explanation, LayerReport, Token, Word
 from .models import DEFAULT_MODEL, LoadedModel, load
@@ -90,7 +89,7 @@ def explain(
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     results: list[Explanation | None] = [None] * len(items)
     for batch in _progress(batches, progress, total_texts=len(items)):
-        encoded = encode(lm.tokenizer, [items[i] for i in batch], lm.max_length, _model_inputs(lm))
+        encoded = encode(lm.tokenizer, [items[i] for i in batch], lm.max_length, model_input_names(lm.model))
         batch_targets = None if targets is None else torch.tensor([targets[i] for i in batch])
         dls = run_dls(lm, encoded, options, batch_targets)
         for row, index in enumerate(batch):
@@ -104,10 +103,6 @@ def explain(
             results[index] = _build(lm, encoded, dls, row, options, word_aggregation, method)
     explanations = [r for r in results if r is not None]
     return explanations[0] if single else explanations
-
-
-def _model_inputs(lm: LoadedModel) -> set[str]:
-    return set(inspect.signature(lm.model.forward).parameters)
 
 
 def _target_indices(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,11 @@ class Encoded:
         return len(self.texts)
 
 
+def model_input_names(model: Any) -> set[str]:
+    """Named parameters of ``model.forward``: which tokenizer outputs it accepts."""
+    return set(inspect.signature(model.forward).parameters)
+
+
 def check_texts(texts: Sequence[Any]) -> list[str]:
     """Reject what cannot be explained: non-strings and empty or whitespace-only texts."""
     out = []
@@ -60,8 +66,8 @@ def encode(
 ) -> Encoded:
     """Tokenise ``texts`` into one padded batch, truncating each to ``max_length`` tokens.
 
-    ``truncated[b]`` tells whether text ``b`` lost tokens; ``model_inputs`` limits the tensors
-    passed to the model (DistilBERT, for one, takes no ``token_type_ids``).
+    ``truncated[b]`` tells whether text ``b`` lost tokens; ``model_inputs`` names the optional
+    tensors the model accepts (DistilBERT, for one, takes no ``token_type_ids``).
     """
     texts = check_texts(texts)
     batch = tokenizer(
@@ -81,7 +87,8 @@ def encode(
     offsets = batch.pop("offset_mapping")[rows]
     special = batch.pop("special_tokens_mask")[rows].bool()
     word_ids = [batch.word_ids(r) for r in first]
-    inputs = {k: v[rows] for k, v in batch.items() if model_inputs is None or k in model_inputs}
+    keep = {"input_ids", "attention_mask"} | set(batch.keys() if model_inputs is None else model_inputs)
+    inputs = {k: v[rows] for k, v in batch.items() if k in keep}
     length = int(inputs["attention_mask"].sum(-1).max())
     inputs = {k: v[:, :length].contiguous() for k, v in inputs.items()}
     content = inputs["attention_mask"].bool() & ~special[:, :length]

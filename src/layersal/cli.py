@@ -1,0 +1,193 @@
+"""The ``layersal`` command line: ``explain`` and ``layers``.
+
+Heavy imports (torch, transformers) happen inside the commands so ``--help`` stays fast.
+User mistakes end with a one-line ``error:`` message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import LayersalError
+
+app = typer.Typer(
+    help="Which words did a transformer text classifier rely on? Decoded Layer Saliency.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Bundled model name (sst2-tiny, agnews-tiny), folder or hub id."),
+]
+LmHeadOpt = Annotated[
+    Optional[str],
+    typer.Option("--lm-head", help="Base checkpoint whose masked-LM head decodes the layers."),
+]
+LayerOpt = Annotated[
+    str,
+    typer.Option("--layer", "-l", help="Layer to explain at: an integer (negative from the top) or 'coherent'."),
+]
+PickleOpt = Annotated[
+    bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights. They can run code: trust the source.")
+]
+FileOpt = Annotated[
+    Optional[Path],
+    typer.Option("--file", "-f", help="Texts from a file: .txt (one per line), .tsv/.csv, .jsonl; '-' for stdin."),
+]
+TextArg = Annotated[Optional[list[str]], typer.Argument(help="Text(s) to explain.", show_default=False)]
+
+
+def main() -> None:
+    """Entry point of the ``layersal`` script."""
+    app()
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Print layersal errors and warnings as single lines; exit 2 on an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except LayersalError as exc:
+            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        finally:
+            from .api import TruncationWarning
+
+            for warning in caught:
+                if issubclass(warning.category, TruncationWarning):
+                    err.print(f"[bold yellow]warning:[/] {warning.message}", soft_wrap=True)
+
+
+def _collect_texts(texts: list[str] | None, file: Path | None) -> list[str]:
+    from .encoding import check_texts
+    from .errors import InputError
+    from .inputs import read_texts
+
+    if texts and file is not None:
+        raise InputError("give texts as arguments or with --file, not both")
+    if file is not None:
+        return read_texts(file)
+    if not texts:
+        raise InputError("no text given: pass a text argument or --file")
+    return check_texts(texts)
+
+
+def _int_or_str(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    stripped = value.strip()
+    return int(stripped) if stripped.lstrip("-").isdigit() else stripped
+
+
+def _run(
+    texts: list[str] | None,
+    file: Path | None,
+    model: str,
+    lm_head: str | None,
+    allow_pickle: bool,
+    **kwargs: Any,
+) -> list[Any]:
+    import layersal
+
+    items = _collect_texts(texts, file)
+    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+    return layersal.explain(items, lm, progress=len(items) > 32 and sys.stderr.isatty(), **kwargs)
+
+
+@app.command()
+def explain(
+    texts: TextArg = None,
+    file: FileOpt = None,
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    layer: LayerOpt = "coherent",
+    target: Annotated[
+        Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
+    ] = None,
+    saliency: Annotated[
+        str, typer.Option(help="Position saliency g: gradcam, grad_x_act or grad_norm.")
+    ] = "gradcam",
+    decode: Annotated[
+        bool, typer.Option("--decode/--no-decode", help="Carry saliency back to tokens through the LM head.")
+    ] = True,
+    tau: Annotated[int, typer.Option(help="Top decoded tokens per position that count.")] = 50,
+    word_aggregation: Annotated[
+        str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")
+    ] = "sum",
+    batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")] = False,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
+    with _user_errors():
+        results = _run(
+            texts,
+            file,
+            model,
+            lm_head,
+            allow_pickle,
+            layer=_int_or_str(layer),
+            target=_int_or_str(target),
+            saliency=saliency,
+            decode=decode,
+            tau=tau,
+            word_aggregation=word_aggregation,
+            batch_size=batch_size,
+        )
+        _print(results, json_out, _render_summary)
+
+
+@app.command()
+def layers(
+    texts: TextArg = None,
+    file: FileOpt = None,
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    top: Annotated[int, typer.Option(help="Decoded tokens shown per position and layer.")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")] = False,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Per-layer semantic coherence and each position's top decoded tokens."""
+    with _user_errors():
+        results = _run(texts, file, model, lm_head, allow_pickle, top_k=max(top, 1))
+        _print(results, json_out, lambda e: _render_layers(e, top))
+
+
+def _render_summary(explanation: Any) -> Any:
+    from .report.terminal import summary
+
+    return summary(explanation)
+
+
+def _render_layers(explanation: Any, top: int) -> Any:
+    from .report.terminal import layer_table
+
+    return layer_table(explanation, top)
+
+
+def _print(results: list[Any], json_out: bool, render: Callable[[Any], Any]) -> None:
+    if json_out:
+        for explanation in results:
+            sys.stdout.write(explanation.to_json() + "\n")
+        return
+    for i, explanation in enumerate(results):
+        if i:
+            out.print()
+        out.print(render(explanation))

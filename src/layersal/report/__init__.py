@@ -1,0 +1,1 @@
+"""Renderers: turn :class:`~layersal.Explanation` objects into something to look at."""

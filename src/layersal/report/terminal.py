@@ -1,0 +1,92 @@
+"""Terminal rendering with rich: a coloured word heat-map and per-layer tables."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from ..explanation import Explanation
+
+_POSITIVE = (220, 50, 47)
+_NEGATIVE = (38, 139, 210)
+
+
+def _shade(score: float, scale: float) -> str:
+    """Background colour for a score: red for positive, blue for negative, white for 0."""
+    strength = 0.0 if scale <= 0 else min(1.0, abs(score) / scale)
+    base = _POSITIVE if score >= 0 else _NEGATIVE
+    r, g, b = (round(255 + (c - 255) * strength) for c in base)
+    ink = "white" if strength > 0.6 else "black"
+    return f"{ink} on rgb({r},{g},{b})"
+
+
+def heatmap(explanation: Explanation) -> Text:
+    """The text with each word coloured by its score (relative to the largest |score|)."""
+    scale = max((abs(w.score) for w in explanation.words), default=0.0)
+    out = Text()
+    cursor = 0
+    for word in explanation.words:
+        out.append(explanation.text[cursor : word.start])
+        out.append(explanation.text[word.start : word.end], style=_shade(word.score, scale))
+        cursor = word.end
+    out.append(explanation.text[cursor:])
+    return out
+
+
+def summary(explanation: Explanation, top: int = 5) -> Group:
+    """Prediction, probabilities, heat-map, top words and the layer used."""
+    probs = ", ".join(f"{label} {p:.3f}" for label, p in explanation.probabilities.items())
+    head = Text.assemble(
+        ("prediction: ", "bold"),
+        (explanation.prediction, "bold green"),
+        f"  ({probs})",
+    )
+    if explanation.target != explanation.prediction:
+        head.append(f"  explaining: {explanation.target}", style="bold yellow")
+    layer = next((r for r in explanation.layers if r.layer == explanation.layer), None)
+    detail = Text(
+        f"{explanation.method} at layer {explanation.layer}"
+        + (f" (coherence {layer.coherence:.2f})" if layer and layer.coherence is not None else "")
+        + f", decoder: {explanation.decoder}, model: {explanation.model}",
+        style="dim",
+    )
+    tops = Text("top words: ", style="bold")
+    for i, word in enumerate(explanation.top_words(top)):
+        tops.append(("" if i == 0 else ", ") + f"{word.text} {word.score:.3g}")
+    parts = [head, heatmap(explanation), tops, detail]
+    if explanation.truncated:
+        parts.append(Text("warning: text was truncated to the model's maximum length", "yellow"))
+    return Group(*parts)
+
+
+def layer_table(explanation: Explanation, top: int = 3) -> Group:
+    """Coherence per layer, then each input token's top decoded tokens at every layer."""
+    summary_table = Table(title="semantic coherence per layer", title_justify="left")
+    for column in ("layer", "coherence", "own token in top-1", "position gradient", "note"):
+        summary_table.add_column(column)
+    for report in explanation.layers:
+        ranks = report.own_rank or []
+        share = sum(r == 0 for r in ranks) / len(ranks) if ranks else 0.0
+        marker = " <- used" if report.layer == explanation.layer else ""
+        summary_table.add_row(
+            f"{report.layer}{marker}",
+            "-" if report.coherence is None else f"{report.coherence:.3f}",
+            f"{share:.0%}",
+            "yes" if report.has_position_gradient else "no",
+            "[CLS] only" if not report.has_position_gradient else "",
+        )
+    tokens = Table(title=f"top-{top} decoded tokens per position", title_justify="left")
+    tokens.add_column("token")
+    for report in explanation.layers:
+        tokens.add_column(f"layer {report.layer}")
+    for index, token in enumerate(explanation.tokens):
+        cells = []
+        for report in explanation.layers:
+            decoded = (report.top_tokens or [[]] * len(explanation.tokens))[index][:top]
+            cell = Text()
+            for i, piece in enumerate(decoded):
+                cell.append(("" if i == 0 else " ") + piece, style="bold" if piece == token.text else "")
+            cells.append(cell)
+        tokens.add_row(token.text, *cells)
+    return Group(summary_table, tokens)
