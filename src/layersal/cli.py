@@ -107,6 +107,7 @@ def _run(
     import layersal
 
     items = _collect_texts(texts, file)
+    layersal.DLSOptions(**{k: v for k, v in kwargs.items() if k in layersal.DLSOptions.__dataclass_fields__})
     lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
     return layersal.explain(items, lm, progress=len(items) > 32 and sys.stderr.isatty(), **kwargs)
 

@@ -1,0 +1,147 @@
+"""The command line as a user meets it: output, JSON, files, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from layersal.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def tiny_args(tiny_dirs) -> list[str]:
+    classifier_dir, mlm_dir = tiny_dirs["bert"]
+    return ["--model", str(classifier_dir), "--lm-head", str(mlm_dir)]
+
+
+def test_explain_default_model_prints_prediction_and_words():
+    result = _run("explain", "a gripping, beautifully acted film")
+    assert result.exit_code == 0, result.output
+    assert "prediction: positive" in result.output
+    assert "gripping" in result.output and "top words:" in result.output
+    assert "sst2-tiny" in result.output
+
+
+def test_json_lines_output_round_trips(tiny_args):
+    result = _run("explain", "first text", "second one", "--json", *tiny_args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["text"] for d in lines] == ["first text", "second one"]
+    assert all(d["words"] and d["layers"] for d in lines)
+
+
+def test_layers_command_shows_every_layer(tiny_args):
+    result = _run("layers", "the movie was wonderful", *tiny_args)
+    assert result.exit_code == 0, result.output
+    for layer in range(3):
+        assert f"layer {layer}" in result.output
+    assert "coherence" in result.output and "[CLS] only" in result.output
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("texts.txt", "good film\n\nbad film\n", ["good film", "bad film"]),
+        ("texts.tsv", "sentence\tlabel\ngood film\t1\nbad film\t0\n", ["good film", "bad film"]),
+        ("texts.jsonl", '{"text": "good film"}\n{"text": "bad film"}\n', ["good film", "bad film"]),
+    ],
+)
+def test_file_input_formats(tmp_path, tiny_args, name, content, expected):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    result = _run("explain", "--file", str(path), "--json", *tiny_args)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == expected
+
+
+def test_layer_and_target_options(tiny_args):
+    result = _run("explain", "so so", "--layer", "-2", "--target", "neutral", "--json", *tiny_args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["layer"] == 1 and data["target"] == "neutral"
+
+
+def _one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["explain", ""], "empty"),
+        (["explain", "   "], "whitespace"),
+        (["explain"], "no text given"),
+        (["explain", "fine", "--model", "./no/such/model"], "not found"),
+        (["explain", "fine", "--layer", "12"], "out of range"),
+        (["explain", "fine", "--layer", "top"], "layer must be"),
+        (["explain", "fine", "--target", "5"], "out of range"),
+        (["explain", "fine", "--target", "meh"], "unknown target"),
+        (["explain", "fine", "--saliency", "lrp"], "unknown saliency"),
+        (["explain", "fine", "--file", "missing.txt"], "not both"),
+        (["explain", "--file", "missing.txt"], "no such file"),
+    ],
+)
+def test_user_mistakes_give_one_line_errors(args, fragment):
+    _one_line_error(_run(*args), fragment)
+
+
+def test_non_utf8_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café crème\n".encode("latin-1"))
+    _one_line_error(_run("explain", "--file", str(path)), "not UTF-8")
+
+
+def test_pickle_only_checkpoint_is_refused_from_the_cli(tmp_path, tiny_dirs):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    classifier_dir, _ = tiny_dirs["bert"]
+    pickled = tmp_path / "pickled"
+    shutil.copytree(classifier_dir, pickled)
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    _one_line_error(_run("explain", "fine", "--model", str(pickled)), "--allow-pickle")
+    assert _run("explain", "fine", "--model", str(pickled), "--allow-pickle").exit_code == 0
+
+
+def test_not_a_classifier_is_a_one_line_error(tiny_dirs):
+    _, mlm_dir = tiny_dirs["bert"]
+    _one_line_error(_run("explain", "fine", "--model", str(mlm_dir)), "not a sequence classifier")
+
+
+def test_truncation_warning_is_visible(tiny_args):
+    result = _run("explain", " ".join(["splendid"] * 400), *tiny_args)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "truncated" in result.output
+
+
+def test_installed_entry_point_runs_without_traceback():
+    ok = subprocess.run(
+        [sys.executable, "-m", "layersal", "explain", "a gripping, beautifully acted film"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "prediction:" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "layersal", "explain", "fine", "--layer", "99"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
