@@ -111,6 +111,13 @@ def test_a_text_alone_and_in_a_padded_batch_get_the_same_scores(bert_tiny):
             assert alone.probabilities[label] == pytest.approx(batched.probabilities[label], abs=1e-5)
 
 
+def test_dls_costs_one_forward_and_one_backward_pass(bert_tiny):
+    explanation = layersal.explain(TEXTS[0], bert_tiny)
+    assert (explanation.forward_passes, explanation.backward_passes) == (1, 1)
+    assert explanation.options["tau"] == 50 and explanation.options["relu"] is True
+    assert "dls" in layersal.methods()
+
+
 def test_explanations_are_deterministic(bert_tiny):
     first = layersal.explain(TEXTS, bert_tiny, layer=1)
     second = layersal.explain(TEXTS, bert_tiny, layer=1)
@@ -192,6 +199,7 @@ def test_target_by_name_or_index(bert_tiny):
         ({"target": "happy"}, "unknown target"),
         ({"saliency": "lrp"}, "unknown saliency"),
         ({"method": "magic"}, "unknown method"),
+        ({"n_steps": 50}, "has no option 'n_steps'"),
         ({"tau": 0}, "tau"),
         ({"word_aggregation": "median"}, "word aggregation"),
     ],

@@ -1,6 +1,7 @@
 """layersal: which words a transformer text classifier relied on (Decoded Layer Saliency)."""
 
-from .api import METHODS, TruncationWarning, explain
+from .api import TruncationWarning, explain
+from .saliency import methods
 from .errors import InputError, LayersalError, ModelLoadError
 from .explanation import Explanation, LayerReport, Token, Word
 from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
@@ -16,7 +17,6 @@ __all__ = [
     "LayerReport",
     "LayersalError",
     "LoadedModel",
-    "METHODS",
     "ModelLoadError",
     "Token",
     "TruncationWarning",
@@ -24,4 +24,5 @@ __all__ = [
     "bundled_models",
     "explain",
     "load",
+    "methods",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from collections.abc import Sequence
 from typing import Any, overload
 
@@ -10,12 +11,12 @@ import torch
 
 from .encoding import Encoded, check_texts, encode, model_input_names
 from .errors import InputError
-from .explanation import Explanation, LayerReport, Token, Word
+from .explanation import Explanation, Token, Word
 from .models import DEFAULT_MODEL, LoadedModel, load
-from .saliency.dls import DLSOptions, DLSResult, run_dls
+from .saliency import Attribution, check_method, methods, run_method
+from .saliency.dls import DLSResult
 from .words import WORD_AGGREGATIONS, aggregate, group_words
 
-METHODS = ("dls",)
 Target = int | str | None
 
 
@@ -37,34 +38,28 @@ def explain(
     *,
     method: str = "dls",
     target: Target | Sequence[Target] = None,
-    layer: int | str = "coherent",
-    saliency: str = "gradcam",
-    relu: bool | None = None,
-    decode: bool = True,
-    tau: int | None = 50,
-    weights: str = "prob",
-    rho: float = 0.5,
-    top_k: int = 5,
-    layer_report: bool = True,
     word_aggregation: str = "sum",
     batch_size: int = 16,
     lm_head: str | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain why ``model`` classifies each text as it does.
 
     ``texts``: one string (returns one :class:`Explanation`) or a sequence (returns a list).
     ``model``: a :class:`LoadedModel` from :func:`layersal.load` (load once, reuse), a model
     name or path (loaded for this call), or ``None`` for the bundled default.
+    ``method``: one of :func:`layersal.methods`; ``options`` are the method's own (for
+    ``dls``: ``layer``, ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``, ``rho``,
+    ``top_k``, ``layer_report``; see :class:`layersal.DLSOptions`).
     ``target``: class to explain (index or label name, one for all or one per text);
-    ``None`` explains the predicted class. The DLS options are described in
-    :class:`layersal.saliency.DLSOptions`; ``word_aggregation`` (``sum``/``mean``/``max``)
-    merges sub-word scores into word scores.
+    ``None`` explains the predicted class. ``word_aggregation`` (``sum``/``mean``/``max``)
+    merges sub-word scores into word scores. Texts are batched ``batch_size`` at a time,
+    sorted by length to cut padding; results come back in input order.
     """
     single = isinstance(texts, str)
     items = check_texts([texts] if single else list(texts))
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    check_method(method, options)
     if word_aggregation not in WORD_AGGREGATIONS:
         raise InputError(
             f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, "
@@ -72,26 +67,20 @@ def explain(
         )
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    options = DLSOptions(
-        layer=layer,
-        saliency=saliency,
-        relu=relu,
-        decode=decode,
-        tau=tau,
-        weights=weights,
-        rho=rho,
-        top_k=top_k,
-        layer_report=layer_report,
-    )
+    if method == "dls":
+        from .saliency.dls import DLSOptions
+
+        DLSOptions(**options)
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
     targets = _target_indices(target, len(items), lm.labels)
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     results: list[Explanation | None] = [None] * len(items)
+    inputs = model_input_names(lm.model)
     for batch in _progress(batches, progress, total_texts=len(items)):
-        encoded = encode(lm.tokenizer, [items[i] for i in batch], lm.max_length, model_input_names(lm.model))
+        encoded = encode(lm.tokenizer, [items[i] for i in batch], lm.max_length, inputs)
         batch_targets = None if targets is None else torch.tensor([targets[i] for i in batch])
-        dls = run_dls(lm, encoded, options, batch_targets)
+        attribution = run_method(method, lm, encoded, batch_targets, options)
         for row, index in enumerate(batch):
             if encoded.truncated[row]:
                 warnings.warn(
@@ -100,7 +89,9 @@ def explain(
                     TruncationWarning,
                     stacklevel=2,
                 )
-            results[index] = _build(lm, encoded, dls, row, options, word_aggregation, method)
+            results[index] = build_explanation(
+                lm, encoded, attribution, row, method, word_aggregation, options
+            )
     explanations = [r for r in results if r is not None]
     return explanations[0] if single else explanations
 
@@ -142,24 +133,22 @@ def _progress(batches: list[list[int]], enabled: bool, total_texts: int) -> Any:
     return track(batches, description=f"explaining {total_texts} texts")
 
 
-def _build(
+def build_explanation(
     lm: LoadedModel,
     encoded: Encoded,
-    dls: DLSResult,
+    attribution: Attribution,
     row: int,
-    options: DLSOptions,
-    word_aggregation: str,
     method: str,
+    word_aggregation: str = "sum",
+    options: dict[str, Any] | None = None,
 ) -> Explanation:
-    """One text's :class:`Explanation` from a batch result (content tokens only)."""
+    """One text's :class:`Explanation` from a batch attribution (content tokens only)."""
     text = encoded.texts[row]
     content = encoded.content[row].nonzero().flatten().tolist()
     ids = encoded.input_ids[row, content].tolist()
     pieces = lm.tokenizer.convert_ids_to_tokens(ids)
     offsets = [tuple(int(x) for x in encoded.offsets[row, i]) for i in content]
-    layer = dls.chosen[row]
-    chosen = dls.layers[layer]
-    scores = chosen.scores[row, content].tolist()
+    scores = attribution.scores[row, content].tolist()
     spans = group_words([encoded.word_ids[row][i] for i in content], offsets)
     word_of = {t: w for w, span in enumerate(spans) for t in span.tokens}
     tokens = [
@@ -176,55 +165,33 @@ def _build(
         )
         for span in spans
     ]
-    probs = dls.pass_.probabilities[row].tolist()
+    probs = torch.softmax(attribution.logits[row], -1).tolist()
+    detail = attribution.detail
+    recorded = dict(options or {})
+    reports = []
+    if isinstance(detail, DLSResult):
+        recorded = asdict(detail.options)
+        recorded["relu"] = detail.options.apply_relu
+        if detail.options.layer_report:
+            reports = detail.reports(row, content, lm.tokenizer)
     return Explanation(
         text=text,
         model=lm.name,
         method=method,
         prediction=lm.labels[int(torch.tensor(probs).argmax())],
-        target=lm.labels[int(dls.pass_.targets[row])],
+        target=lm.labels[int(attribution.targets[row])],
         probabilities=dict(zip(lm.labels, probs)),
         tokens=tokens,
         words=words,
-        layer=layer,
+        layer=attribution.layers[row],
         decoder=lm.decoder,
         word_aggregation=word_aggregation,
         truncated=encoded.truncated[row],
-        options={
-            "layer": options.layer,
-            "saliency": options.saliency,
-            "relu": options.apply_relu,
-            "decode": options.decode,
-            "tau": options.tau,
-            "weights": options.weights,
-            "rho": options.rho,
-        },
-        layers=_layer_reports(lm, dls, row, content) if options.layer_report else [],
+        options=recorded,
+        layers=reports,
+        forward_passes=attribution.forward_passes,
+        backward_passes=attribution.backward_passes,
     )
 
 
-def _layer_reports(lm: LoadedModel, dls: DLSResult, row: int, content: list[int]) -> list[LayerReport]:
-    reports = []
-    for layer, result in sorted(dls.layers.items()):
-        decoding = result.decoding
-        has_gradient = bool(result.has_gradient[row])
-        top_tokens = top_probs = None
-        if decoding is not None and decoding.top_ids is not None:
-            top_tokens = [lm.tokenizer.convert_ids_to_tokens(decoding.top_ids[row, i].tolist()) for i in content]
-            top_probs = [[round(p, 6) for p in decoding.top_probs[row, i].tolist()] for i in content]
-        reports.append(
-            LayerReport(
-                layer=layer,
-                coherence=None if decoding is None else float(decoding.coherence[row]),
-                has_position_gradient=has_gradient,
-                scores=result.scores[row, content].tolist(),
-                own_rank=None if decoding is None else decoding.own_rank[row, content].tolist(),
-                top_tokens=top_tokens,
-                top_probs=top_probs,
-                note=""
-                if has_gradient
-                else "no gradient reaches the input positions at this layer (the classifier "
-                "reads only the [CLS] vector here), so it carries no position saliency",
-            )
-        )
-    return reports
+__all__ = ["TruncationWarning", "build_explanation", "explain", "methods"]

@@ -70,6 +70,8 @@ class Explanation:
     truncated: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     layers: list[LayerReport] = field(default_factory=list)
+    forward_passes: int = 1
+    backward_passes: int = 1
 
     @property
     def scores(self) -> list[float]:

@@ -6,15 +6,23 @@ from dataclasses import dataclass, field
 
 import torch
 
+from typing import Any
+
 from ..decoding import LayerDecoding, carry_saliency, decode_layer
 from ..encoding import Encoded
 from ..errors import InputError
+from ..explanation import LayerReport
 from ..models import LoadedModel
 from ..passes import Pass, forward_backward
+from .base import Attribution, register
 
 SALIENCY_KINDS = ("gradcam", "grad_x_act", "grad_norm")
 LAYER_CHOICES = ("coherent", "auto")
 _NO_GRADIENT_TOL = 1e-6
+_NO_GRADIENT_NOTE = (
+    "no gradient reaches the input positions at this layer (the classifier reads only the "
+    "[CLS] vector here), so it carries no position saliency"
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,37 @@ class DLSResult:
 
     pass_: Pass
     layers: dict[int, LayerSaliency]
+    options: DLSOptions
     chosen: list[int] = field(default_factory=list)
+
+    def scores(self) -> torch.Tensor:
+        """``(B, n)`` token scores, each text at its chosen layer."""
+        return torch.stack([self.layers[l].scores[row] for row, l in enumerate(self.chosen)])
+
+    def reports(self, row: int, content: list[int], tokenizer: Any) -> list[LayerReport]:
+        """The per-layer report of text ``row`` over its content positions."""
+        reports = []
+        for layer, result in sorted(self.layers.items()):
+            decoding = result.decoding
+            has_gradient = bool(result.has_gradient[row])
+            top_tokens = top_probs = None
+            if decoding is not None and decoding.top_ids is not None:
+                ids = decoding.top_ids[row, content].tolist()
+                top_tokens = [tokenizer.convert_ids_to_tokens(i) for i in ids]
+                top_probs = [[round(p, 6) for p in ps] for ps in decoding.top_probs[row, content].tolist()]
+            reports.append(
+                LayerReport(
+                    layer=layer,
+                    coherence=None if decoding is None else float(decoding.coherence[row]),
+                    has_position_gradient=has_gradient,
+                    scores=result.scores[row, content].tolist(),
+                    own_rank=None if decoding is None else decoding.own_rank[row, content].tolist(),
+                    top_tokens=top_tokens,
+                    top_probs=top_probs,
+                    note="" if has_gradient else _NO_GRADIENT_NOTE,
+                )
+            )
+        return reports
 
 
 def position_saliency(
@@ -120,6 +158,21 @@ def resolve_layer(layer: int, num_layers: int) -> int:
             f"(or -{num_layers + 1}..-1)"
         )
     return index
+
+
+@register("dls", options=DLSOptions)
+def dls(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any) -> Attribution:
+    """Decoded Layer Saliency as a registered method: one forward and one backward pass."""
+    result = run_dls(lm, encoded, DLSOptions(**options), targets)
+    return Attribution(
+        scores=result.scores(),
+        logits=result.pass_.logits,
+        targets=result.pass_.targets,
+        forward_passes=1,
+        backward_passes=1,
+        layers=list(result.chosen),
+        detail=result,
+    )
 
 
 def run_dls(
@@ -164,7 +217,7 @@ def run_dls(
         scores = scores * has_gradient.unsqueeze(-1)
         layers[layer] = LayerSaliency(s, scores, has_gradient, decoding)
     chosen = [fixed] * len(encoded) if fixed is not None else _coherent_layers(layers, options.rho)
-    return DLSResult(pass_=result, layers=layers, chosen=chosen)
+    return DLSResult(pass_=result, layers=layers, options=options, chosen=chosen)
 
 
 def _has_position_gradient(
