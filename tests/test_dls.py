@@ -194,7 +194,6 @@ def test_target_by_name_or_index(bert_tiny):
         ({"layer": 7}, "out of range"),
         ({"layer": -9}, "out of range"),
         ({"layer": "deepest"}, "layer must be"),
-        ({"layer": "auto"}, "not available yet"),
         ({"target": 3}, "out of range"),
         ({"target": "happy"}, "unknown target"),
         ({"saliency": "lrp"}, "unknown saliency"),

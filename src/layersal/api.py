@@ -14,7 +14,8 @@ from .errors import InputError
 from .explanation import Explanation, Token, Word
 from .models import DEFAULT_MODEL, LoadedModel, load
 from .saliency import Attribution, check_method, methods, run_method
-from .saliency.dls import DLSResult
+from .saliency.dls import DLSOptions, DLSResult
+from .saliency.layer_choice import resolve_auto
 from .words import WORD_AGGREGATIONS, aggregate, group_words
 
 Target = int | str | None
@@ -68,10 +69,12 @@ def explain(
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     if method == "dls":
-        from .saliency.dls import DLSOptions
-
         DLSOptions(**options)
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
+    auto = None
+    if method == "dls" and options.get("layer") == "auto":
+        auto = resolve_auto(lm, items, DLSOptions(**options), batch_size=batch_size)
+        options = {**options, "layer": auto.layer}
     targets = _target_indices(target, len(items), lm.labels)
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
@@ -93,6 +96,9 @@ def explain(
                 lm, encoded, attribution, row, method, word_aggregation, options
             )
     explanations = [r for r in results if r is not None]
+    if auto is not None:
+        for explanation in explanations:
+            explanation.options.update(layer="auto", auto=asdict(auto))
     return explanations[0] if single else explanations
 
 

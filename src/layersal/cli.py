@@ -171,6 +171,77 @@ def layers(
         _print(results, json_out, lambda e: _render_layers(e, top))
 
 
+@app.command()
+def bench(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Labelled TSV: SST-2 style (header sentence/label) or AG News style (text, label name).")],
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated methods ('all', 'layers', or name[:key=value;...] with ';' between options).",
+        ),
+    ] = "all",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")] = Path("bench-results"),
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="Use a seeded random sample of N rows.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample and the bootstrap.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
+    level: Annotated[str, typer.Option(help="Hide tokens or whole words: token or word.")] = "token",
+    perturbation: Annotated[str, typer.Option(help="How tokens are hidden: mask, delete or pad.")] = "mask",
+    rank_by: Annotated[str, typer.Option(help="Rank by signed or abs score.")] = "signed",
+    loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Kendall tau with leave-one-out (one pass per token).")] = True,
+    calibration: Annotated[
+        Optional[Path], typer.Option(help="Unlabelled texts for layer=auto (default: the first 64 benchmark texts).")
+    ] = None,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Faithfulness benchmark of every method on a labelled dataset (tables and plots)."""
+    with _user_errors():
+        import layersal
+        from .benchmark import expand_specs, run_benchmark
+        from .datasets import read_labelled
+        from .inputs import read_texts
+        from .report.bench import markdown, write
+
+        dataset = read_labelled(data)
+        dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
+        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+        names = [m.replace(";", ",") for m in _split_methods(methods)]
+        specs = expand_specs(names, lm.num_layers)
+        metric_options = {"level": level, "perturbation": perturbation, "rank_by": rank_by, "loo": loo}
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=False,
+        ) as progress:
+            task = progress.add_task("benchmark", total=len(specs) * len(dataset))
+
+            def advance(label: str, n: int) -> None:
+                progress.update(task, advance=n, description=f"{label:<28}")
+
+            result = run_benchmark(
+                lm,
+                dataset,
+                specs,
+                batch_size=batch_size,
+                metric_options=metric_options,
+                calibration=read_texts(calibration)[:64] if calibration else None,
+                on_progress=advance,
+            )
+        paths = write(result, out)
+        out_console = Console(highlight=False, width=200)
+        out_console.print(markdown(result), markup=False)
+        err.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _split_methods(text: str) -> list[str]:
+    """Split on commas that separate methods (options use ';' or come after ':')."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def _render_summary(explanation: Any) -> Any:
     from .report.terminal import summary
 

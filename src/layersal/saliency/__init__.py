@@ -4,6 +4,7 @@ Importing this package registers every method with :mod:`layersal.saliency.base`
 """
 
 from . import dls
+from . import attention, gradients, perturbation, simple  # baselines register on import
 from .base import Attribution, check_method, methods, register, run_method
 from .dls import SALIENCY_KINDS, DLSOptions, position_saliency, run_dls
 

@@ -29,9 +29,10 @@ _NO_GRADIENT_NOTE = (
 class DLSOptions:
     """The method's named choices (see METHOD.md).
 
-    - ``layer``: an int (negative counts from the top; 0 is the embedding output) or
+    - ``layer``: an int (negative counts from the top; 0 is the embedding output),
       ``"coherent"``: the deepest layer with position gradient whose coherence is at least
-      ``rho`` times the embedding layer's.
+      ``rho`` times the embedding layer's, or ``"auto"``: the layer with the best measured
+      comprehensiveness on a calibration sample (see :mod:`layersal.saliency.layer_choice`).
     - ``saliency``: the feature aggregation g: ``gradcam`` (pooled gradient . activation),
       ``grad_x_act`` (gradient . activation per position) or ``grad_norm``.
     - ``relu``: clip position saliency at 0; ``None`` means on for gradcam, off otherwise.
@@ -62,8 +63,6 @@ class DLSOptions:
             raise InputError(
                 f"layer must be an integer, 'coherent' or 'auto', not {self.layer!r}"
             )
-        if self.layer == "auto":
-            raise InputError("layer='auto' is not available yet; use an integer or 'coherent'")
         if self.tau is not None and self.tau < 1:
             raise InputError(f"tau must be at least 1, not {self.tau}")
         if self.weights not in ("prob", "uniform"):
@@ -182,6 +181,8 @@ def run_dls(
     targets: torch.Tensor | None = None,
 ) -> DLSResult:
     """Explain one batch: one forward, one backward, then per-layer saliency and decoding."""
+    if options.layer == "auto":
+        raise InputError("layer='auto' must be resolved first (layersal.explain does this)")
     num_layers = lm.num_layers
     fixed = None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
     result = forward_backward(lm.model, encoded, targets)

@@ -1,0 +1,271 @@
+"""The faithfulness benchmark: every method on a labelled dataset, with timings and CIs.
+
+``run_benchmark`` explains the same texts with each method, scores every explanation with
+:func:`layersal.metrics.faithfulness` (the model's own predicted class is the target), and
+records passes and seconds per explanation. ``layer_analysis`` reads DLS at every layer,
+``coherent`` and ``auto`` out of a run. Writing tables and plots is in :mod:`layersal.report.bench`.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .datasets import LabelledTexts, label_indices
+from .encoding import encode, model_input_names
+from .errors import InputError
+from .evaluate import predictor, score_batch
+from .metrics import Faithfulness, summarise
+from .models import LoadedModel
+from .saliency import check_method, methods, run_method
+from .saliency.dls import DLSOptions, DLSResult
+from .saliency.layer_choice import calibrate_layer
+
+HEADLINE = (
+    ("aopc_comprehensiveness", "comp. AOPC", "higher"),
+    ("aopc_sufficiency", "suff. AOPC", "lower"),
+    ("deletion_area", "deletion area", "lower"),
+    ("insertion_area", "insertion area", "higher"),
+    ("log_odds_20", "log-odds@20%", "lower"),
+    ("kendall_loo", "Kendall tau LOO", "higher"),
+)
+
+
+@dataclass
+class MethodSpec:
+    """One benchmark row: a method with options, under a label."""
+
+    label: str
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodRun:
+    """One method's results over the dataset."""
+
+    spec: MethodSpec
+    results: list[Faithfulness]
+    layers: list[int | None]
+    seconds: float
+    forward_passes: float
+    backward_passes: float
+    coherence: dict[int, float] = field(default_factory=dict)
+    note: str = ""
+
+    def summary(self, resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+        return summarise(self.results, resamples=resamples, seed=seed)
+
+    @property
+    def seconds_per_text(self) -> float:
+        return self.seconds / max(1, len(self.results))
+
+
+@dataclass
+class Benchmark:
+    """A whole benchmark run."""
+
+    model: str
+    data: str
+    n_texts: int
+    accuracy: float | None
+    runs: list[MethodRun]
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+
+
+def parse_spec(text: str) -> MethodSpec:
+    """``name`` or ``name:key=value,key=value`` (ints, floats, true/false, none parsed)."""
+    name, _, rest = text.strip().partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"method option {item!r} in {text!r} needs key=value")
+        options[key.strip()] = _parse_value(value.strip())
+    check_method(name, options)
+    if name == "dls":
+        DLSOptions(**options)
+    return MethodSpec(text.strip(), name, options)
+
+
+def _parse_value(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def expand_specs(names: Sequence[str], num_layers: int) -> list[MethodSpec]:
+    """Method specs from the command line; ``all`` is every baseline plus DLS at every layer,
+    ``coherent`` (the default) and ``auto``; ``layers`` is only the DLS layer sweep."""
+    out: list[MethodSpec] = []
+    for name in names:
+        if name == "all":
+            out += [parse_spec(m) for m in methods() if m != "dls"]
+            out += _layer_sweep(num_layers)
+        elif name == "layers":
+            out += _layer_sweep(num_layers)
+        else:
+            out.append(parse_spec(name))
+    seen: set[str] = set()
+    return [s for s in out if not (s.label in seen or seen.add(s.label))]
+
+
+def _layer_sweep(num_layers: int) -> list[MethodSpec]:
+    fixed = [parse_spec(f"dls:layer={layer}") for layer in range(num_layers + 1)]
+    return fixed + [parse_spec("dls:layer=coherent"), parse_spec("dls:layer=auto")]
+
+
+def run_benchmark(
+    lm: LoadedModel,
+    data: LabelledTexts,
+    specs: Sequence[MethodSpec],
+    *,
+    batch_size: int = 32,
+    metric_options: dict[str, Any] | None = None,
+    calibration: Sequence[str] | None = None,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> Benchmark:
+    """Explain ``data`` with every spec and score each explanation.
+
+    ``calibration``: unlabelled texts for ``layer=auto`` (default: the first 64 texts of
+    ``data``; the choice uses no labels). ``on_progress(label, n_done)`` is called per batch.
+    """
+    metric_options = dict(metric_options or {})
+    gold = label_indices(data.labels, lm.labels)
+    inputs = model_input_names(lm.model)
+    predict = predictor(lm)
+    order = sorted(range(len(data)), key=lambda i: len(data.texts[i]))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    encoded_batches = [encode(lm.tokenizer, [data.texts[i] for i in b], lm.max_length, inputs) for b in batches]
+    runs = []
+    for spec in specs:
+        options = dict(spec.options)
+        note = ""
+        if spec.method == "dls" and options.get("layer") == "auto":
+            sample = list(calibration or data.texts[:64])
+            choice = calibrate_layer(lm, sample, DLSOptions(**options), batch_size=batch_size)
+            options["layer"] = choice.layer
+            note = choice.reason
+        results: list[Faithfulness | None] = [None] * len(data)
+        layers: list[int | None] = [None] * len(data)
+        coherence: dict[int, list[float]] = {}
+        seconds = forward = backward = 0.0
+        for batch, encoded in zip(batches, encoded_batches):
+            start = time.perf_counter()
+            attribution = run_method(spec.method, lm, encoded, None, options)
+            seconds += time.perf_counter() - start
+            forward += attribution.forward_passes * len(batch)
+            backward += attribution.backward_passes * len(batch)
+            if isinstance(attribution.detail, DLSResult):
+                _collect_coherence(attribution.detail, coherence)
+            scored = score_batch(
+                lm,
+                encoded,
+                attribution.scores,
+                attribution.targets,
+                labels=None if gold is None else [gold[i] for i in batch],
+                predict=predict,
+                **metric_options,
+            )
+            for row, index in enumerate(batch):
+                results[index] = scored[row]
+                layers[index] = attribution.layers[row]
+            if on_progress is not None:
+                on_progress(spec.label, len(batch))
+        runs.append(
+            MethodRun(
+                spec=spec,
+                results=[r for r in results if r is not None],
+                layers=layers,
+                seconds=seconds,
+                forward_passes=forward / len(data),
+                backward_passes=backward / len(data),
+                coherence={layer: float(np.mean(v)) for layer, v in sorted(coherence.items())},
+                note=note,
+            )
+        )
+    return Benchmark(
+        model=lm.name,
+        data=data.source,
+        n_texts=len(data),
+        accuracy=_accuracy(runs, gold),
+        runs=runs,
+        settings={"batch_size": batch_size, **metric_options},
+        machine=machine_info(),
+    )
+
+
+def _collect_coherence(detail: DLSResult, into: dict[int, list[float]]) -> None:
+    for layer, saliency in detail.layers.items():
+        if saliency.decoding is not None:
+            into.setdefault(layer, []).extend(saliency.decoding.coherence.tolist())
+
+
+def _accuracy(runs: list[MethodRun], gold: list[int] | None) -> float | None:
+    if gold is None or not runs or runs[0].results[0].deletion_accuracy is None:
+        return None
+    return float(np.mean([r.deletion_accuracy[0] for r in runs[0].results]))
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the benchmark (for the tables)."""
+    import os
+
+    return {
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
+    """DLS per fixed layer, ``coherent`` and ``auto``: layer(s) used, coherence and AOPC."""
+    rows = []
+    coherence: dict[int, float] = {}
+    for run in bench.runs:
+        if run.spec.method == "dls" and run.coherence:
+            coherence = run.coherence
+    fixed = {}
+    for run in bench.runs:
+        if run.spec.method != "dls":
+            continue
+        layer = run.spec.options.get("layer", "coherent")
+        used = sorted({l for l in run.layers if l is not None})
+        aopc = float(np.mean([r.aopc_comprehensiveness for r in run.results]))
+        if isinstance(layer, int):
+            fixed[layer] = aopc
+        rows.append(
+            {
+                "label": run.spec.label,
+                "layer": layer,
+                "layers_used": used,
+                "coherence": coherence.get(used[0]) if len(used) == 1 else None,
+                "aopc_comprehensiveness": aopc,
+                "aopc_sufficiency": float(np.mean([r.aopc_sufficiency for r in run.results])),
+                "deletion_area": float(np.mean([r.deletion_area for r in run.results])),
+                "note": run.note,
+            }
+        )
+    if fixed:
+        best = max(fixed, key=fixed.get)
+        for row in rows:
+            row["best_fixed_layer"] = best
+            row["gap_to_best"] = row["aopc_comprehensiveness"] - fixed[best]
+    return rows

@@ -1,0 +1,61 @@
+"""Faithfulness of explanations from a loaded model: the glue between methods and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .encoding import Encoded
+from .metrics import Faithfulness, PredictFn, faithfulness
+from .models import LoadedModel
+
+
+def predictor(lm: LoadedModel) -> PredictFn:
+    """``predict(input_ids, attention_mask) -> probabilities`` for ``lm`` (no gradients)."""
+    device = lm.device
+
+    def predict(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = lm.model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).logits
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+    return predict
+
+
+def hide_ids(lm: LoadedModel) -> tuple[int, int]:
+    """``(mask_id, pad_id)`` used to hide tokens: [MASK] (or [UNK] without one) and [PAD]."""
+    tokenizer = lm.tokenizer
+    mask = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask
+    return int(mask), int(pad)
+
+
+def score_batch(
+    lm: LoadedModel,
+    encoded: Encoded,
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    labels: Sequence[int] | None = None,
+    predict: PredictFn | None = None,
+    **metric_options: Any,
+) -> list[Faithfulness]:
+    """Faithfulness metrics of ``scores`` (``(B, n)``, one batch) for ``lm``'s own targets."""
+    mask_id, pad_id = hide_ids(lm)
+    return faithfulness(
+        predict or predictor(lm),
+        encoded.input_ids,
+        encoded.attention_mask,
+        encoded.content,
+        scores.detach().cpu(),
+        targets.cpu(),
+        labels=None if labels is None else torch.tensor(list(labels)),
+        word_ids=encoded.word_ids,
+        mask_id=mask_id,
+        pad_id=pad_id,
+        **metric_options,
+    )

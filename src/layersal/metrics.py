@@ -1,0 +1,466 @@
+"""Faithfulness of token saliency: hide what an explanation ranks highest and watch the model.
+
+Model-agnostic and pure: the model is reached only through a ``predict`` function that maps
+``(input_ids, attention_mask)`` to class probabilities. Definitions are in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``predict(input_ids (N, n) long, attention_mask (N, n) long) -> probabilities (N, C)``."""
+
+PERTURBATIONS = ("mask", "delete", "pad")
+RANKINGS = ("signed", "abs")
+LEVELS = ("token", "word")
+ERASER_BUDGETS = (0.01, 0.05, 0.10, 0.20, 0.50)
+LOG_ODDS_BUDGET = 0.20
+PROBABILITY_FLOOR = 1e-12
+
+
+@dataclass
+class Faithfulness:
+    """Faithfulness of one text's saliency for class ``target``.
+
+    ``probability`` is p(target | x). ``n_units`` counts what was ranked and hidden: content
+    tokens (token level) or words (word level). Dict keys are budgets (fractions of
+    ``n_units``); curves have ``steps + 1`` points at fractions 0, 1/steps, ..., 1.
+    ``forward_passes`` counts the distinct perturbed inputs of this text sent to ``predict``.
+    """
+
+    target: int
+    probability: float
+    n_units: int
+    comprehensiveness: dict[float, float]
+    sufficiency: dict[float, float]
+    aopc_comprehensiveness: float
+    aopc_sufficiency: float
+    deletion_curve: list[float]
+    insertion_curve: list[float]
+    deletion_accuracy: list[float] | None
+    insertion_accuracy: list[float] | None
+    deletion_area: float
+    insertion_area: float
+    log_odds_20: float
+    kendall_loo: float | None
+    loo_importance: list[float] | None
+    forward_passes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of Python floats, ints and lists."""
+        return asdict(self)
+
+
+@dataclass
+class _Plan:
+    """The distinct hide-masks one text needs, and which metric reads which of them."""
+
+    hide: list[np.ndarray]
+    original: int
+    comprehensiveness: dict[float, int]
+    sufficiency: dict[float, int]
+    deletion: list[int]
+    insertion: list[int]
+    log_odds: int
+    loo: list[int] | None
+
+
+def round_half_up(value: float) -> int:
+    """Nearest integer, halves rounded up (Python's ``round`` rounds halves to even)."""
+    return math.floor(value + 0.5 + 1e-9)
+
+
+def budget_size(budget: float, n: int) -> int:
+    """How many of ``n`` units a budget hides or keeps: ``max(1, round(budget * n))``, at most
+    ``n``."""
+    return min(n, max(1, round_half_up(budget * n)))
+
+
+def step_size(step: int, steps: int, n: int) -> int:
+    """Units hidden (deletion) or revealed (insertion) at curve point ``step`` of ``steps``:
+    ``round(step / steps * n)``, computed exactly in integers."""
+    return (2 * step * n + steps) // (2 * steps)
+
+
+def units_of(content: np.ndarray, word_ids: Sequence[int | None] | None) -> list[np.ndarray]:
+    """Positions hidden together: one per content token, or one per word when ``word_ids`` is
+    given (content tokens without a word id form a unit each). Ordered by first position."""
+    positions = np.flatnonzero(content)
+    if word_ids is None:
+        return [np.array([p]) for p in positions]
+    groups: dict[tuple[str, int], list[int]] = {}
+    for p in positions:
+        word = word_ids[p]
+        groups.setdefault(("token", int(p)) if word is None else ("word", word), []).append(int(p))
+    return [np.array(g) for g in groups.values()]
+
+
+def rank_units(scores: np.ndarray, rank_by: str) -> np.ndarray:
+    """Unit indices, most salient first; ties keep position order (stable sort)."""
+    key = np.abs(scores) if rank_by == "abs" else scores
+    return np.argsort(-key, kind="stable")
+
+
+def perturb(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hide: torch.Tensor,
+    perturbation: str,
+    mask_id: int | None = None,
+    pad_id: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide the ``hide`` positions of each row.
+
+    ``mask``: ids become ``mask_id``. ``pad``: ids become ``pad_id`` and attention 0.
+    ``delete``: hidden ids are dropped and the attended rest packed to the left (order kept),
+    the tail filled with ``pad_id`` at attention 0; the length stays ``n``.
+    """
+    hide = hide.bool()
+    if perturbation == "mask":
+        return input_ids.masked_fill(hide, mask_id), attention_mask.clone()
+    if perturbation == "pad":
+        return input_ids.masked_fill(hide, pad_id), attention_mask.masked_fill(hide, 0)
+    if perturbation == "delete":
+        keep = attention_mask.bool() & ~hide
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+        kept = keep.gather(1, order)
+        ids = input_ids.gather(1, order).masked_fill(~kept, pad_id)
+        return ids, kept.to(attention_mask.dtype)
+    raise InputError(
+        f"perturbation must be one of {', '.join(PERTURBATIONS)}, not {perturbation!r}"
+    )
+
+
+def trapezoid_area(curve: Sequence[float]) -> float:
+    """Trapezoidal area under ``curve`` sampled at evenly spaced x in [0, 1]."""
+    y = np.asarray(curve, dtype=float)
+    if len(y) < 2:
+        return float("nan")
+    return float((y.sum() - (y[0] + y[-1]) / 2) / (len(y) - 1))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (tie-corrected); NaN for fewer than 2 values or a constant side."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"kendall_tau_b needs equal lengths, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return float("nan")
+    upper = np.triu_indices(len(a), k=1)
+    da = np.sign(a[:, None] - a[None, :])[upper]
+    db = np.sign(b[:, None] - b[None, :])[upper]
+    pairs = len(da)
+    denominator = math.sqrt((pairs - np.sum(da == 0)) * (pairs - np.sum(db == 0)))
+    if denominator == 0:
+        return float("nan")
+    return float(np.sum(da * db) / denominator)
+
+
+def bootstrap_ci(
+    values: Iterable[float], *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap confidence interval of the finite ``values``.
+
+    Resamples with replacement ``resamples`` times from a generator seeded by ``seed``, so the
+    interval is reproducible. All NaN when no value is finite.
+    """
+    data = np.asarray(list(values), dtype=float)
+    data = data[np.isfinite(data)]
+    if len(data) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(data.mean()), float(low), float(high)
+
+
+def summarise(
+    results: Sequence[Any], *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float, float]]:
+    """``{metric: (mean, ci_low, ci_high)}`` over texts, for every float field of the result
+    dataclasses (:class:`Faithfulness`, or plausibility results).
+
+    Per-budget dicts become ``name@budget`` keys (``comprehensiveness@0.2``); ints, lists and
+    ``None`` fields are left out; NaN values (an undefined Kendall tau) are dropped per metric.
+    """
+    columns: dict[str, list[float]] = {}
+    for result in results:
+        for f in fields(result):
+            value = getattr(result, f.name)
+            if isinstance(value, float):
+                columns.setdefault(f.name, []).append(value)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    columns.setdefault(f"{f.name}@{key:g}", []).append(float(item))
+    return {
+        name: bootstrap_ci(column, resamples=resamples, seed=seed, level=level)
+        for name, column in columns.items()
+    }
+
+
+def faithfulness(
+    predict: PredictFn,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    content: torch.Tensor,
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    word_ids: Sequence[Sequence[int | None]] | None = None,
+    level: str = "token",
+    perturbation: str = "mask",
+    mask_id: int | None = None,
+    pad_id: int | None = None,
+    rank_by: str = "signed",
+    budgets: Sequence[float] = ERASER_BUDGETS,
+    steps: int = 10,
+    loo: bool = True,
+    batch_size: int = 64,
+) -> list[Faithfulness]:
+    """Faithfulness metrics of saliency ``scores`` for a padded batch of B texts.
+
+    ``content`` marks the tokens that may be hidden (never padding or special tokens);
+    ``scores`` are read at content positions only; ``targets`` is the class explained per text
+    (usually the predicted one); ``labels`` (gold classes) adds accuracy curves. ``level="word"``
+    ranks and hides whole words (``word_ids`` as from a fast tokenizer; a word's score is the
+    sum of its tokens'). ``perturbation`` is ``mask`` (needs ``mask_id``), ``delete`` or ``pad``
+    (need ``pad_id``). ``loo`` adds leave-one-out importance and its Kendall tau with the scores
+    (one extra input per unit). Every distinct perturbed input of every text goes through
+    ``predict`` once, in chunks of ``batch_size`` rows mixing texts.
+    """
+    ids, attention, content_np, scores_np, targets_np, labels_np = _check_batch(
+        input_ids, attention_mask, content, scores, targets, labels
+    )
+    n = ids.shape[1]
+    _check_options(
+        level, word_ids, len(ids), n, perturbation, mask_id, pad_id, rank_by, budgets, steps,
+        batch_size,
+    )
+    units = [
+        units_of(content_np[b], word_ids[b] if level == "word" and word_ids is not None else None)
+        for b in range(len(ids))
+    ]
+    unit_scores = [np.array([scores_np[b, u].sum() for u in us]) for b, us in enumerate(units)]
+    orders = [rank_units(s, rank_by) for s in unit_scores]
+    plans = [_plan(us, order, n, budgets, steps, loo) for us, order in zip(units, orders)]
+    rows = np.concatenate([np.full(len(p.hide), b) for b, p in enumerate(plans)])
+    hide = np.stack([h for p in plans for h in p.hide])
+    probs = _predict_variants(
+        predict, ids, attention, rows, hide, perturbation, mask_id, pad_id, batch_size
+    )
+    if int(targets_np.max()) >= probs.shape[1] or int(targets_np.min()) < 0:
+        raise InputError(f"targets must be class indices below {probs.shape[1]}")
+    starts = np.cumsum([0] + [len(p.hide) for p in plans])
+    return [
+        _result(
+            plans[b],
+            probs[starts[b] : starts[b + 1]],
+            int(targets_np[b]),
+            None if labels_np is None else int(labels_np[b]),
+            unit_scores[b],
+            rank_by,
+        )
+        for b in range(len(plans))
+    ]
+
+
+def _plan(
+    units: list[np.ndarray],
+    order: np.ndarray,
+    n: int,
+    budgets: Sequence[float],
+    steps: int,
+    loo: bool,
+) -> _Plan:
+    hide: list[np.ndarray] = []
+    seen: dict[bytes, int] = {}
+
+    def slot(hidden_units: Iterable[int]) -> int:
+        mask = np.zeros(n, dtype=bool)
+        for u in hidden_units:
+            mask[units[u]] = True
+        key = mask.tobytes()
+        if key not in seen:
+            seen[key] = len(hide)
+            hide.append(mask)
+        return seen[key]
+
+    m = len(units)
+    ranked = [int(u) for u in order]
+    return _Plan(
+        hide=hide,
+        original=slot([]),
+        comprehensiveness={b: slot(ranked[: budget_size(b, m)]) for b in budgets},
+        sufficiency={b: slot(ranked[budget_size(b, m) :]) for b in budgets},
+        deletion=[slot(ranked[: step_size(i, steps, m)]) for i in range(steps + 1)],
+        insertion=[slot(ranked[step_size(i, steps, m) :]) for i in range(steps + 1)],
+        log_odds=slot(ranked[: budget_size(LOG_ODDS_BUDGET, m)]),
+        loo=[slot([u]) for u in range(m)] if loo else None,
+    )
+
+
+def _predict_variants(
+    predict: PredictFn,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows: np.ndarray,
+    hide: np.ndarray,
+    perturbation: str,
+    mask_id: int | None,
+    pad_id: int | None,
+    batch_size: int,
+) -> np.ndarray:
+    """Probabilities ``(V, C)`` of every perturbed variant, ``batch_size`` rows per call."""
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = torch.from_numpy(rows[start : start + batch_size])
+        ids, mask = perturb(
+            input_ids[chunk],
+            attention_mask[chunk],
+            torch.from_numpy(hide[start : start + batch_size]),
+            perturbation,
+            mask_id,
+            pad_id,
+        )
+        with torch.no_grad():
+            probs = predict(ids, mask)
+        if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or len(probs) != len(chunk):
+            raise InputError(
+                f"predict must return a (rows, classes) tensor; for {len(chunk)} rows it returned "
+                f"{getattr(probs, 'shape', type(probs).__name__)}"
+            )
+        out.append(probs.detach().to("cpu", torch.float64).numpy())
+    return np.concatenate(out)
+
+
+def _result(
+    plan: _Plan,
+    probs: np.ndarray,
+    target: int,
+    label: int | None,
+    unit_scores: np.ndarray,
+    rank_by: str,
+) -> Faithfulness:
+    p = probs[:, target]
+    p0 = float(p[plan.original])
+    comprehensiveness = {b: p0 - float(p[i]) for b, i in plan.comprehensiveness.items()}
+    sufficiency = {b: p0 - float(p[i]) for b, i in plan.sufficiency.items()}
+    deletion = [float(p[i]) for i in plan.deletion]
+    insertion = [float(p[i]) for i in plan.insertion]
+    correct = None if label is None else probs.argmax(axis=1) == label
+    loo_importance = None if plan.loo is None else [p0 - float(p[i]) for i in plan.loo]
+    kendall = None
+    if loo_importance is not None:
+        if rank_by == "abs":
+            kendall = kendall_tau_b(np.abs(unit_scores), np.abs(loo_importance))
+        else:
+            kendall = kendall_tau_b(unit_scores, loo_importance)
+    return Faithfulness(
+        target=target,
+        probability=p0,
+        n_units=len(unit_scores),
+        comprehensiveness=comprehensiveness,
+        sufficiency=sufficiency,
+        aopc_comprehensiveness=float(np.mean(list(comprehensiveness.values()))),
+        aopc_sufficiency=float(np.mean(list(sufficiency.values()))),
+        deletion_curve=deletion,
+        insertion_curve=insertion,
+        deletion_accuracy=None if correct is None else [float(correct[i]) for i in plan.deletion],
+        insertion_accuracy=None if correct is None else [float(correct[i]) for i in plan.insertion],
+        deletion_area=trapezoid_area(deletion),
+        insertion_area=trapezoid_area(insertion),
+        log_odds_20=math.log(max(float(p[plan.log_odds]), PROBABILITY_FLOOR))
+        - math.log(max(p0, PROBABILITY_FLOOR)),
+        kendall_loo=kendall,
+        loo_importance=loo_importance,
+        forward_passes=len(plan.hide),
+    )
+
+
+def _check_batch(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    content: torch.Tensor,
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    labels: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Shapes and consistency of the batch; CPU copies for perturbing, numpy for ranking."""
+    ids = torch.as_tensor(input_ids).long().cpu()
+    if ids.ndim != 2:
+        raise InputError(f"input_ids must be (B, n), got shape {tuple(ids.shape)}")
+    shape = tuple(ids.shape)
+    attention = torch.as_tensor(attention_mask).long().cpu()
+    content_np = torch.as_tensor(content).bool().cpu().numpy()
+    scores_np = torch.as_tensor(scores).detach().double().cpu().numpy()
+    others = (("attention_mask", attention), ("content", content_np), ("scores", scores_np))
+    for name, array in others:
+        if tuple(array.shape) != shape:
+            raise InputError(
+                f"{name} must have the shape of input_ids {shape}, got {tuple(array.shape)}"
+            )
+    if (content_np & (attention.numpy() == 0)).any():
+        raise InputError("content marks a position whose attention_mask is 0")
+    empty = np.flatnonzero(~content_np.any(axis=1))
+    if len(empty):
+        raise InputError(f"text {int(empty[0])} has no content tokens to perturb")
+    if not np.isfinite(scores_np[content_np]).all():
+        raise InputError("scores must be finite at content positions")
+    targets_np = torch.as_tensor(targets).long().cpu().numpy().reshape(-1)
+    if len(targets_np) != shape[0]:
+        raise InputError(f"got {len(targets_np)} targets for {shape[0]} texts")
+    labels_np = None
+    if labels is not None:
+        labels_np = torch.as_tensor(labels).long().cpu().numpy().reshape(-1)
+        if len(labels_np) != shape[0]:
+            raise InputError(f"got {len(labels_np)} labels for {shape[0]} texts")
+    return ids, attention, content_np, scores_np, targets_np, labels_np
+
+
+def _check_options(
+    level: str,
+    word_ids: Sequence[Sequence[int | None]] | None,
+    batch: int,
+    n: int,
+    perturbation: str,
+    mask_id: int | None,
+    pad_id: int | None,
+    rank_by: str,
+    budgets: Sequence[float],
+    steps: int,
+    batch_size: int,
+) -> None:
+    if level not in LEVELS:
+        raise InputError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
+    if level == "word":
+        if word_ids is None:
+            raise InputError('level="word" needs word_ids')
+        if len(word_ids) != batch or any(len(w) != n for w in word_ids):
+            raise InputError(f"word_ids must hold {batch} lists of {n} entries")
+    if perturbation not in PERTURBATIONS:
+        raise InputError(
+            f"perturbation must be one of {', '.join(PERTURBATIONS)}, not {perturbation!r}"
+        )
+    if perturbation == "mask" and mask_id is None:
+        raise InputError('perturbation="mask" needs mask_id (the [MASK] id, or [UNK] without one)')
+    if perturbation in ("delete", "pad") and pad_id is None:
+        raise InputError(f'perturbation="{perturbation}" needs pad_id')
+    if rank_by not in RANKINGS:
+        raise InputError(f"rank_by must be one of {', '.join(RANKINGS)}, not {rank_by!r}")
+    if not budgets or any(not 0 < b <= 1 for b in budgets):
+        raise InputError(f"budgets must be fractions in (0, 1], got {list(budgets)}")
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, not {steps}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")

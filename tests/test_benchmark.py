@@ -1,0 +1,142 @@
+"""Evaluation glue, layer="auto", labelled data readers and the benchmark runner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import layersal
+from layersal.benchmark import expand_specs, layer_analysis, parse_spec, run_benchmark
+from layersal.datasets import LabelledTexts, clean_agnews, label_indices, read_labelled
+from layersal.encoding import encode, model_input_names
+from layersal.errors import InputError
+from layersal.evaluate import hide_ids, predictor
+from layersal.report.bench import markdown, write
+from layersal.saliency.dls import DLSOptions
+from layersal.saliency.layer_choice import cache_file, calibrate_layer
+
+TEXTS = [
+    "a gripping, beautifully acted film",
+    "dull and far too long",
+    "the plot meanders but the cast shines",
+    "not bad at all",
+    "an utter waste of a fine premise",
+    "warm , funny and wise",
+]
+
+
+@pytest.fixture()
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_predictor_gives_the_models_probabilities(bert_tiny):
+    encoded = encode(bert_tiny.tokenizer, TEXTS[:3], bert_tiny.max_length, model_input_names(bert_tiny.model))
+    probs = predictor(bert_tiny)(encoded.input_ids, encoded.attention_mask)
+    with torch.no_grad():
+        expected = torch.softmax(bert_tiny.model(**encoded.inputs).logits, -1)
+    torch.testing.assert_close(probs, expected)
+    assert hide_ids(bert_tiny) == (bert_tiny.tokenizer.mask_token_id, bert_tiny.tokenizer.pad_token_id)
+
+
+def test_auto_layer_picks_the_layer_with_the_best_comprehensiveness(bert_tiny, cache_dir):
+    choice = calibrate_layer(bert_tiny, TEXTS, DLSOptions(decode=False, saliency="grad_x_act"))
+    assert set(choice.aopc) == {0, 1}, "the [CLS]-only last layer is never a candidate"
+    assert choice.layer == max(choice.aopc, key=choice.aopc.get)
+    assert choice.n_texts == len(TEXTS) and str(choice.layer) in choice.reason
+
+
+def test_auto_layer_is_recorded_and_cached(bert_tiny, cache_dir):
+    many = TEXTS * 3
+    first = layersal.explain(many, bert_tiny, layer="auto")
+    auto = first[0].options["auto"]
+    assert first[0].options["layer"] == "auto"
+    assert auto["source"] == "calibrated" and first[0].layer == auto["layer"]
+    assert cache_file().is_file()
+    again = layersal.explain(TEXTS[0], bert_tiny, layer="auto")
+    assert again.options["auto"]["source"] == "cache" and again.layer == auto["layer"]
+    other = layersal.explain(TEXTS[0], bert_tiny, layer="auto", saliency="grad_norm")
+    assert other.options["auto"]["source"] == "calibrated", "settings are part of the cache key"
+
+
+def test_small_calibrations_are_not_cached(bert_tiny, cache_dir):
+    layersal.explain(TEXTS[:3], bert_tiny, layer="auto")
+    assert not cache_file().exists()
+
+
+def test_read_sst2_and_agnews_layouts(tmp_path):
+    sst = tmp_path / "sst.tsv"
+    sst.write_text('sentence\tlabel\nit \'s a "charming" film\t1\nbad\t0\n', encoding="utf-8")
+    data = read_labelled(sst)
+    assert data.texts == ['it \'s a "charming" film', "bad"] and data.labels == ["1", "0"]
+    assert label_indices(data.labels, ["negative", "positive"]) == [1, 0]
+    ag = tmp_path / "ag.tsv"
+    ag.write_text("Oil hits #36;50 a barrel\\Markets fall\tBusiness\nGoal!\tSports\n", encoding="utf-8")
+    news = read_labelled(ag)
+    assert news.texts == ["Oil hits $50 a barrel Markets fall", "Goal!"]
+    assert label_indices(news.labels, ["World", "Sports", "Business", "Sci/Tech"]) == [2, 1]
+    with pytest.raises(InputError, match="not one of"):
+        label_indices(["Weather"], ["World", "Sports"])
+    assert clean_agnews("AT&amp;T #39;s deal") == "AT&T 's deal"
+
+
+def test_seeded_sample_is_stable_and_in_file_order():
+    data = LabelledTexts([str(i) for i in range(100)], [None] * 100, "x")
+    a, b = data.sample(10, seed=3), data.sample(10, seed=3)
+    assert a.texts == b.texts and a.texts == sorted(a.texts, key=int)
+    assert data.sample(10, seed=4).texts != a.texts
+
+
+def test_method_specs():
+    spec = parse_spec("dls:layer=1,saliency=grad_x_act,relu=false,tau=none")
+    assert spec.options == {"layer": 1, "saliency": "grad_x_act", "relu": False, "tau": None}
+    with pytest.raises(InputError):
+        parse_spec("dls:depth=3")
+    with pytest.raises(InputError):
+        parse_spec("nope")
+    labels = [s.label for s in expand_specs(["all"], num_layers=2)]
+    assert {"dls:layer=0", "dls:layer=2", "dls:layer=coherent", "dls:layer=auto", "random"} <= set(labels)
+    assert len(labels) == len(set(labels))
+
+
+def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path, cache_dir):
+    bert_tiny = sst2_tiny
+    data = LabelledTexts(TEXTS, ["1", "0", "1", "1", "0", "1"], "fixture")
+    specs = expand_specs(["dls:layer=1", "dls:layer=0", "dls:layer=auto", "random"], bert_tiny.num_layers)
+    seen = []
+    bench = run_benchmark(
+        bert_tiny, data, specs, batch_size=4, metric_options={"loo": False},
+        on_progress=lambda label, n: seen.append((label, n)),
+    )
+    assert [r.spec.label for r in bench.runs] == [s.label for s in specs]
+    assert sum(n for _, n in seen) == len(specs) * len(TEXTS)
+    dls = bench.runs[0]
+    assert len(dls.results) == len(TEXTS) and dls.layers == [1] * len(TEXTS)
+    assert (dls.forward_passes, dls.backward_passes) == (1.0, 1.0)
+    assert set(dls.coherence) == {0, 1, 2}
+    assert 0.0 <= bench.accuracy <= 1.0
+    direct = layersal.explain(TEXTS[2], bert_tiny, layer=1)
+    from layersal.evaluate import score_batch
+    encoded = encode(bert_tiny.tokenizer, [TEXTS[2]], bert_tiny.max_length, model_input_names(bert_tiny.model))
+    scores = torch.zeros(encoded.input_ids.shape)
+    scores[0, encoded.content[0]] = torch.tensor(direct.scores)
+    expected = score_batch(bert_tiny, encoded, scores, torch.tensor([bert_tiny.labels.index(direct.target)]), loo=False)
+    assert dls.results[2].aopc_comprehensiveness == pytest.approx(expected[0].aopc_comprehensiveness, abs=1e-5)
+    rows = {row["label"]: row for row in layer_analysis(bench)}
+    assert rows["dls:layer=auto"]["layers_used"] in ([0], [1])
+    assert "highest comprehensiveness" in rows["dls:layer=auto"]["note"]
+    best = max(rows["dls:layer=0"]["aopc_comprehensiveness"], rows["dls:layer=1"]["aopc_comprehensiveness"])
+    assert rows["dls:layer=1"]["gap_to_best"] == pytest.approx(rows["dls:layer=1"]["aopc_comprehensiveness"] - best)
+    assert rows["dls:layer=auto"]["gap_to_best"] <= 1e-12
+    table = markdown(bench)
+    assert all(f"| {s.label} |" in table for s in specs)
+    paths = write(bench, tmp_path / "out")
+    assert {p.name for p in paths} == {"results.json", "results.md", "deletion_curves.png", "layers.png"}
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(saved["methods"][0]["per_text"]) == len(TEXTS)
+    assert (tmp_path / "out" / "deletion_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert np.isfinite(saved["methods"][0]["summary"]["aopc_comprehensiveness"][0])
