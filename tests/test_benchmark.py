@@ -106,7 +106,9 @@ def test_method_specs():
 def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path, cache_dir):
     bert_tiny = sst2_tiny
     data = LabelledTexts(TEXTS, ["1", "0", "1", "1", "0", "1"], "fixture")
-    specs = expand_specs(["dls:layer=1", "dls:layer=0", "dls:layer=auto", "random"], bert_tiny.num_layers)
+    specs = expand_specs(
+        ["dls:layer=1", "dls:layer=0", "dls:layer=auto", "dls:layer=coherent", "random"], bert_tiny.num_layers
+    )
     seen = []
     bench = run_benchmark(
         bert_tiny, data, specs, batch_size=4, metric_options={"loo": False},
@@ -117,7 +119,8 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     dls = bench.runs[0]
     assert len(dls.results) == len(TEXTS) and dls.layers == [1] * len(TEXTS)
     assert (dls.forward_passes, dls.backward_passes) == (1.0, 1.0)
-    assert set(dls.coherence) == {0, 1, 2}
+    assert set(dls.coherence) == {1}, "a fixed-layer run decodes only its own layer"
+    assert set(bench.runs[3].coherence) == {0, 1, 2}
     assert 0.0 <= bench.accuracy <= 1.0
     direct = layersal.explain(TEXTS[2], bert_tiny, layer=1)
     from layersal.evaluate import score_batch

@@ -31,7 +31,7 @@ def test_decoding_matrix_is_identity_when_each_position_decodes_to_itself():
     ids = torch.tensor([[0, 2, 3, 4, 1]])
     content = torch.tensor([[False, True, True, True, False]])
     hidden = torch.eye(6)[ids]
-    out = decode_layer(_one_hot_head(), hidden, ids, content, tau=1)
+    out = decode_layer(_one_hot_head(), hidden, ids, content, tau=1, ranks=True)
     p_self = float(torch.softmax(torch.eye(6)[2] * 10, -1)[2])
     expected = torch.zeros(5, 5)
     expected[1, 1] = expected[2, 2] = expected[3, 3] = p_self
@@ -64,8 +64,8 @@ def test_decoding_in_chunks_equals_decoding_at_once():
     ids = torch.randint(0, 50, (5, 7))
     content = torch.rand(5, 7) > 0.2
     hidden = torch.randn(5, 7, 8)
-    whole = decode_layer(head, hidden, ids, content, tau=10, top_k=3)
-    chunked = decode_layer(head, hidden, ids, content, tau=10, top_k=3, max_elements=7 * 50 * 2)
+    whole = decode_layer(head, hidden, ids, content, tau=10, top_k=3, ranks=True)
+    chunked = decode_layer(head, hidden, ids, content, tau=10, top_k=3, ranks=True, max_elements=50 * 3)
     for name in ("transfer", "coherence", "own_rank", "top_ids", "top_probs"):
         torch.testing.assert_close(getattr(whole, name), getattr(chunked, name))
 

@@ -142,6 +142,9 @@ def run_benchmark(
 ) -> Benchmark:
     """Explain ``data`` with every spec and score each explanation.
 
+    DLS runs decode only the layer they use (no per-layer report) unless their layer is
+    ``coherent``, which needs every layer's coherence; that run gives the coherence table.
+
     ``calibration``: unlabelled texts for ``layer=auto`` (default: the first 64 texts of
     ``data``; the choice uses no labels). ``on_progress(label, n_done)`` is called per batch.
     """
@@ -155,6 +158,8 @@ def run_benchmark(
     runs = []
     for spec in specs:
         options = dict(spec.options)
+        if spec.method == "dls":
+            options.setdefault("layer_report", options.get("layer", "coherent") == "coherent")
         note = ""
         if spec.method == "dls" and options.get("layer") == "auto":
             sample = list(calibration or data.texts[:64])
@@ -238,10 +243,7 @@ def machine_info() -> dict[str, Any]:
 def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
     """DLS per fixed layer, ``coherent`` and ``auto``: layer(s) used, coherence and AOPC."""
     rows = []
-    coherence: dict[int, float] = {}
-    for run in bench.runs:
-        if run.spec.method == "dls" and run.coherence:
-            coherence = run.coherence
+    coherence = max((run.coherence for run in bench.runs), key=len, default={})
     fixed = {}
     for run in bench.runs:
         if run.spec.method != "dls":

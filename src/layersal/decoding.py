@@ -71,11 +71,14 @@ class LMHead:
 
 @dataclass
 class LayerDecoding:
-    """What one layer's hidden states decode to, for a batch of ``B`` sequences of ``n``."""
+    """What one layer's hidden states decode to, for a batch of ``B`` sequences of ``n``.
+
+    Only content positions are decoded; other rows are zero (``own_rank``/``top_*``: 0).
+    """
 
     transfer: torch.Tensor  # (B, n, n): a_l(i, j), zero outside content rows/columns
     coherence: torch.Tensor  # (B,): mean over content rows of the probability on input tokens
-    own_rank: torch.Tensor  # (B, n): rank of t_i in p_l^i (0 = top)
+    own_rank: torch.Tensor | None  # (B, n): rank of t_i in p_l^i (0 = top), if asked for
     top_ids: torch.Tensor | None  # (B, n, k): top-k decoded token ids per position
     top_probs: torch.Tensor | None  # (B, n, k)
 
@@ -96,78 +99,98 @@ def decode_layer(
     tau: int | None = 50,
     weights: str = "prob",
     top_k: int = 0,
-    max_elements: int = 1 << 25,
+    ranks: bool = False,
+    max_elements: int = 1 << 24,
 ) -> LayerDecoding:
     """Decode one layer: ``a_l(i, j) = p_l^i[t_j]`` when ``t_j`` is in the top ``tau`` of ``p_l^i``.
 
     A token that occurs ``c`` times gets ``1/c`` of its value at each occurrence, so a row's sum
     is the probability mass on the input's (distinct) tokens. ``weights="uniform"`` counts a
     hit as 1 instead of ``p``; coherence always uses probabilities. ``tau=None`` (or >= |V|)
-    disables the cut. Work is chunked over the batch so that no logits tensor exceeds
-    ``max_elements`` values.
+    disables the cut. Only content positions are projected through the head (padding and
+    special tokens cost nothing), in chunks of at most ``max_elements`` logits; ``ranks`` and
+    ``top_k`` add the report's own-token ranks and top decoded tokens.
     """
     if weights not in ("prob", "uniform"):
         raise ValueError(f"weights must be 'prob' or 'uniform', not {weights!r}")
     batch, n = input_ids.shape
-    step = max(1, max_elements // max(1, n * head.vocab_size))
-    parts = [
-        _decode_chunk(
-            head,
-            hidden[s : s + step],
-            input_ids[s : s + step],
-            content[s : s + step],
-            tau=tau,
-            weights=weights,
-            top_k=top_k,
-        )
-        for s in range(0, batch, step)
-    ]
-    if len(parts) == 1:
-        return parts[0]
+    rows_b, rows_i = content.nonzero(as_tuple=True)
+    column_ids = input_ids[rows_b]
+    own_ids = input_ids[rows_b, rows_i]
+    projected = _project_rows(
+        head, hidden[rows_b, rows_i], column_ids, own_ids, tau, top_k, ranks, max_elements
+    )
+    column_logits, log_z, kth, own_rank, top_ids, top_probs = projected
+    prob = torch.exp(column_logits - log_z.unsqueeze(-1))
+    hit = column_logits >= kth.unsqueeze(-1) if kth is not None else torch.ones_like(prob, dtype=torch.bool)
+    kept = hit & content[rows_b]
+    share = 1.0 / duplicate_counts(input_ids, content)[rows_b]
+    prob_share = torch.where(kept, prob * share, torch.zeros_like(prob))
+    transfer = torch.zeros(batch, n, n, dtype=prob.dtype, device=prob.device)
+    transfer[rows_b, rows_i] = prob_share if weights == "prob" else kept.to(prob.dtype) * share
+    mass = torch.zeros(batch, dtype=prob.dtype, device=prob.device).index_add_(0, rows_b, prob_share.sum(-1))
+    coherence = mass / content.sum(-1).clamp_min(1)
     return LayerDecoding(
-        transfer=torch.cat([p.transfer for p in parts]),
-        coherence=torch.cat([p.coherence for p in parts]),
-        own_rank=torch.cat([p.own_rank for p in parts]),
-        top_ids=torch.cat([p.top_ids for p in parts]) if top_k else None,
-        top_probs=torch.cat([p.top_probs for p in parts]) if top_k else None,
+        transfer=transfer,
+        coherence=coherence,
+        own_rank=_scatter(own_rank, rows_b, rows_i, (batch, n)),
+        top_ids=_scatter(top_ids, rows_b, rows_i, (batch, n, top_k)),
+        top_probs=_scatter(top_probs, rows_b, rows_i, (batch, n, top_k)),
     )
 
 
-def _decode_chunk(
+def _project_rows(
     head: LMHead,
-    hidden: torch.Tensor,
-    input_ids: torch.Tensor,
-    content: torch.Tensor,
-    *,
+    rows: torch.Tensor,
+    column_ids: torch.Tensor,
+    own_ids: torch.Tensor,
     tau: int | None,
-    weights: str,
     top_k: int,
-) -> LayerDecoding:
-    logits = head.logits(hidden.to(head.decoder.dtype)).float()
-    log_z = torch.logsumexp(logits, dim=-1)
-    n = input_ids.shape[1]
-    columns = input_ids.unsqueeze(1).expand(-1, n, -1)
-    column_logits = logits.gather(-1, columns)
-    prob = torch.exp(column_logits - log_z.unsqueeze(-1))
-    if tau is not None and tau < logits.shape[-1]:
-        kth = logits.topk(tau, dim=-1).values[..., -1:]
-        hit = column_logits >= kth
-    else:
-        hit = torch.ones_like(prob, dtype=torch.bool)
-    pair = content.unsqueeze(-1) & content.unsqueeze(-2)
-    share = 1.0 / duplicate_counts(input_ids, content).unsqueeze(1)
-    kept = hit & pair
-    prob_share = torch.where(kept, prob * share, torch.zeros_like(prob))
-    transfer = prob_share if weights == "prob" else kept.float() * share
-    n_content = content.sum(-1).clamp_min(1)
-    coherence = (prob_share.sum(-1) * content).sum(-1) / n_content
-    own_logit = logits.gather(-1, input_ids.unsqueeze(-1))
-    own_rank = (logits > own_logit).sum(-1)
-    top_ids = top_probs = None
-    if top_k:
-        values, top_ids = logits.topk(top_k, dim=-1)
-        top_probs = torch.exp(values - log_z.unsqueeze(-1))
-    return LayerDecoding(transfer, coherence, own_rank, top_ids, top_probs)
+    ranks: bool,
+    max_elements: int,
+) -> tuple[torch.Tensor, ...]:
+    """Per content row: logits of the sequence's tokens, log-normaliser, tau-th logit, ...
+
+    The ``(rows, |V|)`` logits exist one chunk at a time.
+    """
+    count, vocab = rows.shape[0], head.vocab_size
+    cut = tau is not None and tau < vocab
+    step = max(1, max_elements // vocab)
+    parts: list[tuple[torch.Tensor | None, ...]] = []
+    for s in range(0, count, step):
+        logits = head.logits(rows[s : s + step].to(head.decoder.dtype)).float()
+        log_z = torch.logsumexp(logits, dim=-1)
+        kth = logits.topk(tau, dim=-1).values[:, -1] if cut else None
+        own_rank = None
+        if ranks:
+            own = logits.gather(1, own_ids[s : s + step].unsqueeze(1))
+            own_rank = (logits > own).sum(-1)
+        top_ids = top_probs = None
+        if top_k:
+            values, top_ids = logits.topk(top_k, dim=-1)
+            top_probs = torch.exp(values - log_z.unsqueeze(-1))
+        parts.append((logits.gather(1, column_ids[s : s + step]), log_z, kth, own_rank, top_ids, top_probs))
+    if not parts:
+        empty = torch.zeros(0, column_ids.shape[1], device=rows.device)
+        k = torch.zeros(0, top_k, device=rows.device)
+        return (
+            empty, empty[:, 0], empty[:, 0] if cut else None, empty[:, 0].long() if ranks else None,
+            k.long() if top_k else None, k if top_k else None,
+        )
+    return tuple(
+        None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(6)
+    )
+
+
+def _scatter(
+    values: torch.Tensor | None, rows_b: torch.Tensor, rows_i: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """Place per-row values back at their (batch, position) slots, zero elsewhere."""
+    if values is None or (len(shape) == 3 and shape[2] == 0):
+        return None
+    out = torch.zeros(shape, dtype=values.dtype, device=values.device)
+    out[rows_b, rows_i] = values
+    return out
 
 
 def carry_saliency(position_saliency: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,7 @@ def plot_deletion_curves(bench: Benchmark, path: Path) -> list[Path]:
 def plot_layers(bench: Benchmark, path: Path) -> list[Path]:
     """DLS coherence and comprehensiveness AOPC per fixed layer."""
     rows = [r for r in layer_analysis(bench) if isinstance(r["layer"], int)]
-    coherence = next((run.coherence for run in bench.runs if run.coherence), {})
+    coherence = max((run.coherence for run in bench.runs), key=len, default={})
     if not rows:
         return []
     import matplotlib

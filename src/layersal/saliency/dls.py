@@ -117,7 +117,9 @@ class DLSResult:
                     coherence=None if decoding is None else float(decoding.coherence[row]),
                     has_position_gradient=has_gradient,
                     scores=result.scores[row, content].tolist(),
-                    own_rank=None if decoding is None else decoding.own_rank[row, content].tolist(),
+                    own_rank=None
+                    if decoding is None or decoding.own_rank is None
+                    else decoding.own_rank[row, content].tolist(),
                     top_tokens=top_tokens,
                     top_probs=top_probs,
                     note="" if has_gradient else _NO_GRADIENT_NOTE,
@@ -206,6 +208,7 @@ def run_dls(
                 tau=options.tau,
                 weights=options.weights,
                 top_k=options.top_k if options.layer_report else 0,
+                ranks=options.layer_report,
             )
             if needs_decoding
             else None
