@@ -126,9 +126,13 @@ def test_not_a_classifier_is_a_one_line_error(tiny_dirs):
 
 
 def test_truncation_warning_is_visible(tiny_args):
-    result = _run("explain", " ".join(["splendid"] * 400), *tiny_args)
+    result = _run("explain", " ".join(["splendid"] * 400), "--truncate", *tiny_args)
     assert result.exit_code == 0, result.output
     assert "warning:" in result.output and "truncated" in result.output
+    windowed = _run("explain", " ".join(["splendid"] * 400), "--json", *tiny_args)
+    assert windowed.exit_code == 0 and "warning" not in windowed.output
+    data = json.loads(windowed.stdout)
+    assert data["options"]["windows"] > 1 and len(data["words"]) == 400
 
 
 def test_installed_entry_point_runs_without_traceback():

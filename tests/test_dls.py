@@ -214,11 +214,11 @@ def test_empty_texts_are_refused(bert_tiny, bad):
         layersal.explain(["fine", bad], bert_tiny)
 
 
-def test_long_texts_are_truncated_with_a_warning(bert_tiny):
+def test_long_texts_are_truncated_with_a_warning_when_asked(bert_tiny):
     long_text = " ".join(["wonderful"] * 300)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        explanation = layersal.explain(long_text, bert_tiny)
+        explanation = layersal.explain(long_text, bert_tiny, long_texts="truncate")
     assert explanation.truncated
     assert any(issubclass(w.category, layersal.TruncationWarning) for w in caught)
     assert len(explanation.tokens) == bert_tiny.max_length - 2

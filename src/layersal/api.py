@@ -9,13 +9,15 @@ from typing import Any, overload
 
 import torch
 
-from .encoding import Encoded, check_texts, encode, model_input_names
+from .encoding import Encoded, check_texts, encode, model_input_names, select_rows
 from .errors import InputError
 from .explanation import Explanation, Token, Word
 from .models import DEFAULT_MODEL, LoadedModel, load
+from .passes import forward
 from .saliency import Attribution, check_method, methods, run_method
 from .saliency.dls import DLSOptions, DLSResult
 from .saliency.layer_choice import resolve_auto
+from .windows import document_probabilities, merge_windows, window_overlap
 from .words import WORD_AGGREGATIONS, aggregate, group_words
 
 Target = int | str | None
@@ -43,6 +45,9 @@ def explain(
     batch_size: int = 16,
     lm_head: str | None = None,
     progress: bool = False,
+    long_texts: str = "windows",
+    window: int | None = None,
+    stride: int | None = None,
     **options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain why ``model`` classifies each text as it does.
@@ -57,6 +62,9 @@ def explain(
     ``None`` explains the predicted class. ``word_aggregation`` (``sum``/``mean``/``max``)
     merges sub-word scores into word scores. Texts are batched ``batch_size`` at a time,
     sorted by length to cut padding; results come back in input order.
+    ``long_texts``: ``"windows"`` explains a text longer than the model's maximum as
+    overlapping windows of ``window`` tokens every ``stride`` tokens, merged into one
+    explanation (see :mod:`layersal.windows`); ``"truncate"`` keeps its first window and warns.
     """
     single = isinstance(texts, str)
     items = check_texts([texts] if single else list(texts))
@@ -68,6 +76,8 @@ def explain(
         )
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if long_texts not in ("windows", "truncate"):
+        raise InputError(f"long_texts must be 'windows' or 'truncate', not {long_texts!r}")
     if method == "dls":
         DLSOptions(**options)
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
@@ -76,30 +86,88 @@ def explain(
         auto = resolve_auto(lm, items, DLSOptions(**options), batch_size=batch_size)
         options = {**options, "layer": auto.layer}
     targets = _target_indices(target, len(items), lm.labels)
+    size, overlap = lm.max_length, None
+    if long_texts == "windows":
+        size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     results: list[Explanation | None] = [None] * len(items)
     inputs = model_input_names(lm.model)
     for batch in _progress(batches, progress, total_texts=len(items)):
-        encoded = encode(lm.tokenizer, [items[i] for i in batch], lm.max_length, inputs)
-        batch_targets = None if targets is None else torch.tensor([targets[i] for i in batch])
-        attribution = run_method(method, lm, encoded, batch_targets, options)
+        encoded = encode(lm.tokenizer, [items[i] for i in batch], size, inputs, overlap=overlap)
+        batch_targets = None if targets is None else [targets[i] for i in batch]
+        if len(encoded) > len(batch):
+            explained = _explain_windows(
+                lm, encoded, batch_targets, method, options, batch_size, word_aggregation, size, step
+            )
+        else:
+            tensor_targets = None if batch_targets is None else torch.tensor(batch_targets)
+            attribution = run_method(method, lm, encoded, tensor_targets, options)
+            explained = [
+                build_explanation(lm, encoded, attribution, row, method, word_aggregation, options)
+                for row in range(len(batch))
+            ]
         for row, index in enumerate(batch):
-            if encoded.truncated[row]:
+            if explained[row].truncated:
                 warnings.warn(
                     f"text {index} is longer than {lm.max_length} tokens: explained its first "
                     f"{lm.max_length} tokens only",
                     TruncationWarning,
                     stacklevel=2,
                 )
-            results[index] = build_explanation(
-                lm, encoded, attribution, row, method, word_aggregation, options
-            )
+            results[index] = explained[row]
     explanations = [r for r in results if r is not None]
     if auto is not None:
         for explanation in explanations:
             explanation.options.update(layer="auto", auto=asdict(auto))
     return explanations[0] if single else explanations
+
+
+def _explain_windows(
+    lm: LoadedModel,
+    encoded: Encoded,
+    targets: list[int] | None,
+    method: str,
+    options: dict[str, Any],
+    batch_size: int,
+    word_aggregation: str,
+    window: int,
+    stride: int,
+) -> list[Explanation]:
+    """Explain a batch in which some texts span several windows, ``batch_size`` rows at a time.
+
+    Every window of a text is explained for the text's target: the given one, or the class
+    with the highest mean window probability.
+    """
+    chunks = [list(range(s, min(s + batch_size, len(encoded)))) for s in range(0, len(encoded), batch_size)]
+    probs = torch.cat([torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks])
+    n_texts = max(encoded.sample) + 1
+    rows_of = [[r for r, t in enumerate(encoded.sample) if t == b] for b in range(n_texts)]
+    doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
+    doc_target = targets or [int(p.argmax()) for p in doc_probs]
+    row_targets = torch.tensor([doc_target[t] for t in encoded.sample])
+    parts: list[Explanation] = []
+    for chunk in chunks:
+        sub = select_rows(encoded, chunk)
+        attribution = run_method(method, lm, sub, row_targets[chunk], options)
+        parts += [
+            build_explanation(lm, sub, attribution, row, method, word_aggregation, options)
+            for row in range(len(chunk))
+        ]
+    merged = []
+    for b, rows in enumerate(rows_of):
+        if len(rows) == 1:
+            merged.append(parts[rows[0]])
+            continue
+        probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
+        prediction = lm.labels[int(doc_probs[b].argmax())]
+        merged.append(
+            merge_windows(
+                parts[rows[0]].text, lm.tokenizer, [parts[r] for r in rows], probabilities,
+                prediction, window, stride,
+            )
+        )
+    return merged
 
 
 def _target_indices(

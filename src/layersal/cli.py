@@ -133,6 +133,11 @@ def explain(
         str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")
     ] = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut long texts at the model's maximum instead of explaining overlapping windows.")
+    ] = False,
+    window: Annotated[Optional[int], typer.Option(help="Tokens per window for long texts (default: the model's maximum).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Tokens between window starts (default: half a window).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")] = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
@@ -151,6 +156,9 @@ def explain(
             tau=tau,
             word_aggregation=word_aggregation,
             batch_size=batch_size,
+            long_texts="truncate" if truncate else "windows",
+            window=window,
+            stride=stride,
         )
         _print(results, json_out, _render_summary)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +18,8 @@ class Encoded:
 
     ``content`` marks real input tokens: not padding and not special tokens ([CLS], [SEP], ...).
     ``offsets`` are character spans into ``texts`` (``(0, 0)`` for special tokens and padding).
+    ``sample[r]`` is the index (in the caller's list) of the text row ``r`` belongs to; rows
+    are windows of one text when long texts are split.
     """
 
     texts: list[str]
@@ -26,6 +28,7 @@ class Encoded:
     content: torch.Tensor
     word_ids: list[list[int | None]]
     truncated: list[bool]
+    sample: list[int] = field(default_factory=list)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -63,17 +66,23 @@ def encode(
     texts: Sequence[str],
     max_length: int,
     model_inputs: Sequence[str] | None = None,
+    *,
+    overlap: int | None = None,
 ) -> Encoded:
-    """Tokenise ``texts`` into one padded batch, truncating each to ``max_length`` tokens.
+    """Tokenise ``texts`` into one padded batch of at most ``max_length`` tokens per row.
 
-    ``truncated[b]`` tells whether text ``b`` lost tokens; ``model_inputs`` names the optional
-    tensors the model accepts (DistilBERT, for one, takes no ``token_type_ids``).
+    With ``overlap=None`` each text is one row, truncated if too long (``truncated[b]``).
+    With an ``overlap`` (tokens shared by neighbouring windows), a long text becomes several
+    rows (windows) whose offsets still index the full text; ``sample[r]`` names each row's
+    text. ``model_inputs`` names the optional tensors the model accepts (DistilBERT, for one,
+    takes no ``token_type_ids``).
     """
     texts = check_texts(texts)
     batch = tokenizer(
         list(texts),
         truncation=True,
         max_length=max_length,
+        stride=overlap or 0,
         padding=True,
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
@@ -81,22 +90,42 @@ def encode(
         return_tensors="pt",
     )
     sample = batch.pop("overflow_to_sample_mapping").tolist()
-    first = [sample.index(b) for b in range(len(texts))]
-    truncated = [sample.count(b) > 1 for b in range(len(texts))]
-    rows = torch.tensor(first)
+    if overlap is None:
+        chosen = [sample.index(b) for b in range(len(texts))]
+        truncated = [sample.count(b) > 1 for b in range(len(texts))]
+    else:
+        chosen = list(range(len(sample)))
+        truncated = [False] * len(sample)
+    rows = torch.tensor(chosen)
     offsets = batch.pop("offset_mapping")[rows]
     special = batch.pop("special_tokens_mask")[rows].bool()
-    word_ids = [batch.word_ids(r) for r in first]
+    word_ids = [batch.word_ids(r) for r in chosen]
     keep = {"input_ids", "attention_mask"} | set(batch.keys() if model_inputs is None else model_inputs)
     inputs = {k: v[rows] for k, v in batch.items() if k in keep}
     length = int(inputs["attention_mask"].sum(-1).max())
     inputs = {k: v[:, :length].contiguous() for k, v in inputs.items()}
     content = inputs["attention_mask"].bool() & ~special[:, :length]
     return Encoded(
-        texts=list(texts),
+        texts=[texts[sample[r]] for r in chosen],
         inputs=inputs,
         offsets=offsets[:, :length],
         content=content,
         word_ids=[w[:length] for w in word_ids],
         truncated=truncated,
+        sample=[sample[r] for r in chosen],
+    )
+
+
+def select_rows(encoded: Encoded, rows: Sequence[int]) -> Encoded:
+    """A sub-batch of ``encoded`` (used to keep window batches to a bounded size)."""
+    index = torch.tensor(list(rows))
+    length = int(encoded.attention_mask[index].sum(-1).max())
+    return Encoded(
+        texts=[encoded.texts[r] for r in rows],
+        inputs={k: v[index, :length].contiguous() for k, v in encoded.inputs.items()},
+        offsets=encoded.offsets[index, :length],
+        content=encoded.content[index, :length],
+        word_ids=[encoded.word_ids[r][:length] for r in rows],
+        truncated=[encoded.truncated[r] for r in rows],
+        sample=[encoded.sample[r] for r in rows],
     )
