@@ -70,6 +70,25 @@ def test_decoding_in_chunks_equals_decoding_at_once():
         torch.testing.assert_close(getattr(whole, name), getattr(chunked, name))
 
 
+def test_input_columns_only_decoding_carries_the_same_saliency():
+    torch.manual_seed(1)
+    head = LMHead(
+        decoder=torch.randn(40, 6), bias=torch.randn(40), dense_weight=torch.randn(6, 6),
+        dense_bias=torch.randn(6), activation="gelu", norm_weight=torch.rand(6) + 0.5,
+        norm_bias=torch.randn(6), kind="mlm_head",
+    )
+    ids = torch.tensor([[0, 5, 7, 5, 9, 1, 0], [0, 3, 4, 1, 0, 0, 0]])
+    content = torch.tensor([[0, 1, 1, 1, 1, 0, 0], [0, 1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    hidden = torch.randn(2, 7, 6)
+    s = torch.rand(2, 7) * content
+    full = decode_layer(head, hidden, ids, content, tau=None)
+    fast = decode_layer(head, hidden, ids, content, tau=None, coherence=False)
+    assert fast.coherence is None and full.coherence is not None
+    torch.testing.assert_close(carry_saliency(s, fast.transfer), carry_saliency(s, full.transfer))
+    rows = fast.transfer.sum(-1)[content]
+    torch.testing.assert_close(rows, torch.ones_like(rows))
+
+
 def test_carry_saliency_renormalises_rows_by_hand():
     s = torch.tensor([[1.0, 2.0, 3.0]])
     transfer = torch.tensor([[[0.2, 0.2, 0.0], [0.0, 0.1, 0.3], [0.0, 0.0, 0.0]]])

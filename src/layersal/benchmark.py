@@ -217,7 +217,7 @@ def run_benchmark(
 
 def _collect_coherence(detail: DLSResult, into: dict[int, list[float]]) -> None:
     for layer, saliency in detail.layers.items():
-        if saliency.decoding is not None:
+        if saliency.decoding is not None and saliency.decoding.coherence is not None:
             into.setdefault(layer, []).extend(saliency.decoding.coherence.tolist())
 
 

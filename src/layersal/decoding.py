@@ -77,7 +77,7 @@ class LayerDecoding:
     """
 
     transfer: torch.Tensor  # (B, n, n): a_l(i, j), zero outside content rows/columns
-    coherence: torch.Tensor  # (B,): mean over content rows of the probability on input tokens
+    coherence: torch.Tensor | None  # (B,): mean share of decoded probability on input tokens
     own_rank: torch.Tensor | None  # (B, n): rank of t_i in p_l^i (0 = top), if asked for
     top_ids: torch.Tensor | None  # (B, n, k): top-k decoded token ids per position
     top_probs: torch.Tensor | None  # (B, n, k)
@@ -100,6 +100,7 @@ def decode_layer(
     weights: str = "prob",
     top_k: int = 0,
     ranks: bool = False,
+    coherence: bool = True,
     max_elements: int = 1 << 24,
 ) -> LayerDecoding:
     """Decode one layer: ``a_l(i, j) = p_l^i[t_j]`` when ``t_j`` is in the top ``tau`` of ``p_l^i``.
@@ -110,6 +111,11 @@ def decode_layer(
     disables the cut. Only content positions are projected through the head (padding and
     special tokens cost nothing), in chunks of at most ``max_elements`` logits; ``ranks`` and
     ``top_k`` add the report's own-token ranks and top decoded tokens.
+
+    Coherence comes free whenever the vocabulary is swept anyway. Without a cut, ranks, top
+    tokens or ``coherence``, only the input tokens' logits are computed
+    (``n`` columns instead of ``|V|``): rows of ``transfer`` are then normalised over the input
+    tokens instead of the vocabulary, which :func:`carry_saliency` makes no difference to.
     """
     if weights not in ("prob", "uniform"):
         raise ValueError(f"weights must be 'prob' or 'uniform', not {weights!r}")
@@ -117,10 +123,19 @@ def decode_layer(
     rows_b, rows_i = content.nonzero(as_tuple=True)
     column_ids = input_ids[rows_b]
     own_ids = input_ids[rows_b, rows_i]
-    projected = _project_rows(
-        head, hidden[rows_b, rows_i], column_ids, own_ids, tau, top_k, ranks, max_elements
-    )
-    column_logits, log_z, kth, own_rank, top_ids, top_probs = projected
+    cut = tau is not None and tau < head.vocab_size
+    full = bool(cut or ranks or top_k or coherence)
+    if full:
+        projected = _project_rows(
+            head, hidden[rows_b, rows_i], column_ids, own_ids, tau, top_k, ranks, max_elements
+        )
+        column_logits, log_z, kth, own_rank, top_ids, top_probs = projected
+    else:
+        column_logits = _input_token_logits(head, hidden[rows_b, rows_i], column_ids)
+        repeats = duplicate_counts(input_ids, content)[rows_b].log()
+        masked = (column_logits - repeats).masked_fill(~content[rows_b], float("-inf"))
+        log_z = torch.logsumexp(masked, dim=-1).nan_to_num(neginf=0.0)
+        kth = own_rank = top_ids = top_probs = None
     prob = torch.exp(column_logits - log_z.unsqueeze(-1))
     hit = column_logits >= kth.unsqueeze(-1) if kth is not None else torch.ones_like(prob, dtype=torch.bool)
     kept = hit & content[rows_b]
@@ -129,14 +144,23 @@ def decode_layer(
     transfer = torch.zeros(batch, n, n, dtype=prob.dtype, device=prob.device)
     transfer[rows_b, rows_i] = prob_share if weights == "prob" else kept.to(prob.dtype) * share
     mass = torch.zeros(batch, dtype=prob.dtype, device=prob.device).index_add_(0, rows_b, prob_share.sum(-1))
-    coherence = mass / content.sum(-1).clamp_min(1)
+    share_on_inputs = mass / content.sum(-1).clamp_min(1)
     return LayerDecoding(
         transfer=transfer,
-        coherence=coherence,
+        coherence=share_on_inputs if full else None,
         own_rank=_scatter(own_rank, rows_b, rows_i, (batch, n)),
         top_ids=_scatter(top_ids, rows_b, rows_i, (batch, n, top_k)),
         top_probs=_scatter(top_probs, rows_b, rows_i, (batch, n, top_k)),
     )
+
+
+def _input_token_logits(head: LMHead, rows: torch.Tensor, column_ids: torch.Tensor) -> torch.Tensor:
+    """Logits of each row's own sequence tokens only: ``(rows, n)``, no vocabulary sweep."""
+    transformed = head.transform(rows.to(head.decoder.dtype))
+    logits = torch.einsum("rk,rjk->rj", transformed, head.decoder[column_ids])
+    if head.bias is not None:
+        logits = logits + head.bias[column_ids]
+    return logits.float()
 
 
 def _project_rows(

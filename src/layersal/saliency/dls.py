@@ -114,7 +114,9 @@ class DLSResult:
             reports.append(
                 LayerReport(
                     layer=layer,
-                    coherence=None if decoding is None else float(decoding.coherence[row]),
+                    coherence=None
+                    if decoding is None or decoding.coherence is None
+                    else float(decoding.coherence[row]),
                     has_position_gradient=has_gradient,
                     scores=result.scores[row, content].tolist(),
                     own_rank=None
@@ -209,6 +211,7 @@ def run_dls(
                 weights=options.weights,
                 top_k=options.top_k if options.layer_report else 0,
                 ranks=options.layer_report,
+                coherence=everything,
             )
             if needs_decoding
             else None
