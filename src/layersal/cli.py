@@ -245,6 +245,166 @@ def bench(
         err.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+ReportMethodsOpt = Annotated[
+    str,
+    typer.Option(
+        "--methods",
+        help="Comma-separated methods shown side by side, the first is the main one "
+        "(name or name:key=value;key=value).",
+    ),
+]
+TargetOpt = Annotated[
+    Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
+]
+
+
+def _explain_methods(
+    texts: list[str] | None,
+    file: Path | None,
+    model: str,
+    lm_head: str | None,
+    allow_pickle: bool,
+    methods: str,
+    layer: str,
+    target: str | None,
+    batch_size: int,
+) -> tuple[Any, list[str], list[list[Any]]]:
+    """Load the model, explain every text with every method: ``(lm, labels, per_text)``."""
+    import layersal
+    from .benchmark import parse_spec
+    from .errors import InputError
+
+    items = _collect_texts(texts, file)
+    specs = [parse_spec(m.replace(";", ",")) for m in _split_methods(methods)]
+    if not specs:
+        raise InputError("--methods names no method")
+    for spec in specs:
+        if spec.method == "dls":
+            spec.options.setdefault("layer", _int_or_str(layer))
+            layersal.DLSOptions(**spec.options)
+    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+    per_method = [
+        layersal.explain(items, lm, method=spec.method, target=_int_or_str(target), batch_size=batch_size, **spec.options)
+        for spec in specs
+    ]
+    return lm, [s.label for s in specs], [list(group) for group in zip(*per_method)]
+
+
+def _faithfulness(lm: Any, per_text: list[list[Any]], batch_size: int) -> list[list[Any]]:
+    from .report.faithfulness_view import faithfulness_of
+
+    per_method = [faithfulness_of(lm, [group[m] for group in per_text], batch_size=batch_size) for m in range(len(per_text[0]))]
+    return [list(row) for row in zip(*per_method)]
+
+
+@app.command()
+def report(
+    texts: TextArg = None,
+    file: FileOpt = None,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    layer: LayerOpt = "coherent",
+    target: TargetOpt = None,
+    methods: ReportMethodsOpt = "dls",
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="Add faithfulness numbers and a deletion curve per text.")
+    ] = False,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Also write the matplotlib plots into this folder.")] = None,
+    title: Annotated[str, typer.Option(help="Title of the page.")] = "layersal report",
+    batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Write one self-contained HTML report: heat-maps, every layer, optional metrics."""
+    with _user_errors():
+        from .report.html import render_report, write_report
+
+        lm, labels, per_text = _explain_methods(
+            texts, file, model, lm_head, allow_pickle, methods, layer, target, batch_size
+        )
+        scores = _faithfulness(lm, per_text, batch_size) if metrics else None
+        html = render_report(per_text, labels=labels, metrics=scores, title=title)
+        message = f"wrote {write_report(out_path, html)}"
+        if png is not None:
+            from .report.plots import write_plots
+
+            plots = []
+            for index, group in enumerate(per_text, start=1):
+                plots += write_plots(png, index, group[0], None if scores is None else scores[index - 1], labels)
+            message += f" and {len(plots)} plots into {png}"
+        err.print(message, soft_wrap=True)
+
+
+@app.command()
+def plot(
+    texts: TextArg = None,
+    file: FileOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path("plots"),
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    layer: LayerOpt = "coherent",
+    target: TargetOpt = None,
+    methods: ReportMethodsOpt = "dls",
+    curves: Annotated[
+        bool, typer.Option("--curves/--no-curves", help="Deletion/insertion curves (extra model passes).")
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Write PNG plots per text: saliency per layer x word, coherence per layer, deletion curves."""
+    with _user_errors():
+        from .report.plots import write_plots
+
+        lm, labels, per_text = _explain_methods(
+            texts, file, model, lm_head, allow_pickle, methods, layer, target, batch_size
+        )
+        scores = _faithfulness(lm, per_text, batch_size) if curves else None
+        written = []
+        for index, group in enumerate(per_text, start=1):
+            written += write_plots(out_dir, index, group[0], None if scores is None else scores[index - 1], labels)
+        err.print(f"wrote {len(written)} plots into {out_dir}", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback is reachable by others.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_chars: Annotated[int, typer.Option(help="Longest text accepted, in characters.")] = 5000,
+    max_batch: Annotated[int, typer.Option(help="Most texts per API request.")] = 32,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take before a 503/504 error.")] = 60.0,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Local web app: type a text, see its heat-map, layers and decoded tokens (and a JSON API)."""
+    with _user_errors():
+        import layersal
+        from .errors import InputError
+
+        try:
+            import uvicorn
+
+            from .serve import create_app, is_loopback, loopback_hosts
+        except ImportError as exc:
+            raise InputError(f"serve needs the fastapi and uvicorn packages ({exc})") from None
+        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+        local = is_loopback(host)
+        web = create_app(
+            lm, max_chars=max_chars, max_batch=max_batch, timeout_s=timeout,
+            allowed_hosts=loopback_hosts(host) if local else None,
+        )
+    if not local:
+        err.print(
+            f"[bold yellow]warning:[/] listening on {host}, not loopback: anyone who can reach this "
+            f"machine on port {port} can use the app and its API (no authentication). "
+            "Use --host 127.0.0.1 to keep it local.",
+            soft_wrap=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"layersal: serving {lm.name} on http://{shown}:{port}/  (Ctrl+C to stop)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
 def _split_methods(text: str) -> list[str]:
     """Split on commas that separate methods (options use ';' or come after ':')."""
     return [m.strip() for m in text.split(",") if m.strip()]

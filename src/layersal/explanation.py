@@ -78,6 +78,12 @@ class Explanation:
         """Token scores, in token order."""
         return [t.score for t in self.tokens]
 
+    def _repr_html_(self) -> str:
+        """The explanation as an HTML card (what Jupyter shows)."""
+        from .report.html import render_card
+
+        return render_card(self)
+
     def top_words(self, k: int = 5) -> list[Word]:
         """The ``k`` highest-scoring words."""
         return sorted(self.words, key=lambda w: w.score, reverse=True)[:k]
