@@ -405,6 +405,80 @@ def serve(
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
+@app.command("explain-dataset")
+def explain_dataset(
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Texts: .txt (one per line), .tsv/.csv, .jsonl or .parquet.", show_default=False)
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder of Parquet shards (e.g. results.parquet); bad rows go to results.errors.jsonl.")
+    ],
+    text_column: Annotated[Optional[str], typer.Option(help="Column/field holding the text (default: text, sentence, review or content).")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column/field holding row ids (default: the row number, from 0).")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Column/field of gold labels, copied to the rows (default: 'label' if present).")] = None,
+    model: ModelOpt = "sst2-tiny",
+    lm_head: LmHeadOpt = None,
+    method: Annotated[str, typer.Option(help="Saliency method (see `layersal.methods()`).")] = "dls",
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer for dls (int or 'coherent', the default).")] = None,
+    target: TargetOpt = None,
+    word_aggregation: Annotated[str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")] = "sum",
+    batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 32,
+    shard_rows: Annotated[
+        Optional[int], typer.Option(help="Input rows per length-sorted window and Parquet shard (default: 32 x batch size).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actors; pip install 'layersal\\[ray]').")] = "local",
+    num_workers: Annotated[Optional[int], typer.Option(help="Ray actors, each with its own model (default: one per CPU).")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Torch device of the model: cpu, cuda, cuda:1, ...")] = "cpu",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run in --out and start over.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with texts/s.")] = True,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Explain a whole file into Parquet shards; resumable (rerun the same command after an interruption)."""
+    with _user_errors():
+        from .engines import explain_dataset as run_dataset
+
+        try:
+            summary = run_dataset(
+                input_path,
+                out_path,
+                model=model,
+                lm_head=lm_head,
+                allow_pickle=allow_pickle,
+                device=device,
+                method=method,
+                layer=_int_or_str(layer),
+                target=_int_or_str(target),
+                word_aggregation=word_aggregation,
+                batch_size=batch_size,
+                shard_rows=shard_rows,
+                text_column=text_column,
+                id_column=id_column,
+                label_column=label_column,
+                engine=engine,
+                num_workers=num_workers,
+                ray_address=ray_address,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            err.print(f"interrupted: finished shards are kept in {out_path}; rerun the same command to continue")
+            raise
+        except LayersalError as exc:  # keep '[ray]' and paths with brackets out of rich markup
+            from rich.markup import escape
+
+            raise type(exc)(escape(str(exc))) from None
+        resumed = f", {summary.resumed_windows} of them from an earlier run" if summary.resumed_windows else ""
+        err.print(
+            f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "
+            f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "
+            f"{summary.errors} bad rows in {summary.errors_file}",
+            soft_wrap=True,
+        )
+
+
 def _split_methods(text: str) -> list[str]:
     """Split on commas that separate methods (options use ';' or come after ':')."""
     return [m.strip() for m in text.split(",") if m.strip()]

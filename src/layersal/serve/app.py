@@ -1,0 +1,533 @@
+"""The FastAPI app behind ``layersal serve``: a page at ``/`` and a JSON API under ``/api``.
+
+The model is loaded once by the caller and shared. Torch models are not re-entrant for
+autograd from several threads, so explanations run one at a time, in a worker thread, behind a
+lock; each request has a time budget (``timeout_s``) and ends with a 503 (still waiting for the
+model) or 504 (its explanation ran too long) JSON error instead of hanging. A timed-out
+explanation is stopped at its next forward pass so the model frees up. All state lives on the
+app instance (``app.state.layersal``).
+"""
+
+import asyncio
+import importlib.resources
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..api import explain
+from ..encoding import check_texts
+from ..errors import InputError, LayersalError
+from ..explanation import Explanation, LayerReport, Token, Word
+from ..models import LoadedModel
+from ..saliency import check_method, methods
+from .card import render_html
+
+DEFAULT_MAX_CHARS = 5000
+DEFAULT_MAX_BATCH = 32
+DEFAULT_TIMEOUT_S = 60.0
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+# keyword arguments of layersal.explain itself, which a request sets through its own fields
+_RESERVED_OPTIONS = frozenset(
+    {"texts", "model", "method", "target", "word_aggregation", "batch_size", "lm_head", "progress"}
+)
+_STATIC = "static"
+_STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
+# the page and its own script and style: nothing inline, nothing from the network
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+log = logging.getLogger("layersal.serve")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    return host.strip("[]").lower() in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def loopback_hosts(host: str) -> list[str]:
+    """``Host`` header values to accept when bound to loopback ``host`` (no DNS rebinding)."""
+    names = {"127.0.0.1", "localhost", "::1", "[::1]", host.strip("[]").lower()}
+    if ":" in host:
+        names.add(f"[{host.strip('[]').lower()}]")
+    return sorted(names)
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+class ExplainRequest(BaseModel):
+    """Explain one text (``text``) or several (``texts``): give exactly one of the two."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "a gripping, beautifully acted film", "method": "dls", "layer": "coherent"},
+                {"texts": ["a dull film", "a fine film"], "method": "gradient"},
+            ]
+        },
+    )
+
+    text: str | None = Field(None, description="One text to explain.")
+    texts: list[str] | None = Field(None, description="Several texts, explained in one batch.")
+    method: str = Field("dls", description="A saliency method: see GET /api/info.")
+    layer: int | str | None = Field(
+        None,
+        description=(
+            "Layer for methods that take one (dls, gradcam): an integer (0 = embeddings, "
+            "negative from the top), 'coherent' or 'auto' (dls); null: the method's default."
+        ),
+    )
+    target: int | str | None = Field(
+        None, description="Class to explain (index or label name); null: the predicted class."
+    )
+    word_aggregation: str = Field("sum", description="Merge sub-word scores: sum, mean or max.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The method's own options, e.g. {'tau': 50, 'saliency': 'gradcam'} for dls.",
+    )
+
+
+class TokenOut(BaseModel):
+    text: str
+    start: int
+    end: int
+    score: float
+    word: int
+
+
+class WordOut(BaseModel):
+    text: str
+    start: int
+    end: int
+    score: float
+    tokens: list[int]
+
+
+class LayerReportOut(BaseModel):
+    layer: int
+    coherence: float | None
+    has_position_gradient: bool
+    scores: list[float]
+    own_rank: list[int] | None = None
+    top_tokens: list[list[str]] | None = None
+    top_probs: list[list[float]] | None = None
+    note: str = ""
+
+
+class ExplanationOut(BaseModel):
+    """``Explanation.to_dict()``: see :class:`layersal.Explanation`."""
+
+    text: str
+    model: str
+    method: str
+    prediction: str
+    target: str
+    probabilities: dict[str, float]
+    tokens: list[TokenOut]
+    words: list[WordOut]
+    layer: int | None
+    decoder: str
+    word_aggregation: str
+    truncated: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+    layers: list[LayerReportOut] = Field(default_factory=list)
+    forward_passes: int = 1
+    backward_passes: int = 1
+
+
+class ExplainResponse(BaseModel):
+    """One explanation per input text, in input order."""
+
+    explanations: list[ExplanationOut]
+    elapsed_s: float = Field(0.0, description="Seconds spent explaining (queueing included).")
+
+
+class ReportRequest(BaseModel):
+    """Explanations to render as an HTML page (what POST /api/explain returned)."""
+
+    explanations: list[ExplanationOut]
+
+
+class MethodInfo(BaseModel):
+    name: str
+    takes_layer: bool
+    layer_choices: list[int | str] = Field(
+        default_factory=list, description="Values of 'layer' this method accepts (besides null)."
+    )
+
+
+class Limits(BaseModel):
+    max_chars: int = Field(description="Longest text accepted, in characters (longer: 413).")
+    max_batch: int = Field(description="Most texts per request (more: 413).")
+    timeout_s: float = Field(description="Time budget of one request (over it: 503/504).")
+
+
+class InfoResponse(BaseModel):
+    model: str
+    labels: list[str]
+    num_layers: int = Field(description="Transformer blocks; hidden-state layers are 0..num_layers.")
+    decoder: str
+    max_length: int = Field(description="Model's maximum tokens; longer texts are truncated.")
+    methods: list[MethodInfo]
+    default_method: str
+    limits: Limits
+    version: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+# ---------------------------------------------------------------------------------- runner
+
+
+class ServerBusy(Exception):
+    """The model stayed busy with another explanation for the whole time budget."""
+
+
+class ExplanationTimeout(Exception):
+    """The explanation itself ran past the time budget (it is stopped at its next pass)."""
+
+
+class _Cancelled(Exception):
+    """Raised inside a timed-out explanation at its next forward pass."""
+
+
+@dataclass
+class _Runner:
+    """Runs explanations on the shared model one at a time, each within a time budget."""
+
+    lm: LoadedModel
+    timeout_s: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="layersal-explain")
+    )
+    active: set[threading.Event] = field(default_factory=set)
+
+    async def run(self, job: Callable[[], Any]) -> Any:
+        """``job()`` in a worker thread; past the budget ``ServerBusy`` (it never got the model)
+        or ``ExplanationTimeout`` (it ran too long)."""
+        deadline = time.monotonic() + self.timeout_s
+        cancel, started = threading.Event(), threading.Event()
+        self.active.add(cancel)
+        future = asyncio.get_running_loop().run_in_executor(
+            self.pool, self._guarded, job, deadline, cancel, started
+        )
+        # a timed-out job ends later on its own: retrieve its outcome so nothing is logged
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except asyncio.TimeoutError:
+            cancel.set()
+            if started.is_set():
+                raise ExplanationTimeout from None
+            raise ServerBusy from None
+        finally:
+            self.active.discard(cancel)
+
+    def _guarded(
+        self, job: Callable[[], Any], deadline: float, cancel: threading.Event, started: threading.Event
+    ) -> Any:
+        if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ServerBusy
+        try:
+            if cancel.is_set():
+                raise _Cancelled
+
+            def stop_if_cancelled(module: Any, args: Any) -> None:
+                if cancel.is_set():
+                    raise _Cancelled
+
+            started.set()
+            handle = self.lm.model.register_forward_pre_hook(stop_if_cancelled)
+            try:
+                return job()
+            finally:
+                handle.remove()
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        for cancel in list(self.active):
+            cancel.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------- app
+
+
+def method_infos(num_layers: int) -> list[MethodInfo]:
+    """Every registered method, and which ``layer`` values it takes."""
+    infos = []
+    for name in methods():
+        try:
+            check_method(name, {"layer": 0})
+            takes_layer = True
+        except InputError:
+            takes_layer = False
+        choices: list[int | str] = list(range(num_layers + 1)) if takes_layer else []
+        if name == "dls":
+            choices = ["coherent", "auto", *choices]
+        infos.append(MethodInfo(name=name, takes_layer=takes_layer, layer_choices=choices))
+    return infos
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _int_or_text(value: int | str | None) -> int | str | None:
+    """``"2"`` -> 2 (as the CLI reads ``--layer``/``--target``); other values unchanged."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return value.strip() if isinstance(value, str) else value
+
+
+def _static(name: str) -> str:
+    return importlib.resources.files(__package__).joinpath(_STATIC, name).read_text("utf-8")
+
+
+def create_app(
+    model: LoadedModel,
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    allowed_hosts: Sequence[str] | None = None,
+    render: Callable[[list[Explanation]], str] = render_html,
+) -> FastAPI:
+    """The web app for one loaded model.
+
+    ``max_chars``: longest text (characters); ``max_batch``: most texts per request;
+    ``timeout_s``: time budget of one explanation request, waiting for the model included.
+    ``allowed_hosts``: accepted ``Host`` headers (``layersal serve`` sets the loopback names
+    when bound to loopback, against DNS rebinding); ``None`` accepts any. ``render`` turns
+    explanations into the downloadable HTML page.
+    """
+    if max_chars < 1 or max_batch < 1 or timeout_s <= 0:
+        raise InputError("max_chars and max_batch must be at least 1 and timeout_s positive")
+    runner = _Runner(model, float(timeout_s))
+    limits = Limits(max_chars=max_chars, max_batch=max_batch, timeout_s=float(timeout_s))
+    info = InfoResponse(
+        model=model.name,
+        labels=list(model.labels),
+        num_layers=model.num_layers,
+        decoder=model.decoder,
+        max_length=model.max_length,
+        methods=method_infos(model.num_layers),
+        default_method="dls",
+        limits=limits,
+        version=__version__,
+    )
+    page = _static("index.html")
+    assets = {name: _static(name) for name in _STATIC_FILES}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        runner.close()
+
+    app = FastAPI(
+        title="layersal",
+        version=__version__,
+        description=(
+            "Which words did a transformer text classifier rely on? Explanations of "
+            f"`{model.name}` by Decoded Layer Saliency and baseline methods. Errors come back "
+            'as `{"error": message}`: 413 for a text or batch over the limits, 422 for input '
+            "layersal cannot explain, 503/504 when the time budget runs out."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.layersal = runner
+    app.state.limits = limits
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+
+    @app.exception_handler(LayersalError)
+    async def layersal_error(request: Request, exc: LayersalError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        what = first.get("msg", "invalid request")
+        message = f"{where}: {what}" if where else what
+        return _error(422, f"invalid request: {message}", detail=jsonable(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("explanation failed")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorOut, "description": why}
+        for code, why in {
+            413: "A text longer than max_chars, or more texts than max_batch.",
+            422: "Input layersal cannot explain (empty text, unknown method, layer out of range...).",
+            503: "The model stayed busy with other requests for the whole time budget.",
+            504: "The explanation ran past the time budget and was stopped.",
+        }.items()
+    }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": _CSP})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in assets:
+            return _error(404, f"no static file {name!r}")
+        return Response(assets[name], media_type=_STATIC_FILES[name])
+
+    @app.get("/api/info", response_model=InfoResponse, summary="Model, labels, layers, methods, limits")
+    async def api_info() -> InfoResponse:
+        return info
+
+    @app.post(
+        "/api/explain",
+        response_model=ExplainResponse,
+        responses=errors,
+        summary="Explain one text or a batch",
+    )
+    async def api_explain(request: ExplainRequest) -> Any:
+        """Run ``layersal.explain`` on ``text`` or ``texts``; the results are
+        ``Explanation.to_dict()``s (tokens, words, per-layer report...)."""
+        if (request.text is None) == (request.texts is None):
+            return _error(422, "give exactly one of 'text' (a string) and 'texts' (a list)")
+        items = [request.text] if request.text is not None else list(request.texts or [])
+        if len(items) > max_batch:
+            return _error(413, f"{len(items)} texts in one request; this server takes at most {max_batch}")
+        for i, text in enumerate(items):
+            if len(text) > max_chars:
+                return _error(
+                    413,
+                    f"text {i} is {len(text)} characters long; this server takes at most {max_chars}",
+                )
+        check_texts(items)
+        options = dict(request.options)
+        reserved = sorted(set(options) & _RESERVED_OPTIONS)
+        if reserved:
+            return _error(422, f"{reserved[0]!r} is not a method option: set it as a field of the request")
+        layer = _int_or_text(request.layer)
+        if layer is not None:
+            options["layer"] = layer
+        check_method(request.method, options)
+        target = _int_or_text(request.target)
+
+        def job() -> list[dict[str, Any]]:
+            try:
+                results = explain(
+                    items,
+                    model,
+                    method=request.method,
+                    target=target,
+                    word_aggregation=request.word_aggregation,
+                    batch_size=min(len(items), 16),
+                    **options,
+                )
+            except (TypeError, ValueError) as exc:
+                if not options:
+                    raise
+                # option values of the wrong type end deep in the method: say which request part
+                raise InputError(
+                    f"method {request.method!r} cannot use these options "
+                    f"({', '.join(f'{k}={v!r}' for k, v in options.items())}): {exc}"
+                ) from None
+            return [e.to_dict() for e in results]
+
+        began = time.monotonic()
+        try:
+            explanations = await runner.run(job)
+        except ServerBusy:
+            return _error(
+                503,
+                "the model stayed busy with other requests for the whole time budget "
+                f"({timeout_s:g} s); try again",
+            )
+        except ExplanationTimeout:
+            return _error(
+                504,
+                f"the explanation took longer than this server's time budget ({timeout_s:g} s) "
+                "and was stopped",
+            )
+        return {"explanations": explanations, "elapsed_s": round(time.monotonic() - began, 4)}
+
+    @app.post(
+        "/api/report.html",
+        response_class=HTMLResponse,
+        responses={200: {"content": {"text/html": {}}, "description": "A standalone HTML page."}},
+        summary="Render explanations as a downloadable HTML page",
+    )
+    async def api_report(request: ReportRequest) -> HTMLResponse:
+        """Takes what POST /api/explain returned and renders it (everything escaped)."""
+        explanations = [_from_model(e) for e in request.explanations]
+        return HTMLResponse(
+            render(explanations),
+            headers={
+                "Content-Disposition": 'attachment; filename="layersal-explanation.html"',
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            },
+        )
+
+    return app
+
+
+def _from_model(e: ExplanationOut) -> Explanation:
+    data = e.model_dump()
+    return Explanation(
+        **{
+            **data,
+            "tokens": [Token(**t) for t in data["tokens"]],
+            "words": [Word(**w) for w in data["words"]],
+            "layers": [LayerReport(**r) for r in data["layers"]],
+        }
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Pydantic error lists hold exceptions in ``ctx``: keep only JSON-ready parts."""
+    from fastapi.encoders import jsonable_encoder
+
+    try:
+        return jsonable_encoder(value)
+    except Exception:  # pragma: no cover - defensive
+        return str(value)
+
+
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_CHARS",
+    "DEFAULT_TIMEOUT_S",
+    "ExplainRequest",
+    "ExplainResponse",
+    "InfoResponse",
+    "ExplanationTimeout",
+    "ServerBusy",
+    "create_app",
+    "is_loopback",
+    "loopback_hosts",
+    "method_infos",
+]

@@ -1,0 +1,348 @@
+// layersal web page. Every string from the user or the model goes into the DOM as text
+// (textContent / createTextNode), never as markup.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
+  const POS = [220, 50, 47];
+  const NEG = [38, 139, 210];
+  let info = null;
+  let last = null; // the last /api/explain response
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = String(text);
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  function fmt(x, digits) {
+    if (x === null || x === undefined || Number.isNaN(x)) return "–";
+    return Number(x).toFixed(digits === undefined ? 3 : digits);
+  }
+
+  function showError(message) {
+    const box = $("error");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  function setBusy(busy, message) {
+    $("explain").disabled = busy;
+    $("status").textContent = message || "";
+  }
+
+  // ------------------------------------------------------------------ controls
+
+  function methodInfo(name) {
+    return (info && info.methods.find((m) => m.name === name)) || null;
+  }
+
+  function fillLayers() {
+    const select = $("layer");
+    const previous = select.value;
+    clear(select);
+    const m = methodInfo($("method").value);
+    if (!m || !m.takes_layer) {
+      const opt = el("option", null, "n/a");
+      opt.value = "";
+      select.appendChild(opt);
+      select.disabled = true;
+      return;
+    }
+    select.disabled = false;
+    if (m.name !== "dls") {
+      const opt = el("option", null, "default");
+      opt.value = "";
+      select.appendChild(opt);
+    }
+    for (const choice of m.layer_choices) {
+      const label = typeof choice === "number" && choice === 0 ? "0 (embeddings)" : String(choice);
+      const opt = el("option", null, label);
+      opt.value = String(choice);
+      select.appendChild(opt);
+    }
+    if ([...select.options].some((o) => o.value === previous)) select.value = previous;
+  }
+
+  async function loadInfo() {
+    const response = await fetch("api/info");
+    if (!response.ok) throw new Error("could not read api/info (" + response.status + ")");
+    info = await response.json();
+    $("model-info").textContent =
+      "Model " + info.model + " (" + info.labels.join(" / ") + "), " + info.num_layers +
+      " layers, decoded by its " + (info.decoder === "mlm_head" ? "masked-LM head" : info.decoder) + ".";
+    const method = $("method");
+    for (const m of info.methods) {
+      const opt = el("option", null, m.name);
+      opt.value = m.name;
+      method.appendChild(opt);
+    }
+    method.value = info.default_method;
+    const target = $("target");
+    for (const label of info.labels) {
+      const opt = el("option", null, label);
+      opt.value = label;
+      target.appendChild(opt);
+    }
+    $("text").maxLength = info.limits.max_chars;
+    fillLayers();
+  }
+
+  // ------------------------------------------------------------------ request
+
+  function layerValue() {
+    const v = $("layer").value;
+    if ($("layer").disabled || v === "") return null;
+    return /^-?\d+$/.test(v) ? parseInt(v, 10) : v;
+  }
+
+  async function explainText() {
+    showError("");
+    const text = $("text").value;
+    if (!text.trim()) {
+      showError("Type a text to explain first.");
+      return;
+    }
+    const body = { text: text, method: $("method").value };
+    const layer = layerValue();
+    if (layer !== null) body.layer = layer;
+    if ($("target").value) body.target = $("target").value;
+    setBusy(true, "explaining…");
+    const began = performance.now();
+    try {
+      const response = await fetch("api/explain", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      let data = null;
+      try {
+        data = await response.json();
+      } catch (e) {
+        data = null;
+      }
+      if (!response.ok) {
+        const message = data && data.error ? data.error : "request failed (" + response.status + ")";
+        showError("Error " + response.status + ": " + message);
+        setBusy(false, "");
+        return;
+      }
+      last = data;
+      render(data.explanations[0]);
+      setBusy(false, "done in " + ((performance.now() - began) / 1000).toFixed(2) + " s");
+    } catch (e) {
+      showError("Could not reach the server: " + e.message);
+      setBusy(false, "");
+    }
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function shade(score, scale) {
+    const strength = scale > 0 ? Math.min(1, Math.abs(score) / scale) : 0;
+    const base = score >= 0 ? POS : NEG;
+    const rgb = base.map((c) => Math.round(255 + (c - 255) * strength));
+    return { background: "rgb(" + rgb.join(",") + ")", ink: strength > 0.6 ? "#fff" : "#1f2328" };
+  }
+
+  function renderProbs(e) {
+    const probs = $("probs");
+    clear(probs);
+    for (const [label, p] of Object.entries(e.probabilities)) {
+      const name = el("span", "prob-label" + (label === e.prediction ? " predicted" : ""), label);
+      const bar = el("div", "prob-bar");
+      const fill = el("div", "prob-fill");
+      fill.style.width = (100 * p).toFixed(1) + "%";
+      bar.appendChild(fill);
+      probs.append(name, bar, el("span", "prob-value", fmt(p)));
+    }
+  }
+
+  function renderHeatmap(e) {
+    const heat = $("heatmap");
+    clear(heat);
+    const scale = Math.max(0, ...e.words.map((w) => Math.abs(w.score)));
+    let cursor = 0;
+    for (const word of e.words) {
+      if (word.start > cursor) heat.appendChild(document.createTextNode(e.text.slice(cursor, word.start)));
+      const span = el("span", "word", e.text.slice(word.start, word.end));
+      const colour = shade(word.score, scale);
+      span.style.backgroundColor = colour.background;
+      span.style.color = colour.ink;
+      span.title = "score " + word.score.toPrecision(4);
+      span.dataset.score = String(word.score);
+      heat.appendChild(span);
+      cursor = Math.max(cursor, word.end);
+    }
+    if (cursor < e.text.length) heat.appendChild(document.createTextNode(e.text.slice(cursor)));
+    $("scale").textContent = scale > 0 ? "(full colour = |score| " + scale.toPrecision(3) + ")" : "";
+  }
+
+  function renderMeta(e, elapsed) {
+    const report = e.layers.find((r) => r.layer === e.layer);
+    const parts = [e.method];
+    if (e.layer !== null && e.layer !== undefined) parts.push("at layer " + e.layer);
+    if (report && report.coherence !== null) parts[parts.length - 1] += " (coherence " + fmt(report.coherence, 2) + ")";
+    if (e.options && e.options.layer === "auto" && e.options.auto) parts.push("layer chosen by auto: " + e.options.auto.reason);
+    if (e.layers.length) parts.push("decoder: " + e.decoder);
+    parts.push(e.forward_passes + " forward / " + e.backward_passes + " backward passes");
+    if (elapsed !== undefined) parts.push(elapsed.toFixed(2) + " s on the server");
+    $("meta").textContent = parts.join(" · ");
+    $("truncated").hidden = !e.truncated;
+  }
+
+  function renderCoherence(e) {
+    const box = $("coherence");
+    clear(box);
+    const layers = e.layers.filter((r) => r.coherence !== null && r.coherence !== undefined);
+    if (!layers.length) {
+      box.appendChild(el("p", "dim small", "The " + e.method + " method gives no per-layer report: choose dls to see one."));
+      return;
+    }
+    const W = 640, H = 220, left = 44, right = 12, top = 18, bottom = 34;
+    const plotW = W - left - right, plotH = H - top - bottom;
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", id: "coherence-chart" });
+    chart.appendChild(svg("title", {}, "Coherence per layer"));
+    for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
+      const y = top + plotH * (1 - tick);
+      chart.appendChild(svg("line", { x1: left, x2: W - right, y1: y, y2: y, class: "grid" }));
+      chart.appendChild(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, tick.toFixed(2)));
+    }
+    chart.appendChild(svg("line", { x1: left, x2: left, y1: top, y2: top + plotH, class: "axis" }));
+    chart.appendChild(svg("line", { x1: left, x2: W - right, y1: top + plotH, y2: top + plotH, class: "axis" }));
+    const slot = plotW / layers.length;
+    const barW = Math.min(56, slot * 0.6);
+    layers.forEach((r, i) => {
+      const value = Math.max(0, Math.min(1, r.coherence));
+      const x = left + slot * i + (slot - barW) / 2;
+      const h = plotH * value;
+      let cls = "coh-bar";
+      if (!r.has_position_gradient) cls += " no-gradient";
+      if (r.layer === e.layer) cls += " chosen";
+      const bar = svg("rect", { x: x, y: top + plotH - h, width: barW, height: Math.max(h, 1), class: cls, "data-layer": r.layer, "data-coherence": r.coherence });
+      bar.appendChild(svg("title", {}, "layer " + r.layer + ": coherence " + fmt(r.coherence) + (r.note ? " — " + r.note : "")));
+      chart.appendChild(bar);
+      chart.appendChild(svg("text", { x: x + barW / 2, y: top + plotH - h - 4, "text-anchor": "middle", class: "value" }, fmt(r.coherence, 2)));
+      chart.appendChild(svg("text", { x: x + barW / 2, y: H - bottom + 16, "text-anchor": "middle" }, r.layer === 0 ? "0 (emb)" : String(r.layer)));
+    });
+    chart.appendChild(svg("text", { x: left + plotW / 2, y: H - 2, "text-anchor": "middle" }, "layer"));
+    box.appendChild(chart);
+  }
+
+  function renderTopTokens(e) {
+    const box = $("top-tokens");
+    clear(box);
+    const layers = e.layers.filter((r) => r.top_tokens);
+    if (!layers.length) {
+      box.appendChild(el("p", "dim small", "No decoded tokens for this method."));
+      return;
+    }
+    const table = el("table");
+    table.id = "top-tokens-table";
+    const head = el("tr");
+    head.appendChild(el("th", null, "input token"));
+    for (const r of layers) head.appendChild(el("th", r.layer === e.layer ? "chosen" : null, "layer " + r.layer));
+    table.appendChild(head);
+    e.tokens.forEach((token, i) => {
+      const row = el("tr");
+      row.appendChild(el("th", null, token.text));
+      for (const r of layers) {
+        const cell = el("td");
+        const tops = r.top_tokens[i] || [];
+        const probs = (r.top_probs && r.top_probs[i]) || [];
+        tops.slice(0, 3).forEach((tok, k) => {
+          if (k) cell.appendChild(el("span", "sep", " · "));
+          const span = el("span", tok === token.text ? "own" : null, tok);
+          if (probs[k] !== undefined) span.title = "p = " + fmt(probs[k]);
+          cell.appendChild(span);
+        });
+        if (r.own_rank && r.own_rank[i] !== undefined) cell.title = "rank of the own token: " + r.own_rank[i];
+        row.appendChild(cell);
+      }
+      table.appendChild(row);
+    });
+    box.appendChild(table);
+  }
+
+  function render(e) {
+    $("result").hidden = false;
+    const hasLayers = e.layers.some((r) => r.coherence !== null && r.coherence !== undefined);
+    $("layer-section").hidden = !hasLayers;
+    $("no-layers").hidden = hasLayers;
+    $("no-layers").textContent = hasLayers ? "" :
+      "The " + e.method + " method works on the input only: no per-layer coherence or decoded tokens (choose dls to see them).";
+    $("prediction").textContent = e.prediction;
+    $("target-note").textContent = e.target !== e.prediction ? "explaining: " + e.target : "";
+    renderProbs(e);
+    renderHeatmap(e);
+    renderMeta(e, last ? last.elapsed_s : undefined);
+    renderCoherence(e);
+    renderTopTokens(e);
+  }
+
+  // ------------------------------------------------------------------ downloads
+
+  function save(blob, name) {
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  function downloadJson() {
+    if (!last) return;
+    const data = last.explanations.length === 1 ? last.explanations[0] : last.explanations;
+    save(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }), "layersal-explanation.json");
+  }
+
+  async function downloadHtml() {
+    if (!last) return;
+    showError("");
+    const response = await fetch("api/report.html", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ explanations: last.explanations }),
+    });
+    if (!response.ok) {
+      showError("Could not render the HTML report (" + response.status + ")");
+      return;
+    }
+    save(await response.blob(), "layersal-explanation.html");
+  }
+
+  // ------------------------------------------------------------------ wiring
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("explain").addEventListener("click", explainText);
+    $("method").addEventListener("change", fillLayers);
+    $("text").addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) explainText();
+    });
+    $("download-json").addEventListener("click", downloadJson);
+    $("download-html").addEventListener("click", downloadHtml);
+    setBusy(true, "loading…");
+    loadInfo()
+      .then(() => setBusy(false, ""))
+      .catch((e) => {
+        showError(e.message);
+        setBusy(false, "");
+      });
+  });
+})();

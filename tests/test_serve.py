@@ -1,0 +1,386 @@
+"""The local web app: JSON API (TestClient), limits and errors, and the page in a real browser.
+
+The browser test starts uvicorn on a free loopback port and drives headless Chromium through
+Selenium; it skips with the reason where Chromium, chromedriver or selenium is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web app needs fastapi")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+import layersal  # noqa: E402
+from layersal.cli import app as cli_app  # noqa: E402
+from layersal.explanation import Explanation, LayerReport, Token, Word  # noqa: E402
+from layersal.serve import create_app, is_loopback, loopback_hosts  # noqa: E402
+from layersal.serve import app as serve_app  # noqa: E402
+from layersal.serve.card import minimal_page  # noqa: E402
+
+TEXT = "a gripping, beautifully acted film"
+XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script> a dull & "boring" film'
+# model-side text is user data too: a hostile model name and class label
+XSS_NAME = '<img src=x onerror="window.__xss=3;alert(3)">model'
+XSS_LABEL = '<b onmouseover="window.__xss=4">neg</b><img src=x onerror="window.__xss=5;alert(5)">'
+STATIC = Path(serve_app.__file__).parent / "static"
+
+
+@pytest.fixture(scope="module")
+def client(sst2_tiny) -> TestClient:
+    return TestClient(create_app(sst2_tiny, max_chars=200, max_batch=3, timeout_s=30))
+
+
+def _explain(client: TestClient, **body):
+    return client.post("/api/explain", json=body)
+
+
+# ------------------------------------------------------------------------------- the API
+
+
+def test_explain_one_text(client, sst2_tiny):
+    response = _explain(client, text=TEXT)
+    assert response.status_code == 200, response.text
+    (data,) = response.json()["explanations"]
+    assert data["prediction"] == "positive" and data["method"] == "dls"
+    assert [w["text"] for w in data["words"]] == ["a", "gripping", ",", "beautifully", "acted", "film"]
+    assert [r["layer"] for r in data["layers"]] == list(range(sst2_tiny.num_layers + 1))
+    assert data["layers"][0]["top_tokens"] and data["layers"][0]["coherence"] is not None
+    # the response is Explanation.to_dict(): it round-trips, and matches the library's result
+    again = Explanation.from_dict(data)
+    direct = layersal.explain(TEXT, sst2_tiny)
+    assert again.prediction == direct.prediction and again.layer == direct.layer
+    assert again.scores == pytest.approx(direct.scores, abs=1e-5)
+
+
+def test_batch_method_layer_and_target(client):
+    response = _explain(
+        client, texts=["a fine film", "a dull film"], method="gradcam", layer="1", target="negative"
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["explanations"]
+    assert [r["text"] for r in results] == ["a fine film", "a dull film"]
+    assert all(r["method"] == "gradcam" and r["layer"] == 1 and r["target"] == "negative" for r in results)
+    auto = _explain(client, text="a fine film", method="gradient").json()["explanations"][0]
+    assert auto["layer"] is None and auto["layers"] == []
+
+
+def test_response_models_follow_the_result_dataclasses():
+    pairs = [
+        (Explanation, serve_app.ExplanationOut),
+        (Token, serve_app.TokenOut),
+        (Word, serve_app.WordOut),
+        (LayerReport, serve_app.LayerReportOut),
+    ]
+    for dataclass_, model in pairs:
+        assert [f.name for f in dataclasses.fields(dataclass_)] == list(model.model_fields), model
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"text": "x" * 201}, 413, "201 characters long; this server takes at most 200"),
+        ({"texts": ["ok", "x" * 300]}, 413, "text 1 is 300 characters"),
+        ({"texts": ["a", "b", "c", "d"]}, 413, "4 texts in one request; this server takes at most 3"),
+        ({"text": ""}, 422, "text 0 is empty"),
+        ({"texts": ["fine", "   "]}, 422, "text 1 is only whitespace"),
+        ({}, 422, "give exactly one of 'text'"),
+        ({"text": "a", "texts": ["b"]}, 422, "give exactly one of 'text'"),
+        ({"text": 5}, 422, "invalid request: text"),
+        ({"text": "ok", "bogus": 1}, 422, "invalid request: bogus"),
+        ({"text": "ok", "layer": 99}, 422, "layer 99 is out of range: this model has layers 0..2"),
+        ({"text": "ok", "layer": "deepest"}, 422, "layer must be an integer, 'coherent' or 'auto'"),
+        ({"text": "ok", "method": "gradient", "layer": 1}, 422, "method 'gradient' has no option 'layer'"),
+        ({"text": "ok", "method": "nope"}, 422, "unknown method 'nope'"),
+        ({"text": "ok", "target": "maybe"}, 422, "unknown target 'maybe'"),
+        ({"text": "ok", "options": {"tau": "many"}}, 422, "cannot use these options (tau='many')"),
+        ({"text": "ok", "options": {"batch_size": 2}}, 422, "'batch_size' is not a method option"),
+        ({"text": "ok", "word_aggregation": "median"}, 422, "word aggregation must be one of"),
+    ],
+)
+def test_limits_and_mistakes_are_json_errors(client, body, status, fragment):
+    response = client.post("/api/explain", json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+
+
+def test_a_slow_explanation_ends_within_its_time_budget_and_frees_the_model(sst2_tiny):
+    slow = TestClient(create_app(sst2_tiny, timeout_s=0.3))
+    began = time.monotonic()
+    response = _explain(slow, text="a long and winding film about nothing much " * 8, method="shapley_sampling")
+    assert time.monotonic() - began < 5
+    assert response.status_code == 504 and "time budget (0.3 s)" in response.json()["error"]
+    # the timed-out run is stopped at its next forward pass: the model is free again
+    ok = _explain(slow, text="a fine film")
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_busy_model_gives_503_within_the_budget(sst2_tiny):
+    app = create_app(sst2_tiny, timeout_s=0.3)
+    busy = TestClient(app)
+    runner = app.state.layersal
+    assert runner.lock.acquire(timeout=5)  # another explanation holds the model
+    try:
+        began = time.monotonic()
+        response = _explain(busy, text="a fine film")
+        assert time.monotonic() - began < 5
+    finally:
+        runner.lock.release()
+    assert response.status_code == 503 and "busy" in response.json()["error"]
+    assert _explain(busy, text="a fine film").status_code == 200
+
+
+def test_info(client, sst2_tiny):
+    info = client.get("/api/info").json()
+    assert info["model"] == "sst2-tiny" and info["labels"] == ["negative", "positive"]
+    assert info["num_layers"] == sst2_tiny.num_layers and info["decoder"] == "mlm_head"
+    methods = {m["name"]: m for m in info["methods"]}
+    assert set(methods) == set(layersal.methods())
+    assert methods["dls"]["layer_choices"] == ["coherent", "auto", 0, 1, 2]
+    assert methods["gradcam"]["takes_layer"] and not methods["gradient"]["takes_layer"]
+    assert info["limits"] == {"max_chars": 200, "max_batch": 3, "timeout_s": 30.0}
+
+
+def test_info_of_a_three_class_model(bert_tiny):
+    small = TestClient(create_app(bert_tiny))
+    assert small.get("/api/info").json()["labels"] == ["neg", "neutral", "pos"]
+    response = _explain(small, text="some words here", target="neutral")
+    assert response.status_code == 200 and response.json()["explanations"][0]["target"] == "neutral"
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/api/explain"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ExplainRequest")
+    ok = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok.endswith("/ExplainResponse")
+    assert {"413", "422", "503", "504"} <= set(post["responses"])
+    schemas = spec["components"]["schemas"]
+    assert {"ExplainRequest", "ExplainResponse", "ExplanationOut", "LayerReportOut", "InfoResponse"} <= set(schemas)
+    assert set(schemas["ExplainRequest"]["properties"]) >= {"text", "texts", "method", "layer", "target", "options"}
+    assert "/api/info" in spec["paths"] and "/api/report.html" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_html_download_is_escaped(client):
+    data = _explain(client, text=XSS).json()["explanations"][0]
+    response = client.post("/api/report.html", json={"explanations": [data]})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "attachment" in response.headers["content-disposition"]
+    page = response.text
+    assert "<script" not in page.lower() and "<img" not in page.lower()
+    assert "&lt;" in page and "onerror" in page and "dull" in page
+    fallback = minimal_page([Explanation.from_dict(data)])
+    assert "<script" not in fallback.lower() and "<img" not in fallback.lower()
+    assert "&lt;" in fallback and "onerror" in fallback
+
+
+def test_page_and_assets_are_local_and_insert_text_safely(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+    for name, kind in (("app.js", "javascript"), ("app.css", "css")):
+        asset = client.get(f"/static/{name}")
+        assert asset.status_code == 200 and kind in asset.headers["content-type"]
+    assert client.get("/static/secret.py").status_code == 404
+    for file in STATIC.iterdir():
+        source = file.read_text(encoding="utf-8")
+        assert not re.search(r"(src|href)=\"(https?:)?//", source), f"{file.name} loads from the network"
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert unsafe not in script
+
+
+def test_host_header_check_and_loopback_names(sst2_tiny):
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    guarded = TestClient(create_app(sst2_tiny, allowed_hosts=loopback_hosts("127.0.0.1")), base_url="http://127.0.0.1:8000")
+    assert guarded.get("/api/info").status_code == 200
+    assert guarded.get("/api/info", headers={"host": "attacker.example"}).status_code == 400
+
+
+def test_serve_command(monkeypatch):
+    import uvicorn
+
+    runner = CliRunner()
+    bad = runner.invoke(cli_app, ["serve", "--model", "./no/such/model"])
+    assert bad.exit_code == 2 and "error: model './no/such/model' not found" in bad.output
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    result = runner.invoke(cli_app, ["serve", "--host", "0.0.0.0", "--port", "8123", "--timeout", "5"])
+    assert result.exit_code == 0, result.output
+    assert "warning: listening on 0.0.0.0, not loopback" in result.output
+    (app, kw), = calls
+    assert kw["host"] == "0.0.0.0" and kw["port"] == 8123 and app.state.limits.timeout_s == 5.0
+    local = runner.invoke(cli_app, ["serve"])
+    assert local.exit_code == 0 and "warning" not in local.output
+    assert calls[-1][1]["host"] == "127.0.0.1"
+
+
+# ------------------------------------------------------------------------ in a browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1200,1600",
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hostile_model(sst2_tiny) -> layersal.LoadedModel:
+    """sst2-tiny (same weights) under a name and a negative label made of markup."""
+    return dataclasses.replace(sst2_tiny, name=XSS_NAME, labels=[XSS_LABEL, "positive"])
+
+
+@pytest.fixture(scope="module")
+def live_server(hostile_model):
+    """The real app under uvicorn on a free loopback port, in a background thread."""
+    import uvicorn
+
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(hostile_model, allowed_hosts=loopback_hosts("127.0.0.1")),
+        host="127.0.0.1", port=port, log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Selenium, with a fresh profile; skips where it cannot run."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)")
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not Path(driver_path).is_file():
+        pytest.skip("chromedriver not installed (apt-get install chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="layersal-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    try:
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    except Exception as exc:  # a browser that cannot start here is an environment problem
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(f"headless Chromium did not start: {type(exc).__name__}: {str(exc)[:200]}")
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _explain_in_page(driver, url: str, text: str, method: str | None = None) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#method option"))
+    wait.until(lambda d: d.find_element(By.ID, "explain").is_enabled())
+    if method:
+        Select(driver.find_element(By.ID, "method")).select_by_value(method)
+    box = driver.find_element(By.ID, "text")
+    box.clear()
+    box.send_keys(text)
+    driver.find_element(By.ID, "explain").click()
+    wait.until(
+        lambda d: d.find_element(By.ID, "status").text.startswith("done")
+        or d.find_element(By.ID, "error").is_displayed()
+    )
+    error = driver.find_element(By.ID, "error")
+    assert not error.is_displayed(), error.text
+
+
+def _no_dialog(driver) -> bool:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        driver.switch_to.alert
+    except NoAlertPresentException:
+        return True
+    return False
+
+
+def test_page_explains_a_text_in_a_browser(live_server, browser, sst2_tiny):
+    from selenium.webdriver.common.by import By
+
+    text = "a gripping, beautifully acted film, though the ending drags"
+    _explain_in_page(browser, live_server, text)
+    assert layersal.explain(text, sst2_tiny).prediction == "positive"
+    assert browser.find_element(By.ID, "prediction").text == "positive"
+    probs = browser.find_element(By.ID, "probs").get_property("textContent")
+    assert XSS_LABEL in probs and "positive" in probs
+    heat = browser.find_element(By.ID, "heatmap")
+    assert heat.get_property("textContent") == text
+    shaded = [w.text for w in heat.find_elements(By.CSS_SELECTOR, "span.word")]
+    for word in re.findall(r"\w+", text):
+        assert word in shaded
+    bars = browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar")
+    assert [int(b.get_attribute("data-layer")) for b in bars] == list(range(sst2_tiny.num_layers + 1))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar.chosen")) == 1
+    rows = browser.find_elements(By.CSS_SELECTOR, "#top-tokens-table tr")
+    assert len(rows) == 1 + len(sst2_tiny.tokenizer.tokenize(text))
+    assert "layer 0" in rows[0].text and "gripping" in rows[2].text
+    # an input-level method: no layer to choose, no per-layer report
+    _explain_in_page(browser, live_server, "a dull film", method="gradient")
+    assert not browser.find_element(By.ID, "layer").is_enabled()
+    assert browser.find_element(By.ID, "no-layers").is_displayed()
+    assert not browser.find_element(By.ID, "layer-section").is_displayed()
+
+
+def test_page_shows_markup_as_text_and_runs_none_of_it(live_server, browser):
+    from selenium.webdriver.common.by import By
+
+    _explain_in_page(browser, live_server, XSS)  # predicted: the negative class, XSS_LABEL
+    time.sleep(0.3)  # give an injected handler the chance to fire
+    assert _no_dialog(browser), "an alert fired: text was inserted as markup"
+    assert browser.execute_script("return window.__xss") is None
+    # the user's text, the model's name and its label all show literally...
+    heat = browser.find_element(By.ID, "heatmap")
+    assert heat.get_property("textContent") == XSS
+    assert "<img" in heat.text and "onerror" in heat.text
+    assert browser.find_element(By.ID, "prediction").get_property("textContent") == XSS_LABEL
+    assert XSS_NAME in browser.find_element(By.ID, "model-info").get_property("textContent")
+    options = [o.get_property("textContent") for o in browser.find_elements(By.CSS_SELECTOR, "#target option")]
+    assert XSS_LABEL in options
+    # ...and none of it became elements
+    assert not browser.find_elements(By.CSS_SELECTOR, "img, b, script:not([src])")
