@@ -11,14 +11,14 @@ import torch
 
 from .encoding import Encoded, check_texts, encode, model_input_names, select_rows
 from .errors import InputError
-from .explanation import Explanation, Token, Word
+from .explanation import Explanation
 from .models import DEFAULT_MODEL, LoadedModel, load
 from .passes import forward
 from .saliency import Attribution, check_method, methods, run_method
 from .saliency.dls import DLSOptions, DLSResult
 from .saliency.layer_choice import resolve_auto
 from .windows import document_probabilities, merge_windows, window_overlap
-from .words import WORD_AGGREGATIONS, aggregate, group_words
+from .words import WORD_AGGREGATIONS, tokens_and_words
 
 Target = int | str | None
 
@@ -223,22 +223,8 @@ def build_explanation(
     pieces = lm.tokenizer.convert_ids_to_tokens(ids)
     offsets = [tuple(int(x) for x in encoded.offsets[row, i]) for i in content]
     scores = attribution.scores[row, content].tolist()
-    spans = group_words([encoded.word_ids[row][i] for i in content], offsets)
-    word_of = {t: w for w, span in enumerate(spans) for t in span.tokens}
-    tokens = [
-        Token(text=piece, start=start, end=end, score=score, word=word_of[i])
-        for i, (piece, (start, end), score) in enumerate(zip(pieces, offsets, scores))
-    ]
-    words = [
-        Word(
-            text=text[span.start : span.end],
-            start=span.start,
-            end=span.end,
-            score=aggregate([scores[t] for t in span.tokens], word_aggregation),
-            tokens=list(span.tokens),
-        )
-        for span in spans
-    ]
+    word_ids = [encoded.word_ids[row][i] for i in content]
+    tokens, words = tokens_and_words(text, pieces, offsets, word_ids, scores, word_aggregation)
     probs = torch.softmax(attribution.logits[row], -1).tolist()
     detail = attribution.detail
     recorded = dict(options or {})

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .explanation import Explanation, LayerReport, Token, Word
-from .words import aggregate, group_words
+from .explanation import Explanation, LayerReport, Token
+from .words import tokens_and_words
 
 
 def window_overlap(tokenizer: Any, max_length: int, window: int | None, stride: int | None) -> tuple[int, int, int]:
@@ -56,23 +56,8 @@ def merge_windows(
     pieces = tokenizer.convert_ids_to_tokens(full["input_ids"])
     slot = {span: i for i, span in enumerate(offsets)}
     scores = _mean_over_windows([(p.tokens, [t.score for t in p.tokens]) for p in parts], slot, len(offsets))
-    spans = group_words(full.word_ids(), offsets)
-    word_of = {t: w for w, span in enumerate(spans) for t in span.tokens}
     first = parts[0]
-    tokens = [
-        Token(text=piece, start=start, end=end, score=score, word=word_of[i])
-        for i, (piece, (start, end), score) in enumerate(zip(pieces, offsets, scores))
-    ]
-    words = [
-        Word(
-            text=text[span.start : span.end],
-            start=span.start,
-            end=span.end,
-            score=aggregate([scores[t] for t in span.tokens], first.word_aggregation),
-            tokens=list(span.tokens),
-        )
-        for span in spans
-    ]
+    tokens, words = tokens_and_words(text, pieces, offsets, full.word_ids(), scores, first.word_aggregation)
     layers_used = Counter(p.layer for p in parts)
     options = dict(first.options)
     options.update(window=window, stride=stride, windows=len(parts), window_layers=[p.layer for p in parts])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .explanation import Token, Word
+
 WORD_AGGREGATIONS = ("sum", "mean", "max")
 
 
@@ -44,3 +46,31 @@ def aggregate(scores: Sequence[float], rule: str) -> float:
     if rule == "max":
         return float(max(scores, key=abs))
     raise ValueError(f"word aggregation must be one of {WORD_AGGREGATIONS}, not {rule!r}")
+
+
+def tokens_and_words(
+    text: str,
+    pieces: Sequence[str],
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    scores: Sequence[float],
+    rule: str,
+) -> tuple[list[Token], list[Word]]:
+    """Scored tokens of ``text`` and the words they form (word score by ``rule``)."""
+    spans = group_words(word_ids, offsets)
+    word_of = {t: w for w, span in enumerate(spans) for t in span.tokens}
+    tokens = [
+        Token(text=piece, start=start, end=end, score=score, word=word_of[i])
+        for i, (piece, (start, end), score) in enumerate(zip(pieces, offsets, scores))
+    ]
+    words = [
+        Word(
+            text=text[span.start : span.end],
+            start=span.start,
+            end=span.end,
+            score=aggregate([scores[t] for t in span.tokens], rule),
+            tokens=list(span.tokens),
+        )
+        for span in spans
+    ]
+    return tokens, words
