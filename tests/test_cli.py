@@ -64,6 +64,19 @@ def test_file_input_formats(tmp_path, tiny_args, name, content, expected):
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == expected
 
 
+def test_method_and_option_flags():
+    result = _run("explain", "a dull film", "--method", "integrated_gradients", "--option", "n_steps=8", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["method"] == "integrated_gradients" and data["forward_passes"] == 9
+    gradcam = json.loads(_run("explain", "a dull film", "--method", "gradcam", "--layer", "0", "--json").stdout)
+    assert gradcam["layer"] == 0
+    _one_line_error(_run("explain", "fine", "--method", "lime", "--option", "steps=3"), "has no option 'steps'")
+    _one_line_error(_run("explain", "fine", "--method", "magic"), "unknown method")
+    text = _run("explain", "a dull film", "--method", "gradient").output
+    assert "on the input embeddings" in text
+
+
 def test_layer_and_target_options(tiny_args):
     result = _run("explain", "so so", "--layer", "-2", "--target", "neutral", "--json", *tiny_args)
     assert result.exit_code == 0, result.output

@@ -96,6 +96,26 @@ def _int_or_str(value: str | None) -> int | str | None:
     return int(stripped) if stripped.lstrip("-").isdigit() else stripped
 
 
+_DLS_FLAG_DEFAULTS = {"layer": "coherent", "saliency": "gradcam", "decode": True, "tau": 50}
+
+
+def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dict[str, Any]:
+    """Options for ``method``: the DLS flags it accepts (for other methods only those changed
+    from their defaults), plus ``--option KEY=VALUE`` pairs."""
+    from .benchmark import parse_spec
+    from .saliency import method_options
+
+    accepted = method_options(method)
+    options = {
+        k: v
+        for k, v in flags.items()
+        if k in accepted and (method == "dls" or v != _DLS_FLAG_DEFAULTS[k])
+    }
+    if extra:
+        options.update(parse_spec(f"{method}:" + ",".join(extra)).options)
+    return options
+
+
 def _run(
     texts: list[str] | None,
     file: Path | None,
@@ -118,6 +138,10 @@ def explain(
     file: FileOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
+    method: Annotated[str, typer.Option("--method", help="Saliency method: dls or a baseline (see docs/methods.md).")] = "dls",
+    option: Annotated[
+        Optional[list[str]], typer.Option("--option", help="Method option KEY=VALUE (repeatable), e.g. n_steps=20.")
+    ] = None,
     layer: LayerOpt = "coherent",
     target: Annotated[
         Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
@@ -143,17 +167,16 @@ def explain(
 ) -> None:
     """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
     with _user_errors():
+        flags = {"layer": _int_or_str(layer), "saliency": saliency, "decode": decode, "tau": tau}
         results = _run(
             texts,
             file,
             model,
             lm_head,
             allow_pickle,
-            layer=_int_or_str(layer),
+            method=method,
+            **_method_options(method, flags, option or []),
             target=_int_or_str(target),
-            saliency=saliency,
-            decode=decode,
-            tau=tau,
             word_aggregation=word_aggregation,
             batch_size=batch_size,
             long_texts="truncate" if truncate else "windows",
@@ -471,6 +494,8 @@ def explain_dataset(
 
             raise type(exc)(escape(str(exc))) from None
         resumed = f", {summary.resumed_windows} of them from an earlier run" if summary.resumed_windows else ""
+        if not summary.explained and summary.resumed_windows:
+            resumed = ": the run was already complete"
         err.print(
             f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "
             f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "

@@ -45,8 +45,9 @@ def summary(explanation: Explanation, top: int = 5) -> Group:
     if explanation.target != explanation.prediction:
         head.append(f"  explaining: {explanation.target}", style="bold yellow")
     layer = next((r for r in explanation.layers if r.layer == explanation.layer), None)
+    where = "on the input embeddings" if explanation.layer is None else f"at layer {explanation.layer}"
     detail = Text(
-        f"{explanation.method} at layer {explanation.layer}"
+        f"{explanation.method} {where}"
         + (f" (coherence {layer.coherence:.2f})" if layer and layer.coherence is not None else "")
         + f", decoder: {explanation.decoder}, model: {explanation.model}",
         style="dim",

@@ -5,7 +5,7 @@ Importing this package registers every method with :mod:`layersal.saliency.base`
 
 from . import dls
 from . import attention, gradients, perturbation, simple  # baselines register on import
-from .base import Attribution, check_method, methods, register, run_method
+from .base import Attribution, check_method, method_options, methods, register, run_method
 from .dls import SALIENCY_KINDS, DLSOptions, position_saliency, run_dls
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "DLSOptions",
     "check_method",
     "dls",
+    "method_options",
     "methods",
     "position_saliency",
     "register",

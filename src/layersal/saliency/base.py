@@ -67,6 +67,12 @@ def methods() -> list[str]:
     return list(_REGISTRY)
 
 
+def method_options(name: str) -> frozenset[str]:
+    """The option names method ``name`` accepts."""
+    check_method(name, {})
+    return _REGISTRY[name].options
+
+
 def check_method(name: str, options: dict[str, Any]) -> None:
     """Raise a clear error for an unknown method or an option it does not take."""
     if name not in _REGISTRY:
