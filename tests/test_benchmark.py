@@ -107,7 +107,8 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     bert_tiny = sst2_tiny
     data = LabelledTexts(TEXTS, ["1", "0", "1", "1", "0", "1"], "fixture")
     specs = expand_specs(
-        ["dls:layer=1", "dls:layer=0", "dls:layer=auto", "dls:layer=coherent", "random"], bert_tiny.num_layers
+        ["dls:layer=1", "dls:layer=0", "dls:layer=auto", "dls:layer=coherent", "random", "deeplift_shap"],
+        bert_tiny.num_layers,
     )
     seen = []
     bench = run_benchmark(
@@ -136,7 +137,9 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     assert rows["dls:layer=1"]["gap_to_best"] == pytest.approx(rows["dls:layer=1"]["aopc_comprehensiveness"] - best)
     assert rows["dls:layer=auto"]["gap_to_best"] <= 1e-12
     table = markdown(bench)
-    assert all(f"| {s.label} |" in table for s in specs)
+    assert all(f"| {s.label} |" in table for s in specs[:-1])
+    assert bench.runs[-1].results == [] and bench.runs[-1].note.startswith("not run:")
+    assert "deeplift_shap: not run:" in table
     paths = write(bench, tmp_path / "out")
     assert {p.name for p in paths} == {"results.json", "results.md", "deletion_curves.png", "layers.png"}
     saved = json.loads((tmp_path / "out" / "results.json").read_text())

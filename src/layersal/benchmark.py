@@ -60,7 +60,7 @@ class MethodRun:
     note: str = ""
 
     def summary(self, resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-        return summarise(self.results, resamples=resamples, seed=seed)
+        return summarise(self.results, resamples=resamples, seed=seed) if self.results else {}
 
     @property
     def seconds_per_text(self) -> float:
@@ -170,9 +170,14 @@ def run_benchmark(
         layers: list[int | None] = [None] * len(data)
         coherence: dict[int, list[float]] = {}
         seconds = forward = backward = 0.0
+        skipped = None
         for batch, encoded in zip(batches, encoded_batches):
             start = time.perf_counter()
-            attribution = run_method(spec.method, lm, encoded, None, options)
+            try:
+                attribution = run_method(spec.method, lm, encoded, None, options)
+            except InputError as exc:
+                skipped = f"not run: {exc}"
+                break
             seconds += time.perf_counter() - start
             forward += attribution.forward_passes * len(batch)
             backward += attribution.backward_passes * len(batch)
@@ -192,6 +197,11 @@ def run_benchmark(
                 layers[index] = attribution.layers[row]
             if on_progress is not None:
                 on_progress(spec.label, len(batch))
+        if skipped is not None:
+            if on_progress is not None:
+                on_progress(spec.label, len(data) - sum(r is not None for r in results))
+            runs.append(MethodRun(spec, [], [], 0.0, 0.0, 0.0, note=skipped))
+            continue
         runs.append(
             MethodRun(
                 spec=spec,
@@ -222,9 +232,10 @@ def _collect_coherence(detail: DLSResult, into: dict[int, list[float]]) -> None:
 
 
 def _accuracy(runs: list[MethodRun], gold: list[int] | None) -> float | None:
-    if gold is None or not runs or runs[0].results[0].deletion_accuracy is None:
+    scored = [run for run in runs if run.results]
+    if gold is None or not scored or scored[0].results[0].deletion_accuracy is None:
         return None
-    return float(np.mean([r.deletion_accuracy[0] for r in runs[0].results]))
+    return float(np.mean([r.deletion_accuracy[0] for r in scored[0].results]))
 
 
 def machine_info() -> dict[str, Any]:
@@ -246,7 +257,7 @@ def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
     coherence = max((run.coherence for run in bench.runs), key=len, default={})
     fixed = {}
     for run in bench.runs:
-        if run.spec.method != "dls":
+        if run.spec.method != "dls" or not run.results:
             continue
         layer = run.spec.options.get("layer", "coherent")
         used = sorted({l for l in run.layers if l is not None})

@@ -30,11 +30,16 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
+    skipped = [run for run in bench.runs if not run.results]
     for run in bench.runs:
+        if not run.results:
+            continue
         summary = run.summary(resamples=resamples)
         cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in HEADLINE]
         cells += [f"{run.forward_passes:.1f}", f"{run.backward_passes:.1f}", f"{run.seconds_per_text:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    for run in skipped:
+        lines.append(f"\n{run.spec.label}: {run.note}")
     layers = layer_analysis(bench)
     if layers:
         lines += ["", "DLS layer choice (comprehensiveness AOPC; coherence of the layer used):", ""]
@@ -102,7 +107,7 @@ def plot_deletion_curves(bench: Benchmark, path: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for run in bench.runs:
+    for run in (r for r in bench.runs if r.results):
         curves = np.array([r.deletion_curve for r in run.results])
         x = np.linspace(0, 1, curves.shape[1])
         ax.plot(x, curves.mean(0), label=f"{run.spec.label} ({np.mean([r.deletion_area for r in run.results]):.3f})")
