@@ -454,6 +454,7 @@ def explain_dataset(
     ray_address: Annotated[
         Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
     ] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs (and torch threads) per Ray actor.")] = 1,
     device: Annotated[str, typer.Option(help="Torch device of the model: cpu, cuda, cuda:1, ...")] = "cpu",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run in --out and start over.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with texts/s.")] = True,
@@ -483,11 +484,12 @@ def explain_dataset(
                 engine=engine,
                 num_workers=num_workers,
                 ray_address=ray_address,
+                cpus_per_worker=cpus_per_worker,
                 overwrite=overwrite,
                 progress=progress,
             )
         except KeyboardInterrupt:
-            err.print(f"interrupted: finished shards are kept in {out_path}; rerun the same command to continue")
+            err.print(f"finished shards are kept in {out_path}: rerun the same command to continue", soft_wrap=True)
             raise
         except LayersalError as exc:  # keep '[ray]' and paths with brackets out of rich markup
             from rich.markup import escape

@@ -1,0 +1,286 @@
+"""Speed and memory benchmark (not a test: prints tables, asserts nothing about time).
+
+    .venv/bin/python bench/speed.py                       # everything, CPU
+    .venv/bin/python bench/speed.py --limit 32 --skip-long --skip-engines
+    .venv/bin/python bench/speed.py --device cuda         # on a GPU machine
+
+1. **Methods**: on the same SST-2 sentences (``sst2/test.tsv``) at batch sizes 1 and 32,
+   texts/s of a bare forward pass, a plain gradient (``method="gradient"``), DLS at a fixed
+   layer without the layer report, DLS as by default (``layer="coherent"``, full layer
+   report), integrated gradients (50 steps) and LIME (25 samples), for the bundled default
+   model and for a random 6-layer, 384-wide BERT (with a random masked-LM head). Cost ratios
+   are seconds per text of one over the other (``DLS/forward = 3`` means DLS costs three
+   forward passes' time).
+2. **Long run** (run first): ``explain_dataset`` over ``--long`` texts of ``sst2/train.tsv`` with RSS
+   sampled after every ``--every`` texts, and the process's peak RSS.
+3. **Engines**: the local and the Ray engine (if installed) over ``--engine-texts`` rows of
+   ``sst2/train.tsv``: texts/s and whether both wrote the same rows.
+
+``--device`` is passed to :func:`layersal.load`; ``--bf16`` is accepted but the library does
+not run in bfloat16 yet, so it is reported and ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import layersal
+from layersal.encoding import encode, model_input_names
+from layersal.models import BUNDLED_DIR
+from layersal.passes import forward
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "sst2"
+FIXED_LAYER = 1
+
+METHODS: list[tuple[str, str, dict[str, Any]]] = [
+    ("forward", "forward", {}),
+    ("gradient", "gradient", {}),
+    ("dls", "dls", {"layer": FIXED_LAYER, "layer_report": False}),
+    ("dls-full", "dls", {}),
+    ("ig-50", "integrated_gradients", {"n_steps": 50}),
+    ("lime-25", "lime", {"n_samples": 25}),
+]
+RATIOS = [("DLS/forward", "dls", "forward"), ("DLS/gradient", "dls", "gradient"), ("DLS-full/DLS", "dls-full", "dls"),
+          ("IG/DLS", "ig-50", "dls"), ("LIME/DLS", "lime-25", "dls")]
+
+
+def read_sentences(path: Path, limit: int | None) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(rows)
+        texts = [r[0] for r in rows if r and r[0].strip()]
+    return texts[:limit] if limit else texts
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA device here")
+    return name
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def random_bert(root: Path) -> tuple[Path, Path]:
+    """A random 6-layer, 384-wide BERT classifier and a random masked-LM checkpoint for its head."""
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
+        intermediate_size=1536, max_position_embeddings=512, num_labels=2,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+    )
+    mlm = BertForMaskedLM(config)
+    classifier = BertForSequenceClassification(config)
+    classifier.bert.load_state_dict(mlm.bert.state_dict(), strict=False)
+    mlm_dir, clf_dir = root / "bert6-mlm", root / "bert6-classifier"
+    mlm.save_pretrained(mlm_dir)
+    classifier.save_pretrained(clf_dir)
+    for folder in (mlm_dir, clf_dir):
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(BUNDLED_DIR / "sst2-tiny" / name, folder / name)
+    return clf_dir, mlm_dir
+
+
+def forward_only(lm: Any, texts: list[str], batch_size: int) -> None:
+    """Predictions only: tokenise (length-sorted batches, as explain does) and one forward."""
+    inputs = model_input_names(lm.model)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        batch = [texts[i] for i in order[start : start + batch_size]]
+        forward(lm.model, encode(lm.tokenizer, batch, lm.max_length, inputs))
+
+
+def timed(fn: Callable[[], Any], device: str, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_methods(lm: Any, texts: list[str], batch_sizes: list[int], device: str, repeats: int) -> dict[tuple[str, int], float]:
+    """texts/s per (method label, batch size)."""
+    speeds: dict[tuple[str, int], float] = {}
+    for batch_size in batch_sizes:
+        for label, method, options in METHODS:
+            if method == "forward":
+                run = lambda: forward_only(lm, texts, batch_size)  # noqa: E731
+            else:
+                run = lambda: layersal.explain(texts, lm, method=method, batch_size=batch_size, **options)  # noqa: E731
+            if method == "forward":
+                forward_only(lm, texts[:batch_size], batch_size)
+            else:
+                layersal.explain(texts[:batch_size], lm, method=method, batch_size=batch_size, **options)
+            seconds = timed(run, device, repeats)
+            speeds[(label, batch_size)] = len(texts) / seconds
+            print(f"  {lm.name[-40:]:<40} bs={batch_size:<3} {label:<10} {len(texts) / seconds:9.1f} texts/s", flush=True)
+    return speeds
+
+
+def print_speed_table(title: str, speeds: dict[tuple[str, int], float], batch_sizes: list[int]) -> None:
+    print(f"\n### {title}\n")
+    head = "| method | " + " | ".join(f"texts/s bs={b}" for b in batch_sizes) + " |"
+    print(head)
+    print("|" + "---|" * (len(batch_sizes) + 1))
+    for label, _, _ in METHODS:
+        print(f"| {label} | " + " | ".join(f"{speeds[(label, b)]:.1f}" for b in batch_sizes) + " |")
+    print("\n| cost ratio (s/text over s/text) | " + " | ".join(f"bs={b}" for b in batch_sizes) + " |")
+    print("|" + "---|" * (len(batch_sizes) + 1))
+    for name, a, b in RATIOS:
+        print(f"| {name} | " + " | ".join(f"{speeds[(b, s)] / speeds[(a, s)]:.2f}" for s in batch_sizes) + " |")
+
+
+def long_run(model: Any, n: int, every: int, batch_size: int, device: str, work: Path) -> None:
+    from layersal.engines import explain_dataset
+
+    texts = read_sentences(DATA / "train.tsv", n)
+    source = work / "long.txt"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    samples: list[tuple[int, float]] = [(0, rss_mib())]
+
+    def sample(info: dict[str, Any]) -> None:
+        samples.append((info["explained"], rss_mib()))
+
+    summary = explain_dataset(
+        source, work / "long.parquet", model=model, device=device, batch_size=batch_size,
+        shard_rows=every, overwrite=True, on_window=sample,
+    )
+    print(f"\n### RSS over explain_dataset on {len(texts)} texts of sst2/train.tsv "
+          f"(default DLS settings, batch {batch_size}, sampled every {every} texts)\n")
+    print(f"{summary.rows} rows, {summary.errors} errors, {summary.texts_per_second:.1f} texts/s\n")
+    print("| texts done | RSS MiB |")
+    print("|---|---|")
+    step = max(1, len(samples) // 20)
+    for done, rss in samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else []):
+        print(f"| {done} | {rss:.0f} |")
+    quarter = max(1, len(samples) // 4)
+    first = max(r for _, r in samples[1 : quarter + 1])
+    last = max(r for _, r in samples[-quarter:])
+    print(f"\nmax RSS first quarter {first:.0f} MiB, last quarter {last:.0f} MiB (growth {last - first:+.0f} MiB); "
+          f"peak RSS of this process {peak_rss_mib():.0f} MiB")
+
+
+def engines(model: str, n: int, workers: int, batch_size: int, device: str, work: Path) -> None:
+    from layersal.engines import explain_dataset
+
+    import pyarrow.parquet as pq
+
+    texts = read_sentences(DATA / "train.tsv", n)
+    source = work / "engines.txt"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    common = dict(model=model, device=device, batch_size=batch_size, overwrite=True)
+    results = {}
+    local = explain_dataset(source, work / "local.parquet", engine="local", **common)
+    results["local (1 process)"] = local
+    try:
+        import ray
+    except ImportError:
+        ray = None
+        print("\nray is not installed: Ray engine not measured (pip install 'layersal[ray]')")
+    if ray is not None:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+        try:
+            started = time.perf_counter()
+            remote = explain_dataset(source, work / "ray.parquet", engine="ray", num_workers=workers, **common)
+            results[f"ray ({workers} workers)"] = remote
+            print(f"(ray run incl. actor start-up: {time.perf_counter() - started:.1f} s)")
+        finally:
+            ray.shutdown()
+    print(f"\n### Engines over the first {len(texts)} texts of sst2/train.tsv ({os.cpu_count()} CPUs here)\n")
+    print("| engine | rows | seconds | texts/s |")
+    print("|---|---|---|---|")
+    for name, summary in results.items():
+        print(f"| {name} | {summary.rows} | {summary.seconds:.1f} | {summary.texts_per_second:.1f} |")
+    if len(results) == 2:
+        a = pq.read_table(work / "local.parquet").to_pylist()
+        b = pq.read_table(work / "ray.parquet").to_pylist()
+        same_ids = [r["id"] for r in a] == [r["id"] for r in b]
+        diff = max(
+            (abs(x - y) for r, s in zip(a, b) for x, y in zip(r["token_scores"], s["token_scores"])), default=0.0
+        )
+        print(f"\nsame ids in the same order: {same_ids}; largest token-score difference: {diff:.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=64, help="SST-2 test sentences per measurement")
+    parser.add_argument("--batch-sizes", default="1,32")
+    parser.add_argument("--repeats", type=int, default=1, help="timings per cell (best kept)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 (not supported by the library yet: ignored)")
+    parser.add_argument("--skip-methods", action="store_true")
+    parser.add_argument("--skip-big", action="store_true", help="skip the 6-layer, 384-wide random BERT")
+    parser.add_argument("--long", type=int, default=10_000, help="texts of the long explain_dataset run (0: skip)")
+    parser.add_argument("--every", type=int, default=500, help="RSS sample (and shard) every N texts")
+    parser.add_argument("--long-batch-size", type=int, default=32)
+    parser.add_argument("--engine-texts", type=int, default=2000, help="texts for local vs Ray (0: skip)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers")
+    args = parser.parse_args()
+    if not (DATA / "test.tsv").is_file():
+        sys.exit(f"{DATA} not found: this benchmark needs the shared SST-2 data")
+    device = pick_device(args.device)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    print(f"device: {device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    if args.bf16:
+        print("--bf16: layersal does not run models in bfloat16 yet; measuring in float32/the checkpoint dtype")
+    work = Path(tempfile.mkdtemp(prefix="layersal-bench-"))
+    try:
+        if args.long:  # first, so the peak RSS it reports is the dataset run's own
+            long_run("sst2-tiny", args.long, args.every, args.long_batch_size, device, work)
+        if args.engine_texts:
+            engines("sst2-tiny", args.engine_texts, args.workers, args.long_batch_size, device, work)
+        if not args.skip_methods:
+            texts = read_sentences(DATA / "test.tsv", args.limit)
+            print(f"{len(texts)} SST-2 test sentences, mean {sum(len(t.split()) for t in texts) / len(texts):.1f} words")
+            models = [("sst2-tiny (bundled default)", lambda: layersal.load("sst2-tiny", device=device))]
+            if not args.skip_big:
+                clf, mlm = random_bert(work)
+                models.append(("random BERT, 6 layers x 384", lambda: layersal.load(clf, lm_head=mlm, device=device)))
+            tables = []
+            for title, loader in models:
+                lm = loader()
+                tables.append((title, bench_methods(lm, texts, batch_sizes, device, args.repeats)))
+                del lm
+                gc.collect()
+            for title, speeds in tables:
+                print_speed_table(f"{title}, {len(texts)} texts, {device}", speeds, batch_sizes)
+            print(f"\npeak RSS so far: {peak_rss_mib():.0f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

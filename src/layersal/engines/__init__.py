@@ -1,0 +1,250 @@
+"""Datasets at scale: explain a whole file into Parquet shards, resumably, locally or on Ray.
+
+:func:`explain_dataset` streams the input (:mod:`.sources`), cuts it into windows of
+``shard_rows`` consecutive rows, explains each window with :func:`layersal.explain` (which
+sorts the window by length and batches it ``batch_size`` texts at a time, so padding stays
+small) and commits it as one Parquet shard (:mod:`.sink`). Window ``k`` always holds the same
+input rows, so a restarted run skips the windows whose shard exists and loses or repeats
+nothing. Engines: ``"local"`` (:mod:`.local`, this process) and ``"ray"`` (:mod:`.ray`, Ray
+Data actors that load the model once each). See ``docs/scale.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+ENGINES = ("local", "ray")
+WINDOW_BATCHES = 32
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetJob:
+    """What every worker needs to explain a window (picklable: sent to Ray actors)."""
+
+    model: str
+    lm_head: str | None
+    allow_pickle: bool
+    device: str
+    method: str
+    options: dict[str, Any]
+    target: int | str | None
+    word_aggregation: str
+    batch_size: int
+    id_type: str
+
+    def load(self) -> Any:
+        """The model, loaded (once per process or actor)."""
+        from ..models import load
+
+        return load(self.model, self.lm_head, allow_pickle=self.allow_pickle, device=self.device)
+
+
+@dataclass
+class RunSummary:
+    """How a dataset run went. ``rows``/``errors`` count the whole output, resumed parts too."""
+
+    out: Path
+    errors_file: Path
+    engine: str
+    rows: int = 0
+    errors: int = 0
+    windows: int = 0
+    resumed_windows: int = 0
+    explained: int = 0
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def texts_per_second(self) -> float:
+        """Input rows handled per second by this invocation (resumed windows excluded)."""
+        return self.explained / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "rows": self.rows,
+            "errors": self.errors,
+            "windows": self.windows,
+            "resumed_windows": self.resumed_windows,
+            "explained": self.explained,
+            "seconds": round(self.seconds, 3),
+            "texts_per_second": round(self.texts_per_second, 2),
+        }
+
+
+WindowCallback = Callable[[dict[str, Any]], None]
+
+
+def explain_dataset(
+    input: str | Path,
+    out: str | Path,
+    *,
+    model: Any = "sst2-tiny",
+    lm_head: str | None = None,
+    allow_pickle: bool = False,
+    device: str = "cpu",
+    method: str = "dls",
+    layer: int | str | None = None,
+    target: int | str | None = None,
+    options: dict[str, Any] | None = None,
+    word_aggregation: str = "sum",
+    batch_size: int = 32,
+    shard_rows: int | None = None,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    engine: str = "local",
+    num_workers: int | None = None,
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_window: WindowCallback | None = None,
+) -> RunSummary:
+    """Explain every row of ``input`` into the Parquet dataset folder ``out``; resumable.
+
+    ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily. ``model``: a name or path
+    (or, for the local engine, a :class:`~layersal.LoadedModel`). ``layer``: for ``dls`` (and
+    ``gradcam``); ``dls`` runs with ``layer_report=False`` (the rows keep no per-layer report).
+    ``shard_rows``: input rows per window and shard (default ``32 * batch_size``; a resumed run
+    keeps the recorded value). Rows that cannot be explained go to ``OUT.errors.jsonl``.
+    Rerunning with the same settings continues an interrupted run; other settings are refused
+    unless ``overwrite``. Ray engine: ``num_workers`` actors (default: cluster CPUs /
+    ``cpus_per_worker``), each with ``cpus_per_worker`` CPUs (and torch threads) and one GPU
+    when ``device`` is ``cuda``; ``ray_address`` or ``RAY_ADDRESS`` names the cluster (default:
+    a local Ray). ``on_window`` is called with a small dict after each committed shard.
+    """
+    from .sink import ShardSink, errors_path
+    from .sources import Source
+
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if shard_rows is not None and shard_rows < 1:
+        raise InputError(f"--shard-rows must be at least 1, not {shard_rows}")
+    if cpus_per_worker <= 0:
+        raise InputError(f"--cpus-per-worker must be positive, not {cpus_per_worker}")
+    if num_workers is not None and num_workers < 1:
+        raise InputError(f"--num-workers must be at least 1, not {num_workers}")
+    source = Source(input, text_column, id_column, label_column)
+    method_options = _method_options(method, layer, options)
+    lm = None if isinstance(model, str | Path) else model
+    if lm is not None and engine == "ray":
+        raise InputError("the Ray engine loads the model in every worker: pass its name or path, not a loaded model")
+    model_name = _model_id(lm.name if lm is not None else str(model))
+    lm_head_name = None if lm_head is None else _model_id(str(lm_head))
+    job = DatasetJob(
+        model=str(model) if lm is None else lm.name,
+        lm_head=None if lm_head is None else str(lm_head),
+        allow_pickle=allow_pickle,
+        device=device,
+        method=method,
+        options=method_options,
+        target=target,
+        word_aggregation=word_aggregation,
+        batch_size=batch_size,
+        id_type=source.id_type,
+    )
+    labels = lm.labels if lm is not None else _labels_of(job)
+    _check_job(job, labels)
+    settings = {
+        **source.describe(),
+        "model": model_name,
+        "lm_head": lm_head_name,
+        "method": method,
+        "options": method_options,
+        "target": target,
+        "word_aggregation": word_aggregation,
+        "shard_rows": shard_rows,
+        "format_version": FORMAT_VERSION,
+    }
+    sink = ShardSink(out)
+    recorded = sink.open(settings, overwrite=overwrite, default_shard_rows=WINDOW_BATCHES * batch_size)
+    summary = RunSummary(out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded)
+    try:
+        started = time.perf_counter()
+        done = sink.done_windows()
+        summary.resumed_windows = len(done)
+        if not sink.is_complete():
+            if engine == "local":
+                from .local import run_local
+
+                run_local(job, source, sink, recorded["shard_rows"], done, summary, progress, on_window, lm)
+            else:
+                from .ray import run_ray
+
+                run_ray(
+                    job, source, sink, recorded["shard_rows"], done, summary, progress, on_window,
+                    num_workers, ray_address, cpus_per_worker,
+                )
+        summary.seconds = time.perf_counter() - started
+        summary.windows = len(sink.done_windows())
+        summary.rows = sink.count_rows()
+        summary.errors = sink.gather_errors()
+        if not sink.is_complete():
+            sink.finish(summary.as_dict())
+    finally:
+        sink.close()
+    return summary
+
+
+def _method_options(method: str, layer: int | str | None, options: dict[str, Any] | None) -> dict[str, Any]:
+    from ..saliency import check_method
+
+    merged = dict(options or {})
+    if method == "dls":
+        merged.setdefault("layer", "coherent" if layer is None else layer)
+        merged.setdefault("layer_report", False)
+        if merged["layer"] == "auto":
+            raise InputError("layer='auto' calibrates on a sample first; pick that layer with `layersal bench` and pass it as --layer")
+    elif layer is not None:
+        merged["layer"] = layer
+    check_method(method, merged)
+    if method == "dls":
+        from ..saliency.dls import DLSOptions
+
+        DLSOptions(**merged)
+    return merged
+
+
+def _check_job(job: DatasetJob, labels: list[str]) -> None:
+    from ..api import _target_index
+    from ..words import WORD_AGGREGATIONS
+
+    if job.word_aggregation not in WORD_AGGREGATIONS:
+        raise InputError(
+            f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, not {job.word_aggregation!r}"
+        )
+    if job.target is not None:
+        _target_index(job.target, labels)
+
+
+def _labels_of(job: DatasetJob) -> list[str]:
+    """The model's label names from its config alone (the driver of a Ray run loads no weights)."""
+    from transformers import AutoConfig
+
+    from ..models import _label_names, resolve
+
+    path = resolve(job.model, allow_pickle=job.allow_pickle)
+    return _label_names(AutoConfig.from_pretrained(path))
+
+
+def _model_id(name: str) -> str:
+    """A bundled name as is, a local folder as its absolute path, anything else (a hub id) as is."""
+    from ..models import bundled_models
+
+    if name in bundled_models():
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+__all__ = ["DatasetJob", "ENGINES", "RunSummary", "explain_dataset"]

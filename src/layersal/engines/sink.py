@@ -1,0 +1,292 @@
+"""Output of a dataset run: Parquet shards written atomically, errors, and the resume state.
+
+Layout of ``--out OUT.parquet`` (a folder, i.e. a Parquet dataset any Parquet reader opens)::
+
+    OUT.parquet/
+        part-000000.parquet        rows of input window 0 (input rows 0 .. W-1), input order
+        part-000001.parquet        ...
+        _layersal.json             the run's settings, and a summary once complete
+        .lock                      held (flock) while a run writes here
+        _errors/part-000000.jsonl  bad rows of window 0: {"id": ..., "reason": ...}
+    OUT.errors.jsonl               every bad row, gathered when a run ends
+
+A window's shard is written to a hidden temporary file and renamed into place, after its
+errors file; so a shard exists exactly when its window is complete, and a restart redoes
+only the windows without one. Names starting with ``_`` or ``.`` are skipped by Parquet
+readers (pyarrow, pandas, Spark, Ray), so the folder reads as just the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+MANIFEST = "_layersal.json"
+ERRORS_DIR = "_errors"
+LOCK = ".lock"
+_SHARD = re.compile(r"^part-(\d{6,})\.parquet$")
+
+
+def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> Any:
+    """The Arrow schema of the rows (``id`` is ``int64`` row numbers or ``string``)."""
+    import pyarrow as pa
+
+    offsets = pa.list_(pa.list_(pa.int32()))
+    fields = [
+        pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("prediction", pa.string()),
+        pa.field("probabilities", pa.list_(pa.float32())),
+        pa.field("target", pa.string()),
+        pa.field("layer", pa.int32()),
+        pa.field("words", pa.list_(pa.string())),
+        pa.field("word_offsets", offsets),
+        pa.field("word_scores", pa.list_(pa.float32())),
+        pa.field("tokens", pa.list_(pa.string())),
+        pa.field("token_offsets", offsets),
+        pa.field("token_scores", pa.list_(pa.float32())),
+        pa.field("method", pa.string()),
+        pa.field("model", pa.string()),
+    ]
+    meta = None if metadata is None else {b"layersal": json.dumps(metadata).encode()}
+    return pa.schema(fields, metadata=meta)
+
+
+def rows_table(
+    rows: Sequence[Any], explanations: Sequence[Any], labels: list[str], id_type: str, metadata: dict[str, Any]
+) -> Any:
+    """An Arrow table of one window's explained rows (``rows[i]`` explained by ``explanations[i]``)."""
+    import pyarrow as pa
+
+    columns: dict[str, list[Any]] = {name: [] for name in schema(id_type).names}
+    for row, e in zip(rows, explanations):
+        columns["id"].append(row.id)
+        columns["text"].append(row.text)
+        columns["label"].append(row.label)
+        columns["prediction"].append(e.prediction)
+        columns["probabilities"].append([e.probabilities[label] for label in labels])
+        columns["target"].append(e.target)
+        columns["layer"].append(e.layer)
+        columns["words"].append([w.text for w in e.words])
+        columns["word_offsets"].append([[w.start, w.end] for w in e.words])
+        columns["word_scores"].append([w.score for w in e.words])
+        columns["tokens"].append([t.text for t in e.tokens])
+        columns["token_offsets"].append([[t.start, t.end] for t in e.tokens])
+        columns["token_scores"].append([t.score for t in e.tokens])
+        columns["method"].append(e.method)
+        columns["model"].append(e.model)
+    return pa.Table.from_pydict(columns, schema=schema(id_type, metadata))
+
+
+def table_bytes(table: Any) -> bytes:
+    """A table as the bytes of one Parquet file (what Ray workers send back)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue().to_pybytes()
+
+
+def errors_path(out: Path) -> Path:
+    """``OUT.errors.jsonl`` beside the ``OUT.parquet`` folder."""
+    out = Path(out)
+    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    return out.with_name(stem + ".errors.jsonl")
+
+
+class ShardSink:
+    """The ``OUT.parquet`` folder of one run: which windows are done, and writing more."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.errors_file = errors_path(self.out)
+
+    # -- opening and resume state -----------------------------------------------------------
+
+    def open(
+        self, settings: dict[str, Any], *, overwrite: bool = False, default_shard_rows: int = 1024
+    ) -> dict[str, Any]:
+        """Start a run or continue one; returns the recorded settings to use.
+
+        A folder holding a run with different settings is refused (``overwrite=True`` deletes
+        it and starts over). ``settings["shard_rows"]`` may be ``None``: a resumed run keeps the
+        recorded value, a new one records ``default_shard_rows``.
+        """
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"--out {self.out} is a file; give a folder name such as results.parquet")
+        manifest = self.out / MANIFEST
+        if self.out.is_dir() and overwrite:
+            self._check_ours()
+        elif self.out.is_dir() and not manifest.is_file() and any(p.name != LOCK for p in self.out.iterdir()):
+            raise InputError(
+                f"{self.out} exists and is not a layersal dataset run; choose another --out"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            if overwrite:
+                self._clear()
+            if manifest.is_file():
+                recorded = json.loads(manifest.read_text(encoding="utf-8"))["settings"]
+                wanted = dict(settings)
+                if wanted.get("shard_rows") is None:
+                    wanted["shard_rows"] = recorded.get("shard_rows")
+                differences = [
+                    f"{key}: {wanted.get(key)!r} now, {recorded.get(key)!r} before"
+                    for key in sorted(set(wanted) | set(recorded))
+                    if wanted.get(key) != recorded.get(key)
+                ]
+                if differences:
+                    raise InputError(
+                        f"{self.out} holds a run with other settings ({'; '.join(differences)}); "
+                        "rerun with the same settings to resume, or pass --overwrite to start over"
+                    )
+                self._clean_temporary()
+                return recorded
+            if settings.get("shard_rows") is None:
+                settings = {**settings, "shard_rows": default_shard_rows}
+            (self.out / ERRORS_DIR).mkdir(exist_ok=True)
+            _write_atomic(manifest, json.dumps({"settings": settings, "complete": False}, indent=2).encode())
+            return settings
+        except BaseException:
+            self.close()
+            raise
+
+    def done_windows(self) -> set[int]:
+        """Windows whose shard was written (the resume state, read from the folder)."""
+        done = set()
+        for path in self.out.iterdir():
+            match = _SHARD.match(path.name)
+            if match:
+                done.add(int(match.group(1)))
+        return done
+
+    def is_complete(self) -> bool:
+        manifest = self.out / MANIFEST
+        return manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8")).get("complete"))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_window(self, window: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
+        """Commit window ``window``: its errors file, then its shard (a table or Parquet bytes)."""
+        errors = list(errors)
+        error_file = self.out / ERRORS_DIR / f"part-{window:06d}.jsonl"
+        if errors:
+            text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
+            _write_atomic(error_file, text.encode("utf-8"))
+        elif error_file.exists():
+            error_file.unlink()
+        data = shard if isinstance(shard, bytes) else table_bytes(shard)
+        _write_atomic(self.out / f"part-{window:06d}.parquet", data)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Gather the errors into ``OUT.errors.jsonl`` and mark the run complete."""
+        self.gather_errors()
+        manifest = self.out / MANIFEST
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data.update(complete=True, summary=summary)
+        _write_atomic(manifest, json.dumps(data, indent=2).encode())
+
+    def gather_errors(self) -> int:
+        """Rewrite ``OUT.errors.jsonl`` from the committed windows; returns the error count."""
+        done = self.done_windows()
+        folder = self.out / ERRORS_DIR
+        parts = sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []
+        count = 0
+        tmp = self.errors_file.with_name(f".{self.errors_file.name}.tmp-{os.getpid()}")
+        with tmp.open("wb") as handle:
+            for part in parts:
+                if int(part.stem.split("-")[1]) not in done:
+                    continue
+                data = part.read_bytes()
+                count += data.count(b"\n")
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.errors_file)
+        return count
+
+    def count_rows(self) -> int:
+        """Rows in the written shards (from the Parquet footers)."""
+        import pyarrow.parquet as pq
+
+        return sum(
+            pq.ParquetFile(self.out / f"part-{w:06d}.parquet").metadata.num_rows for w in self.done_windows()
+        )
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def _clean_temporary(self) -> None:
+        for folder in (self.out, self.out / ERRORS_DIR):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.name.startswith(".") and ".tmp-" in path.name:
+                        path.unlink(missing_ok=True)
+
+    def _lock(self) -> None:
+        """Hold ``OUT/.lock`` for this run: a second run on the same folder is refused.
+
+        The lock goes with the process, however it ends (``kill -9`` included).
+        """
+        import fcntl
+
+        handle = (self.out / LOCK).open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise InputError(
+                f"{self.out} is being written by another run right now; wait for it or stop it first"
+            ) from None
+        self._lock_handle = handle
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        handle = getattr(self, "_lock_handle", None)
+        if handle is not None:
+            handle.close()
+            self._lock_handle = None
+
+    def _check_ours(self) -> None:
+        """Refuse ``--overwrite`` on a folder holding files a dataset run does not write."""
+        foreign = [
+            p.name
+            for p in self.out.iterdir()
+            if not (p.name in (MANIFEST, ERRORS_DIR, LOCK) or _SHARD.match(p.name) or ".tmp-" in p.name)
+        ]
+        if foreign:
+            raise InputError(
+                f"--overwrite refuses to delete {self.out}: it holds files a dataset run does not "
+                f"write ({', '.join(sorted(foreign)[:3])})"
+            )
+
+    def _clear(self) -> None:
+        """Delete a previous run's files (the lock stays, held by this run)."""
+        self._check_ours()
+        for path in self.out.iterdir():
+            if path.name == LOCK:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        self.errors_file.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary file beside ``path``, sync it, rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

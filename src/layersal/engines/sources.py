@@ -1,0 +1,321 @@
+"""Streaming readers for dataset runs: one :class:`Row` at a time, never the whole file.
+
+``.txt`` (one text per line), ``.tsv`` / ``.csv`` (a text column, optional header),
+``.jsonl`` (one JSON object or string per line) and ``.parquet`` (read one record batch at a
+time). Every input row becomes exactly one :class:`Row`, in file order, numbered from 0: a row
+that cannot be read (undecodable bytes, bad JSON, a missing field) carries an ``error`` instead
+of being dropped, so the run can record it and ids stay stable across restarts.
+
+Mistakes about the whole file (no such file, unknown format, a named column that does not
+exist) raise :class:`~layersal.errors.InputError` before any row is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import InputError
+
+FORMATS = {".txt": "txt", ".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+TEXT_COLUMNS = ("text", "sentence", "review", "content")
+LABEL_COLUMN = "label"
+_BOM = b"\xef\xbb\xbf"
+# Long documents are fine: lift the csv module's 128 KiB per-field default.
+_CSV_FIELD_LIMIT = 1 << 30
+
+
+@dataclass
+class Row:
+    """One input row: ``index`` (0-based row number), its id, text and label, or an error."""
+
+    index: int
+    id: int | str
+    text: str | None
+    label: str | None = None
+    error: str | None = None
+
+
+class Source:
+    """A dataset file read lazily. ``rows()`` may be called again to start over."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        label_column: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if str(path) == "-":
+            raise InputError("explain-dataset needs a file (resuming re-reads it), not standard input")
+        if not self.path.exists():
+            raise InputError(f"no such file: {self.path}")
+        if self.path.is_dir():
+            raise InputError(f"{self.path} is a folder, not a file")
+        suffix = self.path.suffix.lower()
+        if suffix not in FORMATS:
+            raise InputError(
+                f"{self.path}: unknown input format {suffix or '(no suffix)'!r}; "
+                f"use one of {', '.join(FORMATS)}"
+            )
+        self.format = FORMATS[suffix]
+        self.text_column = text_column
+        self.id_column = id_column
+        self.label_column = label_column
+        self.size = self.path.stat().st_size
+        self._position = 0.0
+        if self.format == "txt" and (id_column or label_column):
+            raise InputError(f"{self.path}: a .txt file has no columns (--id-column/--label-column need .tsv/.csv/.jsonl/.parquet)")
+        if self.format in ("tsv", "csv"):
+            self._columns = self._table_columns()
+        elif self.format == "parquet":
+            self._columns = self._parquet_columns()
+
+    @property
+    def id_type(self) -> str:
+        """``"int64"`` (row numbers) or ``"string"`` (values of ``id_column``)."""
+        return "string" if self.id_column else "int64"
+
+    @property
+    def total_rows(self) -> int | None:
+        """Number of rows when the format says so without reading (Parquet), else ``None``."""
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.path).metadata.num_rows
+        return None
+
+    def progress(self) -> float:
+        """Share of the input read so far (0..1)."""
+        return self._position
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this input in a run's recorded settings."""
+        return {
+            "input": str(self.path.resolve()),
+            "input_bytes": self.size,
+            "format": self.format,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "label_column": self.label_column,
+        }
+
+    def rows(self) -> Iterator[Row]:
+        """Every row of the file, in order, read lazily."""
+        self._position = 0.0
+        reader = {
+            "txt": self._txt_rows,
+            "tsv": self._table_rows,
+            "csv": self._table_rows,
+            "jsonl": self._jsonl_rows,
+            "parquet": self._parquet_rows,
+        }[self.format]
+        yield from reader()
+        self._position = 1.0
+
+    # -- text lines -------------------------------------------------------------------------
+
+    def _lines(self, handle: BinaryIO) -> Iterator[bytes]:
+        for number, line in enumerate(handle):
+            if number == 0 and line.startswith(_BOM):
+                line = line[len(_BOM) :]
+            if self.size:
+                self._position = handle.tell() / self.size
+            yield line
+
+    def _txt_rows(self) -> Iterator[Row]:
+        with self.path.open("rb") as handle:
+            for index, line in enumerate(self._lines(handle)):
+                text, error = _decode(line.rstrip(b"\r\n"))
+                yield Row(index, index, text, error=error)
+
+    # -- tsv / csv --------------------------------------------------------------------------
+
+    def _reader(self, lines: Iterable[str]) -> Iterator[list[str]]:
+        csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+        if self.format == "tsv":
+            return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return csv.reader(lines, delimiter=",", quoting=csv.QUOTE_MINIMAL)
+
+    def _table_columns(self) -> dict[str, Any]:
+        with self.path.open("rb") as handle:
+            first = next((r for r in self._reader(_escaped(handle)) if r), None)
+        if first is None:
+            raise InputError(f"{self.path} contains no rows")
+        header = [h.strip().lower() for h in first]
+        named = [c for c in (self.text_column, self.id_column, self.label_column) if c]
+        has_header = bool(named) or any(c in header for c in TEXT_COLUMNS)
+        if not has_header:
+            return {"header": False, "text": 0, "id": None, "label": None}
+        for column in named:
+            if column.lower() not in header:
+                raise InputError(f"{self.path} has no column {column!r} (columns: {', '.join(first)})")
+        text = self.text_column or next((c for c in TEXT_COLUMNS if c in header), None)
+        if text is None:
+            raise InputError(
+                f"{self.path}: no text column found (columns: {', '.join(first)}); name it with --text-column"
+            )
+        label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in header else None)
+        return {
+            "header": True,
+            "text": header.index(text.lower()),
+            "id": header.index(self.id_column.lower()) if self.id_column else None,
+            "label": header.index(label.lower()) if label else None,
+        }
+
+    def _table_rows(self) -> Iterator[Row]:
+        columns = self._columns
+        with self.path.open("rb") as handle:
+            records = self._reader(_escaped(self._lines(handle)))
+            if columns["header"]:
+                next((r for r in records if r), None)
+            index = 0
+            for record in records:
+                if not record:
+                    continue
+                yield self._table_row(index, record, columns)
+                index += 1
+
+    def _table_row(self, index: int, record: list[str], columns: dict[str, Any]) -> Row:
+        values: dict[str, str | None] = {}
+        for key in ("text", "id", "label"):
+            column = columns[key]
+            if column is None:
+                values[key] = None
+            elif column >= len(record):
+                return Row(index, index, None, error=f"row has {len(record)} columns, no column {column + 1}")
+            else:
+                value, error = _unescape(record[column])
+                if error is not None:
+                    return Row(index, index, None, error=f"{key} {error}")
+                values[key] = value
+        row_id: int | str = index if values["id"] is None else values["id"]
+        return Row(index, row_id, values["text"], values["label"])
+
+    # -- jsonl ------------------------------------------------------------------------------
+
+    def _jsonl_rows(self) -> Iterator[Row]:
+        keys = (self.text_column,) if self.text_column else ("text", "sentence")
+        label_key = self.label_column or LABEL_COLUMN
+        with self.path.open("rb") as handle:
+            for index, line in enumerate(self._lines(handle)):
+                yield self._jsonl_row(index, line, keys, label_key)
+
+    def _jsonl_row(self, index: int, line: bytes, keys: tuple[str, ...], label_key: str) -> Row:
+        decoded, error = _decode(line.rstrip(b"\r\n"))
+        if error is not None:
+            return Row(index, index, None, error=error)
+        if not decoded.strip():
+            return Row(index, index, None, error="empty line")
+        try:
+            record = json.loads(decoded)
+        except json.JSONDecodeError as exc:
+            return Row(index, index, None, error=f"not JSON ({exc.msg})")
+        if isinstance(record, str):
+            if self.id_column or self.label_column:
+                return Row(index, index, None, error="a bare JSON string has no id or label field")
+            return Row(index, index, record)
+        if not isinstance(record, dict):
+            return Row(index, index, None, error=f"a JSON {type(record).__name__}, not an object or string")
+        text = next((record[k] for k in keys if k in record), None)
+        row_id: int | str = index
+        if self.id_column:
+            if record.get(self.id_column) is None:
+                return Row(index, index, None, error=f"no field {self.id_column!r}")
+            row_id = str(record[self.id_column])
+        if not isinstance(text, str):
+            what = "no string field " + " or ".join(repr(k) for k in keys)
+            return Row(index, row_id, None, error=what)
+        label = record.get(label_key)
+        if self.label_column and label is None:
+            return Row(index, row_id, None, error=f"no field {self.label_column!r}")
+        return Row(index, row_id, text, None if label is None else str(label))
+
+    # -- parquet ----------------------------------------------------------------------------
+
+    def _parquet_columns(self) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.ParquetFile(self.path).schema_arrow.names
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            raise InputError(f"{self.path} is not a readable Parquet file ({exc})") from None
+        lowered = {n.lower(): n for n in names}
+        for column in (self.text_column, self.id_column, self.label_column):
+            if column and column.lower() not in lowered:
+                raise InputError(f"{self.path} has no column {column!r} (columns: {', '.join(names)})")
+        text = self.text_column or next((c for c in TEXT_COLUMNS if c in lowered), None)
+        if text is None:
+            raise InputError(
+                f"{self.path}: no text column found (columns: {', '.join(names)}); name it with --text-column"
+            )
+        label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in lowered else None)
+        return {
+            "text": lowered[text.lower()],
+            "id": lowered[self.id_column.lower()] if self.id_column else None,
+            "label": lowered[label.lower()] if label else None,
+        }
+
+    def _parquet_rows(self) -> Iterator[Row]:
+        import pyarrow.parquet as pq
+
+        columns = self._columns
+        wanted = [c for c in (columns["text"], columns["id"], columns["label"]) if c]
+        wanted = list(dict.fromkeys(wanted))
+        parquet = pq.ParquetFile(self.path)
+        total = max(parquet.metadata.num_rows, 1)
+        index = 0
+        for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
+            data = batch.to_pydict()
+            for row in range(batch.num_rows):
+                text = data[columns["text"]][row]
+                row_id = index if columns["id"] is None else data[columns["id"]][row]
+                label = None if columns["label"] is None else data[columns["label"]][row]
+                yield _parquet_row(index, row_id, text, label, from_column=columns["id"] is not None)
+                index += 1
+            self._position = index / total
+
+
+def _parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:
+    if row_id is None:
+        return Row(index, index, None, error="id is missing (null)")
+    if from_column:  # ids from a column are strings, whatever their Parquet type
+        row_id = row_id.decode("utf-8", "replace") if isinstance(row_id, bytes) else str(row_id)
+    if isinstance(text, bytes):
+        text, error = _decode(text)
+        if error is not None:
+            return Row(index, row_id, None, error=error)
+    if text is None:
+        return Row(index, row_id, None, error="text is missing (null)")
+    if not isinstance(text, str):
+        return Row(index, row_id, None, error=f"text is a {type(text).__name__}, not a string")
+    return Row(index, row_id, text, None if label is None else str(label))
+
+
+def _decode(raw: bytes) -> tuple[str | None, str | None]:
+    """``(text, None)`` for UTF-8 bytes, ``(None, reason)`` otherwise."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 (bad byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+
+
+def _escaped(lines: Iterable[bytes]) -> Iterator[str]:
+    """Decode lines keeping undecodable bytes as lone surrogates, checked per field later."""
+    for line in lines:
+        yield line.decode("utf-8", errors="surrogateescape")
+
+
+def _unescape(value: str) -> tuple[str | None, str | None]:
+    """A csv field back to text, or a reason when it held bytes that are not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(value[exc.start]) - 0xDC00
+        return None, f"is not UTF-8 (bad byte 0x{bad:02x} at character {exc.start})"
+    return value, None

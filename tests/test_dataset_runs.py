@@ -1,0 +1,298 @@
+"""Dataset runs (`explain-dataset`): formats, equality with `explain`, bad rows, resume,
+refused restarts, flat memory, and the Ray engine against the local one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+import layersal
+from layersal.engines import explain_dataset
+from layersal.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "a gripping, beautifully acted film",
+    "dull and lifeless",
+    'the "plot" is thin, but the jokes land',
+    "not bad at all",
+    "an utterly forgettable sequel",
+    "warm , funny and smart",
+    "it drags",
+    "one of the year 's best",
+    "too long by half, and too loud",
+    "sweet",
+    "a mess from start to finish",
+    "touching without being sentimental",
+]
+OPTIONS = {"layer": 1}
+TOL = 1e-5
+
+
+def _synthetic(n: int, seed: int = 0, lo: int = 3, hi: int = 12) -> list[str]:
+    rng = random.Random(seed)
+    words = "good bad film movie plot acting great awful boring fun story the a and but not very".split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(lo, hi))) for _ in range(n)]
+
+
+def _write(path: Path, texts: list[str], labels: list[str] | None = None) -> Path:
+    """Write ``texts`` in the format named by ``path``'s suffix (columns text + label)."""
+    labels = labels or [str(i % 2) for i in range(len(texts))]
+    suffix = path.suffix
+    if suffix == ".txt":
+        path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    elif suffix == ".tsv":
+        path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in zip(texts, labels)), encoding="utf-8")
+    elif suffix == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            writer.writerows(zip(texts, labels))
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(texts, labels)), encoding="utf-8")
+    elif suffix == ".parquet":
+        pq.write_table(pa.table({"text": texts, "label": labels}), path, row_group_size=4)
+    return path
+
+
+def _rows(out: Path) -> list[dict]:
+    return pq.read_table(out).to_pylist()
+
+
+def _assert_close(a: list[float], b: list[float]) -> None:
+    assert len(a) == len(b)
+    assert all(abs(x - y) <= TOL for x, y in zip(a, b)), (a, b)
+
+
+def _errors(out: Path) -> list[dict]:
+    path = out.with_name(out.name.replace(".parquet", ".errors.jsonl"))
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(sst2_tiny):
+    """What `layersal.explain` says about TEXTS, in one call."""
+    return layersal.explain(TEXTS, sst2_tiny, batch_size=4, layer_report=False, **OPTIONS)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".tsv", ".csv", ".jsonl", ".parquet"])
+def test_every_format_matches_explain(tmp_path, sst2_tiny, reference, suffix):
+    source = _write(tmp_path / f"in{suffix}", TEXTS)
+    out = tmp_path / "out.parquet"
+    summary = explain_dataset(source, out, model=sst2_tiny, batch_size=4, shard_rows=5, **OPTIONS)
+    assert (summary.rows, summary.errors, summary.windows) == (len(TEXTS), 0, 3)
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == list(range(len(TEXTS)))
+    assert [r["text"] for r in rows] == TEXTS
+    if suffix != ".txt":
+        assert [r["label"] for r in rows] == [str(i % 2) for i in range(len(TEXTS))]
+    for row, e in zip(rows, reference):
+        assert row["prediction"] == e.prediction and row["target"] == e.target
+        assert row["layer"] == e.layer == 1
+        assert row["method"] == "dls" and row["model"] == "sst2-tiny"
+        _assert_close(row["probabilities"], [e.probabilities[l] for l in sst2_tiny.labels])
+        assert row["words"] == [w.text for w in e.words]
+        assert row["word_offsets"] == [[w.start, w.end] for w in e.words]
+        _assert_close(row["word_scores"], [w.score for w in e.words])
+        assert row["tokens"] == [t.text for t in e.tokens]
+        assert row["token_offsets"] == [[t.start, t.end] for t in e.tokens]
+        _assert_close(row["token_scores"], e.scores)
+    metadata = json.loads(pq.read_schema(out / "part-000000.parquet").metadata[b"layersal"])
+    assert metadata["labels"] == sst2_tiny.labels
+
+
+def test_id_and_label_columns(tmp_path, sst2_tiny):
+    source = tmp_path / "in.tsv"
+    source.write_text("uid\tsentence\tgold\nr-7\tfine work\tpos\nr-9\tpoor work\tneg\n", encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    explain_dataset(source, out, model=sst2_tiny, id_column="uid", label_column="gold", **OPTIONS)
+    rows = _rows(out)
+    assert [(r["id"], r["label"]) for r in rows] == [("r-7", "pos"), ("r-9", "neg")]
+    table = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"key": [10, 11], "content": ["fine work", ""]}), table)
+    explain_dataset(table, tmp_path / "p.parquet", model=sst2_tiny, id_column="key", **OPTIONS)
+    assert [r["id"] for r in _rows(tmp_path / "p.parquet")] == ["10"]
+    assert _errors(tmp_path / "p.parquet") == [{"id": "11", "reason": "empty text"}]
+    with pytest.raises(InputError, match="no column 'nope'"):
+        explain_dataset(source, tmp_path / "x.parquet", model=sst2_tiny, id_column="nope")
+
+
+def test_bad_rows_go_to_the_errors_file(tmp_path, sst2_tiny, monkeypatch):
+    import layersal.api
+
+    real = layersal.api.explain
+
+    def picky(texts, *args, **kwargs):
+        if any("POISON" in t for t in texts):
+            raise InputError("this text is poisonous")
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(layersal.api, "explain", picky)
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"good film\n\n   \nbad \xff\xfe bytes\nnice POISON here\nfine acting\ndull\n")
+    out = tmp_path / "out.parquet"
+    summary = explain_dataset(source, out, model=sst2_tiny, shard_rows=4, **OPTIONS)
+    assert [r["id"] for r in _rows(out)] == [0, 5, 6]
+    assert summary.errors == 4
+    errors = _errors(out)
+    assert [e["id"] for e in errors] == [1, 2, 3, 4]
+    reasons = [e["reason"] for e in errors]
+    assert reasons[0] == "empty text" and "whitespace" in reasons[1]
+    assert "not UTF-8" in reasons[2] and "0xff" in reasons[2]
+    assert reasons[3] == "this text is poisonous"
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "ok"}\nnot json\n{"other": 1}\n{"text": 5}\n"a bare string"\n', encoding="utf-8")
+    summary = explain_dataset(jsonl, tmp_path / "j.parquet", model=sst2_tiny, **OPTIONS)
+    assert [r["id"] for r in _rows(tmp_path / "j.parquet")] == [0, 4]
+    assert [e["id"] for e in _errors(tmp_path / "j.parquet")] == [1, 2, 3]
+    assert "not JSON" in _errors(tmp_path / "j.parquet")[0]["reason"]
+
+
+def test_restart_with_other_settings_is_refused(tmp_path, sst2_tiny):
+    source = _write(tmp_path / "in.txt", TEXTS[:4])
+    out = tmp_path / "out.parquet"
+    explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
+    again = explain_dataset(source, out, model=sst2_tiny, **OPTIONS)  # complete: nothing to do
+    assert (again.rows, again.explained, again.resumed_windows) == (4, 0, 1)
+    with pytest.raises(InputError, match=r"other settings \(options: .*--overwrite"):
+        explain_dataset(source, out, model=sst2_tiny, layer=0)
+    with pytest.raises(InputError, match="shard_rows"):
+        explain_dataset(source, out, model=sst2_tiny, shard_rows=2, **OPTIONS)
+    redone = explain_dataset(source, out, model=sst2_tiny, layer=0, overwrite=True)
+    assert redone.rows == 4 and {r["layer"] for r in _rows(out)} == {0}
+    import fcntl
+
+    with open(out / ".lock", "a+") as held:  # another run is writing here
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="being written by another run"):
+            explain_dataset(source, out, model=sst2_tiny, layer=0)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a layersal dataset run"):
+        explain_dataset(source, tmp_path / "mine", model=sst2_tiny, overwrite=False)
+    with pytest.raises(InputError, match="refuses to delete"):
+        explain_dataset(source, tmp_path / "mine", model=sst2_tiny, overwrite=True)
+
+
+def test_cli_refuses_a_changed_restart(tmp_path):
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    source = _write(tmp_path / "in.txt", TEXTS[:3])
+    out = tmp_path / "out.parquet"
+    runner = CliRunner()
+    first = runner.invoke(app, ["explain-dataset", str(source), "--out", str(out), "--layer", "1", "--no-progress"])
+    assert first.exit_code == 0, first.output
+    changed = runner.invoke(app, ["explain-dataset", str(source), "--out", str(out), "--layer", "0", "--no-progress"])
+    assert changed.exit_code == 2
+    assert "other settings" in changed.output and "--overwrite" in changed.output
+
+
+def test_resume_after_kill_loses_and_repeats_nothing(tmp_path, sst2_tiny):
+    texts = _synthetic(300, seed=1)
+    source = _write(tmp_path / "in.txt", texts)
+    out = tmp_path / "killed.parquet"
+    command = [
+        sys.executable, "-m", "layersal", "explain-dataset", str(source), "--out", str(out),
+        "--layer", "1", "--batch-size", "10", "--shard-rows", "30", "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / "part-000000.parquet").exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no shard written in 120 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    manifest = json.loads((out / "_layersal.json").read_text())
+    assert manifest["complete"] is False
+    written = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert 1 <= len(written) < 10
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from an earlier run" in resumed.stderr
+
+    whole = tmp_path / "whole.parquet"
+    explain_dataset(source, whole, model=sst2_tiny, batch_size=10, shard_rows=30, **OPTIONS)
+    got, want = _rows(out), _rows(whole)
+    assert [r["id"] for r in got] == [r["id"] for r in want] == list(range(300))
+    for a, b in zip(got, want):
+        assert a["text"] == b["text"] and a["words"] == b["words"]
+        _assert_close(a["token_scores"], b["token_scores"])
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_memory_stays_flat_over_a_long_run(tmp_path, bert_tiny):
+    """RSS sampled after every shard: the last quarter is no higher than the first (+ slack).
+
+    The 10,000-text measurement lives in bench/speed.py.
+    """
+    source = _write(tmp_path / "in.txt", _synthetic(3200, seed=2, lo=2, hi=5))
+    page = os.sysconf("SC_PAGE_SIZE")
+    samples: list[float] = []
+
+    def sample(_info):
+        with open("/proc/self/statm") as handle:
+            samples.append(int(handle.read().split()[1]) * page / 2**20)
+
+    summary = explain_dataset(
+        source, tmp_path / "out.parquet", model=bert_tiny, batch_size=50, shard_rows=100, on_window=sample, **OPTIONS
+    )
+    assert summary.rows == 3200 and len(samples) == 32
+    quarter = len(samples) // 4
+    first, last = max(samples[:quarter]), max(samples[-quarter:])
+    assert last - first < 24, f"RSS grew from {first:.0f} to {last:.0f} MiB: {[round(s) for s in samples]}"
+
+
+def test_ray_missing_gives_an_install_hint(tmp_path, sst2_tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    source = _write(tmp_path / "in.txt", TEXTS[:2])
+    with pytest.raises(InputError, match=r"pip install 'layersal\[ray\]'"):
+        explain_dataset(source, tmp_path / "out.parquet", model="sst2-tiny", engine="ray", **OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        pytest.skip("ray is not installed (pip install 'layersal[ray]'): Ray engine not tested")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray):
+    texts = _synthetic(40, seed=3) + [""]
+    source = _write(tmp_path / "in.jsonl", texts)
+    local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
+    explain_dataset(source, local, engine="local", **common)
+    summary = explain_dataset(source, remote, engine="ray", num_workers=2, **common)
+    assert (summary.rows, summary.errors, summary.windows) == (40, 1, 5)
+    a, b = _rows(local), _rows(remote)
+    assert [r["id"] for r in a] == [r["id"] for r in b] == list(range(40))
+    for x, y in zip(a, b):
+        assert x["words"] == y["words"] and x["prediction"] == y["prediction"]
+        _assert_close(x["token_scores"], y["token_scores"])
+        _assert_close(x["word_scores"], y["word_scores"])
+        _assert_close(x["probabilities"], y["probabilities"])
+    assert _errors(local) == _errors(remote) == [{"id": 40, "reason": "empty text"}]
