@@ -82,6 +82,7 @@ def test_read_sst2_and_agnews_layouts(tmp_path):
     with pytest.raises(InputError, match="not one of"):
         label_indices(["Weather"], ["World", "Sports"])
     assert clean_agnews("AT&amp;T #39;s deal") == "AT&T 's deal"
+    assert clean_agnews('"He said ""no"" today"') == 'He said "no" today'
 
 
 def test_seeded_sample_is_stable_and_in_file_order():

@@ -42,7 +42,10 @@ class LabelledTexts:
 
 
 def clean_agnews(text: str) -> str:
-    """Undo AG News escapes: ``\\`` for a line break, ``#36;`` for ``$``, HTML entities."""
+    """Undo AG News escapes: CSV quoting left in some rows (``"..."`` with doubled inner
+    quotes), ``\\`` for a line break, ``#36;`` for ``$``, HTML entities."""
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        text = text[1:-1].replace('""', '"')
     text = _NUMERIC_ENTITY.sub(r"&#\1;", text.replace("\\", " "))
     return re.sub(r"\s+", " ", html.unescape(text)).strip()
 
