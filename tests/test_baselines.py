@@ -201,6 +201,25 @@ def test_integrated_gradients_passes_with_internal_batches(bert_tiny):
     assert_rel_close(split.scores, whole.scores)
 
 
+def test_integrated_gradients_bounds_its_internal_batch_by_default(bert_tiny, monkeypatch):
+    from layersal.saliency import gradients
+
+    encoded = batch(bert_tiny)
+    whole = run_method("integrated_gradients", bert_tiny, encoded, None, {"n_steps": 20, "internal_batch_size": 10_000})
+    width = encoded.input_ids.shape[1]
+    monkeypatch.setattr(gradients, "IG_TOKEN_BUDGET", 3 * width * len(encoded))
+    rows_seen: list[int] = []
+    layer = bert_tiny.model.bert.encoder.layer[0]
+    hook = layer.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+    try:
+        bounded = run_method("integrated_gradients", bert_tiny, encoded, None, {"n_steps": 20})
+    finally:
+        hook.remove()
+    assert max(rows_seen) <= 3 * len(encoded)  # at most 3 steps' rows per model pass
+    assert sum(rows_seen) == 21 * len(encoded)  # the prediction, then 20 steps
+    assert_rel_close(bounded.scores, whole.scores)
+
+
 FAMILY_METHODS = {
     "gradient": {},
     "integrated_gradients": {"n_steps": 4},

@@ -296,3 +296,39 @@ def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray):
         _assert_close(x["word_scores"], y["word_scores"])
         _assert_close(x["probabilities"], y["probabilities"])
     assert _errors(local) == _errors(remote) == [{"id": 40, "reason": "empty text"}]
+
+
+def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, sst2_tiny, monkeypatch):
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    from layersal.saliency import layer_choice
+
+    calls = []
+    real = layer_choice.calibrate_layer
+
+    def counting(lm, texts, options, **kwargs):
+        calls.append(list(texts))
+        return real(lm, texts, options, **kwargs)
+
+    monkeypatch.setattr(layer_choice, "calibrate_layer", counting)
+    texts = _synthetic(40, seed=3)
+    source = _write(tmp_path / "in.txt", texts)
+    out = tmp_path / "auto.parquet"
+
+    def stop(info):
+        raise KeyboardInterrupt  # killed after the first shard
+
+    with pytest.raises(KeyboardInterrupt):
+        explain_dataset(source, out, model=sst2_tiny, layer="auto", batch_size=8, shard_rows=20, on_window=stop)
+    recorded = json.loads((out / "_auto_layer.json").read_text())
+    assert calls == [texts] and recorded["n_texts"] == 40
+    rows = _rows(out)
+    assert len(rows) == 20 and {r["layer"] for r in rows} == {recorded["layer"]}
+    fixed = layersal.explain(texts[:5], sst2_tiny, layer=recorded["layer"], layer_report=False)
+    for row, e in zip(rows, fixed):
+        _assert_close(row["token_scores"], e.scores)
+    (tmp_path / "cache").rename(tmp_path / "gone")  # the per-model cache lost too
+    again = explain_dataset(source, out, model=sst2_tiny, layer="auto", batch_size=8, shard_rows=20)
+    assert again.settings["auto_layer"] == recorded["layer"]
+    assert len(calls) == 1, "a resumed run recalibrated instead of reusing the recorded layer"
+    assert again.explained == 20 and [r["id"] for r in _rows(out)] == list(range(40))
+    assert {r["layer"] for r in _rows(out)} == {recorded["layer"]}

@@ -133,7 +133,8 @@ def test_a_text_alone_and_in_a_padded_batch_get_the_same_scores(bert_tiny):
 def test_dls_costs_one_forward_and_one_backward_pass(bert_tiny):
     explanation = layersal.explain(TEXTS[0], bert_tiny)
     assert (explanation.forward_passes, explanation.backward_passes) == (1, 1)
-    assert explanation.options["tau"] == 50 and explanation.options["relu"] is True
+    assert explanation.options["tau"] is None and explanation.options["saliency"] == "grad_x_act"
+    assert explanation.options["relu"] is False
     assert "dls" in layersal.methods()
 
 

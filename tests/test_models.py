@@ -114,3 +114,35 @@ def test_lm_head_checkpoint_of_another_width_is_refused(tiny_dirs):
     classifier_dir, _ = tiny_dirs["bert"]
     with pytest.raises(ModelLoadError, match="dim"):
         layersal.load(classifier_dir, lm_head="sst2-tiny")
+
+
+def test_device_names_are_checked(monkeypatch):
+    import torch
+
+    from layersal.errors import ModelLoadError
+    from layersal.models import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        resolve_device("gpu0")
+    with pytest.raises(ModelLoadError, match="precision"):
+        layersal.load("sst2-tiny", precision="fp8")
+
+
+def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32():
+    import numpy as np
+
+    texts = ["a gripping, beautifully acted film", "dull and lifeless, a waste of time"]
+    full = layersal.explain(texts, layersal.load("sst2-tiny"), layer=1)
+    half_lm = layersal.load("sst2-tiny", precision="bf16")
+    assert half_lm.precision == "bf16"
+    half = layersal.explain(texts, half_lm, layer=1)
+    for a, b in zip(full, half):
+        assert a.prediction == b.prediction
+        assert all(isinstance(s, float) for s in b.scores)
+        assert np.corrcoef(a.scores, b.scores)[0, 1] > 0.9
+        assert abs(a.probabilities[a.prediction] - b.probabilities[b.prediction]) < 0.05

@@ -70,3 +70,42 @@ def test_sst2_tiny_accuracy_on_glue_dev():
     assert accuracy >= 0.80
     card = json.loads((BUNDLED_DIR / "sst2-tiny" / "model_card.json").read_text())
     assert accuracy == pytest.approx(card["evaluation"]["accuracy"], abs=0.005)
+
+
+MINILM = {"sst2-minilm": 0.86, "agnews-minilm": 0.88}
+
+
+@pytest.mark.parametrize("name", sorted(MINILM))
+def test_minilm_models_are_in_the_checkout_with_their_own_mlm_head(name):
+    from safetensors import safe_open
+
+    from layersal.models import CHECKOUT_MODELS_DIR
+
+    folder = ROOT / "models" / name
+    assert folder.is_dir() and CHECKOUT_MODELS_DIR == ROOT / "models"
+    assert name in layersal.bundled_models()
+    card = json.loads((folder / "model_card.json").read_text())
+    mlm = card["mlm_head"]["masked_lm_training"]
+    assert mlm["accuracy_after"] >= 0.35 > mlm["accuracy_before"]
+    assert card["evaluation"]["accuracy"] >= MINILM[name]
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+        assert {str(weights.get_slice(k).get_dtype()) for k in keys} == {"F16"}
+        assert sum(k.startswith("bert.encoder.layer.") and k.endswith("attention.self.query.weight") for k in keys) == 6
+    lm = layersal.load(name)
+    assert lm.decoder == "mlm_head" and lm.num_layers == 6
+
+
+def test_sst2_minilm_accuracy_on_glue_dev_matches_its_card():
+    texts, labels = _sst2(require_data("sst2", "test.tsv"))
+    lm = layersal.load("sst2-minilm")
+    from layersal.encoding import encode, model_input_names
+    from layersal.passes import forward
+
+    correct = 0
+    for start in range(0, len(texts), 128):
+        batch = encode(lm.tokenizer, texts[start : start + 128], 64, model_input_names(lm.model))
+        predicted = forward(lm.model, batch).argmax(-1).tolist()
+        correct += sum(p == y for p, y in zip(predicted, labels[start : start + 128]))
+    card = json.loads((ROOT / "models" / "sst2-minilm" / "model_card.json").read_text())
+    assert correct / len(texts) == pytest.approx(card["evaluation"]["accuracy"], abs=0.005)

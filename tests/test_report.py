@@ -350,3 +350,22 @@ def test_cli_report_to_an_unwritable_path_is_a_user_error(tmp_path, tiny_args):
     blocker.write_text("x")
     result = runner.invoke(app, ["report", "ok", "--out", str(blocker / "report.html"), *tiny_args])
     assert result.exit_code == 2 and "cannot write" in result.output, result.output
+
+
+def test_progress_lines_print_plain_lines_when_not_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from layersal.report.progress import progress_lines
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    with progress_lines(console, 6, "benchmark", every=3600) as advance:
+        advance("gradient", 2)
+        advance("gradient", 1)  # same step, too soon: no line
+        advance("lime", 3)  # a new step, and the end
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "benchmark: 0/6"
+    assert lines[1].startswith("benchmark: 6/6 (100%)") and lines[1].endswith("at lime")
+    assert len(lines) == 2

@@ -37,7 +37,7 @@ LmHeadOpt = Annotated[
 ]
 LayerOpt = Annotated[
     str,
-    typer.Option("--layer", "-l", help="Layer to explain at: an integer (negative from the top) or 'coherent'."),
+    typer.Option("--layer", "-l", help="Layer to explain at: an integer (negative from the top), 'coherent', or 'auto' (best measured layer, calibrated and cached per model)."),
 ]
 PickleOpt = Annotated[
     bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights. They can run code: trust the source.")
@@ -45,6 +45,12 @@ PickleOpt = Annotated[
 FileOpt = Annotated[
     Optional[Path],
     typer.Option("--file", "-f", help="Texts from a file: .txt (one per line), .tsv/.csv, .jsonl; '-' for stdin."),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Where the model runs: cpu, cuda, cuda:N or auto (a GPU if torch sees one).")
+]
+Bf16Opt = Annotated[
+    bool, typer.Option("--bf16", help="bfloat16 autocast for the model passes (for GPUs; scores stay fp32).")
 ]
 TextArg = Annotated[Optional[list[str]], typer.Argument(help="Text(s) to explain.", show_default=False)]
 
@@ -96,7 +102,7 @@ def _int_or_str(value: str | None) -> int | str | None:
     return int(stripped) if stripped.lstrip("-").isdigit() else stripped
 
 
-_DLS_FLAG_DEFAULTS = {"layer": "coherent", "saliency": "gradcam", "decode": True, "tau": 50}
+_DLS_FLAG_DEFAULTS = {"layer": "coherent", "saliency": "grad_x_act", "decode": True, "tau": None}
 
 
 def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dict[str, Any]:
@@ -122,13 +128,15 @@ def _run(
     model: str,
     lm_head: str | None,
     allow_pickle: bool,
+    device: str = "cpu",
+    bf16: bool = False,
     **kwargs: Any,
 ) -> list[Any]:
     import layersal
 
     items = _collect_texts(texts, file)
     layersal.DLSOptions(**{k: v for k, v in kwargs.items() if k in layersal.DLSOptions.__dataclass_fields__})
-    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision="bf16" if bf16 else "fp32")
     return layersal.explain(items, lm, progress=len(items) > 32 and sys.stderr.isatty(), **kwargs)
 
 
@@ -147,12 +155,14 @@ def explain(
         Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
     ] = None,
     saliency: Annotated[
-        str, typer.Option(help="Position saliency g: gradcam, grad_x_act or grad_norm.")
-    ] = "gradcam",
+        str, typer.Option(help="Position saliency g: grad_x_act, gradcam or grad_norm.")
+    ] = "grad_x_act",
     decode: Annotated[
         bool, typer.Option("--decode/--no-decode", help="Carry saliency back to tokens through the LM head.")
     ] = True,
-    tau: Annotated[int, typer.Option(help="Top decoded tokens per position that count.")] = 50,
+    tau: Annotated[
+        Optional[int], typer.Option(help="Top decoded tokens per position that count (default: all).")
+    ] = None,
     word_aggregation: Annotated[
         str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")
     ] = "sum",
@@ -163,6 +173,8 @@ def explain(
     window: Annotated[Optional[int], typer.Option(help="Tokens per window for long texts (default: the model's maximum).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Tokens between window starts (default: half a window).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")] = False,
+    device: DeviceOpt = "cpu",
+    bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
@@ -174,6 +186,8 @@ def explain(
             model,
             lm_head,
             allow_pickle,
+            device,
+            bf16,
             method=method,
             **_method_options(method, flags, option or []),
             target=_int_or_str(target),
@@ -226,6 +240,8 @@ def bench(
     calibration: Annotated[
         Optional[Path], typer.Option(help="Unlabelled texts for layer=auto (default: the first 64 benchmark texts).")
     ] = None,
+    device: DeviceOpt = "cpu",
+    bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Faithfulness benchmark of every method on a labelled dataset (tables and plots)."""
@@ -238,21 +254,13 @@ def bench(
 
         dataset = read_labelled(data)
         dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
-        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision="bf16" if bf16 else "fp32")
         names = [m.replace(";", ",") for m in _split_methods(methods)]
         specs = expand_specs(names, lm.num_layers)
         metric_options = {"level": level, "perturbation": perturbation, "rank_by": rank_by, "loo": loo}
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from .report.progress import progress_lines
 
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, transient=False,
-        ) as progress:
-            task = progress.add_task("benchmark", total=len(specs) * len(dataset))
-
-            def advance(label: str, n: int) -> None:
-                progress.update(task, advance=n, description=f"{label:<28}")
-
+        with progress_lines(err, len(specs) * len(dataset), "benchmark") as advance:
             result = run_benchmark(
                 lm,
                 dataset,
@@ -442,7 +450,7 @@ def explain_dataset(
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[str, typer.Option(help="Saliency method (see `layersal.methods()`).")] = "dls",
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer for dls (int or 'coherent', the default).")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer for dls: an int, 'coherent', or 'auto' (the default: calibrated once on the first 64 texts).")] = None,
     target: TargetOpt = None,
     word_aggregation: Annotated[str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")] = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 32,
@@ -455,7 +463,8 @@ def explain_dataset(
         Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
     ] = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs (and torch threads) per Ray actor.")] = 1,
-    device: Annotated[str, typer.Option(help="Torch device of the model: cpu, cuda, cuda:1, ...")] = "cpu",
+    device: DeviceOpt = "cpu",
+    bf16: Bf16Opt = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run in --out and start over.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with texts/s.")] = True,
     allow_pickle: PickleOpt = False,
@@ -472,6 +481,7 @@ def explain_dataset(
                 lm_head=lm_head,
                 allow_pickle=allow_pickle,
                 device=device,
+                precision="bf16" if bf16 else "fp32",
                 method=method,
                 layer=_int_or_str(layer),
                 target=_int_or_str(target),

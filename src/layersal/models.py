@@ -22,7 +22,9 @@ from .errors import ModelLoadError
 from .families import Family, family_for
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
+CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = "sst2-tiny"
+PRECISIONS = ("fp32", "bf16")
 _WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py"]
 _PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt"]
 
@@ -39,6 +41,7 @@ class LoadedModel:
     lm_head: LMHead
     labels: list[str]
     max_length: int
+    precision: str = "fp32"
 
     @property
     def num_layers(self) -> int:
@@ -54,12 +57,38 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast around model passes when loaded with ``precision="bf16"``, else nothing.
+
+        Weights stay fp32; saliency, decoding sums and metrics are computed in fp32.
+        """
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def model_dirs() -> list[Path]:
+    """Where named models live: inside the package, then a source checkout's ``models/``.
+
+    The larger benchmark models (``sst2-minilm``, ``agnews-minilm``) are kept in the
+    repository's top-level ``models/`` folder rather than in the wheel; they are found by name
+    when layersal runs from a checkout (``pip install -e .``).
+    """
+    return [folder for folder in (BUNDLED_DIR, CHECKOUT_MODELS_DIR) if folder.is_dir()]
+
+
+def _named_models() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in model_dirs():
+        for path in sorted(folder.iterdir()):
+            if (path / "config.json").is_file():
+                found.setdefault(path.name, path)
+    return found
+
 
 def bundled_models() -> list[str]:
-    """Names of the models shipped inside the package."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+    """Names of the models shipped with layersal (in the package, or in a checkout's ``models/``)."""
+    return sorted(_named_models())
 
 
 def load(
@@ -68,6 +97,7 @@ def load(
     *,
     allow_pickle: bool = False,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Load a sequence classifier and the LM head that decodes its layers.
 
@@ -75,8 +105,12 @@ def load(
     ``lm_head`` names the base checkpoint whose masked-LM head to use when the classifier has
     none (e.g. ``bert-base-uncased`` for ``textattack/bert-base-uncased-SST-2``). Weights are
     read from safetensors only; pickle checkpoints need ``allow_pickle=True``. Remote code is
-    never executed.
+    never executed. ``device``: ``"cpu"``, ``"cuda"`` (``"cuda:1"``, ...) or ``"auto"`` (CUDA
+    when torch sees a GPU). ``precision``: ``"fp32"`` or ``"bf16"`` (autocast for the passes).
     """
+    device = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     path = resolve(model, allow_pickle=allow_pickle)
     config = _read_config(path)
     _check_classifier_config(config, model)
@@ -96,7 +130,27 @@ def load(
         lm_head=head,
         labels=labels,
         max_length=_max_length(tokenizer, classifier.config),
+        precision=precision,
     )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA if torch sees a GPU, else CPU; a device torch cannot use is refused."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {name!r}: torch sees no CUDA GPU here (use --device cpu or auto)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    elif resolved.type != "cpu":
+        raise ModelLoadError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
+    return resolved
 
 
 def resolve(model: str | Path, *, allow_pickle: bool = False) -> Path:
@@ -104,8 +158,9 @@ def resolve(model: str | Path, *, allow_pickle: bool = False) -> Path:
     text = str(model)
     if not text.strip():
         raise ModelLoadError("no model given")
-    if text in bundled_models():
-        return BUNDLED_DIR / text
+    named = _named_models()
+    if text in named:
+        return named[text]
     path = Path(text).expanduser()
     if path.is_dir():
         return path

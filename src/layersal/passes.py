@@ -52,8 +52,8 @@ def forward_backward(model: Any, encoded: Encoded, targets: torch.Tensor | None 
     return Pass(
         logits=logits.detach().float(),
         targets=targets,
-        hidden=[h.detach() for h in hidden],
-        grads=[torch.zeros_like(h) if g is None else g.detach() for h, g in zip(hidden, grads)],
+        hidden=[h.detach().float() for h in hidden],
+        grads=[torch.zeros_like(h, dtype=torch.float32) if g is None else g.detach().float() for h, g in zip(hidden, grads)],
     )
 
 

@@ -22,6 +22,8 @@ from ..errors import InputError
 ENGINES = ("local", "ray")
 WINDOW_BATCHES = 32
 FORMAT_VERSION = 1
+AUTO_LAYER_FILE = "_auto_layer.json"
+CALIBRATION_TEXTS = 64
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class DatasetJob:
     lm_head: str | None
     allow_pickle: bool
     device: str
+    precision: str
     method: str
     options: dict[str, Any]
     target: int | str | None
@@ -43,7 +46,9 @@ class DatasetJob:
         """The model, loaded (once per process or actor)."""
         from ..models import load
 
-        return load(self.model, self.lm_head, allow_pickle=self.allow_pickle, device=self.device)
+        return load(
+            self.model, self.lm_head, allow_pickle=self.allow_pickle, device=self.device, precision=self.precision
+        )
 
 
 @dataclass
@@ -90,6 +95,7 @@ def explain_dataset(
     lm_head: str | None = None,
     allow_pickle: bool = False,
     device: str = "cpu",
+    precision: str = "fp32",
     method: str = "dls",
     layer: int | str | None = None,
     target: int | str | None = None,
@@ -113,6 +119,10 @@ def explain_dataset(
     ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily. ``model``: a name or path
     (or, for the local engine, a :class:`~layersal.LoadedModel`). ``layer``: for ``dls`` (and
     ``gradcam``); ``dls`` runs with ``layer_report=False`` (the rows keep no per-layer report).
+    ``layer="auto"`` (the default for ``dls``) calibrates once on the first 64 texts of ``input`` (no labels used; cached
+    per model, see :mod:`layersal.saliency.layer_choice`), records the choice in
+    ``OUT/_auto_layer.json`` and explains every row at that layer; a resumed run reuses it.
+    ``device`` (``cpu``/``cuda``/``auto``) and ``precision`` (``fp32``/``bf16``) go to :func:`layersal.load`.
     ``shard_rows``: input rows per window and shard (default ``32 * batch_size``; a resumed run
     keeps the recorded value). Rows that cannot be explained go to ``OUT.errors.jsonl``.
     Rerunning with the same settings continues an interrupted run; other settings are refused
@@ -146,6 +156,7 @@ def explain_dataset(
         lm_head=None if lm_head is None else str(lm_head),
         allow_pickle=allow_pickle,
         device=device,
+        precision=precision,
         method=method,
         options=method_options,
         target=target,
@@ -163,6 +174,7 @@ def explain_dataset(
         "options": method_options,
         "target": target,
         "word_aggregation": word_aggregation,
+        "precision": precision,
         "shard_rows": shard_rows,
         "format_version": FORMAT_VERSION,
     }
@@ -171,6 +183,9 @@ def explain_dataset(
     summary = RunSummary(out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded)
     try:
         started = time.perf_counter()
+        if job.method == "dls" and job.options.get("layer") == "auto":
+            job, lm = _resolve_auto_layer(job, lm, source, Path(out))
+            summary.settings = {**recorded, "auto_layer": job.options["layer"]}
         done = sink.done_windows()
         summary.resumed_windows = len(done)
         if not sink.is_complete():
@@ -201,10 +216,8 @@ def _method_options(method: str, layer: int | str | None, options: dict[str, Any
 
     merged = dict(options or {})
     if method == "dls":
-        merged.setdefault("layer", "coherent" if layer is None else layer)
+        merged.setdefault("layer", "auto" if layer is None else layer)
         merged.setdefault("layer_report", False)
-        if merged["layer"] == "auto":
-            raise InputError("layer='auto' calibrates on a sample first; pick that layer with `layersal bench` and pass it as --layer")
     elif layer is not None:
         merged["layer"] = layer
     check_method(method, merged)
@@ -213,6 +226,37 @@ def _method_options(method: str, layer: int | str | None, options: dict[str, Any
 
         DLSOptions(**merged)
     return merged
+
+
+def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tuple[DatasetJob, Any]:
+    """Replace ``layer="auto"`` by a calibrated layer, recorded in ``out`` so a resumed run keeps it.
+
+    Calibration uses the first ``CALIBRATION_TEXTS`` readable texts of the input (no labels) or
+    the per-model cache; the model is loaded here if it is not already (the Ray driver too).
+    """
+    import json
+    from dataclasses import asdict, replace
+    from itertools import islice
+
+    from ..saliency.dls import DLSOptions
+    from ..saliency.layer_choice import resolve_auto
+
+    record = out / AUTO_LAYER_FILE
+    if record.is_file():
+        choice = json.loads(record.read_text(encoding="utf-8"))
+    else:
+        texts = list(islice(
+            (r.text for r in source.rows() if r.error is None and r.text and r.text.strip()), CALIBRATION_TEXTS
+        ))
+        if not texts:
+            raise InputError("layer='auto' needs at least one readable text in the input to calibrate on")
+        lm = lm if lm is not None else job.load()
+        with lm.autocast():
+            choice = asdict(resolve_auto(lm, texts, DLSOptions(**job.options), batch_size=job.batch_size))
+        temporary = record.with_name(record.name + ".tmp")
+        temporary.write_text(json.dumps(choice, indent=1), encoding="utf-8")
+        temporary.replace(record)
+    return replace(job, options={**job.options, "layer": int(choice["layer"])}), lm
 
 
 def _check_job(job: DatasetJob, labels: list[str]) -> None:

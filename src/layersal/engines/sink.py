@@ -261,7 +261,10 @@ class ShardSink:
         foreign = [
             p.name
             for p in self.out.iterdir()
-            if not (p.name in (MANIFEST, ERRORS_DIR, LOCK) or _SHARD.match(p.name) or ".tmp-" in p.name)
+            if not (
+                p.name in (MANIFEST, ERRORS_DIR, LOCK, "_auto_layer.json")
+                or _SHARD.match(p.name) or ".tmp-" in p.name
+            )
         ]
         if foreign:
             raise InputError(

@@ -97,6 +97,9 @@ def input_x_gradient(
     return _single_pass(lm, encoded, targets, "input_x_gradient")
 
 
+IG_TOKEN_BUDGET = 8192
+
+
 @register("integrated_gradients")
 def integrated_gradients(
     lm: LoadedModel,
@@ -112,14 +115,17 @@ def integrated_gradients(
     Baseline: every content token replaced by ``baseline`` ([PAD]/[MASK]/[UNK]); specials kept.
     Attributions are summed over hidden dims; they add up to y_c(x) - y_c(baseline) up to the
     approximation error of ``n_steps`` Gauss-Legendre steps (Captum's default rule).
+    ``internal_batch_size`` (rows of the expanded batch per model pass) defaults to what fits
+    in ``IG_TOKEN_BUDGET`` tokens, so memory stays bounded at any batch size and step count.
     """
     from captum.attr import IntegratedGradients
 
     n_steps = positive_int("n_steps", n_steps)
     internal_batch_size = optional_positive_int("internal_batch_size", internal_batch_size)
     token = replacement_id(lm.tokenizer, baseline)
-    if internal_batch_size is not None and internal_batch_size < len(encoded):
-        internal_batch_size = len(encoded)  # Captum's minimum: one step for the whole batch
+    if internal_batch_size is None:
+        internal_batch_size = max(1, IG_TOKEN_BUDGET // max(1, encoded.input_ids.shape[1]))
+    internal_batch_size = max(internal_batch_size, len(encoded))  # Captum's minimum: one step for the batch
     device = lm.device
     names, args = embedding_arguments(encoded, device)
     content = encoded.content.to(device)

@@ -97,7 +97,7 @@ class ExplainRequest(BaseModel):
     word_aggregation: str = Field("sum", description="Merge sub-word scores: sum, mean or max.")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="The method's own options, e.g. {'tau': 50, 'saliency': 'gradcam'} for dls.",
+        description="The method's own options, e.g. {'tau': 50, 'saliency': 'gradcam'} for dls (defaults: all tokens, grad_x_act).",
     )
 
 

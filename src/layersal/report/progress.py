@@ -1,0 +1,49 @@
+"""Progress for long commands: a Rich bar on a terminal, dated plain lines in a log file.
+
+Rich draws nothing live when stderr is not a terminal (``nohup``, CI, ``2> log``), so a long
+benchmark would look stuck; there, one line is written per finished step of work (a method)
+and at most every ``every`` seconds in between.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+Advance = Callable[[str, int], None]
+
+
+@contextmanager
+def progress_lines(console: Console, total: int, title: str, every: float = 30.0) -> Iterator[Advance]:
+    """Yield ``advance(label, n)``: ``n`` more units done, currently working on ``label``."""
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as bar:
+            task = bar.add_task(title, total=total)
+            yield lambda label, n: bar.update(task, advance=n, description=f"{label:<28}")
+        return
+    started = time.perf_counter()
+    state = {"done": 0, "label": "", "printed": started}
+
+    def advance(label: str, n: int) -> None:
+        now = time.perf_counter()
+        changed = label != state["label"] and state["label"]
+        state["done"] += n
+        if changed or now - state["printed"] >= every or state["done"] >= total:
+            console.print(
+                f"{title}: {state['done']}/{total} ({100 * state['done'] / max(total, 1):.0f}%) "
+                f"{now - started:.0f} s, at {label}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            state["printed"] = now
+        state["label"] = label
+
+    console.print(f"{title}: 0/{total}", markup=False, highlight=False)
+    yield advance
