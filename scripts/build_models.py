@@ -460,6 +460,21 @@ def check_mlm_head(bundle_dir: Path, source_dir: Path) -> None:
         raise RuntimeError("the bundle's MLM decoder is not the word embedding matrix")
 
 
+def evaluate_bundle(name: str, out_dir: Path, test: Split, max_length: int, data_dir: Path) -> dict:
+    """Test accuracy of the written bundle, reloaded from its fp16 files: the card's evaluation."""
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    test_ids = encode(tokenizer, test.texts, max_length)
+    accuracy = evaluate(reloaded, test_ids, test.labels, tokenizer.pad_token_id)
+    log.info("[%s] test accuracy after fp16 round trip: %.4f (n=%d)", name, accuracy, len(test_ids))
+    return {
+        "test_file": relative(Path(test.source), data_dir),
+        "n": len(test_ids),
+        "accuracy": round(accuracy, 4),
+        "measured_on": "bundle reloaded with AutoModelForSequenceClassification (fp16 weights, dtype=float32)",
+    }
+
+
 def write_model_card(out_dir: Path, card: dict) -> None:
     """Write ``model_card.json``."""
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -498,13 +513,8 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
     wall_time = time.time() - started
     check_mlm_head(out_dir, source_dir)
 
-    reloaded = AutoModelForSequenceClassification.from_pretrained(out_dir, dtype=torch.float32)
-    bundle_tokenizer = AutoTokenizer.from_pretrained(out_dir)
-    test_ids = encode(bundle_tokenizer, test_split.texts, target.max_length)
-    test_acc = evaluate(reloaded, test_ids, test_split.labels, bundle_tokenizer.pad_token_id)
-    log.info("[%s] test accuracy after fp16 round trip: %.4f (n=%d)", target.name, test_acc, len(test_ids))
-
-    files["test"] = {"file": relative(Path(test_split.source), data_dir), "rows": len(test_ids)}
+    evaluation = evaluate_bundle(target.name, out_dir, test_split, target.max_length, data_dir)
+    files["test"] = {"file": evaluation["test_file"], "rows": evaluation["n"]}
     card = {
         "name": target.name,
         "task": target.task,
@@ -537,13 +547,7 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
             "wall_time_s": round(wall_time, 1),
             "machine": "2-core CPU",
         },
-        "evaluation": {
-            "test_file": relative(Path(test_split.source), data_dir),
-            "n": len(test_ids),
-            "accuracy": round(test_acc, 4),
-            "measured_on": "bundle reloaded with AutoModelForSequenceClassification "
-            "(fp16 weights, dtype=float32)",
-        },
+        "evaluation": evaluation,
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "script": "scripts/build_models.py",
     }
@@ -585,13 +589,8 @@ def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
         )
         save_bundle(model, mlm_dir, out_dir)
         check_mlm_head(out_dir, mlm_dir)
-        reloaded = AutoModelForSequenceClassification.from_pretrained(out_dir, dtype=torch.float32)
-        bundle_tokenizer = AutoTokenizer.from_pretrained(out_dir)
-        max_length = minilm.CLASSIFIERS[name].max_length
-        test_ids = encode(bundle_tokenizer, test_split.texts, max_length)
-        test_acc = evaluate(reloaded, test_ids, test_split.labels, bundle_tokenizer.pad_token_id)
-        log.info("[%s] test accuracy after fp16 round trip: %.4f (n=%d)", name, test_acc, len(test_ids))
-        files["test"] = {"file": relative(Path(test_split.source), data_dir), "rows": len(test_ids)}
+        evaluation = evaluate_bundle(name, out_dir, test_split, minilm.CLASSIFIERS[name].max_length, data_dir)
+        files["test"] = {"file": evaluation["test_file"], "rows": evaluation["n"]}
         card = {
             "name": name,
             "task": task,
@@ -622,13 +621,7 @@ def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
                 "safetensors_version": safetensors.__version__,
                 "machine": "2-core CPU (AMD EPYC), no GPU",
             },
-            "evaluation": {
-                "test_file": relative(Path(test_split.source), data_dir),
-                "n": len(test_ids),
-                "accuracy": round(test_acc, 4),
-                "measured_on": "bundle reloaded with AutoModelForSequenceClassification "
-                "(fp16 weights, dtype=float32)",
-            },
+            "evaluation": evaluation,
             "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
             "script": "scripts/build_models.py --only minilm",
         }

@@ -145,6 +145,16 @@ class Checkpoint:
         return int(state["step"]), state["extra"]
 
 
+def optimise(loss: torch.Tensor, params: list[tuple[str, torch.nn.Parameter]], optimizer, schedule) -> float:
+    """One clipped optimiser and schedule step on ``loss``; returns its value."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
 def adamw(params: list[tuple[str, torch.nn.Parameter]], lr: float) -> torch.optim.Optimizer:
     """AdamW, weight decay 0.01 except on biases and LayerNorm."""
     decay = [p for n, p in params if not (n.endswith(".bias") or "LayerNorm" in n)]
@@ -301,13 +311,7 @@ def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2
         losses: list[float] = []
         for index in range(step, len(batches)):
             generator = torch.Generator().manual_seed(seed * 1_000_003 + index + (0 if frozen else 7_919))
-            loss = step_fn(batches[index], generator)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(optimise(step_fn(batches[index], generator), params, optimizer, schedule))
             done_steps = index + 1
             if done_steps % MLM.eval_every == 0 or done_steps == len(batches):
                 held_acc = evaluator.accuracy(model)
@@ -407,12 +411,7 @@ def train_classifier(name: str, splits, labels: tuple[str, ...], mlm_dir: Path, 
         batch = batches[index]
         input_ids, attention = pad([train_ids[i] for i in batch], tokenizer.pad_token_id)
         loss = model(input_ids=input_ids, attention_mask=attention, labels=targets[batch]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+        losses.append(optimise(loss, params, optimizer, schedule))
         done_steps = index + 1
         if done_steps % recipe.eval_every == 0 or done_steps % steps_per_epoch == 0 or done_steps == len(batches):
             acc = accuracy(model, select_ids, select_labels, tokenizer.pad_token_id)

@@ -86,7 +86,7 @@ def test_minilm_models_are_in_the_checkout_with_their_own_mlm_head(name):
     assert name in layersal.bundled_models()
     card = json.loads((folder / "model_card.json").read_text())
     mlm = card["mlm_head"]["masked_lm_training"]
-    assert mlm["accuracy_after"] >= 0.35 > mlm["accuracy_before"]
+    assert mlm["accuracy_after"] > mlm["accuracy_before"] + 0.1  # masked-LM training taught the head
     assert card["evaluation"]["accuracy"] >= MINILM[name]
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         keys = list(weights.keys())

@@ -29,7 +29,10 @@ err = Console(stderr=True, highlight=False)
 
 ModelOpt = Annotated[
     str,
-    typer.Option("--model", "-m", help="Bundled model name (sst2-tiny, agnews-tiny), folder or hub id."),
+    typer.Option(
+        "--model", "-m",
+        help="Bundled model name (sst2-tiny, agnews-tiny; sst2-minilm, agnews-minilm from a checkout), folder or hub id.",
+    ),
 ]
 LmHeadOpt = Annotated[
     Optional[str],
