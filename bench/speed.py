@@ -11,7 +11,8 @@
    ``tau=50``: a full vocabulary projection), DLS as ``layersal explain`` runs it
    (``layer="coherent"`` and the per-layer report: every layer projected), integrated
    gradients (50 steps) and LIME (25 samples), for the bundled default model and for a random
-   6-layer, 384-wide BERT (with a random masked-LM head). Cost ratios are seconds per text of
+   6-layer, 384-wide BERT: ``sst2-minilm`` from a checkout's ``models/``, else a random one
+   (with a random masked-LM head). Cost ratios are seconds per text of
    one over the other (``DLS/forward = 3`` means DLS costs three forward passes' time).
    Peak memory: the process's RSS high-water mark during the cell (reset before it through
    ``/proc/self/clear_refs``), or the CUDA allocator's peak on a GPU.
@@ -306,7 +307,9 @@ def main() -> None:
             texts = read_sentences(DATA / "test.tsv", args.limit)
             print(f"{len(texts)} SST-2 test sentences, mean {sum(len(t.split()) for t in texts) / len(texts):.1f} words")
             models = [("sst2-tiny (bundled default)", lambda: layersal.load("sst2-tiny", device=device, precision=precision))]
-            if not args.skip_big:
+            if not args.skip_big and "sst2-minilm" in layersal.bundled_models():
+                models.append(("sst2-minilm, 6 layers x 384", lambda: layersal.load("sst2-minilm", device=device, precision=precision)))
+            elif not args.skip_big:
                 clf, mlm = random_bert(work)
                 models.append(("random BERT, 6 layers x 384", lambda: layersal.load(clf, lm_head=mlm, device=device, precision=precision)))
             tables = []

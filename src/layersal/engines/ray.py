@@ -114,8 +114,9 @@ def run_ray(
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own bar
-        gpus = 1 if str(job.device).startswith("cuda") else 0
         resources = ray.cluster_resources()
+        device = str(job.device)
+        gpus = 1 if device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0) else 0
         default = resources.get("GPU", 0) if gpus else resources.get("CPU", 1) // cpus_per_worker
         workers = num_workers or max(1, int(default))
         bar = RunProgress(progress, source, f"explain-dataset on Ray ({workers} workers)")
