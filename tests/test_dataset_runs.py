@@ -332,3 +332,18 @@ def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, sst2_tiny, m
     assert len(calls) == 1, "a resumed run recalibrated instead of reusing the recorded layer"
     assert again.explained == 20 and [r["id"] for r in _rows(out)] == list(range(40))
     assert {r["layer"] for r in _rows(out)} == {recorded["layer"]}
+
+
+def test_cli_default_layer_is_auto_and_says_which(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    source = _write(tmp_path / "in.txt", TEXTS[:6])
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(app, ["explain-dataset", str(source), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    layer = json.loads((out / "_auto_layer.json").read_text())["layer"]
+    assert f"DLS at layer {layer} (auto" in result.output
+    assert {r["layer"] for r in _rows(out)} == {layer}

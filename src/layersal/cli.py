@@ -511,10 +511,12 @@ def explain_dataset(
         resumed = f", {summary.resumed_windows} of them from an earlier run" if summary.resumed_windows else ""
         if not summary.explained and summary.resumed_windows:
             resumed = ": the run was already complete"
+        auto = summary.settings.get("auto_layer")
+        chosen = "" if auto is None else f"; DLS at layer {auto} (auto: see {out_path / '_auto_layer.json'})"
         err.print(
             f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "
             f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "
-            f"{summary.errors} bad rows in {summary.errors_file}",
+            f"{summary.errors} bad rows in {summary.errors_file}{chosen}",
             soft_wrap=True,
         )
 
