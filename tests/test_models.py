@@ -146,3 +146,14 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32():
         assert all(isinstance(s, float) for s in b.scores)
         assert np.corrcoef(a.scores, b.scores)[0, 1] > 0.9
         assert abs(a.probabilities[a.prediction] - b.probabilities[b.prediction]) < 0.05
+    from layersal.encoding import encode, model_input_names
+    from layersal.saliency import run_method
+
+    seen = []  # the benchmark calls run_method directly: autocast must hold there too
+    hook = half_lm.model.register_forward_hook(lambda *args: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        encoded = encode(half_lm.tokenizer, texts, half_lm.max_length, model_input_names(half_lm.model))
+        run_method("dls", half_lm, encoded, None, {"layer": 1})
+    finally:
+        hook.remove()
+    assert seen == [True]

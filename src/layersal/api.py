@@ -81,28 +81,6 @@ def explain(
     if method == "dls":
         DLSOptions(**options)
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
-    with lm.autocast():
-        return _explain_loaded(
-            lm, items, single, method, target, word_aggregation, batch_size, progress, long_texts,
-            window, stride, options,
-        )
-
-
-def _explain_loaded(
-    lm: LoadedModel,
-    items: list[str],
-    single: bool,
-    method: str,
-    target: Any,
-    word_aggregation: str,
-    batch_size: int,
-    progress: bool,
-    long_texts: str,
-    window: int | None,
-    stride: int | None,
-    options: dict[str, Any],
-) -> Explanation | list[Explanation]:
-    """:func:`explain` once the inputs are checked and the model is loaded."""
     auto = None
     if method == "dls" and options.get("layer") == "auto":
         auto = resolve_auto(lm, items, DLSOptions(**options), batch_size=batch_size)
@@ -135,7 +113,7 @@ def _explain_loaded(
                     f"text {index} is longer than {lm.max_length} tokens: explained its first "
                     f"{lm.max_length} tokens only",
                     TruncationWarning,
-                    stacklevel=4,
+                    stacklevel=2,
                 )
             results[index] = explained[row]
     explanations = [r for r in results if r is not None]

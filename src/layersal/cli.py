@@ -105,6 +105,11 @@ def _int_or_str(value: str | None) -> int | str | None:
     return int(stripped) if stripped.lstrip("-").isdigit() else stripped
 
 
+def _precision(bf16: bool) -> str:
+    """``load(precision=...)`` for the ``--bf16`` flag."""
+    return "bf16" if bf16 else "fp32"
+
+
 _DLS_FLAG_DEFAULTS = {"layer": "coherent", "saliency": "grad_x_act", "decode": True, "tau": None}
 
 
@@ -139,7 +144,7 @@ def _run(
 
     items = _collect_texts(texts, file)
     layersal.DLSOptions(**{k: v for k, v in kwargs.items() if k in layersal.DLSOptions.__dataclass_fields__})
-    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision="bf16" if bf16 else "fp32")
+    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16))
     return layersal.explain(items, lm, progress=len(items) > 32 and sys.stderr.isatty(), **kwargs)
 
 
@@ -257,7 +262,7 @@ def bench(
 
         dataset = read_labelled(data)
         dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
-        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision="bf16" if bf16 else "fp32")
+        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16))
         names = [m.replace(";", ",") for m in _split_methods(methods)]
         specs = expand_specs(names, lm.num_layers)
         metric_options = {"level": level, "perturbation": perturbation, "rank_by": rank_by, "loo": loo}
@@ -475,6 +480,7 @@ def explain_dataset(
     """Explain a whole file into Parquet shards; resumable (rerun the same command after an interruption)."""
     with _user_errors():
         from .engines import explain_dataset as run_dataset
+        from .engines.sink import AUTO_LAYER_FILE
 
         try:
             summary = run_dataset(
@@ -484,7 +490,7 @@ def explain_dataset(
                 lm_head=lm_head,
                 allow_pickle=allow_pickle,
                 device=device,
-                precision="bf16" if bf16 else "fp32",
+                precision=_precision(bf16),
                 method=method,
                 layer=_int_or_str(layer),
                 target=_int_or_str(target),
@@ -512,7 +518,7 @@ def explain_dataset(
         if not summary.explained and summary.resumed_windows:
             resumed = ": the run was already complete"
         auto = summary.settings.get("auto_layer")
-        chosen = "" if auto is None else f"; DLS at layer {auto} (auto: see {out_path / '_auto_layer.json'})"
+        chosen = "" if auto is None else f"; DLS at layer {auto} (auto: see {out_path / AUTO_LAYER_FILE})"
         err.print(
             f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "
             f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "

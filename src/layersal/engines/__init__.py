@@ -22,7 +22,6 @@ from ..errors import InputError
 ENGINES = ("local", "ray")
 WINDOW_BATCHES = 32
 FORMAT_VERSION = 1
-AUTO_LAYER_FILE = "_auto_layer.json"
 CALIBRATION_TEXTS = 64
 
 
@@ -240,6 +239,7 @@ def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tup
 
     from ..saliency.dls import DLSOptions
     from ..saliency.layer_choice import resolve_auto
+    from .sink import AUTO_LAYER_FILE
 
     record = out / AUTO_LAYER_FILE
     if record.is_file():
@@ -251,8 +251,7 @@ def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tup
         if not texts:
             raise InputError("layer='auto' needs at least one readable text in the input to calibrate on")
         lm = lm if lm is not None else job.load()
-        with lm.autocast():
-            choice = asdict(resolve_auto(lm, texts, DLSOptions(**job.options), batch_size=job.batch_size))
+        choice = asdict(resolve_auto(lm, texts, DLSOptions(**job.options), batch_size=job.batch_size))
         temporary = record.with_name(record.name + ".tmp")
         temporary.write_text(json.dumps(choice, indent=1), encoding="utf-8")
         temporary.replace(record)

@@ -31,6 +31,7 @@ from ..errors import InputError
 MANIFEST = "_layersal.json"
 ERRORS_DIR = "_errors"
 LOCK = ".lock"
+AUTO_LAYER_FILE = "_auto_layer.json"  # written by explain_dataset for layer="auto"
 _SHARD = re.compile(r"^part-(\d{6,})\.parquet$")
 
 
@@ -262,7 +263,7 @@ class ShardSink:
             p.name
             for p in self.out.iterdir()
             if not (
-                p.name in (MANIFEST, ERRORS_DIR, LOCK, "_auto_layer.json")
+                p.name in (MANIFEST, ERRORS_DIR, LOCK, AUTO_LAYER_FILE)
                 or _SHARD.match(p.name) or ".tmp-" in p.name
             )
         ]

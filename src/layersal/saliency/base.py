@@ -86,6 +86,7 @@ def check_method(name: str, options: dict[str, Any]) -> None:
 def run_method(
     name: str, lm: Any, encoded: Encoded, targets: torch.Tensor | None, options: dict[str, Any]
 ) -> Attribution:
-    """Run method ``name`` on one batch."""
+    """Run method ``name`` on one batch, under the model's autocast (bf16 when loaded so)."""
     check_method(name, options)
-    return _REGISTRY[name].fn(lm, encoded, targets, **options)
+    with lm.autocast():
+        return _REGISTRY[name].fn(lm, encoded, targets, **options)

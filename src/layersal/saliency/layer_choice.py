@@ -112,7 +112,8 @@ def calibrate_layer(
     per_layer: dict[int, list[float]] = {}
     for start in range(0, len(sample), batch_size):
         encoded = encode(lm.tokenizer, sample[start : start + batch_size], lm.max_length, inputs)
-        result = run_dls(lm, encoded, fixed)
+        with lm.autocast():
+            result = run_dls(lm, encoded, fixed)
         for layer, saliency in result.layers.items():
             if not bool(saliency.has_gradient.any()):
                 continue
