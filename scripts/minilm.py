@@ -172,14 +172,14 @@ def adamw(params: list[tuple[str, torch.nn.Parameter]], lr: float) -> torch.opti
 
 def mask_tokens(
     ids: torch.Tensor, attention: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int,
-    generator: torch.Generator,
+    generator: torch.Generator, rate: float = MASK_RATE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: 15% of content tokens; of those 80% [MASK], 10% random, 10% kept.
+    """BERT masking: ``rate`` (15%) of content tokens; of those 80% [MASK], 10% random, 10% kept.
 
     Returns the corrupted ids and the boolean positions to predict.
     """
     content = attention.bool() & ~torch.isin(ids, special)
-    chosen = (torch.rand(ids.shape, generator=generator) < MASK_RATE) & content
+    chosen = (torch.rand(ids.shape, generator=generator) < rate) & content
     roll = torch.rand(ids.shape, generator=generator)
     corrupted = ids.clone()
     corrupted[chosen & (roll < 0.8)] = mask_id

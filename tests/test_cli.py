@@ -162,3 +162,15 @@ def test_installed_entry_point_runs_without_traceback():
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_help_and_argument_parsing_do_not_import_torch():
+    """``layersal --help`` and the CLI module stay light; the public API still resolves lazily."""
+    code = (
+        "import sys, layersal.cli; heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules); "
+        "print(heavy); import layersal; layersal.explain; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        __import__("layersal").nonexistent

@@ -1,28 +1,52 @@
-"""layersal: which words a transformer text classifier relied on (Decoded Layer Saliency)."""
+"""layersal: which words a transformer text classifier relied on (Decoded Layer Saliency).
 
-from .api import TruncationWarning, explain
-from .saliency import methods
-from .errors import InputError, LayersalError, ModelLoadError
-from .explanation import Explanation, LayerReport, Token, Word
-from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
-from .saliency.dls import DLSOptions
+The public names are imported on first use (PEP 562), so ``import layersal.errors`` (as the
+command line does before parsing its arguments) does not pay for torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "DLSOptions",
-    "Explanation",
-    "InputError",
-    "LayerReport",
-    "LayersalError",
-    "LoadedModel",
-    "ModelLoadError",
-    "Token",
-    "TruncationWarning",
-    "Word",
-    "bundled_models",
-    "explain",
-    "load",
-    "methods",
-]
+_EXPORTS = {
+    "DEFAULT_MODEL": "models",
+    "DLSOptions": "saliency.dls",
+    "Explanation": "explanation",
+    "InputError": "errors",
+    "LayerReport": "explanation",
+    "LayersalError": "errors",
+    "LoadedModel": "models",
+    "ModelLoadError": "errors",
+    "Token": "explanation",
+    "TruncationWarning": "api",
+    "Word": "explanation",
+    "bundled_models": "models",
+    "explain": "api",
+    "load": "models",
+    "methods": "saliency",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .api import TruncationWarning, explain
+    from .errors import InputError, LayersalError, ModelLoadError
+    from .explanation import Explanation, LayerReport, Token, Word
+    from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
+    from .saliency import methods
+    from .saliency.dls import DLSOptions
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'layersal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
