@@ -24,6 +24,7 @@ from ..encoding import Encoded
 from ..errors import InputError
 from ..models import LoadedModel
 from ..passes import forward as predict_logits
+from .base import Attribution
 
 REPLACEMENTS = ("mask", "pad", "unk")
 
@@ -76,6 +77,28 @@ class PassCounter:
         return (
             math.ceil(self.forward_rows / batch_size),
             math.ceil(self.backward_rows / batch_size),
+        )
+
+    def result(
+        self,
+        encoded: Encoded,
+        scores: torch.Tensor,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        layers: list[int | None] | None = None,
+    ) -> Attribution:
+        """The method's :class:`Attribution`, with the passes counted here per text of ``encoded``.
+
+        ``layers`` defaults to ``None`` for every text (an input-level method).
+        """
+        fwd, bwd = self.per_text(len(encoded))
+        return Attribution(
+            scores=scores.float(),
+            logits=logits,
+            targets=targets,
+            forward_passes=fwd,
+            backward_passes=bwd,
+            layers=[None] * len(encoded) if layers is None else layers,
         )
 
 

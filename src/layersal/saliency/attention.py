@@ -57,15 +57,7 @@ def _result(
     counter: PassCounter,
 ) -> Attribution:
     chosen = logits.argmax(-1) if targets is None else targets.to(logits.device).long()
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=(scores * encoded.content.to(scores.device)).float(),
-        logits=logits,
-        targets=chosen,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=[None] * len(encoded),
-    )
+    return counter.result(encoded, scores * encoded.content.to(scores.device), logits, chosen)
 
 
 @register("attention")

@@ -72,15 +72,7 @@ def _single_pass(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None
             ).sum(-1)
     logits = forward.last_logits.detach()
     chosen = logits.argmax(-1) if targets is None else target
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=(scores.detach() * encoded.content.to(device)).float(),
-        logits=logits,
-        targets=chosen,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=[None] * len(encoded),
-    )
+    return counter.result(encoded, scores.detach() * encoded.content.to(device), logits, chosen)
 
 
 @register("gradient")
@@ -142,15 +134,7 @@ def integrated_gradients(
             n_steps=n_steps,
             internal_batch_size=internal_batch_size,
         )
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=(attributions.detach().sum(-1) * content).float(),
-        logits=logits,
-        targets=chosen,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=[None] * len(encoded),
-    )
+    return counter.result(encoded, attributions.detach().sum(-1) * content, logits, chosen)
 
 
 @register("gradient_shap")
@@ -198,15 +182,7 @@ def gradient_shap(
                     additional_forward_args=args,
                 )
             per_text.append((text, attributions.detach()[0].sum(-1)[text.content_positions]))
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=scatter_rows(encoded, per_text, device),
-        logits=logits,
-        targets=chosen,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=[None] * len(encoded),
-    )
+    return counter.result(encoded, scatter_rows(encoded, per_text, device), logits, chosen)
 
 
 def deeplift_blockers(model: nn.Module) -> list[str]:

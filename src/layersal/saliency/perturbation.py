@@ -52,15 +52,7 @@ def _per_text(
             content_ids = text.inputs["input_ids"][:, text.content_positions]
             values = explain_one(forward, content_ids, int(chosen[row]), text)
             per_text.append((text, values.detach().reshape(-1)))
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=scatter_rows(encoded, per_text, device),
-        logits=logits,
-        targets=chosen,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=[None] * len(encoded),
-    )
+    return counter.result(encoded, scatter_rows(encoded, per_text, device), logits, chosen)
 
 
 @register("occlusion")

@@ -30,15 +30,8 @@ def gradcam(
     options = DLSOptions(layer=layer, saliency="gradcam", decode=False, layer_report=False)
     with PassCounter(lm.model) as counter:
         result = run_dls(lm, encoded, options, targets)
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=result.scores().float(),
-        logits=result.pass_.logits,
-        targets=result.pass_.targets,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=list(result.chosen),
-    )
+    pass_ = result.pass_
+    return counter.result(encoded, result.scores(), pass_.logits, pass_.targets, list(result.chosen))
 
 
 @register("random")
@@ -55,12 +48,4 @@ def random(
         generator = torch.Generator().manual_seed(text_seed(seed, ids))
         content = encoded.content[row]
         scores[row, content] = torch.rand(int(content.sum()), generator=generator)
-    fwd, bwd = counter.per_text(len(encoded))
-    return Attribution(
-        scores=scores.to(logits.device),
-        logits=logits,
-        targets=chosen,
-        forward_passes=fwd,
-        backward_passes=bwd,
-        layers=[None] * len(encoded),
-    )
+    return counter.result(encoded, scores.to(logits.device), logits, chosen)
