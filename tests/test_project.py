@@ -23,6 +23,20 @@ def _readme_commands() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
 
 
+def test_readme_example_output_is_what_the_cli_prints():
+    """The README's first console example shows the real output of its command."""
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    block = re.search(r'\$ layersal explain "(a gripping[^"]*)"\n(.*?)\n\n', (ROOT / "README.md").read_text(), re.S)
+    assert block, "README needs the quick-start example output"
+    shown = [line.split("<-")[0].rstrip() for line in block.group(2).splitlines()]
+    result = CliRunner().invoke(app, ["explain", block.group(1)], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    assert [line.rstrip() for line in result.stdout.splitlines() if line.strip()] == shown
+
+
 def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     commands = _readme_commands()
     assert len(commands) == 2
