@@ -19,7 +19,8 @@ import numpy as np
 
 from ..encoding import encode, model_input_names
 from ..models import LoadedModel
-from .dls import DLSOptions, run_dls
+from .base import run_method
+from .dls import DLSOptions
 
 MIN_CACHED_TEXTS = 16
 
@@ -112,8 +113,7 @@ def calibrate_layer(
     per_layer: dict[int, list[float]] = {}
     for start in range(0, len(sample), batch_size):
         encoded = encode(lm.tokenizer, sample[start : start + batch_size], lm.max_length, inputs)
-        with lm.autocast():
-            result = run_dls(lm, encoded, fixed)
+        result = run_method("dls", lm, encoded, None, asdict(fixed)).detail
         for layer, saliency in result.layers.items():
             if not bool(saliency.has_gradient.any()):
                 continue
