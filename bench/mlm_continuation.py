@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, get_constant_schedule_with_warmup
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,20 +28,19 @@ import build_models  # noqa: E402
 import minilm  # noqa: E402
 
 
-def held_out(tokenizer, data_dir: Path, seed: int) -> minilm.MaskedEval:
-    """The build's held-out sentences and fixed masks, tokenised by ``tokenizer``."""
-    _, held, _ = minilm.mlm_corpus(data_dir, seed, build_models.read_sst2, build_models.agnews_splits)
+def held_out(held: list[str], tokenizer, seed: int) -> minilm.MaskedEval:
+    """The build's fixed masks over the held-out sentences, tokenised by ``tokenizer``."""
     ids = tokenizer(held, truncation=True, max_length=minilm.MLM_MAX_LENGTH)["input_ids"]
     return minilm.MaskedEval(ids, tokenizer, seed)
 
 
-def reference_accuracy(data_dir: Path, seed: int) -> float:
+def reference_accuracy(held: list[str], seed: int) -> float:
     """Masked-token accuracy of the tiny bundles' source checkpoint and its own MLM head."""
     source = build_models.TINY_SOURCE.fetch(build_models.CACHE_DIR)
     model = BertForMaskedLM(BertConfig.from_pretrained(source))
     model.load_state_dict(build_models.load_source_tensors(source), strict=False)
     model.tie_weights()
-    return held_out(AutoTokenizer.from_pretrained(source), data_dir, seed).accuracy(model)
+    return held_out(held, AutoTokenizer.from_pretrained(source), seed).accuracy(model)
 
 
 def main() -> None:
@@ -61,15 +59,15 @@ def main() -> None:
     checkpoint = REPO / "build" / "minilm" / "mlm" / "joint.pt"
     if not checkpoint.exists():
         sys.exit(f"{checkpoint} is missing: run scripts/build_models.py --only minilm first")
+    train, held, _ = minilm.mlm_corpus(args.data, args.seed, build_models.read_sst2, build_models.agnews_splits)
     if args.reference:
         print(f"reference: SPLADE-tiny source head, held-out masked-token accuracy "
-              f"{reference_accuracy(args.data, args.seed):.4f}", flush=True)
+              f"{reference_accuracy(held, args.seed):.4f}", flush=True)
 
     source = minilm.SOURCE.fetch(build_models.CACHE_DIR)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    train, _, _ = minilm.mlm_corpus(args.data, args.seed, build_models.read_sst2, build_models.agnews_splits)
     train_ids = tokenizer(train, truncation=True, max_length=minilm.MLM_MAX_LENGTH)["input_ids"]
-    evaluator = held_out(tokenizer, args.data, args.seed)
+    evaluator = held_out(held, tokenizer, args.seed)
     model = minilm.mlm_model(source, args.seed)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     model.tie_weights()
@@ -89,11 +87,9 @@ def main() -> None:
     print(f"| 0 | - | {evaluator.accuracy(model):.4f} | 0 |", flush=True)
     started, losses = time.time(), []
     for index, batch in enumerate(batches, start=1):
-        ids, attention = minilm.pad([train_ids[i] for i in batch], tokenizer.pad_token_id)
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + done + index + 104_729)
-        corrupted, where = minilm.mask_tokens(ids, attention, special, tokenizer.mask_token_id,
-                                              model.config.vocab_size, generator, args.mask_rate)
-        loss = F.cross_entropy(minilm.mlm_logits(model, corrupted, attention, where), ids[where])
+        loss = minilm.mlm_batch_loss(model, [train_ids[i] for i in batch], tokenizer, special, generator,
+                                     args.mask_rate)
         losses.append(minilm.optimise(loss, params, optimizer, schedule))
         if index % args.every == 0 or index == len(batches):
             print(f"| {index} | {sum(losses) / len(losses):.3f} | {evaluator.accuracy(model):.4f} "

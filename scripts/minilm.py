@@ -195,6 +195,17 @@ def mlm_logits(model: BertForMaskedLM, ids: torch.Tensor, attention: torch.Tenso
     return model.cls(hidden[where])
 
 
+def mlm_batch_loss(
+    model: BertForMaskedLM, sequences: list[list[int]], tokenizer: PreTrainedTokenizerBase,
+    special: torch.Tensor, generator: torch.Generator, rate: float = MASK_RATE,
+) -> torch.Tensor:
+    """Masked-LM cross-entropy on one batch of token id lists, masked by :func:`mask_tokens`."""
+    ids, attention = pad(sequences, tokenizer.pad_token_id)
+    corrupted, where = mask_tokens(ids, attention, special, tokenizer.mask_token_id,
+                                   model.config.vocab_size, generator, rate)
+    return F.cross_entropy(mlm_logits(model, corrupted, attention, where), ids[where])
+
+
 class MaskedEval:
     """Fixed, seeded masks over held-out sentences; measures masked-token accuracy."""
 
@@ -282,12 +293,6 @@ def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2
     report: dict = {"sources": sources, "held_out_masked_tokens": evaluator.masked,
                     "train_sentences": len(train_ids)}
 
-    def step_fn(batch: list[int], generator: torch.Generator) -> torch.Tensor:
-        ids, attention = pad([train_ids[i] for i in batch], tokenizer.pad_token_id)
-        corrupted, where = mask_tokens(ids, attention, special, tokenizer.mask_token_id,
-                                       model.config.vocab_size, generator)
-        return F.cross_entropy(mlm_logits(model, corrupted, attention, where), ids[where])
-
     head_params = [(n, p) for n, p in model.named_parameters()
                    if n.startswith("cls.") and "decoder.weight" not in n]
     stages = [
@@ -312,7 +317,8 @@ def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2
         losses: list[float] = []
         for index in range(step, len(batches)):
             generator = torch.Generator().manual_seed(seed * 1_000_003 + index + (0 if frozen else 7_919))
-            losses.append(optimise(step_fn(batches[index], generator), params, optimizer, schedule))
+            loss = mlm_batch_loss(model, [train_ids[i] for i in batches[index]], tokenizer, special, generator)
+            losses.append(optimise(loss, params, optimizer, schedule))
             done_steps = index + 1
             if done_steps % MLM.eval_every == 0 or done_steps == len(batches):
                 held_acc = evaluator.accuracy(model)
