@@ -16,7 +16,7 @@ from .models import DEFAULT_MODEL, LoadedModel, load
 from .passes import forward
 from .saliency import Attribution, check_method, methods, run_method
 from .saliency.dls import DLSOptions, DLSResult
-from .saliency.layer_choice import resolve_auto
+from .saliency.layer_choice import choice_record, resolve_options
 from .windows import document_probabilities, merge_windows, window_overlap
 from .words import WORD_AGGREGATIONS, tokens_and_words
 
@@ -56,8 +56,11 @@ def explain(
     ``model``: a :class:`LoadedModel` from :func:`layersal.load` (load once, reuse), a model
     name or path (loaded for this call), or ``None`` for the bundled default.
     ``method``: one of :func:`layersal.methods`; ``options`` are the method's own (for
-    ``dls``: ``layer``, ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``, ``rho``,
-    ``top_k``, ``layer_report``; see :class:`layersal.DLSOptions`).
+    ``dls``: ``layer``, ``rule``, ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``,
+    ``rho``, ``top_k``, ``layer_report``; see :class:`layersal.DLSOptions`). The default,
+    ``layer="auto"``, uses the rule set, layer and decoding that measured most faithful for
+    this model (shipped in the bundled models' cards; calibrated once on the first texts and
+    cached for other models) at the cost of one forward and one backward pass.
     ``target``: class to explain (index or label name, one for all or one per text);
     ``None`` explains the predicted class. ``word_aggregation`` (``sum``/``mean``/``max``)
     merges sub-word scores into word scores. Texts are batched ``batch_size`` at a time,
@@ -82,9 +85,8 @@ def explain(
         DLSOptions(**options)
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
     auto = None
-    if method == "dls" and options.get("layer") == "auto":
-        auto = resolve_auto(lm, items, DLSOptions(**options), batch_size=batch_size)
-        options = {**options, "layer": auto.layer}
+    if method == "dls":
+        options, auto = resolve_options(lm, items, options, batch_size=batch_size)
     targets = _target_indices(target, len(items), lm.labels)
     size, overlap = lm.max_length, None
     if long_texts == "windows":
@@ -119,7 +121,7 @@ def explain(
     explanations = [r for r in results if r is not None]
     if auto is not None:
         for explanation in explanations:
-            explanation.options.update(layer="auto", auto=asdict(auto))
+            explanation.options.update(layer="auto", auto=choice_record(auto))
     return explanations[0] if single else explanations
 
 
@@ -231,7 +233,11 @@ def build_explanation(
     reports = []
     if isinstance(detail, DLSResult):
         recorded = asdict(detail.options)
-        recorded["relu"] = detail.options.apply_relu
+        recorded.update(
+            relu=detail.options.apply_relu,
+            rule=detail.options.active_rule,
+            decode=detail.options.active_decode,
+        )
         if detail.options.layer_report:
             reports = detail.reports(row, content, lm.tokenizer)
     return Explanation(

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 from .datasets import LabelledTexts, label_indices
-from .encoding import encode, model_input_names
+from .encoding import encode, model_input_names, select_rows
 from .errors import InputError
 from .evaluate import predictor, score_batch
 from .metrics import Faithfulness, summarise
 from .models import LoadedModel
 from .saliency import check_method, methods, run_method
 from .saliency.dls import DLSOptions, DLSResult
-from .saliency.layer_choice import calibrate_layer
+from .saliency.layer_choice import calibrate, choice_record, choose, resolve_options
 
 HEADLINE = (
     ("aopc_comprehensiveness", "comp. AOPC", "higher"),
@@ -145,8 +145,11 @@ def run_benchmark(
     DLS runs decode only the layer they use (no per-layer report) unless their layer is
     ``coherent``, which needs every layer's coherence; that run gives the coherence table.
 
-    ``calibration``: unlabelled texts for ``layer=auto`` (default: the first 64 texts of
-    ``data``; the choice uses no labels). ``on_progress(label, n_done)`` is called per batch.
+    ``calibration``: unlabelled texts on which ``layer=auto`` calibrates. Without them, auto
+    is resolved as ``explain`` resolves it (the model card, the cache, else the first 64
+    texts of ``data``; no labels either way). Each method is run once on one short text
+    before it is timed, so one-time costs (lazy imports, first-call allocations) stay out of
+    its seconds per text. ``on_progress(label, n_done)`` is called per batch.
     """
     metric_options = dict(metric_options or {})
     gold = label_indices(data.labels, lm.labels)
@@ -159,13 +162,15 @@ def run_benchmark(
     for spec in specs:
         options = dict(spec.options)
         if spec.method == "dls":
-            options.setdefault("layer_report", options.get("layer", "coherent") == "coherent")
+            options.setdefault("layer_report", options.get("layer", "auto") == "coherent")
         note = ""
-        if spec.method == "dls" and options.get("layer") == "auto":
-            sample = list(calibration or data.texts[:64])
-            choice = calibrate_layer(lm, sample, DLSOptions(**options), batch_size=batch_size)
-            options["layer"] = choice.layer
-            note = choice.reason
+        if spec.method == "dls":
+            options, choice = _resolve_auto(lm, options, data, calibration, batch_size)
+            note = "" if choice is None else str(choice_record(choice)["reason"])
+        try:
+            run_method(spec.method, lm, select_rows(encoded_batches[0], [0]), None, options)
+        except InputError:
+            pass
         results: list[Faithfulness | None] = [None] * len(data)
         layers: list[int | None] = [None] * len(data)
         coherence: dict[int, list[float]] = {}
@@ -225,6 +230,22 @@ def run_benchmark(
     )
 
 
+def _resolve_auto(
+    lm: LoadedModel,
+    options: dict[str, Any],
+    data: LabelledTexts,
+    calibration: Sequence[str] | None,
+    batch_size: int,
+) -> tuple[dict[str, Any], Any]:
+    """DLS options with ``layer=auto`` resolved, on ``calibration`` texts when given."""
+    if calibration is None or options.get("layer") != "auto":
+        return resolve_options(lm, list(data.texts[:64]), options, batch_size=batch_size)
+    parsed = DLSOptions(**options)
+    table, n_texts = calibrate(lm, list(calibration), parsed, batch_size=batch_size)
+    choice = choose(table, parsed, n_texts, "calibrated on the --calibration texts")
+    return {**options, **choice.options()}, choice
+
+
 def _collect_coherence(detail: DLSResult, into: dict[int, list[float]]) -> None:
     for layer, saliency in detail.layers.items():
         if saliency.decoding is not None and saliency.decoding.coherence is not None:
@@ -259,7 +280,7 @@ def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
     for run in bench.runs:
         if run.spec.method != "dls" or not run.results:
             continue
-        layer = run.spec.options.get("layer", "coherent")
+        layer = run.spec.options.get("layer", "auto")
         used = sorted({l for l in run.layers if l is not None})
         aopc = float(np.mean([r.aopc_comprehensiveness for r in run.results]))
         if isinstance(layer, int):

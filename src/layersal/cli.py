@@ -40,7 +40,7 @@ LmHeadOpt = Annotated[
 ]
 LayerOpt = Annotated[
     str,
-    typer.Option("--layer", "-l", help="Layer to explain at: an integer (negative from the top), 'coherent', or 'auto' (best measured layer, calibrated and cached per model)."),
+    typer.Option("--layer", "-l", help="Where to explain: 'auto' (the rule set, layer and decoding measured most faithful for this model: from its card, else calibrated once and cached), an integer layer (negative from the top), 'input' (the word embeddings) or 'coherent' (the paper's layer rule)."),
 ]
 PickleOpt = Annotated[
     bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights. They can run code: trust the source.")
@@ -110,7 +110,15 @@ def _precision(bf16: bool) -> str:
     return "bf16" if bf16 else "fp32"
 
 
-_DLS_FLAG_DEFAULTS = {"layer": "coherent", "saliency": "grad_x_act", "decode": True, "tau": None}
+_DLS_FLAG_DEFAULTS = {"layer": "auto", "rule": None, "saliency": "grad_x_act", "decode": None, "tau": None}
+RuleOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--rule",
+        help="Propagation rule set of the backward pass: gradient, ln, cp, cp_id or attnlrp "
+        "(default: auto's choice, gradient at a fixed layer).",
+    ),
+]
 
 
 def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dict[str, Any]:
@@ -158,7 +166,8 @@ def explain(
     option: Annotated[
         Optional[list[str]], typer.Option("--option", help="Method option KEY=VALUE (repeatable), e.g. n_steps=20.")
     ] = None,
-    layer: LayerOpt = "coherent",
+    layer: LayerOpt = "auto",
+    rule: RuleOpt = None,
     target: Annotated[
         Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
     ] = None,
@@ -166,8 +175,12 @@ def explain(
         str, typer.Option(help="Position saliency g: grad_x_act, gradcam or grad_norm.")
     ] = "grad_x_act",
     decode: Annotated[
-        bool, typer.Option("--decode/--no-decode", help="Carry saliency back to tokens through the LM head.")
-    ] = True,
+        Optional[bool],
+        typer.Option(
+            "--decode/--no-decode",
+            help="Carry saliency back to tokens through the LM head (default: auto's choice, on at a fixed layer).",
+        ),
+    ] = None,
     tau: Annotated[
         Optional[int], typer.Option(help="Top decoded tokens per position that count (default: all).")
     ] = None,
@@ -187,7 +200,7 @@ def explain(
 ) -> None:
     """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
     with _user_errors():
-        flags = {"layer": _int_or_str(layer), "saliency": saliency, "decode": decode, "tau": tau}
+        flags = {"layer": _int_or_str(layer), "rule": rule, "saliency": saliency, "decode": decode, "tau": tau}
         results = _run(
             texts,
             file,
@@ -220,7 +233,7 @@ def layers(
 ) -> None:
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
-        results = _run(texts, file, model, lm_head, allow_pickle, top_k=max(top, 1))
+        results = _run(texts, file, model, lm_head, allow_pickle, top_k=max(top, 1), layer_report=True)
         _print(results, json_out, lambda e: _render_layers(e, top))
 
 
@@ -257,7 +270,6 @@ def bench(
         import layersal
         from .benchmark import expand_specs, run_benchmark
         from .datasets import read_labelled
-        from .inputs import read_texts
         from .report.bench import markdown, write
 
         dataset = read_labelled(data)
@@ -275,13 +287,25 @@ def bench(
                 specs,
                 batch_size=batch_size,
                 metric_options=metric_options,
-                calibration=read_texts(calibration)[:64] if calibration else None,
+                calibration=_calibration_texts(calibration),
                 on_progress=advance,
             )
         paths = write(result, out)
         out_console = Console(highlight=False, width=200)
         out_console.print(markdown(result), markup=False)
         err.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _calibration_texts(path: Path | None) -> list[str] | None:
+    """The first 64 texts of ``--calibration``; a labelled TSV is read (and cleaned, for AG
+    News escapes) as the benchmark data is."""
+    from .datasets import read_labelled
+    from .inputs import read_texts
+
+    if path is None:
+        return None
+    texts = read_labelled(path).texts if path.suffix.lower() == ".tsv" else read_texts(path)
+    return texts[:64]
 
 
 ReportMethodsOpt = Annotated[
@@ -320,6 +344,7 @@ def _explain_methods(
     for spec in specs:
         if spec.method == "dls":
             spec.options.setdefault("layer", _int_or_str(layer))
+            spec.options.setdefault("layer_report", True)  # reports and plots show every layer
             layersal.DLSOptions(**spec.options)
     lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
     per_method = [
@@ -343,7 +368,7 @@ def report(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
-    layer: LayerOpt = "coherent",
+    layer: LayerOpt = "auto",
     target: TargetOpt = None,
     methods: ReportMethodsOpt = "dls",
     metrics: Annotated[
@@ -381,7 +406,7 @@ def plot(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path("plots"),
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
-    layer: LayerOpt = "coherent",
+    layer: LayerOpt = "auto",
     target: TargetOpt = None,
     methods: ReportMethodsOpt = "dls",
     curves: Annotated[
@@ -458,7 +483,7 @@ def explain_dataset(
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[str, typer.Option(help="Saliency method (see `layersal.methods()`).")] = "dls",
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Layer for dls: an int, 'coherent', or 'auto' (the default: calibrated once on the first 64 texts).")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Where dls explains: 'auto' (the default: the configuration from the model card, else calibrated once on the first 64 texts), an int, 'input' or 'coherent'.")] = None,
     target: TargetOpt = None,
     word_aggregation: Annotated[str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")] = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 32,
@@ -518,7 +543,11 @@ def explain_dataset(
         if not summary.explained and summary.resumed_windows:
             resumed = ": the run was already complete"
         auto = summary.settings.get("auto_layer")
-        chosen = "" if auto is None else f"; DLS at layer {auto} (auto: see {out_path / AUTO_LAYER_FILE})"
+        chosen = "" if auto is None else (
+            f"; DLS at layer {auto}, rule {summary.settings.get('auto_rule')}, "
+            f"{'decoded' if summary.settings.get('auto_decode') else 'not decoded'} "
+            f"(auto: see {out_path / AUTO_LAYER_FILE})"
+        )
         err.print(
             f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "
             f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "

@@ -3,6 +3,9 @@
 Everything family-specific in layersal lives here. A family is found from
 ``config.model_type``; families not listed still work, decoding through the tied input
 embeddings, because hidden states and gradients come from the generic Hugging Face API.
+The propagation rules (:mod:`layersal.rules`) need to know more: which modules project the
+attention's queries, keys and values, and where the elementwise non-linearities are; that is
+each family's :class:`PropagationMap`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,38 @@ class HeadLayout:
 
 
 @dataclass(frozen=True)
+class Between:
+    """An elementwise non-linearity applied as a function call, not as a module.
+
+    ``producer`` is the module whose output goes into it and ``consumer`` the module that reads
+    its result (dropout in between is the identity in eval mode); e.g. RoBERTa's classification
+    head calls ``torch.tanh`` between ``classifier.dense`` and ``classifier.out_proj``.
+    """
+
+    producer: str
+    consumer: str
+
+
+@dataclass(frozen=True)
+class PropagationMap:
+    """Where a family's propagation rules apply, as module-name patterns (``fnmatch``).
+
+    ``query``, ``key`` and ``value`` are the attention projections (one module per layer);
+    ``activations`` the elementwise non-linearities that are modules (GELU, a pooler's tanh);
+    ``between`` the ones that are function calls. ReLU needs no entry: its gradient already is
+    the identity rule's ``f(x)/x``. Every LayerNorm is found by type. ``unsupported`` names
+    optional parts the rules do not cover; a model that has one is refused.
+    """
+
+    query: str
+    key: str
+    value: str
+    activations: tuple[str, ...] = ()
+    between: tuple[Between, ...] = ()
+    unsupported: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Family:
     """Where one model family keeps its parts."""
 
@@ -36,6 +71,7 @@ class Family:
     activation_attr: str | None = None
     default_activation: str = "gelu"
     norm_eps: float | None = None
+    propagation: PropagationMap | None = None
 
     def activation(self, config: Any) -> str:
         """Name of the LM head's activation function for ``config``."""
@@ -69,8 +105,29 @@ _ROBERTA_HEAD = HeadLayout(
     decoder="lm_head.decoder.weight",
 )
 
+_BERT_BLOCK = dict(
+    query="*.attention.self.query",
+    key="*.attention.self.key",
+    value="*.attention.self.value",
+)
+_BERT_RULES = PropagationMap(
+    **_BERT_BLOCK, activations=("*.intermediate.intermediate_act_fn", "*.pooler.activation")
+)
+_ROBERTA_RULES = PropagationMap(
+    **_BERT_BLOCK,
+    activations=("*.intermediate.intermediate_act_fn",),
+    between=(Between("classifier.dense", "classifier.out_proj"),),
+)
+
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", "bert", "encoder.layer", (_BERT_HEAD,), activation_attr="hidden_act"),
+    "bert": Family(
+        "bert",
+        "bert",
+        "encoder.layer",
+        (_BERT_HEAD,),
+        activation_attr="hidden_act",
+        propagation=_BERT_RULES,
+    ),
     "distilbert": Family(
         "distilbert",
         "distilbert",
@@ -85,9 +142,19 @@ FAMILIES: dict[str, Family] = {
         ),
         activation_attr="activation",
         norm_eps=1e-12,
+        propagation=PropagationMap(
+            query="*.attention.q_lin",
+            key="*.attention.k_lin",
+            value="*.attention.v_lin",
+            activations=("*.ffn.activation",),
+        ),
     ),
-    "roberta": Family("roberta", "roberta", "encoder.layer", (_ROBERTA_HEAD,)),
-    "xlm-roberta": Family("xlm-roberta", "roberta", "encoder.layer", (_ROBERTA_HEAD,)),
+    "roberta": Family(
+        "roberta", "roberta", "encoder.layer", (_ROBERTA_HEAD,), propagation=_ROBERTA_RULES
+    ),
+    "xlm-roberta": Family(
+        "xlm-roberta", "roberta", "encoder.layer", (_ROBERTA_HEAD,), propagation=_ROBERTA_RULES
+    ),
     "electra": Family(
         "electra",
         "electra",
@@ -99,6 +166,10 @@ FAMILIES: dict[str, Family] = {
                 bias=("generator_lm_head.bias",),
                 decoder="generator_lm_head.weight",
             ),
+        ),
+        propagation=PropagationMap(
+            **_BERT_BLOCK,
+            activations=("*.intermediate.intermediate_act_fn", "classifier.activation"),
         ),
     ),
     "deberta-v2": Family(
@@ -115,6 +186,14 @@ FAMILIES: dict[str, Family] = {
             _BERT_HEAD,
         ),
         activation_attr="hidden_act",
+        propagation=PropagationMap(
+            query="*.attention.self.query_proj",
+            key="*.attention.self.key_proj",
+            value="*.attention.self.value_proj",
+            activations=("*.intermediate.intermediate_act_fn",),
+            between=(Between("pooler.dense", "classifier"),),
+            unsupported=("*.encoder.conv",),
+        ),
     ),
 }
 

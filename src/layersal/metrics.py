@@ -310,6 +310,65 @@ def _plan(
     )
 
 
+def comprehensiveness_many(
+    predict: PredictFn,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    content: torch.Tensor,
+    score_sets: Sequence[torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    mask_id: int,
+    budgets: Sequence[float] = ERASER_BUDGETS,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Comprehensiveness AOPC of several saliency maps of the same batch, ``(S, B)``.
+
+    The same numbers as :func:`faithfulness`'s ``aopc_comprehensiveness`` (token level,
+    ``[MASK]``, signed ranking), computed for all ``score_sets`` at once: a perturbed input
+    that several maps share (the same top tokens at a budget) goes through ``predict`` once.
+    Used to compare many configurations cheaply (``layer="auto"``).
+    """
+    ids = input_ids.cpu()
+    attention = attention_mask.cpu()
+    content_np = content.cpu().numpy().astype(bool)
+    n = ids.shape[1]
+    hide: list[np.ndarray] = []
+    rows: list[int] = []
+    seen: dict[tuple[int, bytes], int] = {}
+
+    def slot(row: int, positions: np.ndarray) -> int:
+        mask = np.zeros(n, dtype=bool)
+        mask[positions] = True
+        key = (row, mask.tobytes())
+        if key not in seen:
+            seen[key] = len(hide)
+            hide.append(mask)
+            rows.append(row)
+        return seen[key]
+
+    originals = [slot(b, np.zeros(0, dtype=int)) for b in range(len(ids))]
+    plans = []
+    for scores in score_sets:
+        values = scores.detach().float().cpu().numpy()
+        per_text = []
+        for b in range(len(ids)):
+            positions = np.flatnonzero(content_np[b])
+            order = positions[rank_units(values[b, positions], "signed")]
+            per_text.append([slot(b, order[: budget_size(x, len(order))]) for x in budgets])
+        plans.append(per_text)
+    probs = _predict_variants(
+        predict, ids, attention, np.array(rows), np.stack(hide), "mask", mask_id, None, batch_size
+    )
+    target = targets.cpu().numpy().astype(int)
+    p = probs[np.arange(len(rows)), target[np.array(rows)]]
+    out = np.zeros((len(score_sets), len(ids)))
+    for s, per_text in enumerate(plans):
+        for b, slots in enumerate(per_text):
+            out[s, b] = float(np.mean([p[originals[b]] - p[i] for i in slots]))
+    return out
+
+
 def _predict_variants(
     predict: PredictFn,
     input_ids: torch.Tensor,

@@ -184,7 +184,12 @@ def explain_dataset(
         started = time.perf_counter()
         if job.method == "dls" and job.options.get("layer") == "auto":
             job, lm = _resolve_auto_layer(job, lm, source, Path(out))
-            summary.settings = {**recorded, "auto_layer": job.options["layer"]}
+            summary.settings = {
+                **recorded,
+                "auto_layer": job.options["layer"],
+                "auto_rule": job.options["rule"],
+                "auto_decode": job.options["decode"],
+            }
         done = sink.done_windows()
         summary.resumed_windows = len(done)
         if not sink.is_complete():
@@ -228,22 +233,25 @@ def _method_options(method: str, layer: int | str | None, options: dict[str, Any
 
 
 def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tuple[DatasetJob, Any]:
-    """Replace ``layer="auto"`` by a calibrated layer, recorded in ``out`` so a resumed run keeps it.
+    """Replace ``layer="auto"`` by the chosen configuration, recorded in ``out`` so a resumed
+    run keeps it.
 
-    Calibration uses the first ``CALIBRATION_TEXTS`` readable texts of the input (no labels) or
-    the per-model cache; the model is loaded here if it is not already (the Ray driver too).
+    The choice comes from the model card or the per-model cache, else a calibration on the
+    first ``CALIBRATION_TEXTS`` readable texts of the input (no labels); the model is loaded
+    here if it is not already (the Ray driver too).
     """
     import json
-    from dataclasses import asdict, replace
+    from dataclasses import replace
     from itertools import islice
 
-    from ..saliency.dls import DLSOptions
-    from ..saliency.layer_choice import resolve_auto
+    from ..saliency.layer_choice import choice_record, resolve_options
     from .sink import AUTO_LAYER_FILE
 
     record = out / AUTO_LAYER_FILE
     if record.is_file():
         choice = json.loads(record.read_text(encoding="utf-8"))
+        # a record written before auto chose rule and decoding holds only its layer
+        chosen = choice.get("options") or {"layer": int(choice["layer"]), "rule": "gradient", "decode": True}
     else:
         texts = list(islice(
             (r.text for r in source.rows() if r.error is None and r.text and r.text.strip()), CALIBRATION_TEXTS
@@ -251,11 +259,14 @@ def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tup
         if not texts:
             raise InputError("layer='auto' needs at least one readable text in the input to calibrate on")
         lm = lm if lm is not None else job.load()
-        choice = asdict(resolve_auto(lm, texts, DLSOptions(**job.options), batch_size=job.batch_size))
+        resolved, auto = resolve_options(lm, texts, job.options, batch_size=job.batch_size)
+        assert auto is not None
+        chosen = auto.options()
+        choice = {**choice_record(auto, table=True), "options": chosen}
         temporary = record.with_name(record.name + ".tmp")
         temporary.write_text(json.dumps(choice, indent=1), encoding="utf-8")
         temporary.replace(record)
-    return replace(job, options={**job.options, "layer": int(choice["layer"])}), lm
+    return replace(job, options={**job.options, **chosen}), lm
 
 
 def _check_job(job: DatasetJob, labels: list[str]) -> None:

@@ -14,10 +14,12 @@ from ..errors import InputError
 from ..explanation import LayerReport
 from ..models import LoadedModel
 from ..passes import Pass, forward_backward
+from ..rules import check_rule
 from .base import Attribution, register
 
 SALIENCY_KINDS = ("gradcam", "grad_x_act", "grad_norm")
-LAYER_CHOICES = ("coherent", "auto")
+INPUT = "input"
+LAYER_CHOICES = ("coherent", "auto", INPUT)
 _NO_GRADIENT_TOL = 1e-6
 _NO_GRADIENT_NOTE = (
     "no gradient reaches the input positions at this layer (the classifier reads only the "
@@ -29,44 +31,61 @@ _NO_GRADIENT_NOTE = (
 class DLSOptions:
     """The method's named choices (see METHOD.md and docs/benchmarks.md).
 
-    The defaults (``grad_x_act``, ``tau=None``) are the benchmark's choice: on SST-2 and AG
-    News they were the most faithful variant, and ``tau=None`` scored like ``tau=50`` at a
-    fraction of the cost.
-
-    - ``layer``: an int (negative counts from the top; 0 is the embedding output),
-      ``"coherent"``: the deepest layer with position gradient whose coherence is at least
-      ``rho`` times the embedding layer's, or ``"auto"``: the layer with the best measured
-      comprehensiveness on a calibration sample (see :mod:`layersal.saliency.layer_choice`).
+    - ``layer``: ``"auto"`` (the default): the configuration (rule set, layer, decoding) with
+      the best measured comprehensiveness on a calibration sample of unlabelled texts, shipped
+      in the model card for the bundled models and cached for others (see
+      :mod:`layersal.saliency.layer_choice`); an int (negative counts from the top; 0 is the
+      embedding output); ``"input"``: the word embeddings (input x gradient under ``rule``);
+      ``"coherent"``: the paper's rule, the deepest layer with position gradient whose
+      coherence is at least ``rho`` times the embedding layer's.
+    - ``rule``: the propagation rule set of the backward pass (:mod:`layersal.rules`:
+      ``gradient``, ``ln``, ``cp``, ``cp_id``, ``attnlrp``). ``None``: ``auto``'s choice under
+      ``layer="auto"``, else ``gradient``.
     - ``saliency``: the feature aggregation g: ``grad_x_act`` (gradient . activation per
-      position, the default), ``gradcam`` (pooled gradient . activation) or ``grad_norm``.
+      position, the default: the relevance the rules are made for), ``gradcam`` (pooled
+      gradient . activation) or ``grad_norm``.
     - ``relu``: clip position saliency at 0; ``None`` means on for gradcam, off otherwise.
     - ``decode``: carry position saliency onto input tokens through the LM head (``False``:
-      identity mapping, position i -> token i).
+      identity mapping, position i -> token i). ``None``: ``auto``'s choice under
+      ``layer="auto"``, else on (off at ``layer="input"``, where there is nothing to decode).
     - ``tau``: how many top decoded tokens per position count (``None``, the default: all of
       them; then only the input tokens' logits are computed, not the whole vocabulary).
     - ``weights``: ``"prob"`` weights a hit by its probability, ``"uniform"`` counts 1.
     - ``top_k``: decoded tokens per position kept for the layer report (0: none).
-    - ``layer_report``: decode every layer for the report (coherence per layer).
+    - ``layer_report``: decode every layer for the report (coherence per layer, top decoded
+      tokens); off by default because it sweeps the vocabulary at every layer.
     """
 
-    layer: int | str = "coherent"
+    layer: int | str = "auto"
+    rule: str | None = None
     saliency: str = "grad_x_act"
     relu: bool | None = None
-    decode: bool = True
+    decode: bool | None = None
     tau: int | None = None
     weights: str = "prob"
     rho: float = 0.5
     top_k: int = 5
-    layer_report: bool = True
+    layer_report: bool = False
 
     def __post_init__(self) -> None:
         if self.saliency not in SALIENCY_KINDS:
             raise InputError(
                 f"unknown saliency {self.saliency!r}; choose one of {', '.join(SALIENCY_KINDS)}"
             )
-        if isinstance(self.layer, str) and self.layer not in LAYER_CHOICES:
+        if isinstance(self.layer, bool) or (
+            isinstance(self.layer, str) and self.layer not in LAYER_CHOICES
+        ) or not isinstance(self.layer, (int, str)):
             raise InputError(
-                f"layer must be an integer, 'coherent' or 'auto', not {self.layer!r}"
+                f"layer must be an integer, 'auto', 'input' or 'coherent', not {self.layer!r}"
+            )
+        if self.rule is not None:
+            check_rule(self.rule)
+        if self.decode is not None and not isinstance(self.decode, bool):
+            raise InputError(f"decode must be true, false or None, not {self.decode!r}")
+        if self.layer == INPUT and self.decode:
+            raise InputError(
+                "layer 'input' is the word embeddings: there is nothing to decode there "
+                "(use decode=False, or a layer number)"
             )
         if self.tau is not None and self.tau < 1:
             raise InputError(f"tau must be at least 1, not {self.tau}")
@@ -81,6 +100,16 @@ class DLSOptions:
     def apply_relu(self) -> bool:
         return self.saliency == "gradcam" if self.relu is None else self.relu
 
+    @property
+    def active_rule(self) -> str:
+        """The rule set a pass uses (``None`` resolves to ``gradient``)."""
+        return self.rule or "gradient"
+
+    @property
+    def active_decode(self) -> bool:
+        """Whether scores are decoded (``None`` resolves to on, off at the input)."""
+        return self.layer != INPUT if self.decode is None else self.decode
+
 
 @dataclass
 class LayerSaliency:
@@ -94,16 +123,28 @@ class LayerSaliency:
 
 @dataclass
 class DLSResult:
-    """DLS over a batch: the pass, every computed layer, and the layer chosen per text."""
+    """DLS over a batch: the pass, every computed layer, and the layer chosen per text.
+
+    ``input`` holds the word-embedding level when it was asked for; ``chosen[b]`` is ``None``
+    for a text explained there.
+    """
 
     pass_: Pass
     layers: dict[int, LayerSaliency]
     options: DLSOptions
-    chosen: list[int] = field(default_factory=list)
+    chosen: list[int | None] = field(default_factory=list)
+    input: LayerSaliency | None = None
+
+    def at(self, layer: int | None) -> LayerSaliency:
+        """The results at ``layer`` (``None``: the word embeddings)."""
+        if layer is None:
+            assert self.input is not None
+            return self.input
+        return self.layers[layer]
 
     def scores(self) -> torch.Tensor:
         """``(B, n)`` token scores, each text at its chosen layer."""
-        return torch.stack([self.layers[l].scores[row] for row, l in enumerate(self.chosen)])
+        return torch.stack([self.at(l).scores[row] for row, l in enumerate(self.chosen)])
 
     def reports(self, row: int, content: list[int], tokenizer: Any) -> list[LayerReport]:
         """The per-layer report of text ``row`` over its content positions."""
@@ -189,47 +230,126 @@ def run_dls(
     options: DLSOptions,
     targets: torch.Tensor | None = None,
 ) -> DLSResult:
-    """Explain one batch: one forward, one backward, then per-layer saliency and decoding."""
+    """Explain one batch: one forward, one backward (under ``options.rule``), then per-layer
+    saliency and decoding."""
     if options.layer == "auto":
         raise InputError("layer='auto' must be resolved first (layersal.explain does this)")
     num_layers = lm.num_layers
-    fixed = None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
-    result = forward_backward(lm.model, encoded, targets)
-    device = result.hidden[0].device
-    real = encoded.attention_mask.to(device).bool()
-    content = encoded.content.to(device)
-    input_ids = encoded.input_ids.to(device)
-    everything = options.layer_report or fixed is None
-    wanted = range(len(result.hidden)) if everything else [fixed]
-    layers: dict[int, LayerSaliency] = {}
-    for layer in wanted:
-        grad, hidden = result.grads[layer], result.hidden[layer]
-        s = position_saliency(grad, hidden, real, options.saliency, options.apply_relu)
-        needs_decoding = everything or options.decode
-        decoding = (
-            decode_layer(
-                lm.lm_head,
-                hidden,
-                input_ids,
-                content,
-                tau=options.tau,
-                weights=options.weights,
-                top_k=options.top_k if options.layer_report else 0,
-                ranks=options.layer_report,
-                coherence=everything,
-            )
-            if needs_decoding
-            else None
+    at_input = options.layer == INPUT
+    fixed = (
+        None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
+    )
+    result = forward_backward(
+        lm.model, encoded, targets, family=lm.family, rule=options.active_rule
+    )
+    batch = _BatchMasks.of(encoded, result.hidden[0].device)
+    everything = options.layer_report or options.layer == "coherent"
+    wanted = list(range(len(result.hidden))) if everything else [] if at_input else [fixed]
+    layers = {
+        layer: layer_saliency(
+            lm, result, batch, layer, options, options.active_decode and not at_input,
+            report=options.layer_report, coherence=everything,
         )
-        has_gradient = _has_position_gradient(grad, real, content)
-        if options.decode:
-            scores = carry_saliency(s * content, decoding.transfer)
-        else:
-            scores = s * content
-        scores = scores * has_gradient.unsqueeze(-1)
-        layers[layer] = LayerSaliency(s, scores, has_gradient, decoding)
-    chosen = [fixed] * len(encoded) if fixed is not None else _coherent_layers(layers, options.rho)
-    return DLSResult(pass_=result, layers=layers, options=options, chosen=chosen)
+        for layer in wanted
+    }
+    input_level = input_saliency(result, batch, options) if at_input else None
+    if at_input:
+        chosen: list[int | None] = [None] * len(encoded)
+    elif fixed is not None:
+        chosen = [fixed] * len(encoded)
+    else:
+        chosen = list(_coherent_layers(layers, options.rho))
+    return DLSResult(pass_=result, layers=layers, options=options, chosen=chosen, input=input_level)
+
+
+@dataclass(frozen=True)
+class _BatchMasks:
+    real: torch.Tensor  # (B, n) non-padding
+    content: torch.Tensor  # (B, n) content tokens
+    input_ids: torch.Tensor
+
+    @classmethod
+    def of(cls, encoded: Encoded, device: torch.device) -> "_BatchMasks":
+        return cls(
+            encoded.attention_mask.to(device).bool(),
+            encoded.content.to(device),
+            encoded.input_ids.to(device),
+        )
+
+
+def layer_saliency(
+    lm: LoadedModel,
+    result: Pass,
+    batch: _BatchMasks,
+    layer: int,
+    options: DLSOptions,
+    decode: bool,
+    *,
+    report: bool = False,
+    coherence: bool = False,
+) -> LayerSaliency:
+    """Token scores at one layer of a pass, decoded through the LM head or not.
+
+    ``report`` adds own-token ranks and top tokens, ``coherence`` the layer's coherence (both
+    sweep the vocabulary); without them only the input tokens' logits are computed.
+    """
+    grad, hidden = result.grads[layer], result.hidden[layer]
+    s = position_saliency(grad, hidden, batch.real, options.saliency, options.apply_relu)
+    decoding = (
+        decode_layer(
+            lm.lm_head,
+            hidden,
+            batch.input_ids,
+            batch.content,
+            tau=options.tau,
+            weights=options.weights,
+            top_k=options.top_k if report else 0,
+            ranks=report,
+            coherence=coherence,
+        )
+        if decode or report or coherence
+        else None
+    )
+    has_gradient = _has_position_gradient(grad, batch.real, batch.content)
+    if decode:
+        assert decoding is not None
+        scores = carry_saliency(s * batch.content, decoding.transfer)
+    else:
+        scores = s * batch.content
+    scores = scores * has_gradient.unsqueeze(-1)
+    return LayerSaliency(s, scores, has_gradient, decoding)
+
+
+def input_saliency(result: Pass, batch: _BatchMasks, options: DLSOptions) -> LayerSaliency:
+    """Token scores at the word embeddings: input x (modified) gradient, per ``options.saliency``."""
+    s = position_saliency(
+        result.embedded_grad, result.embedded, batch.real, options.saliency, options.apply_relu
+    )
+    has_gradient = _has_position_gradient(result.embedded_grad, batch.real, batch.content)
+    return LayerSaliency(s, s * batch.content, has_gradient, None)
+
+
+def candidate_scores(
+    lm: LoadedModel, encoded: Encoded, options: DLSOptions, rule: str
+) -> tuple[torch.Tensor, dict[tuple[int | None, bool], torch.Tensor]]:
+    """Every configuration's token scores under ``rule`` from one forward and one backward.
+
+    Returns the targets and ``{(layer, decode): (B, n) scores}`` for the word embeddings
+    (layer ``None``) and every layer that receives position gradient, decoded and not. Used by
+    ``layer="auto"`` to compare configurations on a calibration sample.
+    """
+    result = forward_backward(lm.model, encoded, None, family=lm.family, rule=rule)
+    batch = _BatchMasks.of(encoded, result.hidden[0].device)
+    out: dict[tuple[int | None, bool], torch.Tensor] = {
+        (None, False): input_saliency(result, batch, options).scores
+    }
+    for layer in range(len(result.hidden)):
+        for decode in (False, True):
+            saliency = layer_saliency(lm, result, batch, layer, options, decode)
+            if not bool(saliency.has_gradient.any()):
+                break
+            out[(layer, decode)] = saliency.scores
+    return result.targets, out
 
 
 def _has_position_gradient(

@@ -1,7 +1,9 @@
 """Gradient baselines through Captum, at the input (word) embeddings.
 
-``gradient``, ``input_x_gradient``, ``integrated_gradients``, ``gradient_shap`` and
-``deeplift_shap`` (refused, see below). Each differentiates the target logit with respect
+``gradient``, ``input_x_gradient``, ``lrp``, ``integrated_gradients``, ``gradient_shap``
+and ``deeplift_shap`` (refused, see below). The one-pass methods take ``rule=``, a
+propagation rule set (:mod:`layersal.rules`) applied to their backward pass; ``lrp`` is
+input x gradient under AttnLRP's rules. Each differentiates the target logit with respect
 to the output of the model's word-embedding module, through :class:`EmbeddingForward`,
 which pins [CLS]/[SEP]/padding to their own embeddings. Definitions: ``docs/methods.md``.
 
@@ -23,6 +25,7 @@ from torch import nn
 from ..encoding import Encoded
 from ..errors import InputError
 from ..models import LoadedModel
+from ..rules import check_rule, propagation_rules
 from ._common import (
     EmbeddingForward,
     PassCounter,
@@ -43,14 +46,17 @@ from ._common import (
 from .base import Attribution, register
 
 
-def _single_pass(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None, kind: str) -> Attribution:
-    """Saliency / InputXGradient in one forward and one backward.
+def _single_pass(
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None, kind: str, rule: str
+) -> Attribution:
+    """Saliency / InputXGradient in one forward and one backward, under propagation ``rule``.
 
     With no targets the forward returns the largest logit of each text: its gradient is the
     gradient of the predicted class's logit, and no separate prediction pass is needed.
     """
     from captum.attr import InputXGradient, Saliency
 
+    check_rule(rule)
     device = lm.device
     names, args = embedding_arguments(encoded, device)
     forward = EmbeddingForward(lm, names)
@@ -60,7 +66,7 @@ def _single_pass(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None
         target = None
     else:
         func, target = forward, targets.to(device).long()
-    with PassCounter(lm.model) as counter:
+    with PassCounter(lm.model) as counter, propagation_rules(lm.model, lm.family, rule):
         if kind == "gradient":
             grads = Saliency(func).attribute(
                 embeddings, target=target, abs=False, additional_forward_args=args
@@ -76,17 +82,30 @@ def _single_pass(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None
 
 
 @register("gradient")
-def gradient(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None) -> Attribution:
-    """||d y_c / d e_i||_2: L2 norm of the target logit's gradient at each word embedding."""
-    return _single_pass(lm, encoded, targets, "gradient")
+def gradient(
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, *, rule: str = "gradient"
+) -> Attribution:
+    """||d y_c / d e_i||_2: L2 norm of the target logit's (modified) gradient at each word
+    embedding."""
+    return _single_pass(lm, encoded, targets, "gradient", rule)
 
 
 @register("input_x_gradient")
 def input_x_gradient(
-    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, *, rule: str = "gradient"
 ) -> Attribution:
-    """(d y_c / d e_i) . e_i: gradient times word embedding, summed over hidden dims."""
-    return _single_pass(lm, encoded, targets, "input_x_gradient")
+    """(d y_c / d e_i) . e_i: (modified) gradient times word embedding, summed over hidden dims."""
+    return _single_pass(lm, encoded, targets, "input_x_gradient", rule)
+
+
+@register("lrp")
+def lrp(
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, *, rule: str = "attnlrp"
+) -> Attribution:
+    """Layer-wise relevance at the word embeddings in one pass: e_i . g~_i under AttnLRP's rules
+    (or another rule set), summed over hidden dims. Relevance of the special tokens and the
+    position embeddings is not shown."""
+    return _single_pass(lm, encoded, targets, "input_x_gradient", rule)
 
 
 IG_TOKEN_BUDGET = 8192

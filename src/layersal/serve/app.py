@@ -31,7 +31,7 @@ from ..encoding import check_texts
 from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..models import LoadedModel
-from ..saliency import check_method, methods
+from ..saliency import check_method, method_options, methods
 from .card import render_html
 
 DEFAULT_MAX_CHARS = 5000
@@ -88,7 +88,7 @@ class ExplainRequest(BaseModel):
         None,
         description=(
             "Layer for methods that take one (dls, gradcam): an integer (0 = embeddings, "
-            "negative from the top), 'coherent' or 'auto' (dls); null: the method's default."
+            "negative from the top), 'auto', 'input' or 'coherent' (dls); null: the method's default."
         ),
     )
     target: int | str | None = Field(
@@ -282,7 +282,7 @@ def method_infos(num_layers: int) -> list[MethodInfo]:
             takes_layer = False
         choices: list[int | str] = list(range(num_layers + 1)) if takes_layer else []
         if name == "dls":
-            choices = ["coherent", "auto", *choices]
+            choices = ["auto", "coherent", "input", *choices]
         infos.append(MethodInfo(name=name, takes_layer=takes_layer, layer_choices=choices))
     return infos
 
@@ -434,6 +434,8 @@ def create_app(
         layer = _int_or_text(request.layer)
         if layer is not None:
             options["layer"] = layer
+        if "layer_report" in method_options(request.method):
+            options.setdefault("layer_report", True)  # the page shows every layer
         check_method(request.method, options)
         target = _int_or_text(request.target)
 

@@ -1,0 +1,74 @@
+"""Ship each bundled model's ``layer="auto"`` calibration in its model card.
+
+    python scripts/calibrate_cards.py [--data ../shared/data] [--only sst2-tiny ...] [--texts 64]
+
+For every model built by ``scripts/build_models.py`` this runs the label-free calibration of
+:mod:`layersal.saliency.layer_choice` (comprehensiveness AOPC of every rule set x layer x
+decoding configuration) on a seeded sample of the model's own *selection* texts (SST-2:
+``sst2/dev.tsv``; AG News: the 1,000 rows of ``agnews/dev.tsv`` held out from training), never
+on the test sets the benchmark scores, and writes the table into ``model_card.json`` under
+``calibration`` with the SHA-256 of the weights it belongs to. A default ``layersal explain``
+then reads the choice from the card and calibrates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_models import agnews_splits, sst2_splits  # noqa: E402
+
+import layersal  # noqa: E402
+from layersal.models import _named_models  # noqa: E402
+from layersal.saliency.dls import DLSOptions  # noqa: E402
+from layersal.saliency.layer_choice import CARD_FILE, calibrate, card_entry, choose  # noqa: E402
+
+SELECTION = {
+    "sst2-tiny": ("sst2/dev.tsv (the selection split)", sst2_splits),
+    "sst2-minilm": ("sst2/dev.tsv (the selection split)", sst2_splits),
+    "agnews-tiny": ("agnews/dev.tsv (the 1,000 rows held out from training)", agnews_splits),
+    "agnews-minilm": ("agnews/dev.tsv (the 1,000 rows held out from training)", agnews_splits),
+}
+
+
+def calibration_texts(name: str, data: Path, n: int, seed: int) -> tuple[list[str], str]:
+    """A seeded sample of ``n`` texts of the model's selection split, and a description."""
+    described, splits = SELECTION[name]
+    _, select, _, _ = splits(data, seed)
+    pick = np.random.default_rng(seed).permutation(len(select.texts))[:n]
+    return [select.texts[i] for i in pick], f"{n} texts drawn with seed {seed} from {described}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--only", nargs="*", default=list(SELECTION))
+    parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    folders = _named_models()
+    for name in args.only:
+        lm = layersal.load(name)
+        texts, described = calibration_texts(name, args.data, args.texts, args.seed)
+        options = DLSOptions()
+        started = time.perf_counter()
+        table, n_texts = calibrate(lm, texts, options)
+        seconds = time.perf_counter() - started
+        entry = card_entry(lm, options, table, n_texts, described)
+        entry["wall_time_s"] = round(seconds, 1)
+        card_path = folders[name] / CARD_FILE
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card["calibration"] = entry
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        print(f"{name}: {choose(table, options, n_texts, 'model card').reason} [{seconds:.1f} s]")
+
+
+if __name__ == "__main__":
+    main()

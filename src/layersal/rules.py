@@ -1,0 +1,224 @@
+"""Propagation rules: named changes to the backward pass that make gradient x input faithful.
+
+A rule set changes only how the gradient flows back through a transformer's LayerNorms,
+attention and elementwise non-linearities; the forward values, and so the prediction, are
+exactly the model's own. Relevance is then activation x modified gradient (``g~``), at the
+input embeddings or at any layer (METHOD.md, "Propagation rules"):
+
+- ``gradient``: no change.
+- ``ln``: LayerNorm's standard deviation is a constant (its centring keeps its gradient).
+- ``cp`` (Ali et al., ICML 2022): ``ln`` + the attention probabilities are constants (no
+  gradient into the query and key projections).
+- ``cp_id``: ``cp`` + the identity rule on elementwise non-linearities,
+  ``g~ = g * f(x) / x``, so that ``x . g~`` passes relevance through unchanged.
+- ``attnlrp`` (Achtibat et al., ICML 2024): ``ln`` + the identity rule + the uniform rule on
+  the two bilinear attention products: the gradient into the query and key projections is
+  scaled by 1/4 and into the value projection by 1/2; the softmax's own gradient is kept.
+
+:func:`propagation_rules` installs a rule set as forward hooks for the passes run inside it
+and removes them when it exits, whatever happens. It needs the family's
+:class:`~layersal.families.PropagationMap` to know which modules to touch, and refuses a model
+whose family has none rather than silently falling back to plain gradients. The hooks live on
+the model's modules for the duration of the ``with`` block, so passes inside it must not run
+concurrently with other passes on the same model (the web app runs one explanation at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .families import Family
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """What one rule set changes in the backward pass.
+
+    ``query_key`` and ``value`` scale the gradient into the attention projections (0: the
+    attention probabilities are constants; 1: unchanged).
+    """
+
+    name: str
+    constant_std: bool
+    query_key: float
+    value: float
+    identity: bool
+    summary: str
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.constant_std or self.identity or self.query_key != 1.0 or self.value != 1.0
+
+
+RULE_SETS: dict[str, RuleSet] = {
+    rule.name: rule
+    for rule in (
+        RuleSet("gradient", False, 1.0, 1.0, False, "plain gradient"),
+        RuleSet("ln", True, 1.0, 1.0, False, "LayerNorm std constant"),
+        RuleSet("cp", True, 0.0, 1.0, False, "LayerNorm std and attention constant (CP-LRP)"),
+        RuleSet("cp_id", True, 0.0, 1.0, True, "CP-LRP + identity rule on non-linearities"),
+        RuleSet(
+            "attnlrp", True, 0.25, 0.5, True, "AttnLRP: std constant, identity and uniform rules"
+        ),
+    )
+}
+
+
+def rule_names() -> list[str]:
+    """Names of the available rule sets."""
+    return list(RULE_SETS)
+
+
+def check_rule(name: Any) -> RuleSet:
+    """The rule set called ``name``, or a clear error."""
+    if not isinstance(name, str) or name not in RULE_SETS:
+        raise InputError(f"unknown rule {name!r}; choose one of {', '.join(RULE_SETS)}")
+    return RULE_SETS[name]
+
+
+def keep_value(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """A tensor equal to ``value`` in the forward pass whose gradient flows into ``surrogate``.
+
+    ``surrogate - surrogate.detach()`` is exactly zero, so forward values are not rounded.
+    """
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def scale_gradient(value: torch.Tensor, factor: float) -> torch.Tensor:
+    """``value`` unchanged in the forward pass, its incoming gradient multiplied by ``factor``."""
+    if factor == 0.0:
+        return value.detach()
+    return keep_value(value, value * factor)
+
+
+def identity_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y = f(x)`` with the gradient ``g * f(x)/x`` (0 where ``x`` is 0, where ``f(x)`` is 0 too
+    for every activation the families use)."""
+    safe = torch.where(x == 0, torch.ones_like(x), x)
+    ratio = torch.where(x == 0, torch.zeros_like(y), y / safe)
+    return keep_value(y, x * ratio.detach())
+
+
+def constant_std_layer_norm(module: nn.LayerNorm, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y = LayerNorm(x)`` with the gradient of ``(x - mean(x)) / sigma * gamma + beta`` for a
+    constant ``sigma``."""
+    dims = tuple(range(-len(module.normalized_shape), 0))
+    x32 = x.float()
+    centred = x32 - x32.mean(dims, keepdim=True)
+    sigma = (centred.pow(2).mean(dims, keepdim=True) + module.eps).sqrt().detach()
+    z = centred / sigma
+    if module.weight is not None:
+        z = z * module.weight.float()
+    if module.bias is not None:
+        z = z + module.bias.float()
+    return keep_value(y, z.to(y.dtype))
+
+
+def _matching(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if fnmatch.fnmatchcase(n, pattern)]
+
+
+def _refuse(family: Family, what: str) -> InputError:
+    return InputError(
+        f"propagation rules cannot be applied to this {family.name} model: {what}; "
+        "use rule='gradient'"
+    )
+
+
+@contextlib.contextmanager
+def propagation_rules(model: nn.Module, family: Family | None, rule: str) -> Iterator[None]:
+    """Install rule set ``rule`` on ``model`` for the passes run inside the block.
+
+    ``gradient`` installs nothing. Any other rule needs ``family.propagation``; the hooks are
+    removed on exit, also after an exception, and no parameter, buffer or flag is changed.
+    """
+    rules = check_rule(rule)
+    if not rules.changes_anything:
+        yield
+        return
+    if family is None or family.propagation is None:
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise InputError(
+            f"rule {rule!r} needs to know where this model's attention and non-linearities are, "
+            f"and layersal has no propagation map for model type {kind!r}; use rule='gradient'"
+        )
+    handles: list[Any] = []
+    try:
+        _install(model, family, rules, handles)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any]) -> None:
+    mapping = family.propagation
+    assert mapping is not None
+    for pattern in mapping.unsupported:
+        if _matching(model, pattern):
+            raise _refuse(family, f"it has a part ({pattern}) the rules do not cover")
+
+    def on_output(module: nn.Module, change: Callable[[nn.Module, Any, Any], Any]) -> None:
+        handles.append(
+            module.register_forward_hook(lambda m, args, out: change(m, args[0], out))
+        )
+
+    if rules.constant_std:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                on_output(module, constant_std_layer_norm)
+            elif type(module).__name__.endswith("Norm"):
+                raise _refuse(family, f"{name} is a {type(module).__name__}, not a LayerNorm")
+    layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    projections = (
+        (mapping.query, rules.query_key),
+        (mapping.key, rules.query_key),
+        (mapping.value, rules.value),
+    )
+    for pattern, factor in projections:
+        found = _matching(model, pattern)
+        if len(found) != layers:
+            raise _refuse(family, f"{len(found)} modules match {pattern!r}, expected {layers}")
+        if factor != 1.0:
+            for _, module in found:
+                on_output(module, lambda m, x, y, f=factor: scale_gradient(y, f))
+    if rules.identity:
+        for pattern in mapping.activations:
+            found = _matching(model, pattern)
+            if not found:
+                raise _refuse(family, f"no module matches {pattern!r}")
+            for _, module in found:
+                on_output(module, lambda m, x, y: identity_rule(x, y))
+        for between in mapping.between:
+            _install_between(model, family, between.producer, between.consumer, handles)
+
+
+def _install_between(
+    model: nn.Module, family: Family, producer: str, consumer: str, handles: list[Any]
+) -> None:
+    """Identity rule on a function call between two modules: the consumer's input ``f(x)``
+    gets the gradient path ``x * f(x)/x`` back to the producer's output ``x``."""
+    modules = dict(model.named_modules())
+    if producer not in modules or consumer not in modules:
+        raise _refuse(family, f"it has no {producer!r} followed by {consumer!r}")
+    seen: list[torch.Tensor] = []
+
+    def remember(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        seen[:] = [output]
+
+    def reroute(module: nn.Module, args: tuple) -> tuple:
+        if not seen or seen[0].shape != args[0].shape:
+            raise _refuse(family, f"the input of {consumer!r} is not an elementwise function of {producer!r}")
+        x = seen.pop()
+        return (identity_rule(x, args[0]),) + tuple(args[1:])
+
+    handles.append(modules[producer].register_forward_hook(remember))
+    handles.append(modules[consumer].register_forward_pre_hook(reroute))
