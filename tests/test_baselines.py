@@ -167,6 +167,7 @@ def _expected_passes(name, k):
     return {
         "gradient": (1, 1),
         "input_x_gradient": (1, 1),
+        "lrp": (1, 1),
         "integrated_gradients": (51, 50),
         "gradient_shap": (6, 5),
         "occlusion": (1 + mean([2 + n - min(3, n) for n in k]), 0),

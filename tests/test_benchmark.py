@@ -16,7 +16,7 @@ from layersal.errors import InputError
 from layersal.evaluate import hide_ids, predictor
 from layersal.report.bench import markdown, write
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import cache_file, calibrate_layer
+from layersal.saliency.layer_choice import cache_file, calibrate, choose, parse_key
 
 TEXTS = [
     "a gripping, beautifully acted film",
@@ -43,11 +43,30 @@ def test_predictor_gives_the_models_probabilities(bert_tiny):
     assert hide_ids(bert_tiny) == (bert_tiny.tokenizer.mask_token_id, bert_tiny.tokenizer.pad_token_id)
 
 
-def test_auto_layer_picks_the_layer_with_the_best_comprehensiveness(bert_tiny, cache_dir):
-    choice = calibrate_layer(bert_tiny, TEXTS, DLSOptions(decode=False, saliency="grad_x_act"))
-    assert set(choice.aopc) == {0, 1}, "the [CLS]-only last layer is never a candidate"
-    assert choice.layer == max(choice.aopc, key=choice.aopc.get)
-    assert choice.n_texts == len(TEXTS) and str(choice.layer) in choice.reason
+def test_auto_picks_the_configuration_with_the_best_comprehensiveness(bert_tiny, cache_dir):
+    table, n_texts = calibrate(bert_tiny, TEXTS, DLSOptions())
+    assert n_texts == len(TEXTS)
+    configs = [parse_key(key) for key in table]
+    assert {rule for rule, _, _ in configs} == {"gradient", "cp", "cp_id", "attnlrp"}
+    assert all(layer != 2 for _, layer, _ in configs), "the [CLS]-only last layer is never a candidate"
+    choice = choose(table, DLSOptions(), n_texts, "calibrated")
+    best = max(table, key=table.get)
+    assert (choice.rule, choice.layer, choice.decode) == parse_key(best) and best in choice.reason
+    fixed = choose(table, DLSOptions(rule="cp", decode=False), n_texts, "calibrated")
+    allowed = {k: v for k, v in table.items() if parse_key(k)[0] == "cp" and not parse_key(k)[2]}
+    assert (fixed.rule, fixed.decode) == ("cp", False)
+    assert table[f"cp/{'input' if fixed.layer is None else fixed.layer}/plain"] == max(allowed.values())
+
+
+def test_calibration_screens_then_scores_the_finalists_on_every_text(bert_tiny, cache_dir):
+    many = [f"{t} , take {i}" for i, t in enumerate(TEXTS * 3)]
+    table, n_texts = calibrate(bert_tiny, many, DLSOptions(), screen=4, keep=1)
+    full, _ = calibrate(bert_tiny, many, DLSOptions(), screen=len(many), keep=100)
+    assert n_texts == len(many) and set(table) < set(full)
+    for key, value in table.items():
+        assert value == pytest.approx(full[key]), "finalists are scored on every text"
+    for rule in ("gradient", "cp", "cp_id", "attnlrp"):
+        assert {parse_key(k)[2] for k in table if parse_key(k)[0] == rule} == {False, True}
 
 
 def test_auto_layer_is_recorded_and_cached(bert_tiny, cache_dir):
@@ -56,6 +75,7 @@ def test_auto_layer_is_recorded_and_cached(bert_tiny, cache_dir):
     auto = first[0].options["auto"]
     assert first[0].options["layer"] == "auto"
     assert auto["source"] == "calibrated" and first[0].layer == auto["layer"]
+    assert first[0].options["rule"] == auto["rule"] and first[0].options["decode"] == auto["decode"]
     assert cache_file().is_file()
     again = layersal.explain(TEXTS[0], bert_tiny, layer="auto")
     assert again.options["auto"]["source"] == "cache" and again.layer == auto["layer"]
@@ -104,17 +124,20 @@ def test_method_specs():
     assert len(labels) == len(set(labels))
 
 
+AUTO = "dls:layer=auto,rule=gradient,decode=true"  # auto's layer choice among the fixed-layer runs
+
+
 def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path, cache_dir):
     bert_tiny = sst2_tiny
     data = LabelledTexts(TEXTS, ["1", "0", "1", "1", "0", "1"], "fixture")
     specs = expand_specs(
-        ["dls:layer=1", "dls:layer=0", "dls:layer=auto", "dls:layer=coherent", "random", "deeplift_shap"],
+        ["dls:layer=1", "dls:layer=0", AUTO, "dls:layer=coherent", "random", "deeplift_shap"],
         bert_tiny.num_layers,
     )
     seen = []
     bench = run_benchmark(
         bert_tiny, data, specs, batch_size=4, metric_options={"loo": False},
-        on_progress=lambda label, n: seen.append((label, n)),
+        on_progress=lambda label, n: seen.append((label, n)), calibration=TEXTS,
     )
     assert [r.spec.label for r in bench.runs] == [s.label for s in specs]
     assert sum(n for _, n in seen) == len(specs) * len(TEXTS)
@@ -134,11 +157,11 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     expected = score_batch(bert_tiny, encoded, scores, torch.tensor([bert_tiny.labels.index(direct.target)]), loo=False)
     assert dls.results[2].aopc_comprehensiveness == pytest.approx(expected[0].aopc_comprehensiveness, abs=1e-5)
     rows = {row["label"]: row for row in layer_analysis(bench)}
-    assert rows["dls:layer=auto"]["layers_used"] in ([0], [1])
-    assert "highest comprehensiveness" in rows["dls:layer=auto"]["note"]
+    assert rows[AUTO]["layers_used"] in ([0], [1])
+    assert "highest comprehensiveness" in rows[AUTO]["note"] and "--calibration" in rows[AUTO]["note"]
     best = max(rows["dls:layer=0"]["aopc_comprehensiveness"], rows["dls:layer=1"]["aopc_comprehensiveness"])
     assert rows["dls:layer=1"]["gap_to_best"] == pytest.approx(rows["dls:layer=1"]["aopc_comprehensiveness"] - best)
-    assert rows["dls:layer=auto"]["gap_to_best"] <= 1e-12
+    assert rows[AUTO]["gap_to_best"] <= 1e-12, "calibrated on these texts, auto is the best layer"
     table = markdown(bench)
     assert all(f"| {s.label} |" in table for s in specs[:-1])
     assert bench.runs[-1].results == [] and bench.runs[-1].note.startswith("not run:")

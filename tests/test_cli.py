@@ -33,11 +33,15 @@ def test_explain_default_model_prints_prediction_and_words():
 
 
 def test_json_lines_output_round_trips(tiny_args):
-    result = _run("explain", "first text", "second one", "--json", *tiny_args)
+    result = _run("explain", "first text", "second one", "--json", "--layer", "1", *tiny_args)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["text"] for d in lines] == ["first text", "second one"]
-    assert all(d["words"] and d["layers"] for d in lines)
+    assert all(d["words"] and not d["layers"] for d in lines), "explain skips the per-layer report"
+    result = _run("layers", "first text", "second one", "--json", *tiny_args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(d["words"] and len(d["layers"]) == 3 for d in lines)
 
 
 def test_layers_command_shows_every_layer(tiny_args):

@@ -298,18 +298,18 @@ def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray):
     assert _errors(local) == _errors(remote) == [{"id": 40, "reason": "empty text"}]
 
 
-def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, sst2_tiny, monkeypatch):
+def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, bert_tiny, monkeypatch):
     monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
     from layersal.saliency import layer_choice
 
     calls = []
-    real = layer_choice.calibrate_layer
+    real = layer_choice.calibrate
 
     def counting(lm, texts, options, **kwargs):
         calls.append(list(texts))
         return real(lm, texts, options, **kwargs)
 
-    monkeypatch.setattr(layer_choice, "calibrate_layer", counting)
+    monkeypatch.setattr(layer_choice, "calibrate", counting)
     texts = _synthetic(40, seed=3)
     source = _write(tmp_path / "in.txt", texts)
     out = tmp_path / "auto.parquet"
@@ -318,20 +318,36 @@ def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, sst2_tiny, m
         raise KeyboardInterrupt  # killed after the first shard
 
     with pytest.raises(KeyboardInterrupt):
-        explain_dataset(source, out, model=sst2_tiny, layer="auto", batch_size=8, shard_rows=20, on_window=stop)
+        explain_dataset(source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20, on_window=stop)
     recorded = json.loads((out / "_auto_layer.json").read_text())
-    assert calls == [texts] and recorded["n_texts"] == 40
+    chosen = recorded["options"]
+    assert calls == [texts] and recorded["n_texts"] == 40 and recorded["source"] == "calibrated"
+    assert recorded["aopc"], "the run folder keeps the whole calibration table"
     rows = _rows(out)
     assert len(rows) == 20 and {r["layer"] for r in rows} == {recorded["layer"]}
-    fixed = layersal.explain(texts[:5], sst2_tiny, layer=recorded["layer"], layer_report=False)
+    fixed = layersal.explain(texts[:5], bert_tiny, **chosen)
     for row, e in zip(rows, fixed):
         _assert_close(row["token_scores"], e.scores)
     (tmp_path / "cache").rename(tmp_path / "gone")  # the per-model cache lost too
-    again = explain_dataset(source, out, model=sst2_tiny, layer="auto", batch_size=8, shard_rows=20)
-    assert again.settings["auto_layer"] == recorded["layer"]
-    assert len(calls) == 1, "a resumed run recalibrated instead of reusing the recorded layer"
+    again = explain_dataset(source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20)
+    assert again.settings["auto_layer"] == chosen["layer"] and again.settings["auto_rule"] == chosen["rule"]
+    assert len(calls) == 1, "a resumed run recalibrated instead of reusing the recorded choice"
     assert again.explained == 20 and [r["id"] for r in _rows(out)] == list(range(40))
     assert {r["layer"] for r in _rows(out)} == {recorded["layer"]}
+
+
+def test_bundled_model_takes_auto_from_its_card(tmp_path, sst2_tiny, monkeypatch):
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    from layersal.saliency import layer_choice
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a bundled model should not calibrate")
+
+    monkeypatch.setattr(layer_choice, "calibrate", refuse)
+    out = tmp_path / "card.parquet"
+    explain_dataset(_write(tmp_path / "in.txt", TEXTS[:6]), out, model=sst2_tiny, layer="auto")
+    recorded = json.loads((out / "_auto_layer.json").read_text())
+    assert recorded["source"] == "model card"
 
 
 def test_cli_default_layer_is_auto_and_says_which(tmp_path, monkeypatch):
@@ -344,6 +360,7 @@ def test_cli_default_layer_is_auto_and_says_which(tmp_path, monkeypatch):
     out = tmp_path / "out.parquet"
     result = CliRunner().invoke(app, ["explain-dataset", str(source), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    layer = json.loads((out / "_auto_layer.json").read_text())["layer"]
-    assert f"DLS at layer {layer} (auto" in result.output
+    recorded = json.loads((out / "_auto_layer.json").read_text())
+    layer = recorded["layer"]
+    assert f"DLS at layer {recorded['options']['layer']}, rule {recorded['rule']}" in result.output
     assert {r["layer"] for r in _rows(out)} == {layer}

@@ -117,9 +117,10 @@ def test_position_saliency_variants_by_hand():
 
 
 def test_a_text_alone_and_in_a_padded_batch_get_the_same_scores(bert_tiny):
-    together = layersal.explain(TEXTS, bert_tiny, batch_size=len(TEXTS))
+    settings = dict(layer="coherent", layer_report=True)
+    together = layersal.explain(TEXTS, bert_tiny, batch_size=len(TEXTS), **settings)
     for text, batched in zip(TEXTS, together):
-        alone = layersal.explain(text, bert_tiny, batch_size=1)
+        alone = layersal.explain(text, bert_tiny, batch_size=1, **settings)
         assert alone.layer == batched.layer
         assert [t.text for t in alone.tokens] == [t.text for t in batched.tokens]
         np.testing.assert_allclose(alone.scores, batched.scores, atol=1e-5, rtol=1e-4)
@@ -129,6 +130,15 @@ def test_a_text_alone_and_in_a_padded_batch_get_the_same_scores(bert_tiny):
         for label in alone.probabilities:
             assert alone.probabilities[label] == pytest.approx(batched.probabilities[label], abs=1e-5)
 
+
+
+@pytest.mark.parametrize("rule", ["cp", "attnlrp"])
+def test_rules_give_a_text_the_same_scores_alone_and_in_a_padded_batch(bert_tiny, rule):
+    for layer in ("input", 1):
+        together = layersal.explain(TEXTS, bert_tiny, batch_size=len(TEXTS), layer=layer, rule=rule)
+        for text, batched in zip(TEXTS, together):
+            alone = layersal.explain(text, bert_tiny, batch_size=1, layer=layer, rule=rule)
+            np.testing.assert_allclose(alone.scores, batched.scores, atol=1e-5, rtol=1e-4)
 
 def test_dls_costs_one_forward_and_one_backward_pass(bert_tiny):
     explanation = layersal.explain(TEXTS[0], bert_tiny)
@@ -173,7 +183,7 @@ def test_decoded_scores_redistribute_the_position_saliency(bert_tiny):
 
 def test_coherent_layer_is_the_deepest_that_passes_the_rule(bert_tiny):
     for rho in (0.1, 0.5, 0.9, 1.0):
-        for explanation in layersal.explain(TEXTS, bert_tiny, rho=rho):
+        for explanation in layersal.explain(TEXTS, bert_tiny, layer="coherent", rho=rho, layer_report=True):
             base = explanation.layers[0].coherence
             passing = [
                 r.layer
@@ -191,7 +201,7 @@ def test_negative_layers_count_from_the_top(bert_tiny):
 
 
 def test_last_layer_of_a_cls_classifier_is_reported_without_saliency(bert_tiny):
-    explanation = layersal.explain(TEXTS[0], bert_tiny, layer=-1)
+    explanation = layersal.explain(TEXTS[0], bert_tiny, layer=-1, layer_report=True)
     last = explanation.layers[-1]
     assert not last.has_position_gradient
     assert "no gradient" in last.note

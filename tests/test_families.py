@@ -35,13 +35,17 @@ def test_explain_every_family(tiny_dirs, family):
     classifier_dir, mlm_dir = tiny_dirs[family]
     lm = layersal.load(classifier_dir, lm_head=mlm_dir)
     text = "An unexpectedly touching story."
-    explanation = layersal.explain(text, lm, layer=1)
+    explanation = layersal.explain(text, lm, layer=1, layer_report=True)
     assert [w.text for w in explanation.words] == ["An", "unexpectedly", "touching", "story", "."]
     assert all(math.isfinite(t.score) for t in explanation.tokens)
     assert explanation.prediction in ("neg", "neutral", "pos")
     assert sum(explanation.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert len(explanation.layers) == lm.num_layers + 1
     assert all(0.0 <= r.coherence <= 1.0 + 1e-6 for r in explanation.layers)
+    for rule in ("cp", "cp_id", "attnlrp"):
+        ruled = layersal.explain(text, lm, layer="input", rule=rule)
+        assert ruled.options["rule"] == rule and all(math.isfinite(s) for s in ruled.scores)
+        assert ruled.prediction == explanation.prediction
 
 
 def test_without_any_head_decodes_through_embeddings(tiny_dirs):

@@ -24,7 +24,7 @@ def test_bundled_models_are_listed_and_carry_their_own_mlm_head():
 
 def test_bundled_mlm_head_decodes_the_embedding_layer_back_to_the_input():
     lm = layersal.load("sst2-tiny")
-    explanation = layersal.explain("the acting was wonderful and the music was moving", lm)
+    explanation = layersal.explain("the acting was wonderful and the music was moving", lm, layer_report=True)
     embedding_layer = explanation.layers[0]
     assert embedding_layer.coherence > 0.5
     assert sum(r == 0 for r in embedding_layer.own_rank) >= 0.8 * len(embedding_layer.own_rank)

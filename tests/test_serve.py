@@ -101,7 +101,7 @@ def test_response_models_follow_the_result_dataclasses():
         ({"text": 5}, 422, "invalid request: text"),
         ({"text": "ok", "bogus": 1}, 422, "invalid request: bogus"),
         ({"text": "ok", "layer": 99}, 422, "layer 99 is out of range: this model has layers 0..2"),
-        ({"text": "ok", "layer": "deepest"}, 422, "layer must be an integer, 'coherent' or 'auto'"),
+        ({"text": "ok", "layer": "deepest"}, 422, "layer must be an integer, 'auto', 'input' or 'coherent'"),
         ({"text": "ok", "method": "gradient", "layer": 1}, 422, "method 'gradient' has no option 'layer'"),
         ({"text": "ok", "method": "nope"}, 422, "unknown method 'nope'"),
         ({"text": "ok", "target": "maybe"}, 422, "unknown target 'maybe'"),
@@ -148,7 +148,7 @@ def test_info(client, sst2_tiny):
     assert info["num_layers"] == sst2_tiny.num_layers and info["decoder"] == "mlm_head"
     methods = {m["name"]: m for m in info["methods"]}
     assert set(methods) == set(layersal.methods())
-    assert methods["dls"]["layer_choices"] == ["coherent", "auto", 0, 1, 2]
+    assert methods["dls"]["layer_choices"] == ["auto", "coherent", "input", 0, 1, 2]
     assert methods["gradcam"]["takes_layer"] and not methods["gradient"]["takes_layer"]
     assert info["limits"] == {"max_chars": 200, "max_batch": 3, "timeout_s": 30.0}
 

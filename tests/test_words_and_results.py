@@ -41,7 +41,7 @@ def test_words_cover_their_pieces_in_the_original_text(bert_tiny):
 
 
 def test_json_round_trip(bert_tiny):
-    explanation = layersal.explain("a clumsy yet charming remake", bert_tiny)
+    explanation = layersal.explain("a clumsy yet charming remake", bert_tiny, layer_report=True)
     again = Explanation.from_json(explanation.to_json())
     assert again == explanation
     data = explanation.to_dict()

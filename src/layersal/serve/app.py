@@ -434,9 +434,9 @@ def create_app(
         layer = _int_or_text(request.layer)
         if layer is not None:
             options["layer"] = layer
-        if "layer_report" in method_options(request.method):
-            options.setdefault("layer_report", True)  # the page shows every layer
         check_method(request.method, options)
+        # the page shows every layer: ask methods that can report layers for the report
+        shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
         target = _int_or_text(request.target)
 
         def job() -> list[dict[str, Any]]:
@@ -448,7 +448,7 @@ def create_app(
                     target=target,
                     word_aggregation=request.word_aggregation,
                     batch_size=min(len(items), 16),
-                    **options,
+                    **{**shown, **options},
                 )
             except (TypeError, ValueError) as exc:
                 if not options:
