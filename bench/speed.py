@@ -7,8 +7,10 @@
 1. **Methods**: on the same SST-2 sentences (``sst2/test.tsv``) at batch sizes 1 and 32,
    texts/s and peak memory of a bare forward pass, a plain gradient (``method="gradient"``),
    DLS with its default options at a fixed layer without the per-layer report (what a dataset
-   run does once ``layer="auto"`` has picked the layer), the paper's variant (Grad-CAM,
-   ``tau=50``: a full vocabulary projection), DLS as ``layersal explain`` runs it
+   run does once ``layer="auto"`` has picked the layer), ``dls-default`` (``layersal explain``
+   now: the configuration from the model card, no per-layer report), ``lrp``, the paper's variant (Grad-CAM,
+   ``tau=50``: a full vocabulary projection), DLS as ``layersal explain`` ran it before the
+   propagation rules
    (``layer="coherent"`` and the per-layer report: every layer projected), integrated
    gradients (50 steps) and LIME (25 samples), for the bundled default model and for a random
    6-layer, 384-wide BERT: ``sst2-minilm`` from a checkout's ``models/``, else a random one
@@ -55,11 +57,14 @@ METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("gradient", "gradient", {}),
     ("dls", "dls", {"layer": FIXED_LAYER, "layer_report": False}),
     ("dls-paper", "dls", {"layer": FIXED_LAYER, "layer_report": False, "saliency": "gradcam", "tau": 50}),
-    ("dls-full", "dls", {}),
+    ("dls-default", "dls", {}),
+    ("lrp", "lrp", {}),
+    ("dls-full", "dls", {"layer": "coherent", "layer_report": True}),
     ("ig-50", "integrated_gradients", {"n_steps": 50}),
     ("lime-25", "lime", {"n_samples": 25}),
 ]
 RATIOS = [("DLS/forward", "dls", "forward"), ("DLS/gradient", "dls", "gradient"),
+          ("default/gradient", "dls-default", "gradient"), ("LRP/gradient", "lrp", "gradient"),
           ("DLS-paper/gradient", "dls-paper", "gradient"), ("DLS-full/gradient", "dls-full", "gradient"),
           ("IG/DLS", "ig-50", "dls"), ("LIME/DLS", "lime-25", "dls")]
 

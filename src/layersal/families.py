@@ -105,18 +105,20 @@ _ROBERTA_HEAD = HeadLayout(
     decoder="lm_head.decoder.weight",
 )
 
-_BERT_BLOCK = dict(
-    query="*.attention.self.query",
-    key="*.attention.self.key",
-    value="*.attention.self.value",
-)
-_BERT_RULES = PropagationMap(
-    **_BERT_BLOCK, activations=("*.intermediate.intermediate_act_fn", "*.pooler.activation")
-)
-_ROBERTA_RULES = PropagationMap(
-    **_BERT_BLOCK,
-    activations=("*.intermediate.intermediate_act_fn",),
-    between=(Between("classifier.dense", "classifier.out_proj"),),
+def _bert_attention(activations: tuple[str, ...], between: tuple[Between, ...] = ()) -> PropagationMap:
+    """The BERT layout of the attention projections (BERT, RoBERTa, ELECTRA, MiniLM)."""
+    return PropagationMap(
+        query="*.attention.self.query",
+        key="*.attention.self.key",
+        value="*.attention.self.value",
+        activations=activations,
+        between=between,
+    )
+
+
+_BERT_RULES = _bert_attention(("*.intermediate.intermediate_act_fn", "*.pooler.activation"))
+_ROBERTA_RULES = _bert_attention(
+    ("*.intermediate.intermediate_act_fn",), (Between("classifier.dense", "classifier.out_proj"),)
 )
 
 FAMILIES: dict[str, Family] = {
@@ -167,10 +169,7 @@ FAMILIES: dict[str, Family] = {
                 decoder="generator_lm_head.weight",
             ),
         ),
-        propagation=PropagationMap(
-            **_BERT_BLOCK,
-            activations=("*.intermediate.intermediate_act_fn", "classifier.activation"),
-        ),
+        propagation=_bert_attention(("*.intermediate.intermediate_act_fn", "classifier.activation")),
     ),
     "deberta-v2": Family(
         "deberta-v2",

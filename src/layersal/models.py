@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class LoadedModel:
     labels: list[str]
     max_length: int
     precision: str = "fp32"
+    weights_sha256: str | None = field(default=None, repr=False, compare=False)
+    """SHA-256 of the checkpoint's safetensors files, filled in on first use by ``auto``."""
 
     @property
     def num_layers(self) -> int:

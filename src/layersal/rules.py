@@ -166,7 +166,7 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         if _matching(model, pattern):
             raise _refuse(family, f"it has a part ({pattern}) the rules do not cover")
 
-    def on_output(module: nn.Module, change: Callable[[nn.Module, Any, Any], Any]) -> None:
+    def on_output(module: nn.Module, change: Callable[..., Any]) -> None:
         handles.append(
             module.register_forward_hook(lambda m, args, out: change(m, args[0], out))
         )

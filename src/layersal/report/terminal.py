@@ -45,11 +45,10 @@ def _how(explanation: Explanation) -> list[str]:
     if options.get("decode") is False:
         parts.append("not decoded")
     elif options.get("decode") or "decode" not in options and explanation.layer is not None:
-        coherence = f" (coherence {layer.coherence:.2f})" if layer and layer.coherence is not None else ""
-        parts.append(f"decoder: {explanation.decoder}{coherence}")
-    auto = options.get("auto")
-    if isinstance(auto, dict) and auto.get("source"):
-        parts.append(f"chosen by auto ({auto['source']})")
+        coherence = f", coherence {layer.coherence:.2f}" if layer and layer.coherence is not None else ""
+        parts.append(f"decoded ({explanation.decoder}{coherence})")
+    if isinstance(options.get("auto"), dict):
+        parts.append("chosen by auto")
     return parts
 
 

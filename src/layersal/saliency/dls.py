@@ -244,7 +244,7 @@ def run_dls(
     )
     batch = _BatchMasks.of(encoded, result.hidden[0].device)
     everything = options.layer_report or options.layer == "coherent"
-    wanted = list(range(len(result.hidden))) if everything else [] if at_input else [fixed]
+    wanted = list(range(len(result.hidden))) if everything else [] if fixed is None else [fixed]
     layers = {
         layer: layer_saliency(
             lm, result, batch, layer, options, options.active_decode and not at_input,

@@ -199,6 +199,14 @@ def weights_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_digest(lm: LoadedModel) -> str:
+    """:func:`weights_digest` of the files ``lm`` was loaded from, computed once per load (the
+    weights in memory are those, whatever happens to the files later)."""
+    if lm.weights_sha256 is None:
+        lm.weights_sha256 = weights_digest(lm.path)
+    return lm.weights_sha256
+
+
 def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], int] | None:
     """The calibration table shipped in the model's card, when it applies to these weights,
     this LM head and these settings."""
@@ -213,7 +221,7 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], 
         return None
     if not set(rules_for(options)) <= set(entry.get("rules", [])):
         return None
-    if entry.get("weights_sha256") != weights_digest(lm.path):
+    if entry.get("weights_sha256") != model_digest(lm):
         return None
     return {str(k): float(v) for k, v in entry["aopc"].items()}, int(entry["n_texts"])
 
@@ -221,7 +229,7 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], 
 def card_entry(lm: LoadedModel, options: DLSOptions, table: dict[str, float], n_texts: int, texts: str) -> dict[str, Any]:
     """What ``scripts/calibrate_cards.py`` writes into a card (``texts`` says which texts)."""
     return {
-        "weights_sha256": weights_digest(lm.path),
+        "weights_sha256": model_digest(lm),
         "decoder": lm.decoder,
         "settings": settings_of(options),
         "rules": list(rules_for(options)),
@@ -246,7 +254,7 @@ def cache_file() -> Path:
 def cache_key(lm: LoadedModel, options: DLSOptions) -> str:
     """Identifies the weights (by content), the LM head and the settings of a table."""
     digest = hashlib.sha256()
-    digest.update(weights_digest(lm.path).encode())
+    digest.update(model_digest(lm).encode())
     for file in sorted(lm.path.glob("*.json")):
         if file.name != CARD_FILE:
             digest.update(file.read_bytes())
