@@ -172,3 +172,15 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     assert len(saved["methods"][0]["per_text"]) == len(TEXTS)
     assert (tmp_path / "out" / "deletion_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(saved["methods"][0]["summary"]["aopc_comprehensiveness"][0])
+
+
+def test_calibration_texts_are_read_and_cleaned_like_the_benchmark_data(tmp_path):
+    from layersal.cli import _calibration_texts
+
+    agnews = tmp_path / "dev.tsv"
+    agnews.write_text("It #39;s over\\ for now\tSci/Tech\nStocks fell &amp; rose\tBusiness\n", encoding="utf-8")
+    assert _calibration_texts(agnews) == ["It 's over for now", "Stocks fell & rose"]
+    plain = tmp_path / "texts.txt"
+    plain.write_text("\n".join(f"text {i}" for i in range(100)), encoding="utf-8")
+    assert _calibration_texts(plain) == [f"text {i}" for i in range(64)]
+    assert _calibration_texts(None) is None

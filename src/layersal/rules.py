@@ -84,42 +84,73 @@ def check_rule(name: Any) -> RuleSet:
     return RULE_SETS[name]
 
 
-def keep_value(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """A tensor equal to ``value`` in the forward pass whose gradient flows into ``surrogate``.
+class _Rescaled(torch.autograd.Function):
+    """Forward: ``y`` unchanged. Backward: the incoming gradient times ``f(x)/x`` into ``x``
+    (0 where ``x`` is 0), and none into ``y``: the identity rule."""
 
-    ``surrogate - surrogate.detach()`` is exactly zero, so forward values are not rounded.
-    """
-    return value.detach() + (surrogate - surrogate.detach())
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, y)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, y = ctx.saved_tensors
+        ratio = y / torch.where(x == 0, torch.ones_like(x), x)
+        return grad * ratio.masked_fill(x == 0, 0), None
+
+
+class _Scaled(torch.autograd.Function):
+    """Forward: ``y`` unchanged. Backward: the incoming gradient times ``factor``."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+class _ConstantStd(torch.autograd.Function):
+    """Forward: LayerNorm's output ``y`` unchanged. Backward: the gradient of
+    ``(x - mean(x)) / sigma * gamma + beta`` with ``sigma`` a constant, into ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, eps: float, dims: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.eps, ctx.dims = eps, dims
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        dims = tuple(range(-ctx.dims, 0))
+        x32 = x.float()
+        sigma = (x32.var(dims, unbiased=False, keepdim=True) + ctx.eps).sqrt()
+        g = grad.float() if weight is None else grad.float() * weight.float()
+        out = (g - g.mean(dims, keepdim=True)) / sigma
+        return out.to(x.dtype), None, None, None, None
 
 
 def scale_gradient(value: torch.Tensor, factor: float) -> torch.Tensor:
     """``value`` unchanged in the forward pass, its incoming gradient multiplied by ``factor``."""
     if factor == 0.0:
         return value.detach()
-    return keep_value(value, value * factor)
+    return _Scaled.apply(value, factor)
 
 
 def identity_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y = f(x)`` with the gradient ``g * f(x)/x`` (0 where ``x`` is 0, where ``f(x)`` is 0 too
-    for every activation the families use)."""
-    safe = torch.where(x == 0, torch.ones_like(x), x)
-    ratio = torch.where(x == 0, torch.zeros_like(y), y / safe)
-    return keep_value(y, x * ratio.detach())
+    """``y = f(x)`` with the gradient ``g * f(x)/x`` into ``x`` (0 where ``x`` is 0, where
+    ``f(x)`` is 0 too for every activation the families use)."""
+    return _Rescaled.apply(x, y)
 
 
 def constant_std_layer_norm(module: nn.LayerNorm, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``y = LayerNorm(x)`` with the gradient of ``(x - mean(x)) / sigma * gamma + beta`` for a
-    constant ``sigma``."""
-    dims = tuple(range(-len(module.normalized_shape), 0))
-    x32 = x.float()
-    centred = x32 - x32.mean(dims, keepdim=True)
-    sigma = (centred.pow(2).mean(dims, keepdim=True) + module.eps).sqrt().detach()
-    z = centred / sigma
-    if module.weight is not None:
-        z = z * module.weight.float()
-    if module.bias is not None:
-        z = z + module.bias.float()
-    return keep_value(y, z.to(y.dtype))
+    constant ``sigma``: the centring keeps its gradient, the scale does not."""
+    return _ConstantStd.apply(x, y, module.weight, module.eps, len(module.normalized_shape))
 
 
 def _matching(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:

@@ -195,8 +195,10 @@
     const report = e.layers.find((r) => r.layer === e.layer);
     const parts = [e.method];
     if (e.layer !== null && e.layer !== undefined) parts.push("at layer " + e.layer);
+    else if (e.method === "dls") parts.push("at the input embeddings");
     if (report && report.coherence !== null) parts[parts.length - 1] += " (coherence " + fmt(report.coherence, 2) + ")";
-    if (e.options && e.options.layer === "auto" && e.options.auto) parts.push("layer chosen by auto: " + e.options.auto.reason);
+    if (e.options && e.options.rule) parts.push("rule " + e.options.rule);
+    if (e.options && e.options.layer === "auto" && e.options.auto) parts.push("chosen by auto: " + e.options.auto.reason);
     if (e.layers.length) parts.push("decoder: " + e.decoder);
     parts.push(e.forward_passes + " forward / " + e.backward_passes + " backward passes");
     if (elapsed !== undefined) parts.push(elapsed.toFixed(2) + " s on the server");
