@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict
+from dataclasses import fields
 from collections.abc import Sequence
 from typing import Any, overload
 
@@ -223,7 +223,8 @@ def build_explanation(
     content = encoded.content[row].nonzero().flatten().tolist()
     ids = encoded.input_ids[row, content].tolist()
     pieces = lm.tokenizer.convert_ids_to_tokens(ids)
-    offsets = [tuple(int(x) for x in encoded.offsets[row, i]) for i in content]
+    row_offsets = encoded.offsets[row].tolist()
+    offsets = [(int(row_offsets[i][0]), int(row_offsets[i][1])) for i in content]
     scores = attribution.scores[row, content].tolist()
     word_ids = [encoded.word_ids[row][i] for i in content]
     tokens, words = tokens_and_words(text, pieces, offsets, word_ids, scores, word_aggregation)
@@ -232,7 +233,7 @@ def build_explanation(
     recorded = dict(options or {})
     reports = []
     if isinstance(detail, DLSResult):
-        recorded = asdict(detail.options)
+        recorded = {f.name: getattr(detail.options, f.name) for f in fields(detail.options)}
         recorded.update(
             relu=detail.options.apply_relu,
             rule=detail.options.active_rule,

@@ -17,17 +17,23 @@ from .dls import DLSOptions, run_dls
 
 @register("gradcam")
 def gradcam(
-    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, *, layer: int = -2
+    lm: LoadedModel,
+    encoded: Encoded,
+    targets: torch.Tensor | None = None,
+    *,
+    layer: int = -2,
+    rule: str = "gradient",
 ) -> Attribution:
     """DLS position saliency at ``layer`` without decoding: ReLU(alpha_l . h_l^i) for token i.
 
     ``run_dls(..., DLSOptions(layer=layer, saliency="gradcam", decode=False))``: one forward
-    and one backward. The default -2 is the last layer whose positions still get gradient in
-    a two-layer model (the last layer of a [CLS]-pooled classifier gets none).
+    and one backward, under propagation ``rule``. The default -2 is the last layer whose
+    positions still get gradient in a two-layer model (the last layer of a [CLS]-pooled
+    classifier gets none).
     """
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise InputError(f"layer must be an integer, not {layer!r}")
-    options = DLSOptions(layer=layer, saliency="gradcam", decode=False, layer_report=False)
+    options = DLSOptions(layer=layer, rule=rule, saliency="gradcam", decode=False, layer_report=False)
     with PassCounter(lm.model) as counter:
         result = run_dls(lm, encoded, options, targets)
     pass_ = result.pass_
