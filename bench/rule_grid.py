@@ -50,12 +50,12 @@ def main() -> None:
     lines = [
         f"Model `{args.model}`, data `{data.source}`, {len(data.texts)} texts; comprehensiveness "
         f"AOPC [95% bootstrap CI] per configuration ({seconds:.0f} s, "
-        f"{len(rules_for(options))} forward+backward passes per text).",
+        f"{len(rules_for(options, lm))} forward+backward passes per text).",
         "",
         "| rule | decoding | " + " | ".join(f"layer {p}" for p in places) + " |",
         "|---|---|" + "---|" * len(places),
     ]
-    for rule in rules_for(options):
+    for rule in rules_for(options, lm):
         for decode in (False, True):
             cells = []
             for place in places:
@@ -85,7 +85,7 @@ def main() -> None:
         "| rule | " + " | ".join(f"layer {layer}" for layer in range(lm.num_layers + 1)) + " |",
         "|---|" + "---|" * (lm.num_layers + 1),
     ]
-    for rule in rules_for(options):
+    for rule in rules_for(options, lm):
         row = {layer: (g, lo, hi) for r, layer, g, lo, hi in gains if r == rule}
         cells = [
             f"{row[layer][0]:+.3f} [{row[layer][1]:+.3f}, {row[layer][2]:+.3f}]" if layer in row else "-"

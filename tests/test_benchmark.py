@@ -184,3 +184,13 @@ def test_calibration_texts_are_read_and_cleaned_like_the_benchmark_data(tmp_path
     plain.write_text("\n".join(f"text {i}" for i in range(100)), encoding="utf-8")
     assert _calibration_texts(plain) == [f"text {i}" for i in range(64)]
     assert _calibration_texts(None) is None
+
+
+def test_auto_compares_only_the_plain_gradient_for_a_family_without_rules(bert_tiny, cache_dir):
+    import dataclasses
+
+    unmapped = dataclasses.replace(bert_tiny, family=None)
+    explanation = layersal.explain(TEXTS[0], unmapped)
+    assert explanation.options["rule"] == "gradient" and explanation.options["auto"]["source"] == "calibrated"
+    with pytest.raises(InputError, match="no propagation map"):
+        layersal.explain(TEXTS[0], unmapped, layer=1, rule="cp")

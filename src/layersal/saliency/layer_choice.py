@@ -74,11 +74,14 @@ def settings_of(options: DLSOptions) -> dict[str, Any]:
     }
 
 
-def rules_for(options: DLSOptions) -> tuple[str, ...]:
-    """The rule sets a calibration compares: the usual four, plus one the user asked for."""
-    if options.rule is None or options.rule in AUTO_RULES:
-        return AUTO_RULES
-    return (*AUTO_RULES, options.rule)
+def rules_for(options: DLSOptions, lm: LoadedModel) -> tuple[str, ...]:
+    """The rule sets a calibration compares: the usual four (only ``gradient`` for a model
+    whose family has no propagation map), plus one the user asked for."""
+    mapped = lm.family is not None and lm.family.propagation is not None
+    usual = AUTO_RULES if mapped else ("gradient",)
+    if options.rule is None or options.rule in usual:
+        return usual
+    return (*usual, options.rule)
 
 
 def choose(table: dict[str, float], options: DLSOptions, n_texts: int, source: str) -> AutoChoice:
@@ -139,7 +142,7 @@ def calibrate(
     per_config = _score_configs(lm, [sample[i] for i in first], options, None, batch_size)
     screened = {key: float(np.mean(values)) for key, values in per_config.items()}
     survivors: set[str] = set()
-    for rule in rules_for(options):
+    for rule in rules_for(options, lm):
         ranked = sorted((k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k])
         survivors.update(ranked[:keep])
         for decode in (False, True):
@@ -164,7 +167,7 @@ def _score_configs(
         encoded = encode(lm.tokenizer, texts[start : start + batch_size], lm.max_length, inputs)
         keys, score_sets = [], []
         targets = None
-        for rule in rules_for(options):
+        for rule in rules_for(options, lm):
             with lm.autocast():
                 targets, candidates = candidate_scores(lm, encoded, options, rule)
             for (layer, decode), scores in candidates.items():
@@ -219,7 +222,7 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], 
         return None
     if lm.lm_head.source != str(lm.path) or entry.get("decoder") != lm.decoder:
         return None
-    if not set(rules_for(options)) <= set(entry.get("rules", [])):
+    if not set(rules_for(options, lm)) <= set(entry.get("rules", [])):
         return None
     if entry.get("weights_sha256") != model_digest(lm):
         return None
@@ -232,7 +235,7 @@ def card_entry(lm: LoadedModel, options: DLSOptions, table: dict[str, float], n_
         "weights_sha256": model_digest(lm),
         "decoder": lm.decoder,
         "settings": settings_of(options),
-        "rules": list(rules_for(options)),
+        "rules": list(rules_for(options, lm)),
         "n_texts": n_texts,
         "texts": texts,
         "metric": "comprehensiveness AOPC ([MASK], budgets 1/5/10/20/50%, predicted class)",
@@ -259,7 +262,7 @@ def cache_key(lm: LoadedModel, options: DLSOptions) -> str:
         if file.name != CARD_FILE:
             digest.update(file.read_bytes())
     digest.update(lm.lm_head.source.encode())
-    digest.update(json.dumps([settings_of(options), rules_for(options)], sort_keys=True).encode())
+    digest.update(json.dumps([settings_of(options), rules_for(options, lm)], sort_keys=True).encode())
     return digest.hexdigest()[:24]
 
 
