@@ -154,8 +154,8 @@ def constant_std_layer_norm(module: nn.LayerNorm, x: torch.Tensor, y: torch.Tens
     return _ConstantStd.apply(x, y, module.weight, module.eps, len(module.normalized_shape))
 
 
-def _matching(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if fnmatch.fnmatchcase(n, pattern)]
+def _matching(modules: dict[str, nn.Module], pattern: str) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in modules.items() if fnmatch.fnmatchcase(n, pattern)]
 
 
 def _refuse(family: Family, what: str) -> InputError:
@@ -194,8 +194,9 @@ def propagation_rules(model: nn.Module, family: Family | None, rule: str) -> Ite
 def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any]) -> None:
     mapping = family.propagation
     assert mapping is not None
+    modules = dict(model.named_modules())  # one walk of the module tree per pass
     for pattern in mapping.unsupported:
-        if _matching(model, pattern):
+        if _matching(modules, pattern):
             raise _refuse(family, f"it has a part ({pattern}) the rules do not cover")
 
     def on_output(module: nn.Module, change: Callable[..., Any]) -> None:
@@ -204,7 +205,7 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         )
 
     if rules.constant_std:
-        for name, module in model.named_modules():
+        for name, module in modules.items():
             if isinstance(module, nn.LayerNorm):
                 on_output(module, constant_std_layer_norm)
             elif type(module).__name__.endswith("Norm"):
@@ -216,7 +217,7 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         (mapping.value, rules.value),
     )
     for pattern, factor in projections:
-        found = _matching(model, pattern)
+        found = _matching(modules, pattern)
         if len(found) != layers:
             raise _refuse(family, f"{len(found)} modules match {pattern!r}, expected {layers}")
         if factor != 1.0:
@@ -224,21 +225,20 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
                 on_output(module, lambda m, x, y, f=factor: scale_gradient(y, f))
     if rules.identity:
         for pattern in mapping.activations:
-            found = _matching(model, pattern)
+            found = _matching(modules, pattern)
             if not found:
                 raise _refuse(family, f"no module matches {pattern!r}")
             for _, module in found:
                 on_output(module, lambda m, x, y: identity_rule(x, y))
         for between in mapping.between:
-            _install_between(model, family, between.producer, between.consumer, handles)
+            _install_between(modules, family, between.producer, between.consumer, handles)
 
 
 def _install_between(
-    model: nn.Module, family: Family, producer: str, consumer: str, handles: list[Any]
+    modules: dict[str, nn.Module], family: Family, producer: str, consumer: str, handles: list[Any]
 ) -> None:
     """Identity rule on a function call between two modules: the consumer's input ``f(x)``
     gets the gradient path ``x * f(x)/x`` back to the producer's output ``x``."""
-    modules = dict(model.named_modules())
     if producer not in modules or consumer not in modules:
         raise _refuse(family, f"it has no {producer!r} followed by {consumer!r}")
     seen: list[torch.Tensor] = []
