@@ -23,7 +23,7 @@ import layersal
 from layersal.datasets import read_labelled
 from layersal.metrics import bootstrap_ci
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import _score_configs, config_key, parse_key, resolve_auto, rules_for
+from layersal.saliency.layer_choice import config_key, parse_key, resolve_auto, rules_for, score_configs
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     options = DLSOptions()
     started = time.perf_counter()
     order = sorted(range(len(data.texts)), key=lambda i: len(data.texts[i]))
-    per_config = _score_configs(lm, [data.texts[i] for i in order], options, None, args.batch_size)
+    per_config = score_configs(lm, [data.texts[i] for i in order], options, None, args.batch_size)
     seconds = time.perf_counter() - started
     stats = {k: bootstrap_ci(v) for k, v in per_config.items()}
     choice = resolve_auto(lm, [], options)

@@ -32,6 +32,17 @@ def test_explain_default_model_prints_prediction_and_words():
     assert "sst2-tiny" in result.output
 
 
+def test_summary_says_how_the_scores_were_computed():
+    decoded = _run("explain", "a gripping, beautifully acted film")
+    assert decoded.exit_code == 0 and "decoded (mlm_head)" in decoded.output
+    assert "chosen by auto" in decoded.output
+    plain = _run("explain", "a fine film", "--method", "gradcam")
+    assert plain.exit_code == 0 and "gradcam at layer" in plain.output
+    assert "decoded" not in plain.output, "gradcam never decodes"
+    ruled = _run("explain", "a fine film", "--layer", "input", "--rule", "cp")
+    assert "on the input embeddings, rule cp, not decoded" in ruled.output
+
+
 def test_json_lines_output_round_trips(tiny_args):
     result = _run("explain", "first text", "second one", "--json", "--layer", "1", *tiny_args)
     assert result.exit_code == 0, result.output

@@ -29,7 +29,6 @@ class Pass:
     grads: list[torch.Tensor]
     embedded: torch.Tensor
     embedded_grad: torch.Tensor
-    rule: str = "gradient"
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -77,7 +76,7 @@ def forward_backward(
             grads = torch.autograd.grad(target_logit, [captured[0], *hidden], allow_unused=True)
     finally:
         handle.remove()
-    zero = [
+    grads32 = [
         torch.zeros_like(h, dtype=torch.float32) if g is None else g.detach().float()
         for h, g in zip([captured[0], *hidden], grads)
     ]
@@ -85,10 +84,9 @@ def forward_backward(
         logits=logits.detach().float(),
         targets=targets,
         hidden=[h.detach().float() for h in hidden],
-        grads=zero[1:],
+        grads=grads32[1:],
         embedded=captured[0].detach().float(),
-        embedded_grad=zero[0],
-        rule=rule,
+        embedded_grad=grads32[0],
     )
 
 

@@ -259,7 +259,7 @@ def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tup
         if not texts:
             raise InputError("layer='auto' needs at least one readable text in the input to calibrate on")
         lm = lm if lm is not None else job.load()
-        resolved, auto = resolve_options(lm, texts, job.options, batch_size=job.batch_size)
+        _, auto = resolve_options(lm, texts, job.options, batch_size=job.batch_size)
         assert auto is not None
         chosen = auto.options()
         choice = {**choice_record(auto, table=True), "options": chosen}

@@ -44,7 +44,7 @@ def _how(explanation: Explanation) -> list[str]:
         parts.append(f"rule {options['rule']}")
     if options.get("decode") is False:
         parts.append("not decoded")
-    elif options.get("decode") or "decode" not in options and explanation.layer is not None:
+    elif options.get("decode"):
         coherence = f", coherence {layer.coherence:.2f}" if layer and layer.coherence is not None else ""
         parts.append(f"decoded ({explanation.decoder}{coherence})")
     if isinstance(options.get("auto"), dict):

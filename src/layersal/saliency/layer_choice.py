@@ -139,7 +139,7 @@ def calibrate(
     else:
         first = list(range(len(sample)))
     rest = [i for i in range(len(sample)) if i not in set(first)]
-    per_config = _score_configs(lm, [sample[i] for i in first], options, None, batch_size)
+    per_config = score_configs(lm, [sample[i] for i in first], options, None, batch_size)
     screened = {key: float(np.mean(values)) for key, values in per_config.items()}
     survivors: set[str] = set()
     for rule in rules_for(options, lm):
@@ -147,13 +147,13 @@ def calibrate(
         survivors.update(ranked[:keep])
         for decode in (False, True):
             survivors.update([k for k in ranked if parse_key(k)[2] == decode][:1])
-    more = _score_configs(lm, [sample[i] for i in rest], options, survivors, batch_size)
+    more = score_configs(lm, [sample[i] for i in rest], options, survivors, batch_size)
     for key, values in more.items():
         per_config[key].extend(values)
     return {key: float(np.mean(per_config[key])) for key in sorted(survivors)}, len(sample)
 
 
-def _score_configs(
+def score_configs(
     lm: LoadedModel, texts: list[str], options: DLSOptions, only: set[str] | None, batch_size: int
 ) -> dict[str, list[float]]:
     """Per configuration (all, or those in ``only``): each text's comprehensiveness AOPC."""
