@@ -275,6 +275,29 @@ def faithfulness(
     ]
 
 
+class _Variants:
+    """Distinct perturbed inputs of a batch: each (row, hidden positions) is kept once, so a
+    variant that several rankings or budgets share goes through the model once."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.hide: list[np.ndarray] = []
+        self.rows: list[int] = []
+        self._seen: dict[tuple[int, bytes], int] = {}
+
+    def slot(self, row: int, positions: Iterable[np.ndarray]) -> int:
+        """Index of the variant of ``row`` that hides ``positions`` (arrays of positions)."""
+        mask = np.zeros(self.n, dtype=bool)
+        for p in positions:
+            mask[p] = True
+        key = (row, mask.tobytes())
+        if key not in self._seen:
+            self._seen[key] = len(self.hide)
+            self.hide.append(mask)
+            self.rows.append(row)
+        return self._seen[key]
+
+
 def _plan(
     units: list[np.ndarray],
     order: np.ndarray,
@@ -283,23 +306,15 @@ def _plan(
     steps: int,
     loo: bool,
 ) -> _Plan:
-    hide: list[np.ndarray] = []
-    seen: dict[bytes, int] = {}
+    variants = _Variants(n)
 
     def slot(hidden_units: Iterable[int]) -> int:
-        mask = np.zeros(n, dtype=bool)
-        for u in hidden_units:
-            mask[units[u]] = True
-        key = mask.tobytes()
-        if key not in seen:
-            seen[key] = len(hide)
-            hide.append(mask)
-        return seen[key]
+        return variants.slot(0, (units[u] for u in hidden_units))
 
     m = len(units)
     ranked = [int(u) for u in order]
     return _Plan(
-        hide=hide,
+        hide=variants.hide,
         original=slot([]),
         comprehensiveness={b: slot(ranked[: budget_size(b, m)]) for b in budgets},
         sufficiency={b: slot(ranked[budget_size(b, m) :]) for b in budgets},
@@ -332,22 +347,8 @@ def comprehensiveness_many(
     ids = input_ids.cpu()
     attention = attention_mask.cpu()
     content_np = content.cpu().numpy().astype(bool)
-    n = ids.shape[1]
-    hide: list[np.ndarray] = []
-    rows: list[int] = []
-    seen: dict[tuple[int, bytes], int] = {}
-
-    def slot(row: int, positions: np.ndarray) -> int:
-        mask = np.zeros(n, dtype=bool)
-        mask[positions] = True
-        key = (row, mask.tobytes())
-        if key not in seen:
-            seen[key] = len(hide)
-            hide.append(mask)
-            rows.append(row)
-        return seen[key]
-
-    originals = [slot(b, np.zeros(0, dtype=int)) for b in range(len(ids))]
+    variants = _Variants(ids.shape[1])
+    originals = [variants.slot(b, []) for b in range(len(ids))]
     plans = []
     for scores in score_sets:
         values = scores.detach().float().cpu().numpy()
@@ -355,13 +356,14 @@ def comprehensiveness_many(
         for b in range(len(ids)):
             positions = np.flatnonzero(content_np[b])
             order = positions[rank_units(values[b, positions], "signed")]
-            per_text.append([slot(b, order[: budget_size(x, len(order))]) for x in budgets])
+            per_text.append([variants.slot(b, [order[: budget_size(x, len(order))]]) for x in budgets])
         plans.append(per_text)
+    rows = np.array(variants.rows)
     probs = _predict_variants(
-        predict, ids, attention, np.array(rows), np.stack(hide), "mask", mask_id, None, batch_size
+        predict, ids, attention, rows, np.stack(variants.hide), "mask", mask_id, None, batch_size
     )
     target = targets.cpu().numpy().astype(int)
-    p = probs[np.arange(len(rows)), target[np.array(rows)]]
+    p = probs[np.arange(len(rows)), target[rows]]
     out = np.zeros((len(score_sets), len(ids)))
     for s, per_text in enumerate(plans):
         for b, slots in enumerate(per_text):
