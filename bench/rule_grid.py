@@ -23,7 +23,13 @@ import layersal
 from layersal.datasets import read_labelled
 from layersal.metrics import bootstrap_ci
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import config_key, parse_key, resolve_auto, rules_for, score_configs
+from layersal.saliency.layer_choice import (
+    config_key,
+    parse_key,
+    resolve_auto,
+    rules_for,
+    score_configs,
+)
 
 
 def main() -> None:
@@ -48,9 +54,11 @@ def main() -> None:
     best = max(stats, key=lambda k: stats[k][0])
     places = ["input", *[str(layer) for layer in range(lm.num_layers + 1)]]
     lines = [
-        f"Model `{args.model}`, data `{data.source}`, {len(data.texts)} texts; comprehensiveness "
-        f"AOPC [95% bootstrap CI] per configuration ({seconds:.0f} s, "
-        f"{len(rules_for(options, lm))} forward+backward passes per text).",
+        (
+            f"Model `{args.model}`, data `{data.source}`, {len(data.texts)} texts; comprehensiveness "
+            f"AOPC [95% bootstrap CI] per configuration ({seconds:.0f} s, "
+            f"{len(rules_for(options, lm))} forward+backward passes per text)."
+        ),
         "",
         "| rule | decoding | " + " | ".join(f"layer {p}" for p in places) + " |",
         "|---|---|" + "---|" * len(places),
@@ -77,8 +85,10 @@ def main() -> None:
             gains.append((rule, layer, *bootstrap_ci(paired)))
     lines += [
         "",
-        f"Best in hindsight: `{best}` {stats[best][0]:.3f}. auto's choice ({choice.source}): "
-        f"`{picked}` {stats[picked][0]:.3f}, gap {stats[picked][0] - stats[best][0]:+.3f}.",
+        (
+            f"Best in hindsight: `{best}` {stats[best][0]:.3f}. auto's choice ({choice.source}): "
+            f"`{picked}` {stats[picked][0]:.3f}, gap {stats[picked][0] - stats[best][0]:+.3f}."
+        ),
         "",
         "Decoding minus not decoding, paired over texts (mean [95% CI]):",
         "",

@@ -131,10 +131,9 @@ def test_rules_leave_the_forward_and_the_model_untouched(family):
 def test_hooks_are_removed_after_an_exception_inside_the_pass():
     model = bias_free("bert")
     before = _hooks(model)
-    with pytest.raises(RuntimeError, match="boom"):
-        with propagation_rules(model, family_for(model.config), "attnlrp"):
-            assert _hooks(model) > before
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), propagation_rules(model, family_for(model.config), "attnlrp"):
+        assert _hooks(model) > before
+        raise RuntimeError("boom")
     assert _hooks(model) == before
 
 
@@ -165,9 +164,10 @@ def test_lrp_is_input_relevance_under_attnlrp_by_every_route(bert_tiny):
 
 
 def test_a_family_without_a_propagation_map_is_refused_clearly(bert_tiny):
-    with pytest.raises(InputError, match="no propagation map for model type"):
-        with propagation_rules(bert_tiny.model, None, "cp"):
-            pass
+    with pytest.raises(InputError, match="no propagation map for model type"), propagation_rules(
+        bert_tiny.model, None, "cp"
+    ):
+        pass
     with propagation_rules(bert_tiny.model, None, "gradient"):
         pass  # the plain gradient needs no map
     with pytest.raises(InputError, match="unknown rule"):

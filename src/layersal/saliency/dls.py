@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-
-from typing import Any
 
 from ..decoding import LayerDecoding, carry_saliency, decode_layer
 from ..encoding import Encoded
@@ -269,7 +268,7 @@ class _BatchMasks:
     input_ids: torch.Tensor
 
     @classmethod
-    def of(cls, encoded: Encoded, device: torch.device) -> "_BatchMasks":
+    def of(cls, encoded: Encoded, device: torch.device) -> _BatchMasks:
         return cls(
             encoded.attention_mask.to(device).bool(),
             encoded.content.to(device),
