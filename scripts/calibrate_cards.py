@@ -1,14 +1,20 @@
 """Ship each bundled model's ``layer="auto"`` calibration in its model card.
 
-    python scripts/calibrate_cards.py [--data ../shared/data] [--only sst2-tiny ...] [--texts 64]
+    python scripts/calibrate_cards.py [--data ../shared/data] [--only sst2-tiny ...]
+        [--texts 512] [--screen 64] [--keep 3]
 
 For every model built by ``scripts/build_models.py`` this runs the label-free calibration of
-:mod:`layersal.saliency.layer_choice` (comprehensiveness AOPC of every rule set x layer x
-decoding configuration) on a seeded sample of the model's own *selection* texts (SST-2:
+:mod:`layersal.saliency.layer_choice` (comprehensiveness minus sufficiency AOPC of every rule
+set x layer x decoding configuration) on a seeded sample of the model's own *selection* texts
+(SST-2:
 ``sst2/dev.tsv``; AG News: the 1,000 rows of ``agnews/dev.tsv`` held out from training), never
 on the test sets the benchmark scores, and writes the table into ``model_card.json`` under
 ``calibration`` with the SHA-256 of the weights it belongs to. A default ``layersal explain``
 then reads the choice from the card and calibrates nothing.
+
+A card is calibrated once, offline, so it uses more texts than the one-minute calibration a
+user's own checkpoint gets (64 texts, 8 screened): on 64 texts the configurations of a model
+are often within each other's noise (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -50,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--only", nargs="*", default=list(SELECTION))
-    parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--texts", type=int, default=512)
+    parser.add_argument("--screen", type=int, default=64, help="texts every configuration is scored on")
+    parser.add_argument("--keep", type=int, default=3, help="finalists per rule set")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     folders = _named_models()
@@ -59,7 +67,9 @@ def main() -> None:
         texts, described = calibration_texts(name, args.data, args.texts, args.seed)
         options = DLSOptions()
         started = time.perf_counter()
-        table, n_texts = calibrate(lm, texts, options)
+        table, n_texts = calibrate(
+            lm, texts, options, max_texts=args.texts, screen=args.screen, keep=args.keep
+        )
         seconds = time.perf_counter() - started
         entry = card_entry(lm, options, table, n_texts, described)
         entry["wall_time_s"] = round(seconds, 1)

@@ -16,7 +16,7 @@ from layersal.errors import InputError
 from layersal.evaluate import hide_ids, predictor
 from layersal.report.bench import markdown, write
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import cache_file, calibrate, choose, parse_key
+from layersal.saliency.layer_choice import Measured, cache_file, calibrate, choose, parse_key, race
 
 TEXTS = [
     "a gripping, beautifully acted film",
@@ -43,19 +43,33 @@ def test_predictor_gives_the_models_probabilities(bert_tiny):
     assert hide_ids(bert_tiny) == (bert_tiny.tokenizer.mask_token_id, bert_tiny.tokenizer.pad_token_id)
 
 
-def test_auto_picks_the_configuration_with_the_best_comprehensiveness(bert_tiny, cache_dir):
+def test_auto_picks_the_configuration_with_the_best_criterion(bert_tiny, cache_dir):
     table, n_texts = calibrate(bert_tiny, TEXTS, DLSOptions())
     assert n_texts == len(TEXTS)
     configs = [parse_key(key) for key in table]
     assert {rule for rule, _, _ in configs} == {"gradient", "cp", "cp_id", "attnlrp"}
     assert all(layer != 2 for _, layer, _ in configs), "the [CLS]-only last layer is never a candidate"
+    for value in table.values():
+        assert value.score == pytest.approx(value.comprehensiveness - value.sufficiency)
+        assert value.n_texts == len(TEXTS)
     choice = choose(table, DLSOptions(), n_texts, "calibrated")
-    best = max(table, key=table.get)
+    best = max(table, key=lambda key: table[key].score)
     assert (choice.rule, choice.layer, choice.decode) == parse_key(best) and best in choice.reason
-    fixed = choose(table, DLSOptions(rule="cp", decode=False), n_texts, "calibrated")
-    allowed = {k: v for k, v in table.items() if parse_key(k)[0] == "cp" and not parse_key(k)[2]}
-    assert (fixed.rule, fixed.decode) == ("cp", False)
-    assert table[f"cp/{'input' if fixed.layer is None else fixed.layer}/plain"] == max(allowed.values())
+    assert "sufficiency" in choice.reason
+
+
+def test_a_restricted_auto_searches_only_what_it_allows(bert_tiny, cache_dir):
+    free, _ = calibrate(bert_tiny, TEXTS, DLSOptions(), screen=len(TEXTS), keep=100)
+    fixed_options = DLSOptions(rule="cp", decode=False)
+    fixed, n_texts = calibrate(bert_tiny, TEXTS, fixed_options, screen=len(TEXTS), keep=100)
+    assert fixed and {(parse_key(k)[0], parse_key(k)[2]) for k in fixed} == {("cp", False)}
+    assert set(fixed) == {k for k in free if k.startswith("cp/") and k.endswith("/plain")}
+    for key, value in fixed.items():
+        assert value == free[key], "the same configuration scores the same in either search"
+    choice = choose(fixed, fixed_options, n_texts, "calibrated")
+    assert (choice.rule, choice.decode) == ("cp", False)
+    key = f"cp/{'input' if choice.layer is None else choice.layer}/plain"
+    assert fixed[key].score == max(v.score for v in fixed.values())
 
 
 def test_calibration_screens_then_scores_the_finalists_on_every_text(bert_tiny, cache_dir):
@@ -63,10 +77,36 @@ def test_calibration_screens_then_scores_the_finalists_on_every_text(bert_tiny, 
     table, n_texts = calibrate(bert_tiny, many, DLSOptions(), screen=4, keep=1)
     full, _ = calibrate(bert_tiny, many, DLSOptions(), screen=len(many), keep=100)
     assert n_texts == len(many) and set(table) < set(full)
-    for key, value in table.items():
-        assert value == pytest.approx(full[key]), "finalists are scored on every text"
-    for rule in ("gradient", "cp", "cp_id", "attnlrp"):
-        assert {parse_key(k)[2] for k in table if parse_key(k)[0] == rule} == {False, True}
+    finished = {key for key, value in table.items() if value.n_texts == len(many)}
+    assert finished, "the race's survivors are measured on every text"
+    for key in finished:
+        assert table[key].comprehensiveness == pytest.approx(full[key].comprehensiveness)
+        assert table[key].sufficiency == pytest.approx(full[key].sufficiency)
+    assert all(4 <= value.n_texts < len(many) for key, value in table.items() if key not in finished)
+    no_race, _ = calibrate(bert_tiny, many, DLSOptions(), screen=4, keep=1, race_z=float("inf"))
+    assert set(no_race) == set(table) and all(v.n_texts == len(many) for v in no_race.values())
+    assert sorted(parse_key(k)[0] for k in table) == ["attnlrp", "cp", "cp_id", "gradient"]
+
+
+def test_the_race_drops_only_finalists_clearly_worse_than_the_leader():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.4, 0.1, size=40)
+    per_config = {
+        "cp/0/plain": {"comprehensiveness": list(base), "sufficiency": [0.0] * 40},
+        "cp/input/plain": {"comprehensiveness": list(base - 0.002 + rng.normal(0, 0.05, 40)), "sufficiency": [0.0] * 40},
+        "gradient/1/plain": {"comprehensiveness": list(base - 0.2), "sufficiency": [0.0] * 40},
+        "cp_id/0/plain": {"comprehensiveness": list(base), "sufficiency": list(base * 0 + 0.1)},
+    }
+    assert race(per_config, set(per_config), 2.0) == {"cp/0/plain", "cp/input/plain"}
+    assert race(per_config, {"gradient/1/plain"}, 2.0) == {"gradient/1/plain"}
+    table = {
+        "cp/0/plain": Measured(0.40, 0.00, 64),
+        "cp/input/plain": Measured(0.39, 0.00, 64),
+        "gradient/1/plain": Measured(0.45, 0.00, 16),  # out of the race early: not chosen
+    }
+    choice = choose(table, DLSOptions(), 64, "calibrated")
+    assert (choice.rule, choice.layer) == ("cp", 0)
+    assert "gradient/1/plain 0.450 (out after 16)" in choice.reason
 
 
 def test_auto_layer_is_recorded_and_cached(bert_tiny, cache_dir):

@@ -322,7 +322,7 @@ def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, bert_tiny, m
     recorded = json.loads((out / "_auto_layer.json").read_text())
     chosen = recorded["options"]
     assert calls == [texts] and recorded["n_texts"] == 40 and recorded["source"] == "calibrated"
-    assert recorded["aopc"], "the run folder keeps the whole calibration table"
+    assert recorded["table"], "the run folder keeps the whole calibration table"
     rows = _rows(out)
     assert len(rows) == 20 and {r["layer"] for r in rows} == {recorded["layer"]}
     fixed = layersal.explain(texts[:5], bert_tiny, **chosen)

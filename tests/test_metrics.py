@@ -17,6 +17,7 @@ from layersal.errors import InputError
 from layersal.metrics import (
     budget_size,
     bootstrap_ci,
+    erasure_aopc_many,
     faithfulness,
     kendall_tau_b,
     perturb,
@@ -301,6 +302,49 @@ def test_variants_of_all_texts_share_predict_calls_in_chunks():
     model = FakeModel()
     run(model, texts, scores, [1, 1, 1], batch_size=64)
     assert len(model.calls) == 1 and len(model.rows) == total
+
+
+def test_each_predict_call_drops_the_padding_its_rows_do_not_need():
+    texts, scores = [[E, B], TEXT, [C, D, A, B, E]], [[0.2, 0.7], SCORES, [0.1, -0.3, 0.5, 0.0, 0.9]]
+    model = FakeModel()
+    results = run(model, texts, scores, [1, 1, 1], batch_size=4)
+    for ids, mask in model.calls:
+        assert mask[:, -1].any(), "no call ends in a column that is padding in every row"
+    assert min(ids.shape[1] for ids, _ in model.calls) == len(texts[0]) + 2
+    alone = [run(FakeModel(), [t], [s], [1])[0] for t, s in zip(texts, scores)]
+    for together, single in zip(results, alone):
+        assert together.aopc_comprehensiveness == pytest.approx(single.aopc_comprehensiveness)
+
+
+def test_erasure_aopc_many_equals_faithfulness_per_map_and_shares_variants():
+    texts = [TEXT, [E, B], [C, D, A, B, E]]
+    maps = [
+        [SCORES, [0.2, 0.7], [0.1, -0.3, 0.5, 0.0, 0.9]],
+        [[0.9, -0.5, 0.2, 0.4], [0.2, 0.7], [0.9, 0.5, -0.3, 0.0, 0.1]],  # shares top tokens
+        [[-1.0, 1.0, 0.0, 0.5], [0.7, 0.2], [0.0, 0.1, 0.2, 0.3, 0.4]],
+    ]
+    targets = [1, 0, 1]
+    model = FakeModel()
+    many = erasure_aopc_many(
+        model, **batch(*texts), score_sets=[padded_scores(*m) for m in maps],
+        targets=torch.tensor(targets), mask_id=MASK,
+    )
+    assert set(many) == {"comprehensiveness", "sufficiency"}
+    separate = 0
+    for s, scores in enumerate(maps):
+        one = FakeModel()
+        results = run(one, texts, scores, targets, perturbation="mask")
+        for b, result in enumerate(results):
+            assert many["comprehensiveness"][s, b] == pytest.approx(result.aopc_comprehensiveness)
+            assert many["sufficiency"][s, b] == pytest.approx(result.aopc_sufficiency)
+        separate += len(one.rows)
+    assert len(model.rows) < separate, "a perturbed input several maps share runs once"
+    only = erasure_aopc_many(
+        FakeModel(), **batch(*texts), score_sets=[padded_scores(*maps[0])],
+        targets=torch.tensor(targets), mask_id=MASK, sufficiency=False,
+    )
+    assert set(only) == {"comprehensiveness"}
+    np.testing.assert_allclose(only["comprehensiveness"][0], many["comprehensiveness"][0])
 
 
 def test_forward_pass_count_by_hand():

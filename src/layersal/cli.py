@@ -581,4 +581,5 @@ def _print(results: list[Any], json_out: bool, render: Callable[[Any], Any]) -> 
     for i, explanation in enumerate(results):
         if i:
             out.print()
-        out.print(render(explanation))
+        # lines of text are not folded at the console's width (80 columns when piped)
+        out.print(render(explanation), soft_wrap=True)

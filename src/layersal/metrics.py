@@ -325,7 +325,7 @@ def _plan(
     )
 
 
-def comprehensiveness_many(
+def erasure_aopc_many(
     predict: PredictFn,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -335,39 +335,48 @@ def comprehensiveness_many(
     *,
     mask_id: int,
     budgets: Sequence[float] = ERASER_BUDGETS,
+    sufficiency: bool = True,
     batch_size: int = 64,
-) -> np.ndarray:
-    """Comprehensiveness AOPC of several saliency maps of the same batch, ``(S, B)``.
+) -> dict[str, np.ndarray]:
+    """Comprehensiveness and sufficiency AOPC of several saliency maps of the same batch.
 
-    The same numbers as :func:`faithfulness`'s ``aopc_comprehensiveness`` (token level,
-    ``[MASK]``, signed ranking), computed for all ``score_sets`` at once: a perturbed input
-    that several maps share (the same top tokens at a budget) goes through ``predict`` once.
-    Used to compare many configurations cheaply (``layer="auto"``).
+    Returns ``{"comprehensiveness": (S, B), "sufficiency": (S, B)}`` (sufficiency only when
+    asked): the same numbers as :func:`faithfulness`'s ``aopc_comprehensiveness`` and
+    ``aopc_sufficiency`` (token level, ``[MASK]``, signed ranking), computed for all
+    ``score_sets`` at once: a perturbed input that several maps share (the same top tokens at
+    a budget) goes through ``predict`` once. Used to compare many configurations cheaply
+    (``layer="auto"``).
     """
     ids = input_ids.cpu()
     attention = attention_mask.cpu()
     content_np = content.cpu().numpy().astype(bool)
     variants = _Variants(ids.shape[1])
     originals = [variants.slot(b, []) for b in range(len(ids))]
-    plans = []
+    kinds = ("comprehensiveness", "sufficiency") if sufficiency else ("comprehensiveness",)
+    plans: dict[str, list[list[list[int]]]] = {kind: [] for kind in kinds}
     for scores in score_sets:
         values = scores.detach().float().cpu().numpy()
-        per_text = []
+        per_text: dict[str, list[list[int]]] = {kind: [] for kind in kinds}
         for b in range(len(ids)):
             positions = np.flatnonzero(content_np[b])
             order = positions[rank_units(values[b, positions], "signed")]
-            per_text.append([variants.slot(b, [order[: budget_size(x, len(order))]]) for x in budgets])
-        plans.append(per_text)
+            sizes = [budget_size(x, len(order)) for x in budgets]
+            per_text["comprehensiveness"].append([variants.slot(b, [order[:k]]) for k in sizes])
+            if sufficiency:
+                per_text["sufficiency"].append([variants.slot(b, [order[k:]]) for k in sizes])
+        for kind in kinds:
+            plans[kind].append(per_text[kind])
     rows = np.array(variants.rows)
     probs = _predict_variants(
         predict, ids, attention, rows, np.stack(variants.hide), "mask", mask_id, None, batch_size
     )
     target = targets.cpu().numpy().astype(int)
     p = probs[np.arange(len(rows)), target[rows]]
-    out = np.zeros((len(score_sets), len(ids)))
-    for s, per_text in enumerate(plans):
-        for b, slots in enumerate(per_text):
-            out[s, b] = float(np.mean([p[originals[b]] - p[i] for i in slots]))
+    out = {kind: np.zeros((len(score_sets), len(ids))) for kind in kinds}
+    for kind in kinds:
+        for s, per_text_slots in enumerate(plans[kind]):
+            for b, slots in enumerate(per_text_slots):
+                out[kind][s, b] = float(np.mean([p[originals[b]] - p[i] for i in slots]))
     return out
 
 
@@ -382,27 +391,40 @@ def _predict_variants(
     pad_id: int | None,
     batch_size: int,
 ) -> np.ndarray:
-    """Probabilities ``(V, C)`` of every perturbed variant, ``batch_size`` rows per call."""
-    out = []
+    """Probabilities ``(V, C)`` of every perturbed variant, ``batch_size`` rows per call.
+
+    Variants go through ``predict`` shortest text first, and each call drops the padding
+    columns after its longest row's last attended position: a batch of texts of mixed
+    lengths is padded to the longest, and the perturbed passes dominate the metrics' cost.
+    """
+    attended = attention_mask.cpu().bool()
+    positions = torch.arange(attended.shape[1])
+    ends = torch.where(attended, positions + 1, 0).max(dim=1).values.numpy()
+    order = np.argsort(ends[rows], kind="stable")
+    out = np.zeros((len(rows), 0))
     for start in range(0, len(rows), batch_size):
-        chunk = torch.from_numpy(rows[start : start + batch_size])
+        picked = order[start : start + batch_size]
+        chunk = torch.from_numpy(rows[picked])
         ids, mask = perturb(
             input_ids[chunk],
             attention_mask[chunk],
-            torch.from_numpy(hide[start : start + batch_size]),
+            torch.from_numpy(hide[picked]),
             perturbation,
             mask_id,
             pad_id,
         )
+        end = max(int(ends[rows[picked]].max()), 1)
         with torch.no_grad():
-            probs = predict(ids, mask)
+            probs = predict(ids[:, :end], mask[:, :end])
         if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or len(probs) != len(chunk):
             raise InputError(
                 f"predict must return a (rows, classes) tensor; for {len(chunk)} rows it returned "
                 f"{getattr(probs, 'shape', type(probs).__name__)}"
             )
-        out.append(probs.detach().to("cpu", torch.float64).numpy())
-    return np.concatenate(out)
+        if out.shape[1] == 0:
+            out = np.zeros((len(rows), probs.shape[1]))
+        out[picked] = probs.detach().to("cpu", torch.float64).numpy()
+    return out
 
 
 def _result(

@@ -3,14 +3,17 @@
 A configuration is a propagation rule set, a layer (the word embeddings included) and
 decoding on or off. One forward and one backward pass per rule set gives every layer's
 relevance, decoded and not (:func:`~layersal.saliency.dls.candidate_scores`); each
-configuration's scores on a calibration sample of unlabelled texts are judged by
-comprehensiveness AOPC against the model's own predictions, and the best one is used.
+configuration's scores on a calibration sample of unlabelled texts are judged against the
+model's own predictions by :data:`CRITERION`, comprehensiveness AOPC minus sufficiency AOPC
+(hiding the top tokens should hurt the prediction, keeping only them should not), and the
+best one is used.
 
-The table of every configuration's AOPC is kept, so a choice with some dimensions fixed by
-the user (``rule="cp"``, ``decode=False``) is read from the same table. Where the table comes
-from, in order: the model card (``model_card.json`` -> ``calibration``, shipped with the
-bundled models and written by ``scripts/calibrate_cards.py``, valid only for the weights whose
-SHA-256 it records), the per-user cache (keyed on the weights' content hash), a calibration.
+A choice with some dimensions fixed by the user (``rule="cp"``, ``decode=False``) searches
+only the configurations it allows. Where the table of the finalists' scores comes from, in
+order: the model card (``model_card.json`` -> ``calibration``, shipped with the bundled models
+and written by ``scripts/calibrate_cards.py``, valid only for the weights whose SHA-256 it
+records, and only for the unrestricted search), the per-user cache (keyed on the weights'
+content hash and the restriction), a calibration.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +35,39 @@ from .dls import INPUT, DLSOptions, candidate_scores
 MIN_CACHED_TEXTS = 16
 SCREEN_TEXTS = 8
 KEEP_PER_RULE = 2
+RACE_Z = 2.0
 AUTO_RULES = ("gradient", "cp", "cp_id", "attnlrp")
 CARD_FILE = "model_card.json"
+CRITERION = "comprehensiveness - sufficiency AOPC"
+METRIC = "[MASK], budgets 1/5/10/20/50%, predicted class"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A configuration's mean comprehensiveness and sufficiency AOPC over ``n_texts`` texts."""
+
+    comprehensiveness: float
+    sufficiency: float
+    n_texts: int
+
+    @property
+    def score(self) -> float:
+        """:data:`CRITERION`: higher is more faithful."""
+        return self.comprehensiveness - self.sufficiency
+
+    def record(self) -> dict[str, float | int]:
+        return {
+            "comprehensiveness": round(self.comprehensiveness, 6),
+            "sufficiency": round(self.sufficiency, 6),
+            "n_texts": self.n_texts,
+        }
+
+    @classmethod
+    def read(cls, record: Any) -> Measured:
+        return cls(float(record["comprehensiveness"]), float(record["sufficiency"]), int(record["n_texts"]))
+
+
+Table = dict[str, Measured]
 
 
 def config_key(rule: str, layer: int | None, decode: bool) -> str:
@@ -54,7 +88,7 @@ class AutoChoice:
     rule: str
     layer: int | None
     decode: bool
-    aopc: dict[str, float]
+    table: dict[str, dict[str, float | int]]
     n_texts: int
     source: str
     reason: str
@@ -75,38 +109,49 @@ def settings_of(options: DLSOptions) -> dict[str, Any]:
 
 
 def rules_for(options: DLSOptions, lm: LoadedModel) -> tuple[str, ...]:
-    """The rule sets a calibration compares: the usual four (only ``gradient`` for a model
-    whose family has no propagation map), plus one the user asked for."""
+    """The rule sets a calibration compares: the one the user fixed, else the usual four (only
+    ``gradient`` for a model whose family has no propagation map)."""
+    if options.rule is not None:
+        return (options.rule,)
     mapped = lm.family is not None and lm.family.propagation is not None
-    usual = AUTO_RULES if mapped else ("gradient",)
-    if options.rule is None or options.rule in usual:
-        return usual
-    return (*usual, options.rule)
+    return AUTO_RULES if mapped else ("gradient",)
 
 
-def choose(table: dict[str, float], options: DLSOptions, n_texts: int, source: str) -> AutoChoice:
-    """The best configuration of ``table`` among those ``options`` leave free."""
-    allowed = {
-        key: value
-        for key, value in table.items()
-        if (options.rule is None or parse_key(key)[0] == options.rule)
-        and (options.decode is None or parse_key(key)[2] == options.decode)
-    }
+def _allowed(key: str, options: DLSOptions) -> bool:
+    rule, _, decode = parse_key(key)
+    return (options.rule is None or rule == options.rule) and (
+        options.decode is None or decode == options.decode
+    )
+
+
+def choose(table: Table, options: DLSOptions, n_texts: int, source: str) -> AutoChoice:
+    """The configuration of ``table`` with the best :data:`CRITERION` among those ``options``
+    allow and that were measured on every text (the race's survivors)."""
+    allowed = {key: value for key, value in table.items() if _allowed(key, options)}
+    if allowed:  # those that stayed in the race to the end
+        most = max(value.n_texts for value in allowed.values())
+        allowed = {key: value for key, value in allowed.items() if value.n_texts == most}
     if not allowed:
         raise InputError(
             f"no configuration with rule={options.rule!r} and decode={options.decode!r} "
             "could be calibrated for this model"
         )
-    best = max(sorted(allowed), key=lambda key: allowed[key])
+    best = max(sorted(allowed), key=lambda key: allowed[key].score)
     rule, layer, decode = parse_key(best)
-    ranked = sorted(allowed.items(), key=lambda item: -item[1])
-    runners = ", ".join(f"{key} {value:.3f}" for key, value in ranked[1:4])
-    reason = (
-        f"{best} had the highest comprehensiveness AOPC ({allowed[best]:.3f}) of the "
-        f"{len(allowed)} finalist configurations on {n_texts} unlabelled texts ({source}); "
-        f"next: {runners}"
+    top = allowed[best]
+    others = sorted((k for k in table if k != best), key=lambda key: -table[key].score)
+    runners = ", ".join(
+        f"{key} {table[key].score:.3f}" + ("" if key in allowed else f" (out after {table[key].n_texts})")
+        for key in others[:3]
     )
-    return AutoChoice(rule, layer, decode, dict(table), n_texts, source, reason)
+    reason = (
+        f"{best} had the highest {CRITERION} ({top.score:.3f}: comprehensiveness "
+        f"{top.comprehensiveness:.3f}, sufficiency {top.sufficiency:.3f}) of {len(table)} "
+        f"finalist configurations on {n_texts} unlabelled texts ({source})"
+        + (f"; next: {runners}" if runners else "")
+    )
+    record = {key: value.record() for key, value in sorted(table.items())}
+    return AutoChoice(rule, layer, decode, record, n_texts, source, reason)
 
 
 def calibrate(
@@ -118,16 +163,19 @@ def calibrate(
     batch_size: int = 16,
     screen: int = SCREEN_TEXTS,
     keep: int = KEEP_PER_RULE,
-) -> tuple[dict[str, float], int]:
-    """Comprehensiveness AOPC of the configurations on the first ``max_texts`` of ``texts``.
+    race_z: float = RACE_Z,
+) -> tuple[Table, int]:
+    """:data:`CRITERION` of the configurations ``options`` allow, on the first ``max_texts``
+    of ``texts``.
 
-    No labels: the target is the model's own prediction. Two stages keep the cost down (the
-    perturbed passes that score a configuration dominate it): every configuration is scored
-    on ``screen`` texts spread over the sample's length range; the ``keep`` best of each rule
-    set, and the best of each rule set with decoding on and off, go on to the rest. The table
-    holds those finalists, each with its mean over every text of the sample, so that any
-    choice compares configurations on the same texts. Returns the table and the number of
-    texts used.
+    No labels: the target is the model's own prediction. The perturbed passes that score a
+    configuration dominate the cost, so the search spends them where they decide something:
+    every configuration is scored on ``screen`` texts spread over the sample's length range;
+    the ``keep`` best of each rule set go on to the rest, a batch at a time, and after each
+    batch a finalist whose criterion is below the leader's by more than ``race_z`` standard
+    errors of their paired difference drops out (a race). The table holds every finalist with
+    the texts it was measured on; those still running at the end were measured on all of
+    them, and the choice is made among those. Returns the table and the number of texts.
     """
     sample = [t for t in texts if t.strip()][:max_texts]
     if not sample:
@@ -140,44 +188,82 @@ def calibrate(
         first = list(range(len(sample)))
     rest = [i for i in range(len(sample)) if i not in set(first)]
     per_config = score_configs(lm, [sample[i] for i in first], options, None, batch_size)
-    screened = {key: float(np.mean(values)) for key, values in per_config.items()}
-    survivors: set[str] = set()
+    screened = _means(per_config)
+    finalists: set[str] = set()
     for rule in rules_for(options, lm):
-        ranked = sorted((k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k])
-        survivors.update(ranked[:keep])
-        for decode in (False, True):
-            survivors.update([k for k in ranked if parse_key(k)[2] == decode][:1])
-    more = score_configs(lm, [sample[i] for i in rest], options, survivors, batch_size)
-    for key, values in more.items():
-        per_config[key].extend(values)
-    return {key: float(np.mean(per_config[key])) for key in sorted(survivors)}, len(sample)
+        ranked = sorted((k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k].score)
+        finalists.update(ranked[:keep])
+    running = set(finalists)
+    for start in range(0, len(rest), batch_size):
+        chunk = [sample[i] for i in rest[start : start + batch_size]]
+        for key, values in score_configs(lm, chunk, options, running, batch_size).items():
+            for metric, column in values.items():
+                per_config[key][metric].extend(column)
+        running = race(per_config, running, race_z)
+    return _means({key: per_config[key] for key in sorted(finalists)}), len(sample)
+
+
+def race(per_config: dict[str, dict[str, list[float]]], running: set[str], z: float) -> set[str]:
+    """The configurations of ``running`` not clearly worse than the leader: a paired
+    difference of :data:`CRITERION` over the texts all of them were measured on, below ``z``
+    standard errors, stays in the race."""
+    if len(running) < 2:
+        return set(running)
+    criterion = {
+        key: np.array(per_config[key]["comprehensiveness"]) - np.array(per_config[key]["sufficiency"])
+        for key in running
+    }
+    leader = max(sorted(running), key=lambda key: float(criterion[key].mean()))
+    if len(criterion[leader]) < 2:
+        return set(running)
+    staying = {leader}
+    for key in running - {leader}:
+        gap = criterion[leader] - criterion[key]
+        error = float(gap.std(ddof=1)) / np.sqrt(len(gap))
+        if float(gap.mean()) <= 0 or float(gap.mean()) <= z * error:
+            staying.add(key)
+    return staying
+
+
+def _means(per_config: dict[str, dict[str, list[float]]]) -> Table:
+    return {
+        key: Measured(
+            float(np.mean(values["comprehensiveness"])),
+            float(np.mean(values["sufficiency"])),
+            len(values["comprehensiveness"]),
+        )
+        for key, values in per_config.items()
+    }
 
 
 def score_configs(
     lm: LoadedModel, texts: list[str], options: DLSOptions, only: set[str] | None, batch_size: int
-) -> dict[str, list[float]]:
-    """Per configuration (all, or those in ``only``): each text's comprehensiveness AOPC."""
+) -> dict[str, dict[str, list[float]]]:
+    """Per configuration that ``options`` allow (all, or those in ``only``): each text's
+    comprehensiveness and sufficiency AOPC, ``{key: {metric: [per text]}}``."""
     from ..evaluate import hide_ids, predictor
-    from ..metrics import comprehensiveness_many
+    from ..metrics import erasure_aopc_many
 
     predict = predictor(lm)
     inputs = model_input_names(lm.model)
-    per_config: dict[str, list[float]] = {}
+    per_config: dict[str, dict[str, list[float]]] = {}
     for start in range(0, len(texts), batch_size):
         encoded = encode(lm.tokenizer, texts[start : start + batch_size], lm.max_length, inputs)
         keys, score_sets = [], []
         targets = None
         for rule in rules_for(options, lm):
+            if only is not None and not any(parse_key(key)[0] == rule for key in only):
+                continue
             with lm.autocast():
                 targets, candidates = candidate_scores(lm, encoded, options, rule)
             for (layer, decode), scores in candidates.items():
                 key = config_key(rule, layer, decode)
-                if only is None or key in only:
+                if _allowed(key, options) and (only is None or key in only):
                     keys.append(key)
                     score_sets.append(scores)
         if targets is None or not keys:
             continue
-        aopc = comprehensiveness_many(
+        aopc = erasure_aopc_many(
             predict,
             encoded.input_ids,
             encoded.attention_mask,
@@ -186,8 +272,10 @@ def score_configs(
             targets,
             mask_id=hide_ids(lm)[0],
         )
-        for key, values in zip(keys, aopc):
-            per_config.setdefault(key, []).extend(values.tolist())
+        for s, key in enumerate(keys):
+            into = per_config.setdefault(key, {metric: [] for metric in aopc})
+            for metric, values in aopc.items():
+                into[metric].extend(values[s].tolist())
     return per_config
 
 
@@ -210,9 +298,11 @@ def model_digest(lm: LoadedModel) -> str:
     return lm.weights_sha256
 
 
-def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], int] | None:
+def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None:
     """The calibration table shipped in the model's card, when it applies to these weights,
-    this LM head and these settings."""
+    this LM head, these settings and the unrestricted search."""
+    if options.rule is not None or options.decode is not None:
+        return None
     try:
         card = json.loads((lm.path / CARD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -220,17 +310,27 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], 
     entry = card.get("calibration") if isinstance(card, dict) else None
     if not isinstance(entry, dict) or entry.get("settings") != settings_of(options):
         return None
-    if lm.lm_head.source != str(lm.path) or entry.get("decoder") != lm.decoder:
+    if entry.get("criterion") != CRITERION or entry.get("decoder") != lm.decoder:
+        return None
+    if lm.lm_head.source != str(lm.path):
         return None
     if not set(rules_for(options, lm)) <= set(entry.get("rules", [])):
         return None
     if entry.get("weights_sha256") != model_digest(lm):
         return None
-    return {str(k): float(v) for k, v in entry["aopc"].items()}, int(entry["n_texts"])
+    return _read_table(entry)
 
 
-def card_entry(lm: LoadedModel, options: DLSOptions, table: dict[str, float], n_texts: int, texts: str) -> dict[str, Any]:
+def _read_table(entry: dict[str, Any]) -> tuple[Table, int] | None:
+    try:
+        return {str(k): Measured.read(v) for k, v in entry["table"].items()}, int(entry["n_texts"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def card_entry(lm: LoadedModel, options: DLSOptions, table: Table, n_texts: int, texts: str) -> dict[str, Any]:
     """What ``scripts/calibrate_cards.py`` writes into a card (``texts`` says which texts)."""
+    best = choose(table, options, n_texts, "model card")
     return {
         "weights_sha256": model_digest(lm),
         "decoder": lm.decoder,
@@ -238,14 +338,11 @@ def card_entry(lm: LoadedModel, options: DLSOptions, table: dict[str, float], n_
         "rules": list(rules_for(options, lm)),
         "n_texts": n_texts,
         "texts": texts,
-        "metric": "comprehensiveness AOPC ([MASK], budgets 1/5/10/20/50%, predicted class)",
-        "choice": config_key(*_best(table)),
-        "aopc": {k: round(v, 6) for k, v in sorted(table.items())},
+        "criterion": CRITERION,
+        "metric": METRIC,
+        "choice": config_key(best.rule, best.layer, best.decode),
+        "table": best.table,
     }
-
-
-def _best(table: dict[str, float]) -> tuple[str, int | None, bool]:
-    return parse_key(max(sorted(table), key=lambda key: table[key]))
 
 
 def cache_file() -> Path:
@@ -262,7 +359,8 @@ def cache_key(lm: LoadedModel, options: DLSOptions) -> str:
         if file.name != CARD_FILE:
             digest.update(file.read_bytes())
     digest.update(lm.lm_head.source.encode())
-    digest.update(json.dumps([settings_of(options), rules_for(options, lm)], sort_keys=True).encode())
+    space = [settings_of(options), rules_for(options, lm), options.decode, CRITERION]
+    digest.update(json.dumps(space, sort_keys=True).encode())
     return digest.hexdigest()[:24]
 
 
@@ -274,23 +372,19 @@ def _read_cache() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def cached_table(lm: LoadedModel, options: DLSOptions) -> tuple[dict[str, float], int] | None:
-    """A previous calibration's table for this model and these settings, if any."""
+def cached_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None:
+    """A previous calibration's table for this model, these settings and this restriction."""
     entry = _read_cache().get(cache_key(lm, options))
-    if not isinstance(entry, dict):
-        return None
-    try:
-        return {str(k): float(v) for k, v in entry["aopc"].items()}, int(entry["n_texts"])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
+    return _read_table(entry) if isinstance(entry, dict) else None
 
 
-def store_table(lm: LoadedModel, options: DLSOptions, table: dict[str, float], n_texts: int) -> None:
+def store_table(lm: LoadedModel, options: DLSOptions, table: Table, n_texts: int) -> None:
     """Remember a calibration (only when it used at least ``MIN_CACHED_TEXTS`` texts)."""
     if n_texts < MIN_CACHED_TEXTS:
         return
     data = _read_cache()
-    data[cache_key(lm, options)] = {"aopc": table, "n_texts": n_texts}
+    record = {key: value.record() for key, value in sorted(table.items())}
+    data[cache_key(lm, options)] = {"table": record, "n_texts": n_texts}
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,8 +426,8 @@ def resolve_options(
 
 def choice_record(choice: AutoChoice, table: bool = False) -> dict[str, Any]:
     """The choice as a JSON-ready dict: recorded in every explanation without the table of
-    every configuration's AOPC (``table=False``), and in full in a dataset run's folder."""
-    record = asdict(choice)
-    if not table:
-        record.pop("aopc")
-    return record
+    the finalists' scores (``table=False``), and in full in a dataset run's folder."""
+    if table:
+        return asdict(choice)
+    # field by field: asdict would deep-copy the table only to drop it (a cost on every text)
+    return {f.name: getattr(choice, f.name) for f in fields(choice) if f.name != "table"}
