@@ -310,7 +310,7 @@ def test_occlusion_is_the_drop_of_the_target_logit(sharp_bert):
         ids[0, window] = mask_id
         return float(full[target] - logits_of(sharp_bert, encoded, ids)[0, target])
 
-    one = run_method("occlusion", sharp_bert, encoded, None, {"window": 1}).scores[0, positions]
+    one = run_method("occlusion", sharp_bert, encoded, None, {"span": 1}).scores[0, positions]
     assert_rel_close(one, [drop([p]) for p in positions])
     # window 2: each token gets the mean drop of the windows of 2 content tokens covering it
     windows = [positions[i : i + 2] for i in range(len(positions) - 1)]
@@ -319,7 +319,7 @@ def test_occlusion_is_the_drop_of_the_target_logit(sharp_bert):
         sum(d for w, d in zip(windows, drops) if p in w) / sum(p in w for w in windows)
         for p in positions
     ]
-    two = run_method("occlusion", sharp_bert, encoded, None, {"window": 2}).scores[0, positions]
+    two = run_method("occlusion", sharp_bert, encoded, None, {"span": 2}).scores[0, positions]
     assert_rel_close(two, expected)
 
 
@@ -484,7 +484,7 @@ def test_gradient_paths_keep_special_and_padding_embeddings(bert_tiny, name, opt
         ("gradient_shap", {"n_samples": 0}),
         ("gradient_shap", {"stdevs": -1.0}),
         ("gradient_shap", {"baseline": []}),
-        ("occlusion", {"window": 0}),
+        ("occlusion", {"span": 0}),
         ("occlusion", {"perturbations_per_eval": 0}),
         ("lime", {"n_samples": 1}),
         ("lime", {"kernel_width": 0}),

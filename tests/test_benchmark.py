@@ -198,7 +198,7 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     assert dls.results[2].aopc_comprehensiveness == pytest.approx(expected[0].aopc_comprehensiveness, abs=1e-5)
     rows = {row["label"]: row for row in layer_analysis(bench)}
     assert rows[AUTO]["layers_used"] in ([0], [1])
-    assert "highest comprehensiveness" in rows[AUTO]["note"] and "--calibration" in rows[AUTO]["note"]
+    assert "highest comprehensiveness" in rows[AUTO]["note"] and "calibrated on the given texts" in rows[AUTO]["note"]
     best = max(rows["dls:layer=0"]["aopc_comprehensiveness"], rows["dls:layer=1"]["aopc_comprehensiveness"])
     assert rows["dls:layer=1"]["gap_to_best"] == pytest.approx(rows["dls:layer=1"]["aopc_comprehensiveness"] - best)
     assert rows[AUTO]["gap_to_best"] <= 1e-12, "calibrated on these texts, auto is the best layer"

@@ -9,6 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+import layersal
 from layersal.cli import app
 
 runner = CliRunner()
@@ -42,6 +43,28 @@ def test_summary_says_how_the_scores_were_computed():
     assert "decoded" not in plain.output, "gradcam never decodes"
     ruled = _run("explain", "a fine film", "--layer", "input", "--rule", "cp")
     assert "on the input embeddings, rule cp, not decoded" in ruled.output
+
+
+def test_method_options_are_their_own_namespace(tiny_args):
+    """``--option`` goes to the method only; explain()'s own --window is another thing."""
+    text = "a gripping, beautifully acted film"
+    old = _run("explain", text, "--method", "occlusion", "--option", "window=5", *tiny_args)
+    assert old.exit_code == 2 and "now called 'span': write span=5" in old.output
+    assert "Traceback" not in old.output
+    new = _run("explain", text, "--method", "occlusion", "--option", "span=5", "--json", *tiny_args)
+    assert new.exit_code == 0, new.output
+    assert json.loads(new.stdout)["options"] == {"span": 5}
+    wrong = _run("explain", text, "--method", "occlusion", "--option", "span=wide", *tiny_args)
+    assert wrong.exit_code == 2 and "option 'span' takes int, not 'wide'" in wrong.output
+
+
+def test_methods_lists_each_methods_options_from_the_registry():
+    result = _run("methods")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    assert set(lines) == set(layersal.methods())
+    assert "span: int = 3" in lines["occlusion"] and "n_steps: int = 50" in lines["integrated_gradients"]
+    assert "(no options)" in lines["attention"]
 
 
 def test_json_lines_output_round_trips(tiny_args):

@@ -98,7 +98,7 @@ def _no_external_refs(html: str) -> None:
 
 @pytest.fixture(scope="module")
 def explained(sst2_tiny):
-    dls = layersal.explain(TEXTS, sst2_tiny, layer_report=True)
+    dls = layersal.explain(TEXTS, sst2_tiny, layer=1, layer_report=True)  # a layer: the strip marks it
     grad = layersal.explain(TEXTS, sst2_tiny, method="gradient")
     return [[d, g] for d, g in zip(dls, grad)]
 

@@ -105,8 +105,10 @@ def test_response_models_follow_the_result_dataclasses():
         ({"text": "ok", "method": "gradient", "layer": 1}, 422, "method 'gradient' has no option 'layer'"),
         ({"text": "ok", "method": "nope"}, 422, "unknown method 'nope'"),
         ({"text": "ok", "target": "maybe"}, 422, "unknown target 'maybe'"),
-        ({"text": "ok", "options": {"tau": "many"}}, 422, "cannot use these options (tau='many')"),
-        ({"text": "ok", "options": {"batch_size": 2}}, 422, "'batch_size' is not a method option"),
+        ({"text": "ok", "options": {"tau": "many"}}, 422, "option 'tau' takes int | None, not 'many'"),
+        ({"text": "ok", "options": {"batch_size": 2}}, 422, "method 'dls' has no option 'batch_size'"),
+        ({"text": "ok", "method": "occlusion", "options": {"window": 5}}, 422, "now called 'span': write span=5"),
+        ({"text": "ok", "method": "occlusion", "options": {"span": 0}}, 422, "span must be"),
         ({"text": "ok", "word_aggregation": "median"}, 422, "word aggregation must be one of"),
     ],
 )
@@ -150,7 +152,21 @@ def test_info(client, sst2_tiny):
     assert set(methods) == set(layersal.methods())
     assert methods["dls"]["layer_choices"] == ["auto", "coherent", "input", 0, 1, 2]
     assert methods["gradcam"]["takes_layer"] and not methods["gradient"]["takes_layer"]
+    assert {"name": "span", "type": "int", "default": 3} in methods["occlusion"]["options"]
+    assert [o["name"] for o in methods["dls"]["options"]] == [f.name for f in dataclasses.fields(layersal.DLSOptions)]
+    assert methods["attention"]["options"] == []
     assert info["limits"] == {"max_chars": 200, "max_batch": 3, "timeout_s": 30.0}
+
+
+def test_method_options_travel_in_their_own_field(client, sst2_tiny):
+    """A method option named like an explain() parameter goes to the method, not the splitter."""
+    response = _explain(client, text=TEXT, method="occlusion", options={"span": 5})
+    assert response.status_code == 200, response.text
+    (data,) = response.json()["explanations"]
+    direct = layersal.explain(TEXT, sst2_tiny, method="occlusion", options={"span": 5})
+    scores = [t["score"] for t in data["tokens"]]
+    assert data["options"] == {"span": 5} and scores == pytest.approx(direct.scores, abs=1e-6)
+    assert scores != pytest.approx(layersal.explain(TEXT, sst2_tiny, method="occlusion").scores)
 
 
 def test_info_of_a_three_class_model(bert_tiny):
@@ -345,7 +361,8 @@ def test_page_explains_a_text_in_a_browser(live_server, browser, sst2_tiny):
 
     text = "a gripping, beautifully acted film, though the ending drags"
     _explain_in_page(browser, live_server, text)
-    assert layersal.explain(text, sst2_tiny).prediction == "positive"
+    direct = layersal.explain(text, sst2_tiny, layer_report=True)
+    assert direct.prediction == "positive"
     assert browser.find_element(By.ID, "prediction").text == "positive"
     probs = browser.find_element(By.ID, "probs").get_property("textContent")
     assert XSS_LABEL in probs and "positive" in probs
@@ -356,7 +373,8 @@ def test_page_explains_a_text_in_a_browser(live_server, browser, sst2_tiny):
         assert word in shaded
     bars = browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar")
     assert [int(b.get_attribute("data-layer")) for b in bars] == list(range(sst2_tiny.num_layers + 1))
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar.chosen")) == 1
+    chosen = browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar.chosen")
+    assert [int(b.get_attribute("data-layer")) for b in chosen] == ([] if direct.layer is None else [direct.layer])
     rows = browser.find_elements(By.CSS_SELECTOR, "#top-tokens-table tr")
     assert len(rows) == 1 + len(sst2_tiny.tokenizer.tokenize(text))
     assert "layer 0" in rows[0].text and "gripping" in rows[2].text

@@ -26,6 +26,7 @@ _EXPORTS = {
     "bundled_models": "models",
     "explain": "api",
     "load": "models",
+    "method_schema": "saliency",
     "methods": "saliency",
 }
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .errors import InputError, LayersalError, ModelLoadError
     from .explanation import Explanation, LayerReport, Token, Word
     from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
-    from .saliency import methods
+    from .saliency import method_schema, methods
     from .saliency.dls import DLSOptions
 
 

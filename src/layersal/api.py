@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import fields
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
 import torch
@@ -14,9 +13,14 @@ from .errors import InputError
 from .explanation import Explanation
 from .models import DEFAULT_MODEL, LoadedModel, load
 from .passes import forward
-from .saliency import Attribution, check_method, methods, run_method
-from .saliency.dls import DLSOptions, DLSResult
-from .saliency.layer_choice import choice_record, resolve_options
+from .saliency import (
+    Attribution,
+    check_method,
+    methods,
+    prepare_options,
+    renamed_options,
+    run_method,
+)
 from .windows import document_probabilities, merge_windows, window_overlap
 from .words import WORD_AGGREGATIONS, tokens_and_words
 
@@ -48,16 +52,21 @@ def explain(
     long_texts: str = "windows",
     window: int | None = None,
     stride: int | None = None,
-    **options: Any,
+    options: Mapping[str, Any] | None = None,
+    **method_options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain why ``model`` classifies each text as it does.
 
     ``texts``: one string (returns one :class:`Explanation`) or a sequence (returns a list).
     ``model``: a :class:`LoadedModel` from :func:`layersal.load` (load once, reuse), a model
     name or path (loaded for this call), or ``None`` for the bundled default.
-    ``method``: one of :func:`layersal.methods`; ``options`` are the method's own (for
-    ``dls``: ``layer``, ``rule``, ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``,
-    ``rho``, ``top_k``, ``layer_report``; see :class:`layersal.DLSOptions`). The default,
+    ``method``: one of :func:`layersal.methods`; ``options`` is a dict of the method's own
+    options (:func:`layersal.method_schema` lists them; for ``dls``: ``layer``, ``rule``,
+    ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``, ``rho``, ``top_k``,
+    ``layer_report``, see :class:`layersal.DLSOptions`), e.g.
+    ``explain(text, lm, method="occlusion", options={"span": 5})``. Method options may also be
+    given as keywords (``explain(text, lm, layer=1)``); no method option is named like one of
+    this function's parameters, so the two never mix. The default,
     ``layer="auto"``, uses the rule set, layer and decoding that measured most faithful for
     this model (shipped in the bundled models' cards; calibrated once on the first texts and
     cached for other models) at the cost of one forward and one backward pass.
@@ -71,7 +80,9 @@ def explain(
     """
     single = isinstance(texts, str)
     items = check_texts([texts] if single else list(texts))
+    options = _merge_options(options, method_options)
     check_method(method, options)
+    _warn_on_old_names(method, {"window": window, "stride": stride})
     if word_aggregation not in WORD_AGGREGATIONS:
         raise InputError(
             f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, "
@@ -81,12 +92,9 @@ def explain(
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     if long_texts not in ("windows", "truncate"):
         raise InputError(f"long_texts must be 'windows' or 'truncate', not {long_texts!r}")
-    if method == "dls":
-        DLSOptions(**options)
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
-    auto = None
-    if method == "dls":
-        options, auto = resolve_options(lm, items, options, batch_size=batch_size)
+    prepared = prepare_options(method, lambda: lm, lambda: items, options, batch_size)
+    options = prepared.options
     targets = _target_indices(target, len(items), lm.labels)
     size, overlap = lm.max_length, None
     if long_texts == "windows":
@@ -119,10 +127,36 @@ def explain(
                 )
             results[index] = explained[row]
     explanations = [r for r in results if r is not None]
-    if auto is not None:
-        for explanation in explanations:
-            explanation.options.update(layer="auto", auto=choice_record(auto))
+    for explanation in explanations:
+        explanation.options.update(prepared.recorded)
     return explanations[0] if single else explanations
+
+
+def _warn_on_old_names(method: str, given: dict[str, Any]) -> None:
+    """A parameter of ``explain`` that was once also the name of one of ``method``'s options
+    (occlusion's ``window``) was probably meant for the method: say where it went."""
+    for old, new in renamed_options(method).items():
+        if given.get(old) is not None:
+            warnings.warn(
+                f"{old}={given[old]!r} sets explain()'s long-text {old}, not an option of "
+                f"{method!r}; its option once called {old!r} is now {new!r}: write "
+                f"options={{{new!r}: {given[old]!r}}}",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _merge_options(options: Mapping[str, Any] | None, keywords: dict[str, Any]) -> dict[str, Any]:
+    """The method options of an ``explain`` call: the ``options`` dict and keywords, not both
+    naming the same option."""
+    if options is not None and not isinstance(options, Mapping):
+        raise InputError(f"options must be a dict of method options, not {type(options).__name__}")
+    merged = dict(options or {})
+    twice = sorted(set(merged) & set(keywords))
+    if twice:
+        raise InputError(f"method option {twice[0]!r} is given twice: in options and as a keyword")
+    merged.update(keywords)
+    return merged
 
 
 def _explain_windows(
@@ -229,18 +263,9 @@ def build_explanation(
     word_ids = [encoded.word_ids[row][i] for i in content]
     tokens, words = tokens_and_words(text, pieces, offsets, word_ids, scores, word_aggregation)
     probs = torch.softmax(attribution.logits[row], -1).tolist()
-    detail = attribution.detail
-    recorded = dict(options or {})
-    reports = []
-    if isinstance(detail, DLSResult):
-        recorded = {f.name: getattr(detail.options, f.name) for f in fields(detail.options)}
-        recorded.update(
-            relu=detail.options.apply_relu,
-            rule=detail.options.active_rule,
-            decode=detail.options.active_decode,
-        )
-        if detail.options.layer_report:
-            reports = detail.reports(row, content, lm.tokenizer)
+    applied = attribution.detail.applied_options()
+    recorded = dict(options or {}) if applied is None else applied
+    reports = attribution.detail.layer_reports(row, content, lm.tokenizer)
     return Explanation(
         text=text,
         model=lm.name,

@@ -23,9 +23,7 @@ from .errors import InputError
 from .evaluate import predictor, score_batch
 from .metrics import Faithfulness, summarise
 from .models import LoadedModel
-from .saliency import check_method, methods, run_method
-from .saliency.dls import DLSOptions, DLSResult
-from .saliency.layer_choice import calibrate, choice_record, choose, resolve_options
+from .saliency import check_method, methods, prepare_options, run_method
 
 HEADLINE = (
     ("aopc_comprehensiveness", "comp. AOPC", "higher"),
@@ -90,8 +88,6 @@ def parse_spec(text: str) -> MethodSpec:
             raise InputError(f"method option {item!r} in {text!r} needs key=value")
         options[key.strip()] = _parse_value(value.strip())
     check_method(name, options)
-    if name == "dls":
-        DLSOptions(**options)
     return MethodSpec(text.strip(), name, options)
 
 
@@ -160,13 +156,16 @@ def run_benchmark(
     encoded_batches = [encode(lm.tokenizer, [data.texts[i] for i in b], lm.max_length, inputs) for b in batches]
     runs = []
     for spec in specs:
-        options = dict(spec.options)
-        if spec.method == "dls":
-            options.setdefault("layer_report", options.get("layer", "auto") == "coherent")
-        note = ""
-        if spec.method == "dls":
-            options, choice = _resolve_auto(lm, options, data, calibration, batch_size)
-            note = "" if choice is None else str(choice_record(choice)["reason"])
+        prepared = prepare_options(
+            spec.method,
+            lambda: lm,
+            (lambda: list(calibration)) if calibration is not None else (lambda: list(data.texts[:64])),
+            dict(spec.options),
+            batch_size,
+            fresh=calibration is not None,
+        )
+        options = prepared.options
+        note = " ".join(str(v.get("reason", "")) for v in prepared.recorded.values() if isinstance(v, dict))
         try:
             run_method(spec.method, lm, select_rows(encoded_batches[0], [0]), None, options)
         except InputError:
@@ -186,8 +185,8 @@ def run_benchmark(
             seconds += time.perf_counter() - start
             forward += attribution.forward_passes * len(batch)
             backward += attribution.backward_passes * len(batch)
-            if isinstance(attribution.detail, DLSResult):
-                _collect_coherence(attribution.detail, coherence)
+            for layer, values in attribution.detail.coherence().items():
+                coherence.setdefault(layer, []).extend(values)
             scored = score_batch(
                 lm,
                 encoded,
@@ -228,28 +227,6 @@ def run_benchmark(
         settings={"batch_size": batch_size, **metric_options},
         machine=machine_info(),
     )
-
-
-def _resolve_auto(
-    lm: LoadedModel,
-    options: dict[str, Any],
-    data: LabelledTexts,
-    calibration: Sequence[str] | None,
-    batch_size: int,
-) -> tuple[dict[str, Any], Any]:
-    """DLS options with ``layer=auto`` resolved, on ``calibration`` texts when given."""
-    if calibration is None or options.get("layer") != "auto":
-        return resolve_options(lm, list(data.texts[:64]), options, batch_size=batch_size)
-    parsed = DLSOptions(**options)
-    table, n_texts = calibrate(lm, list(calibration), parsed, batch_size=batch_size)
-    choice = choose(table, parsed, n_texts, "calibrated on the --calibration texts")
-    return {**options, **choice.options()}, choice
-
-
-def _collect_coherence(detail: DLSResult, into: dict[int, list[float]]) -> None:
-    for layer, saliency in detail.layers.items():
-        if saliency.decoding is not None and saliency.decoding.coherence is not None:
-            into.setdefault(layer, []).extend(saliency.decoding.coherence.tolist())
 
 
 def _accuracy(runs: list[MethodRun], gold: list[int] | None) -> float | None:

@@ -1,4 +1,5 @@
-"""The ``layersal`` command line: ``explain`` and ``layers``.
+"""The ``layersal`` command line: ``explain``, ``layers``, ``methods``, ``bench``, ``report``,
+``plot``, ``serve`` and ``explain-dataset``.
 
 Heavy imports (torch, transformers) happen inside the commands so ``--help`` stays fast.
 User mistakes end with a one-line ``error:`` message and exit status 2, never a traceback.
@@ -128,11 +129,8 @@ def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dic
     from .saliency import method_options
 
     accepted = method_options(method)
-    options = {
-        k: v
-        for k, v in flags.items()
-        if k in accepted and (method == "dls" or v != _DLS_FLAG_DEFAULTS[k])
-    }
+    # a flag left at its default leaves the method's own default (the same, for dls)
+    options = {k: v for k, v in flags.items() if k in accepted and v != _DLS_FLAG_DEFAULTS[k]}
     if extra:
         options.update(parse_spec(f"{method}:" + ",".join(extra)).options)
     return options
@@ -150,10 +148,27 @@ def _run(
 ) -> list[Any]:
     import layersal
 
+    from .saliency import check_method
+
     items = _collect_texts(texts, file)
-    layersal.DLSOptions(**{k: v for k, v in kwargs.items() if k in layersal.DLSOptions.__dataclass_fields__})
+    options = dict(kwargs.pop("options", None) or {})
+    method = kwargs.pop("method", "dls")
+    check_method(method, options)  # before the model loads: a bad option fails fast
     lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16))
-    return layersal.explain(items, lm, progress=len(items) > 32 and sys.stderr.isatty(), **kwargs)
+    progress = len(items) > 32 and sys.stderr.isatty()
+    return layersal.explain(items, lm, method=method, options=options, progress=progress, **kwargs)
+
+
+@app.command()
+def methods() -> None:
+    """List the saliency methods and each one's options (type and default), from the registry."""
+    with _user_errors():
+        from .saliency import method_schema
+        from .saliency import methods as names
+
+        for name in names():
+            options = ", ".join(f"{o.name}: {o.type} = {o.default!r}" for o in method_schema(name))
+            out.print(f"[bold]{name}[/bold]  {options or '(no options)'}", soft_wrap=True)
 
 
 @app.command()
@@ -162,9 +177,16 @@ def explain(
     file: FileOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
-    method: Annotated[str, typer.Option("--method", help="Saliency method: dls or a baseline (see docs/methods.md).")] = "dls",
+    method: Annotated[
+        str, typer.Option("--method", help="Saliency method: dls or a baseline (`layersal methods` lists them).")
+    ] = "dls",
     option: Annotated[
-        Optional[list[str]], typer.Option("--option", help="Method option KEY=VALUE (repeatable), e.g. n_steps=20.")
+        Optional[list[str]],
+        typer.Option(
+            "--option",
+            help="Method option KEY=VALUE (repeatable), e.g. span=5 for occlusion; "
+            "`layersal methods` lists each method's options.",
+        ),
     ] = None,
     layer: LayerOpt = "auto",
     rule: RuleOpt = None,
@@ -210,7 +232,7 @@ def explain(
             device,
             bf16,
             method=method,
-            **_method_options(method, flags, option or []),
+            options=_method_options(method, flags, option or []),
             target=_int_or_str(target),
             word_aggregation=word_aggregation,
             batch_size=batch_size,
@@ -233,7 +255,9 @@ def layers(
 ) -> None:
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
-        results = _run(texts, file, model, lm_head, allow_pickle, top_k=max(top, 1), layer_report=True)
+        results = _run(
+            texts, file, model, lm_head, allow_pickle, options={"top_k": max(top, 1), "layer_report": True}
+        )
         _print(results, json_out, lambda e: _render_layers(e, top))
 
 
@@ -334,21 +358,27 @@ def _explain_methods(
 ) -> tuple[Any, list[str], list[list[Any]]]:
     """Load the model, explain every text with every method: ``(lm, labels, per_text)``."""
     import layersal
+
     from .benchmark import parse_spec
     from .errors import InputError
+    from .saliency import check_method, method_options
 
     items = _collect_texts(texts, file)
     specs = [parse_spec(m.replace(";", ",")) for m in _split_methods(methods)]
     if not specs:
         raise InputError("--methods names no method")
     for spec in specs:
-        if spec.method == "dls":
+        accepted = method_options(spec.method)
+        if "layer" in accepted and layer != _DLS_FLAG_DEFAULTS["layer"]:
             spec.options.setdefault("layer", _int_or_str(layer))
+        if "layer_report" in accepted:
             spec.options.setdefault("layer_report", True)  # reports and plots show every layer
-            layersal.DLSOptions(**spec.options)
+        check_method(spec.method, spec.options)
     lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
     per_method = [
-        layersal.explain(items, lm, method=spec.method, target=_int_or_str(target), batch_size=batch_size, **spec.options)
+        layersal.explain(
+            items, lm, method=spec.method, options=spec.options, target=_int_or_str(target), batch_size=batch_size
+        )
         for spec in specs
     ]
     return lm, [s.label for s in specs], [list(group) for group in zip(*per_method)]

@@ -182,14 +182,8 @@ def explain_dataset(
     summary = RunSummary(out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded)
     try:
         started = time.perf_counter()
-        if job.method == "dls" and job.options.get("layer") == "auto":
-            job, lm = _resolve_auto_layer(job, lm, source, Path(out))
-            summary.settings = {
-                **recorded,
-                "auto_layer": job.options["layer"],
-                "auto_rule": job.options["rule"],
-                "auto_decode": job.options["decode"],
-            }
+        job, lm, chosen = _prepare_job(job, lm, source, Path(out))
+        summary.settings = {**recorded, **chosen}
         done = sink.done_windows()
         summary.resumed_windows = len(done)
         if not sink.is_complete():
@@ -219,54 +213,60 @@ def _method_options(method: str, layer: int | str | None, options: dict[str, Any
     from ..saliency import check_method
 
     merged = dict(options or {})
-    if method == "dls":
-        merged.setdefault("layer", "auto" if layer is None else layer)
-        merged.setdefault("layer_report", False)
-    elif layer is not None:
+    if layer is not None:
         merged["layer"] = layer
     check_method(method, merged)
-    if method == "dls":
-        from ..saliency.dls import DLSOptions
-
-        DLSOptions(**merged)
     return merged
 
 
-def _resolve_auto_layer(job: DatasetJob, lm: Any, source: Any, out: Path) -> tuple[DatasetJob, Any]:
-    """Replace ``layer="auto"`` by the chosen configuration, recorded in ``out`` so a resumed
-    run keeps it.
+def _prepare_job(
+    job: DatasetJob, lm: Any, source: Any, out: Path
+) -> tuple[DatasetJob, Any, dict[str, Any]]:
+    """The job with its method's options made concrete once for the whole run (DLS's
+    ``layer="auto"``), recorded in ``out`` so that a resumed run keeps them; also the
+    settings that say what was chosen.
 
-    The choice comes from the model card or the per-model cache, else a calibration on the
-    first ``CALIBRATION_TEXTS`` readable texts of the input (no labels); the model is loaded
-    here if it is not already (the Ray driver too).
+    A choice is made from the model card or the per-model cache, else on the first
+    ``CALIBRATION_TEXTS`` readable texts of the input (no labels); the model is loaded here
+    only if the method needs it for the choice (the Ray driver too).
     """
     import json
     from dataclasses import replace
     from itertools import islice
 
-    from ..saliency.layer_choice import choice_record, resolve_options
+    from ..saliency import prepare_options
     from .sink import AUTO_LAYER_FILE
 
     record = out / AUTO_LAYER_FILE
     if record.is_file():
-        choice = json.loads(record.read_text(encoding="utf-8"))
+        kept = json.loads(record.read_text(encoding="utf-8"))
         # a record written before auto chose rule and decoding holds only its layer
-        chosen = choice.get("options") or {"layer": int(choice["layer"]), "rule": "gradient", "decode": True}
-    else:
-        texts = list(islice(
-            (r.text for r in source.rows() if r.error is None and r.text and r.text.strip()), CALIBRATION_TEXTS
-        ))
-        if not texts:
-            raise InputError("layer='auto' needs at least one readable text in the input to calibrate on")
-        lm = lm if lm is not None else job.load()
-        _, auto = resolve_options(lm, texts, job.options, batch_size=job.batch_size)
-        assert auto is not None
-        chosen = auto.options()
-        choice = {**choice_record(auto, table=True), "options": chosen}
+        chosen = kept.get("options") or {"layer": int(kept["layer"]), "rule": "gradient", "decode": True}
+        settings = kept.get("settings") or {f"auto_{key}": value for key, value in chosen.items()}
+        return replace(job, options={**job.options, **chosen}), lm, settings
+    loaded = [lm]
+
+    def model() -> Any:
+        if loaded[0] is None:
+            loaded[0] = job.load()
+        return loaded[0]
+
+    def texts() -> list[str]:
+        rows = (r.text for r in source.rows() if r.error is None and r.text and r.text.strip())
+        first = list(islice(rows, CALIBRATION_TEXTS))
+        if not first:
+            raise InputError(
+                f"method {job.method!r} needs at least one readable text in the input to choose its options on"
+            )
+        return first
+
+    prepared = prepare_options(job.method, model, texts, job.options, job.batch_size)
+    if prepared.evidence is not None:
         temporary = record.with_name(record.name + ".tmp")
-        temporary.write_text(json.dumps(choice, indent=1), encoding="utf-8")
+        evidence = {**prepared.evidence, "settings": prepared.settings}
+        temporary.write_text(json.dumps(evidence, indent=1), encoding="utf-8")
         temporary.replace(record)
-    return replace(job, options={**job.options, **chosen}), lm
+    return replace(job, options=prepared.options), loaded[0], prepared.settings
 
 
 def _check_job(job: DatasetJob, labels: list[str]) -> None:

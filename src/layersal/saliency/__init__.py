@@ -5,19 +5,38 @@ Importing this package registers every method with :mod:`layersal.saliency.base`
 
 from . import dls
 from . import attention, gradients, perturbation, simple  # baselines register on import
-from .base import Attribution, check_method, method_options, methods, register, run_method
+from .base import (
+    Attribution,
+    MethodDetail,
+    Prepared,
+    OptionSpec,
+    check_method,
+    method_options,
+    method_schema,
+    methods,
+    prepare_options,
+    register,
+    renamed_options,
+    run_method,
+)
 from .dls import SALIENCY_KINDS, DLSOptions, position_saliency, run_dls
 
 __all__ = [
     "SALIENCY_KINDS",
     "Attribution",
+    "MethodDetail",
+    "Prepared",
     "DLSOptions",
+    "OptionSpec",
     "check_method",
     "dls",
     "method_options",
+    "method_schema",
     "methods",
+    "prepare_options",
     "position_saliency",
     "register",
+    "renamed_options",
     "run_dls",
     "run_method",
 ]

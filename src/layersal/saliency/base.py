@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import inspect
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..encoding import Encoded
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..explanation import LayerReport
+
+
+class MethodDetail:
+    """What a method can report beyond its token scores. Every method's result may carry
+    one (:attr:`Attribution.detail`); generic code (``explain``, the benchmark, the engines)
+    asks it through these methods and never needs to know which method made it. The
+    defaults report nothing."""
+
+    def applied_options(self) -> dict[str, Any] | None:
+        """The options as the method applied them (defaults resolved), or ``None``: the
+        options it was given."""
+        return None
+
+    def layer_reports(self, row: int, content: list[int], tokenizer: Any) -> list[LayerReport]:
+        """Per-layer report of text ``row`` over its content positions (none by default)."""
+        return []
+
+    def coherence(self) -> dict[int, list[float]]:
+        """Semantic coherence per layer of every text of the batch, where it was measured."""
+        return {}
 
 
 @dataclass
@@ -19,7 +42,8 @@ class Attribution:
 
     ``scores`` is ``(B, n)`` and zero outside content tokens. Pass counts are per text, so
     methods can be compared at equal cost. ``layers[b]`` is the layer text ``b`` was explained
-    at (``None`` for input-level methods); ``detail`` holds method-specific extras.
+    at (``None`` for input-level methods); ``detail`` is what the method reports beyond
+    scores (:class:`MethodDetail`).
     """
 
     scores: torch.Tensor
@@ -28,38 +52,126 @@ class Attribution:
     forward_passes: int
     backward_passes: int
     layers: list[int | None]
-    detail: Any = None
+    detail: MethodDetail = field(default_factory=MethodDetail)
+
+
+@dataclass
+class Prepared:
+    """A method's options made concrete for one job, before any text is explained.
+
+    ``options``: what the method runs with. ``recorded``: merged into every explanation's
+    options (what was chosen and why). ``settings``: added to a dataset run's settings.
+    ``evidence``: the full record a dataset run keeps in its folder, so that a resumed run
+    uses the same options (``None``: nothing was chosen).
+    """
+
+    options: dict[str, Any]
+    recorded: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] | None = None
 
 
 MethodFn = Callable[..., Attribution]
+PrepareFn = Callable[[Callable[[], Any], Callable[[], list[str]], dict[str, Any], int, bool], Prepared]
+"""``prepare(model, texts, options, batch_size, fresh)``: ``model()`` gives the loaded model and
+``texts()`` the job's first texts (a calibration sample), each only when needed (a dataset
+run's driver may not hold the model); ``fresh`` asks for a choice made on those texts, not one
+stored earlier (a model card, a cache)."""
+
+EXPLAIN_PARAMETERS = frozenset(
+    {
+        "method",
+        "options",
+        "target",
+        "word_aggregation",
+        "batch_size",
+        "lm_head",
+        "progress",
+        "long_texts",
+        "window",
+        "stride",
+    }
+)
+"""``explain()``'s own keyword parameters: no method option may take one of these names, so
+that an option passed the old way (as a keyword of ``explain``) is never taken for one."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option of a method: its name, type (as written in the code) and default."""
+
+    name: str
+    type: str
+    default: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "default": self.default}
 
 
 @dataclass(frozen=True)
 class _Entry:
     fn: MethodFn
-    options: frozenset[str]
+    options: tuple[OptionSpec, ...]
+    renamed: dict[str, str]
+    validate: type | None = None
+    prepare: PrepareFn | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(o.name for o in self.options)
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, options: type | None = None) -> Callable[[MethodFn], MethodFn]:
+def register(
+    name: str,
+    options: type | None = None,
+    renamed: dict[str, str] | None = None,
+    prepare: PrepareFn | None = None,
+) -> Callable[[MethodFn], MethodFn]:
     """Decorator: make ``fn(lm, encoded, targets, **options)`` available as ``method=name``.
 
-    The accepted options are the fields of the ``options`` dataclass, or else the function's
-    keyword-only parameters.
+    The accepted options are the fields of the ``options`` dataclass (built once by
+    :func:`check_method`, so that its own checks run before any model work), or else the
+    function's keyword-only parameters, each with its type and default (the method's schema). An option
+    named like one of ``explain()``'s own parameters is refused here. ``renamed`` maps old
+    option names to new ones, so that the old spelling fails with an error naming the new.
+    ``prepare`` makes the options concrete for a job once, before its texts are explained
+    (DLS's ``layer="auto"``); see :func:`prepare_options`.
     """
 
     def add(fn: MethodFn) -> MethodFn:
         if options is not None:
-            names = {f.name for f in fields(options)}
+            specs = tuple(_from_field(f) for f in fields(options))
         else:
             params = inspect.signature(fn).parameters.values()
-            names = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        _REGISTRY[name] = _Entry(fn, frozenset(names))
+            specs = tuple(
+                OptionSpec(p.name, _type_text(p.annotation), p.default)
+                for p in params
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+            )
+        clash = sorted({o.name for o in specs} & EXPLAIN_PARAMETERS)
+        if clash:
+            raise TypeError(
+                f"method {name!r} cannot have an option named {clash[0]!r}: it is a parameter "
+                "of explain() itself"
+            )
+        _REGISTRY[name] = _Entry(fn, specs, dict(renamed or {}), options, prepare)
         return fn
 
     return add
+
+
+def _from_field(f: Any) -> OptionSpec:
+    default = None if f.default is MISSING else f.default
+    return OptionSpec(f.name, _type_text(f.type), default)
+
+
+def _type_text(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return "any"
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
 def methods() -> list[str]:
@@ -70,17 +182,77 @@ def methods() -> list[str]:
 def method_options(name: str) -> frozenset[str]:
     """The option names method ``name`` accepts."""
     check_method(name, {})
+    return _REGISTRY[name].names
+
+
+def method_schema(name: str) -> tuple[OptionSpec, ...]:
+    """Method ``name``'s options, each with its type and default, in declaration order."""
+    check_method(name, {})
     return _REGISTRY[name].options
 
 
+def renamed_options(name: str) -> dict[str, str]:
+    """Old option names of method ``name`` and what they are called now."""
+    check_method(name, {})
+    return dict(_REGISTRY[name].renamed)
+
+
 def check_method(name: str, options: dict[str, Any]) -> None:
-    """Raise a clear error for an unknown method or an option it does not take."""
+    """Raise a clear error for an unknown method, an option it does not take, or a value of
+    the wrong type."""
     if name not in _REGISTRY:
         raise InputError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}")
-    unknown = sorted(set(options) - _REGISTRY[name].options)
+    entry = _REGISTRY[name]
+    for key in sorted(options):
+        if key in entry.renamed:
+            raise InputError(
+                f"method {name!r}'s option {key!r} is now called {entry.renamed[key]!r}: "
+                f"write {entry.renamed[key]}={options[key]!r}"
+            )
+    unknown = sorted(set(options) - entry.names)
     if unknown:
-        accepted = ", ".join(sorted(_REGISTRY[name].options)) or "none"
+        accepted = ", ".join(sorted(entry.names)) or "none"
         raise InputError(f"method {name!r} has no option {unknown[0]!r} (options: {accepted})")
+    for spec in entry.options:
+        if spec.name in options and not _fits(options[spec.name], spec.type):
+            raise InputError(
+                f"method {name!r}'s option {spec.name!r} takes {spec.type}, "
+                f"not {options[spec.name]!r}"
+            )
+    if entry.validate is not None:
+        entry.validate(**options)
+
+
+_SIMPLE = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+
+
+def _fits(value: Any, type_text: str) -> bool:
+    """Whether ``value`` fits a simple annotation (``int``, ``float | None``, ``int | str``);
+    anything more complex is left to the method to check."""
+    parts = [part.strip() for part in type_text.replace("Optional[", "None | ").rstrip("]").split("|")]
+    if not all(part in _SIMPLE for part in parts):
+        return True
+    if isinstance(value, bool) and "bool" not in parts:
+        return False
+    return any(isinstance(value, _SIMPLE[part]) for part in parts)
+
+
+def prepare_options(
+    name: str,
+    model: Callable[[], Any],
+    texts: Callable[[], list[str]],
+    options: dict[str, Any],
+    batch_size: int,
+    *,
+    fresh: bool = False,
+) -> Prepared:
+    """Method ``name``'s options for a job, checked and made concrete (unchanged for a method
+    that registered no ``prepare``)."""
+    check_method(name, options)
+    prepare = _REGISTRY[name].prepare
+    if prepare is None:
+        return Prepared(dict(options))
+    return prepare(model, texts, dict(options), batch_size, fresh)
 
 
 def run_method(

@@ -1,8 +1,9 @@
-"""Decoded Layer Saliency (METHOD.md steps 1-4): layer saliency, decoding, layer choice."""
+"""Decoded Layer Saliency (docs/method.md steps 1-4): layer saliency, decoding, layer choice."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from ..explanation import LayerReport
 from ..models import LoadedModel
 from ..passes import Pass, forward_backward
 from ..rules import check_rule
-from .base import Attribution, register
+from .base import Attribution, MethodDetail, Prepared, register
 
 SALIENCY_KINDS = ("gradcam", "grad_x_act", "grad_norm")
 INPUT = "input"
@@ -28,10 +29,11 @@ _NO_GRADIENT_NOTE = (
 
 @dataclass(frozen=True)
 class DLSOptions:
-    """The method's named choices (see METHOD.md and docs/benchmarks.md).
+    """The method's named choices (see docs/method.md and docs/benchmarks.md).
 
     - ``layer``: ``"auto"`` (the default): the configuration (rule set, layer, decoding) with
-      the best measured comprehensiveness on a calibration sample of unlabelled texts, shipped
+      the best measured comprehensiveness minus sufficiency AOPC on a calibration sample of
+      unlabelled texts, shipped
       in the model card for the bundled models and cached for others (see
       :mod:`layersal.saliency.layer_choice`); an int (negative counts from the top; 0 is the
       embedding output); ``"input"``: the word embeddings (input x gradient under ``rule``);
@@ -121,7 +123,7 @@ class LayerSaliency:
 
 
 @dataclass
-class DLSResult:
+class DLSResult(MethodDetail):
     """DLS over a batch: the pass, every computed layer, and the layer chosen per text.
 
     ``input`` holds the word-embedding level when it was asked for; ``chosen[b]`` is ``None``
@@ -145,8 +147,28 @@ class DLSResult:
         """``(B, n)`` token scores, each text at its chosen layer."""
         return torch.stack([self.at(l).scores[row] for row, l in enumerate(self.chosen)])
 
-    def reports(self, row: int, content: list[int], tokenizer: Any) -> list[LayerReport]:
-        """The per-layer report of text ``row`` over its content positions."""
+    def applied_options(self) -> dict[str, Any]:
+        """Every option, with ``relu``, ``rule`` and ``decode`` as the pass applied them."""
+        applied = {f.name: getattr(self.options, f.name) for f in fields(self.options)}
+        applied.update(
+            relu=self.options.apply_relu,
+            rule=self.options.active_rule,
+            decode=self.options.active_decode,
+        )
+        return applied
+
+    def coherence(self) -> dict[int, list[float]]:
+        return {
+            layer: saliency.decoding.coherence.tolist()
+            for layer, saliency in self.layers.items()
+            if saliency.decoding is not None and saliency.decoding.coherence is not None
+        }
+
+    def layer_reports(self, row: int, content: list[int], tokenizer: Any) -> list[LayerReport]:
+        """The per-layer report of text ``row`` over its content positions (when the options
+        asked for one: ``layer_report``)."""
+        if not self.options.layer_report:
+            return []
         reports = []
         for layer, result in sorted(self.layers.items()):
             decoding = result.decoding
@@ -208,7 +230,19 @@ def resolve_layer(layer: int, num_layers: int) -> int:
     return index
 
 
-@register("dls", options=DLSOptions)
+def _prepare(
+    model: Callable[[], LoadedModel],
+    texts: Callable[[], list[str]],
+    options: dict[str, Any],
+    batch_size: int,
+    fresh: bool,
+) -> Prepared:
+    from .layer_choice import prepare
+
+    return prepare(model, texts, options, batch_size, fresh)
+
+
+@register("dls", options=DLSOptions, prepare=_prepare)
 def dls(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any) -> Attribution:
     """Decoded Layer Saliency as a registered method: one forward and one backward pass."""
     result = run_dls(lm, encoded, DLSOptions(**options), targets)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 from ..encoding import encode, model_input_names
 from ..errors import InputError
 from ..models import LoadedModel
+from .base import Prepared
 from .dls import INPUT, DLSOptions, candidate_scores
 
 MIN_CACHED_TEXTS = 16
@@ -395,33 +397,54 @@ def store_table(lm: LoadedModel, options: DLSOptions, table: Table, n_texts: int
         return
 
 
-def resolve_auto(lm: LoadedModel, texts: list[str], options: DLSOptions, **kwargs: Any) -> AutoChoice:
+def resolve_auto(
+    lm: LoadedModel,
+    texts: Callable[[], list[str]],
+    options: DLSOptions,
+    *,
+    fresh: bool = False,
+    **kwargs: Any,
+) -> AutoChoice:
     """The configuration for ``layer="auto"``: from the model card, the cache, or a
-    calibration on ``texts`` (then cached)."""
-    found = card_table(lm, options)
-    if found is not None:
-        return choose(found[0], options, found[1], "model card")
-    found = cached_table(lm, options)
-    if found is not None:
-        return choose(found[0], options, found[1], "cache")
-    table, n_texts = calibrate(lm, texts, options, **kwargs)
-    store_table(lm, options, table, n_texts)
-    return choose(table, options, n_texts, "calibrated")
+    calibration on ``texts()`` (then cached); ``fresh`` skips the card and the cache."""
+    if not fresh:
+        found = card_table(lm, options)
+        if found is not None:
+            return choose(found[0], options, found[1], "model card")
+        found = cached_table(lm, options)
+        if found is not None:
+            return choose(found[0], options, found[1], "cache")
+    table, n_texts = calibrate(lm, texts(), options, **kwargs)
+    if not fresh:
+        store_table(lm, options, table, n_texts)
+    return choose(table, options, n_texts, "calibrated" if not fresh else "calibrated on the given texts")
 
 
-def resolve_options(
-    lm: LoadedModel, texts: list[str], options: dict[str, Any], **kwargs: Any
-) -> tuple[dict[str, Any], AutoChoice | None]:
-    """DLS ``options`` with ``layer="auto"`` replaced by the chosen configuration.
+def prepare(
+    model: Callable[[], LoadedModel],
+    texts: Callable[[], list[str]],
+    options: dict[str, Any],
+    batch_size: int,
+    fresh: bool,
+) -> Prepared:
+    """DLS ``options`` with ``layer="auto"`` replaced by the chosen configuration, what each
+    explanation records of the choice, and the evidence a dataset run keeps.
 
-    The one place where ``auto`` is resolved (``explain``, the benchmark and dataset runs).
-    Options without ``layer="auto"`` come back unchanged, with no choice.
+    The one place where ``auto`` is resolved (``explain``, the benchmark and dataset runs all
+    reach it through :func:`~layersal.saliency.base.prepare_options`). Options without
+    ``layer="auto"`` come back unchanged.
     """
     parsed = DLSOptions(**options)
     if parsed.layer != "auto":
-        return dict(options), None
-    choice = resolve_auto(lm, texts, parsed, **kwargs)
-    return {**options, **choice.options()}, choice
+        return Prepared(dict(options))
+    choice = resolve_auto(model(), texts, parsed, fresh=fresh, batch_size=batch_size)
+    chosen = choice.options()
+    return Prepared(
+        options={**options, **chosen},
+        recorded={"layer": "auto", "auto": choice_record(choice)},
+        settings={"auto_layer": chosen["layer"], "auto_rule": chosen["rule"], "auto_decode": chosen["decode"]},
+        evidence={**choice_record(choice, table=True), "options": chosen},
+    )
 
 
 def choice_record(choice: AutoChoice, table: bool = False) -> dict[str, Any]:

@@ -55,28 +55,28 @@ def _per_text(
     return counter.result(encoded, scatter_rows(encoded, per_text, device), logits, chosen)
 
 
-@register("occlusion")
+@register("occlusion", renamed={"window": "span"})
 def occlusion(
     lm: LoadedModel,
     encoded: Encoded,
     targets: torch.Tensor | None = None,
     *,
-    window: int = 3,
+    span: int = 3,
     baseline: str = "mask",
     perturbations_per_eval: int = 16,
 ) -> Attribution:
-    """Captum ``Occlusion``: slide a window of ``window`` content tokens (stride 1), replace
+    """Captum ``Occlusion``: slide a window of ``span`` content tokens (stride 1), replace
     them by the baseline token; a token's score is the mean over the windows that cover it
-    of y_c(x) - y_c(x with the window replaced). A text shorter than the window is occluded
-    whole."""
+    of y_c(x) - y_c(x with the window replaced). A text shorter than the span is occluded
+    whole. (``span`` was called ``window``, which is ``explain()``'s long-text window.)"""
     from captum.attr import Occlusion
 
-    window = positive_int("window", window)
+    span = positive_int("span", span)
     batch = positive_int("perturbations_per_eval", perturbations_per_eval)
     token = replacement_id(lm.tokenizer, baseline)
 
     def one(forward: TokenForward, ids: torch.Tensor, target: int, text: OneText) -> torch.Tensor:
-        width = min(window, ids.shape[1])
+        width = min(span, ids.shape[1])
         return Occlusion(forward).attribute(
             ids,
             sliding_window_shapes=(width,),

@@ -31,17 +31,13 @@ from ..encoding import check_texts
 from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..models import LoadedModel
-from ..saliency import check_method, method_options, methods
+from ..saliency import check_method, method_options, method_schema, methods
 from .card import render_html
 
 DEFAULT_MAX_CHARS = 5000
 DEFAULT_MAX_BATCH = 32
 DEFAULT_TIMEOUT_S = 60.0
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-# keyword arguments of layersal.explain itself, which a request sets through its own fields
-_RESERVED_OPTIONS = frozenset(
-    {"texts", "model", "method", "target", "word_aggregation", "batch_size", "lm_head", "progress"}
-)
 _STATIC = "static"
 _STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
 # the page and its own script and style: nothing inline, nothing from the network
@@ -97,7 +93,10 @@ class ExplainRequest(BaseModel):
     word_aggregation: str = Field("sum", description="Merge sub-word scores: sum, mean or max.")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="The method's own options, e.g. {'tau': 50, 'saliency': 'gradcam'} for dls (defaults: all tokens, grad_x_act).",
+        description=(
+            "The method's own options, e.g. {'span': 5} for occlusion or {'rule': 'cp'} for dls; "
+            "GET /api/info lists each method's options with their types and defaults."
+        ),
     )
 
 
@@ -162,11 +161,20 @@ class ReportRequest(BaseModel):
     explanations: list[ExplanationOut]
 
 
+class OptionInfo(BaseModel):
+    name: str
+    type: str = Field(description="The option's type as the method declares it, e.g. 'int | None'.")
+    default: Any = None
+
+
 class MethodInfo(BaseModel):
     name: str
     takes_layer: bool
     layer_choices: list[int | str] = Field(
         default_factory=list, description="Values of 'layer' this method accepts (besides null)."
+    )
+    options: list[OptionInfo] = Field(
+        default_factory=list, description="The method's own options (the request's 'options'), from its registry entry."
     )
 
 
@@ -271,6 +279,10 @@ class _Runner:
 # ------------------------------------------------------------------------------------- app
 
 
+def _json_default(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def method_infos(num_layers: int) -> list[MethodInfo]:
     """Every registered method, and which ``layer`` values it takes."""
     infos = []
@@ -283,7 +295,11 @@ def method_infos(num_layers: int) -> list[MethodInfo]:
         choices: list[int | str] = list(range(num_layers + 1)) if takes_layer else []
         if name == "dls":
             choices = ["auto", "coherent", "input", *choices]
-        infos.append(MethodInfo(name=name, takes_layer=takes_layer, layer_choices=choices))
+        options = [
+            OptionInfo(name=o.name, type=o.type, default=_json_default(o.default))
+            for o in method_schema(name)
+        ]
+        infos.append(MethodInfo(name=name, takes_layer=takes_layer, layer_choices=choices, options=options))
     return infos
 
 
@@ -428,9 +444,6 @@ def create_app(
                 )
         check_texts(items)
         options = dict(request.options)
-        reserved = sorted(set(options) & _RESERVED_OPTIONS)
-        if reserved:
-            return _error(422, f"{reserved[0]!r} is not a method option: set it as a field of the request")
         layer = _int_or_text(request.layer)
         if layer is not None:
             options["layer"] = layer
@@ -448,7 +461,7 @@ def create_app(
                     target=target,
                     word_aggregation=request.word_aggregation,
                     batch_size=min(len(items), 16),
-                    **{**shown, **options},
+                    options={**shown, **options},
                 )
             except (TypeError, ValueError) as exc:
                 if not options:
