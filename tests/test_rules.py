@@ -105,8 +105,10 @@ def test_attnlrp_loses_relevance_only_in_the_softmax(family, monkeypatch):
     grads = torch.autograd.grad(logits[0, target], [embedded[0], *xs, *ss])
     relevance = float((embedded[0].detach() * grads[0]).sum())
     g_x, g_s = grads[1 : 1 + len(xs)], grads[1 + len(xs) :]
-    dropped = sum(0.5 * float((s * gs).sum() - (x * gx).sum()) for x, s, gx, gs in zip(xs, ss, g_x, g_s))
-    logit = float(logits[0, target])
+    dropped = sum(
+        0.5 * float((s.detach() * gs).sum() - (x.detach() * gx).sum()) for x, s, gx, gs in zip(xs, ss, g_x, g_s)
+    )
+    logit = float(logits[0, target].detach())
     assert abs(dropped) > 1e-3, "the softmaxes should drop some relevance in this model"
     assert relevance + dropped == pytest.approx(logit, rel=1e-4, abs=1e-5)
 
