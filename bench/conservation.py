@@ -24,13 +24,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import layersal  # noqa: E402
-from layersal.datasets import read_labelled  # noqa: E402
-from layersal.encoding import encode, model_input_names  # noqa: E402
-from layersal.families import family_for  # noqa: E402
-from layersal.passes import forward_backward  # noqa: E402
-from layersal.rules import RULE_SETS  # noqa: E402
-from tests.conftest import FAMILIES, TOKENIZER_DIR, tiny_config  # noqa: E402
+from tests.conftest import FAMILIES, TOKENIZER_DIR, tiny_config
+
+import layersal
+from layersal.datasets import read_labelled
+from layersal.encoding import encode, model_input_names
+from layersal.families import family_for
+from layersal.passes import forward_backward
+from layersal.rules import RULE_SETS
 
 DATA = ROOT.parent / "shared" / "data"
 SENTENCES = [
@@ -73,7 +74,9 @@ def errors(model: torch.nn.Module, tokenizer, texts: list[str]) -> dict[str, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--texts", type=int, default=32, help="texts per bundled checkpoint")
     args = parser.parse_args()
     from transformers import AutoTokenizer
@@ -85,12 +88,16 @@ def main() -> None:
             kind = "tiny, with biases" if biases else "tiny, bias-free"
             rows.append((f"{family} ({kind})", errors(tiny(family, biases), tokenizer, SENTENCES)))
     for name, data in (
-        ("sst2-tiny", "sst2/test.tsv"), ("sst2-minilm", "sst2/test.tsv"),
-        ("agnews-tiny", "agnews/test.tsv"), ("agnews-minilm", "agnews/test.tsv"),
+        ("sst2-tiny", "sst2/test.tsv"),
+        ("sst2-minilm", "sst2/test.tsv"),
+        ("agnews-tiny", "agnews/test.tsv"),
+        ("agnews-minilm", "agnews/test.tsv"),
     ):
         lm = layersal.load(name)
         texts = read_labelled(DATA / data).sample(args.texts, 0).texts
-        rows.append((f"{name} (checkpoint, {len(texts)} texts)", errors(lm.model, lm.tokenizer, texts)))
+        rows.append(
+            (f"{name} (checkpoint, {len(texts)} texts)", errors(lm.model, lm.tokenizer, texts))
+        )
     print("| model | " + " | ".join(RULE_SETS) + " |")
     print("|---|" + "---|" * len(RULE_SETS))
     for label, values in rows:

@@ -19,13 +19,18 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, get_constant_schedule_with_warmup
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    get_constant_schedule_with_warmup,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-import build_models  # noqa: E402
-import minilm  # noqa: E402
+import build_models
+import minilm
 
 
 def held_out(held: list[str], tokenizer, seed: int) -> minilm.MaskedEval:
@@ -59,10 +64,15 @@ def main() -> None:
     checkpoint = REPO / "build" / "minilm" / "mlm" / "joint.pt"
     if not checkpoint.exists():
         sys.exit(f"{checkpoint} is missing: run scripts/build_models.py --only minilm first")
-    train, held, _ = minilm.mlm_corpus(args.data, args.seed, build_models.read_sst2, build_models.agnews_splits)
+    train, held, _ = minilm.mlm_corpus(
+        args.data, args.seed, build_models.read_sst2, build_models.agnews_splits
+    )
     if args.reference:
-        print(f"reference: SPLADE-tiny source head, held-out masked-token accuracy "
-              f"{reference_accuracy(held, args.seed):.4f}", flush=True)
+        print(
+            f"reference: SPLADE-tiny source head, held-out masked-token accuracy "
+            f"{reference_accuracy(held, args.seed):.4f}",
+            flush=True,
+        )
 
     source = minilm.SOURCE.fetch(build_models.CACHE_DIR)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -74,26 +84,37 @@ def main() -> None:
     model.train()
     done = minilm.MLM.joint_steps
     lengths = [len(x) for x in train_ids]
-    batches = [b for epoch in range(3) for b in minilm.length_batches(lengths, minilm.MLM.batch_size, args.seed, epoch)]
+    batches = [
+        b
+        for epoch in range(3)
+        for b in minilm.length_batches(lengths, minilm.MLM.batch_size, args.seed, epoch)
+    ]
     batches = batches[done : done + args.steps]
     params = list(model.named_parameters())
     optimizer = minilm.adamw(params, args.lr)
     schedule = get_constant_schedule_with_warmup(optimizer, 30)
     special = torch.tensor(tokenizer.all_special_ids)
 
-    print(f"lr {args.lr}, mask rate {args.mask_rate}, batch {minilm.MLM.batch_size}, from joint step {done}")
+    print(
+        f"lr {args.lr}, mask rate {args.mask_rate}, batch {minilm.MLM.batch_size}, from joint "
+        f"step {done}"
+    )
     print("| extra steps | mean loss | held-out masked-token acc | s |")
     print("|---|---|---|---|")
     print(f"| 0 | - | {evaluator.accuracy(model):.4f} | 0 |", flush=True)
     started, losses = time.time(), []
     for index, batch in enumerate(batches, start=1):
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + done + index + 104_729)
-        loss = minilm.mlm_batch_loss(model, [train_ids[i] for i in batch], tokenizer, special, generator,
-                                     args.mask_rate)
+        loss = minilm.mlm_batch_loss(
+            model, [train_ids[i] for i in batch], tokenizer, special, generator, args.mask_rate
+        )
         losses.append(minilm.optimise(loss, params, optimizer, schedule))
         if index % args.every == 0 or index == len(batches):
-            print(f"| {index} | {sum(losses) / len(losses):.3f} | {evaluator.accuracy(model):.4f} "
-                  f"| {time.time() - started:.0f} |", flush=True)
+            print(
+                f"| {index} | {sum(losses) / len(losses):.3f} | {evaluator.accuracy(model):.4f} "
+                f"| {time.time() - started:.0f} |",
+                flush=True,
+            )
             losses.clear()
 
 

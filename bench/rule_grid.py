@@ -1,7 +1,8 @@
 """Every DLS configuration (rule set x layer x decoding) on a benchmark sample, in hindsight.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/rule_grid.py --model sst2-minilm \
-        --data ../shared/data/sst2/test.tsv --sample 500 --seed 0 --out docs/bench/sst2-minilm/rule-grid.md
+        --data ../shared/data/sst2/test.tsv --sample 500 --seed 0 \
+        --out docs/bench/sst2-minilm/rule-grid.md
 
 Scores each configuration by ``auto``'s criterion, comprehensiveness minus sufficiency AOPC
 (the benchmark's definitions: token level, [MASK], budgets 1/5/10/20/50%, predicted class),
@@ -35,7 +36,9 @@ from layersal.saliency.layer_choice import (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--sample", type=int, default=None)
@@ -91,7 +94,9 @@ def main() -> None:
                     mark = "**" if key == best else ""
                     pick = " (auto)" if key == picked else ""
                     cells.append(f"{mark}{mean:.3f}{mark} [{low:.3f}, {high:.3f}]{pick}")
-                lines.append(f"| {rule} | {'decoded' if decode else 'plain'} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {rule} | {'decoded' if decode else 'plain'} | " + " | ".join(cells) + " |"
+                )
         gap = sign * (stats[picked][0] - stats[best][0])
         lines += [
             "",
@@ -117,7 +122,9 @@ def main() -> None:
     for rule in rules_for(options, lm):
         row = {layer: (g, lo, hi) for r, layer, g, lo, hi in gains if r == rule}
         cells = [
-            f"{row[layer][0]:+.3f} [{row[layer][1]:+.3f}, {row[layer][2]:+.3f}]" if layer in row else "-"
+            f"{row[layer][0]:+.3f} [{row[layer][1]:+.3f}, {row[layer][2]:+.3f}]"
+            if layer in row
+            else "-"
             for layer in range(lm.num_layers + 1)
         ]
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")

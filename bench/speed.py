@@ -8,7 +8,8 @@
    texts/s and peak memory of a bare forward pass, a plain gradient (``method="gradient"``),
    DLS with its default options at a fixed layer without the per-layer report (what a dataset
    run does once ``layer="auto"`` has picked the layer), ``dls-default`` (``layersal explain``
-   now: the configuration from the model card, no per-layer report), ``lrp``, the paper's variant (Grad-CAM,
+   now: the configuration from the model card, no per-layer report), ``lrp``, the paper's
+   variant (Grad-CAM,
    ``tau=50``: a full vocabulary projection), DLS as ``layersal explain`` ran it before the
    propagation rules
    (``layer="coherent"`` and the per-layer report: every layer projected), integrated
@@ -18,7 +19,8 @@
    one over the other (``DLS/forward = 3`` means DLS costs three forward passes' time).
    Peak memory: the process's RSS high-water mark during the cell (reset before it through
    ``/proc/self/clear_refs``), or the CUDA allocator's peak on a GPU.
-2. **Long run** (run first): ``explain_dataset`` over ``--long`` texts of ``sst2/train.tsv`` with RSS
+2. **Long run** (run first): ``explain_dataset`` over ``--long`` texts of ``sst2/train.tsv``
+   with RSS
    sampled after every ``--every`` texts, and the process's peak RSS.
 3. **Engines**: the local and the Ray engine (if installed) over ``--engine-texts`` rows of
    ``sst2/train.tsv``: texts/s and whether both wrote the same rows.
@@ -56,17 +58,27 @@ METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("forward", "forward", {}),
     ("gradient", "gradient", {}),
     ("dls", "dls", {"layer": FIXED_LAYER, "layer_report": False}),
-    ("dls-paper", "dls", {"layer": FIXED_LAYER, "layer_report": False, "saliency": "gradcam", "tau": 50}),
+    (
+        "dls-paper",
+        "dls",
+        {"layer": FIXED_LAYER, "layer_report": False, "saliency": "gradcam", "tau": 50},
+    ),
     ("dls-default", "dls", {}),
     ("lrp", "lrp", {}),
     ("dls-full", "dls", {"layer": "coherent", "layer_report": True}),
     ("ig-50", "integrated_gradients", {"n_steps": 50}),
     ("lime-25", "lime", {"n_samples": 25}),
 ]
-RATIOS = [("DLS/forward", "dls", "forward"), ("DLS/gradient", "dls", "gradient"),
-          ("default/gradient", "dls-default", "gradient"), ("LRP/gradient", "lrp", "gradient"),
-          ("DLS-paper/gradient", "dls-paper", "gradient"), ("DLS-full/gradient", "dls-full", "gradient"),
-          ("IG/DLS", "ig-50", "dls"), ("LIME/DLS", "lime-25", "dls")]
+RATIOS = [
+    ("DLS/forward", "dls", "forward"),
+    ("DLS/gradient", "dls", "gradient"),
+    ("default/gradient", "dls-default", "gradient"),
+    ("LRP/gradient", "lrp", "gradient"),
+    ("DLS-paper/gradient", "dls-paper", "gradient"),
+    ("DLS-full/gradient", "dls-full", "gradient"),
+    ("IG/DLS", "ig-50", "dls"),
+    ("LIME/DLS", "lime-25", "dls"),
+]
 
 
 def read_sentences(path: Path, limit: int | None) -> list[str]:
@@ -128,9 +140,15 @@ def random_bert(root: Path) -> tuple[Path, Path]:
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
-        intermediate_size=1536, max_position_embeddings=512, num_labels=2,
-        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
     )
     mlm = BertForMaskedLM(config)
     classifier = BertForSequenceClassification(config)
@@ -186,7 +204,9 @@ def bench_methods(
                 runs[label] = lambda b=batch_size, m=method, o=options: layersal.explain(
                     texts, lm, method=m, batch_size=b, **o
                 )
-                layersal.explain(texts[:batch_size], lm, method=method, batch_size=batch_size, **options)
+                layersal.explain(
+                    texts[:batch_size], lm, method=method, batch_size=batch_size, **options
+                )
         best: dict[str, float] = {}
         for round_ in range(max(1, repeats)):
             for label, run in runs.items():
@@ -199,13 +219,19 @@ def bench_methods(
                 best[label] = min(best.get(label, float("inf")), seconds)
         for label, _, _ in METHODS:
             speeds[(label, batch_size)] = len(texts) / best[label]
-            print(f"  {lm.name[-40:]:<40} bs={batch_size:<3} {label:<11} {speeds[(label, batch_size)]:9.1f} texts/s "
-                  f"peak {peaks[(label, batch_size)]:.0f} MiB", flush=True)
+            print(
+                f"  {lm.name[-40:]:<40} bs={batch_size:<3} {label:<11} "
+                f"{speeds[(label, batch_size)]:9.1f} texts/s "
+                f"peak {peaks[(label, batch_size)]:.0f} MiB",
+                flush=True,
+            )
     return speeds, peaks
 
 
 def print_speed_table(
-    title: str, measured: tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]], batch_sizes: list[int]
+    title: str,
+    measured: tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]],
+    batch_sizes: list[int],
 ) -> None:
     speeds, peaks = measured
     print(f"\n### {title}\n")
@@ -214,12 +240,20 @@ def print_speed_table(
     print(head)
     print("|" + "---|" * (2 * len(batch_sizes) + 1))
     for label, _, _ in METHODS:
-        cells = [f"{speeds[(label, b)]:.1f}" for b in batch_sizes] + [f"{peaks[(label, b)]:.0f}" for b in batch_sizes]
+        cells = [f"{speeds[(label, b)]:.1f}" for b in batch_sizes] + [
+            f"{peaks[(label, b)]:.0f}" for b in batch_sizes
+        ]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\n| cost ratio (s/text over s/text) | " + " | ".join(f"bs={b}" for b in batch_sizes) + " |")
+    print(
+        "\n| cost ratio (s/text over s/text) | " + " | ".join(f"bs={b}" for b in batch_sizes) + " |"
+    )
     print("|" + "---|" * (len(batch_sizes) + 1))
     for name, a, b in RATIOS:
-        print(f"| {name} | " + " | ".join(f"{speeds[(b, s)] / speeds[(a, s)]:.2f}" for s in batch_sizes) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{speeds[(b, s)] / speeds[(a, s)]:.2f}" for s in batch_sizes)
+            + " |"
+        )
 
 
 def long_run(model: Any, n: int, every: int, batch_size: int, device: str, work: Path) -> None:
@@ -234,11 +268,19 @@ def long_run(model: Any, n: int, every: int, batch_size: int, device: str, work:
         samples.append((info["explained"], rss_mib()))
 
     summary = explain_dataset(
-        source, work / "long.parquet", model=model, device=device, batch_size=batch_size,
-        shard_rows=every, overwrite=True, on_window=sample,
+        source,
+        work / "long.parquet",
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        shard_rows=every,
+        overwrite=True,
+        on_window=sample,
     )
-    print(f"\n### RSS over explain_dataset on {len(texts)} texts of sst2/train.tsv "
-          f"(default DLS settings, batch {batch_size}, sampled every {every} texts)\n")
+    print(
+        f"\n### RSS over explain_dataset on {len(texts)} texts of sst2/train.tsv "
+        f"(default DLS settings, batch {batch_size}, sampled every {every} texts)\n"
+    )
     print(f"{summary.rows} rows, {summary.errors} errors, {summary.texts_per_second:.1f} texts/s\n")
     print("| texts done | RSS MiB |")
     print("|---|---|")
@@ -248,19 +290,22 @@ def long_run(model: Any, n: int, every: int, batch_size: int, device: str, work:
     quarter = max(1, len(samples) // 4)
     first = max(r for _, r in samples[1 : quarter + 1])
     last = max(r for _, r in samples[-quarter:])
-    print(f"\nmax RSS first quarter {first:.0f} MiB, last quarter {last:.0f} MiB (growth {last - first:+.0f} MiB); "
-          f"peak RSS of this process {peak_rss_mib():.0f} MiB")
+    print(
+        f"\nmax RSS first quarter {first:.0f} MiB, last quarter {last:.0f} MiB (growth "
+        f"{last - first:+.0f} MiB); "
+        f"peak RSS of this process {peak_rss_mib():.0f} MiB"
+    )
 
 
 def engines(model: str, n: int, workers: int, batch_size: int, device: str, work: Path) -> None:
-    from layersal.engines import explain_dataset
-
     import pyarrow.parquet as pq
+
+    from layersal.engines import explain_dataset
 
     texts = read_sentences(DATA / "train.tsv", n)
     source = work / "engines.txt"
     source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-    common = dict(model=model, device=device, batch_size=batch_size, overwrite=True)
+    common = {"model": model, "device": device, "batch_size": batch_size, "overwrite": True}
     results = {}
     local = explain_dataset(source, work / "local.parquet", engine="local", **common)
     results["local (1 process)"] = local
@@ -273,47 +318,82 @@ def engines(model: str, n: int, workers: int, batch_size: int, device: str, work
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
         try:
             started = time.perf_counter()
-            remote = explain_dataset(source, work / "ray.parquet", engine="ray", num_workers=workers, **common)
+            remote = explain_dataset(
+                source, work / "ray.parquet", engine="ray", num_workers=workers, **common
+            )
             results[f"ray ({workers} workers)"] = remote
             print(f"(ray run incl. actor start-up: {time.perf_counter() - started:.1f} s)")
         finally:
             ray.shutdown()
-    print(f"\n### Engines over the first {len(texts)} texts of sst2/train.tsv ({os.cpu_count()} CPUs here)\n")
+    print(
+        f"\n### Engines over the first {len(texts)} texts of sst2/train.tsv ({os.cpu_count()} "
+        "CPUs here)\n"
+    )
     print("| engine | rows | seconds | texts/s |")
     print("|---|---|---|---|")
     for name, summary in results.items():
-        print(f"| {name} | {summary.rows} | {summary.seconds:.1f} | {summary.texts_per_second:.1f} |")
+        print(
+            f"| {name} | {summary.rows} | {summary.seconds:.1f} | {summary.texts_per_second:.1f} |"
+        )
     if len(results) == 2:
         a = pq.read_table(work / "local.parquet").to_pylist()
         b = pq.read_table(work / "ray.parquet").to_pylist()
         same_ids = [r["id"] for r in a] == [r["id"] for r in b]
         diff = max(
-            (abs(x - y) for r, s in zip(a, b) for x, y in zip(r["token_scores"], s["token_scores"])), default=0.0
+            (
+                abs(x - y)
+                for r, s in zip(a, b)
+                for x, y in zip(r["token_scores"], s["token_scores"])
+            ),
+            default=0.0,
         )
-        print(f"\nsame ids in the same order: {same_ids}; largest token-score difference: {diff:.2e}")
+        print(
+            f"\nsame ids in the same order: {same_ids}; largest token-score difference: {diff:.2e}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=64, help="SST-2 test sentences per measurement")
+    parser.add_argument(
+        "--limit", type=int, default=64, help="SST-2 test sentences per measurement"
+    )
     parser.add_argument("--batch-sizes", default="1,32")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (best kept per cell)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved timing rounds (best kept per cell)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model passes")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast for the model passes"
+    )
     parser.add_argument("--skip-methods", action="store_true")
-    parser.add_argument("--skip-big", action="store_true", help="skip the 6-layer, 384-wide random BERT")
-    parser.add_argument("--skip-slow", action="store_true", help="skip the multi-pass methods (ig-50, lime-25, dls-full)")
-    parser.add_argument("--long", type=int, default=10_000, help="texts of the long explain_dataset run (0: skip)")
-    parser.add_argument("--every", type=int, default=500, help="RSS sample (and shard) every N texts")
+    parser.add_argument(
+        "--skip-big", action="store_true", help="skip the 6-layer, 384-wide random BERT"
+    )
+    parser.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help="skip the multi-pass methods (ig-50, lime-25, dls-full)",
+    )
+    parser.add_argument(
+        "--long", type=int, default=10_000, help="texts of the long explain_dataset run (0: skip)"
+    )
+    parser.add_argument(
+        "--every", type=int, default=500, help="RSS sample (and shard) every N texts"
+    )
     parser.add_argument("--long-batch-size", type=int, default=32)
-    parser.add_argument("--engine-texts", type=int, default=2000, help="texts for local vs Ray (0: skip)")
+    parser.add_argument(
+        "--engine-texts", type=int, default=2000, help="texts for local vs Ray (0: skip)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="Ray workers")
     args = parser.parse_args()
     if not (DATA / "test.tsv").is_file():
         sys.exit(f"{DATA} not found: this benchmark needs the shared SST-2 data")
     device = pick_device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"device: {device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(
+        f"device: {device}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs"
+    )
     precision = "bf16" if args.bf16 else "fp32"
     print(f"precision: {precision}")
     work = Path(tempfile.mkdtemp(prefix="layersal-bench-"))
@@ -321,19 +401,41 @@ def main() -> None:
         if args.long:  # first, so the peak RSS it reports is the dataset run's own
             long_run("sst2-tiny", args.long, args.every, args.long_batch_size, device, work)
         if args.engine_texts:
-            engines("sst2-tiny", args.engine_texts, args.workers, args.long_batch_size, device, work)
+            engines(
+                "sst2-tiny", args.engine_texts, args.workers, args.long_batch_size, device, work
+            )
         if not args.skip_methods:
             texts = read_sentences(DATA / "test.tsv", args.limit)
-            print(f"{len(texts)} SST-2 test sentences, mean {sum(len(t.split()) for t in texts) / len(texts):.1f} words")
-            models = [("sst2-tiny (bundled default)", lambda: layersal.load("sst2-tiny", device=device, precision=precision))]
+            print(
+                f"{len(texts)} SST-2 test sentences, mean "
+                f"{sum(len(t.split()) for t in texts) / len(texts):.1f} words"
+            )
+            models = [
+                (
+                    "sst2-tiny (bundled default)",
+                    lambda: layersal.load("sst2-tiny", device=device, precision=precision),
+                )
+            ]
             if not args.skip_big and "sst2-minilm" in layersal.bundled_models():
-                models.append(("sst2-minilm, 6 layers x 384", lambda: layersal.load("sst2-minilm", device=device, precision=precision)))
+                models.append(
+                    (
+                        "sst2-minilm, 6 layers x 384",
+                        lambda: layersal.load("sst2-minilm", device=device, precision=precision),
+                    )
+                )
             elif not args.skip_big:
                 clf, mlm = random_bert(work)
-                models.append(("random BERT, 6 layers x 384", lambda: layersal.load(clf, lm_head=mlm, device=device, precision=precision)))
+                models.append(
+                    (
+                        "random BERT, 6 layers x 384",
+                        lambda: layersal.load(clf, lm_head=mlm, device=device, precision=precision),
+                    )
+                )
             if args.skip_slow:
                 METHODS[:] = [m for m in METHODS if m[0] not in ("ig-50", "lime-25", "dls-full")]
-                RATIOS[:] = [r for r in RATIOS if not ({r[1], r[2]} & {"ig-50", "lime-25", "dls-full"})]
+                RATIOS[:] = [
+                    r for r in RATIOS if not ({r[1], r[2]} & {"ig-50", "lime-25", "dls-full"})
+                ]
             tables = []
             for title, loader in models:
                 lm = loader()

@@ -33,8 +33,8 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import safetensors
@@ -235,7 +235,9 @@ def set_seed(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def build_classifier(source_dir: Path, labels: tuple[str, ...], seed: int) -> BertForSequenceClassification:
+def build_classifier(
+    source_dir: Path, labels: tuple[str, ...], seed: int
+) -> BertForSequenceClassification:
     """Create the classifier with the source encoder weights and frozen word embeddings.
 
     The pooler and classifier layers are not in the source checkpoint and are
@@ -257,7 +259,9 @@ def build_classifier(source_dir: Path, labels: tuple[str, ...], seed: int) -> Be
     return model
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
+def encode(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+) -> list[list[int]]:
     """Tokenise texts (truncated to ``max_length``) into lists of token ids."""
     return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
@@ -327,7 +331,9 @@ def train(
         order = torch.randperm(len(train_ids), generator=generator).tolist()
         for start in range(0, len(order), target.batch_size):
             batch = order[start : start + target.batch_size]
-            loss = model(**collate([train_ids[i] for i in batch], pad_id), labels=labels[batch]).loss
+            loss = model(
+                **collate([train_ids[i] for i in batch], pad_id), labels=labels[batch]
+            ).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -339,7 +345,12 @@ def train(
                 accuracy = evaluate(model, select_ids, select_labels, pad_id)
                 log.info(
                     "[%s] epoch %d step %d/%d loss %.4f selection acc %.4f",
-                    target.name, epoch, step, total, sum(losses) / len(losses), accuracy,
+                    target.name,
+                    epoch,
+                    step,
+                    total,
+                    sum(losses) / len(losses),
+                    accuracy,
                 )
                 losses.clear()
                 if accuracy > best[0]:
@@ -357,7 +368,8 @@ def train(
 def mlm_head_tensors(source_dir: Path) -> dict[str, torch.Tensor]:
     """The original pre-trained MLM head tensors under standard BertForMaskedLM names."""
     return {
-        k: v for k, v in load_source_tensors(source_dir).items()
+        k: v
+        for k, v in load_source_tensors(source_dir).items()
         if k.startswith("cls.predictions.") and ".decoder." not in k
     }
 
@@ -386,7 +398,9 @@ def check_mlm_head(bundle_dir: Path, source_dir: Path) -> None:
         if not torch.equal(bundle[name], source[name].to(torch.float16)):
             raise RuntimeError(f"{name} in the bundle differs from the pre-trained tensor")
     mlm = BertForMaskedLM.from_pretrained(bundle_dir, dtype=torch.float32)
-    if not torch.equal(mlm.cls.predictions.decoder.weight, mlm.bert.embeddings.word_embeddings.weight):
+    if not torch.equal(
+        mlm.cls.predictions.decoder.weight, mlm.bert.embeddings.word_embeddings.weight
+    ):
         raise RuntimeError("the bundle's MLM decoder is not the word embedding matrix")
 
 
@@ -401,7 +415,8 @@ def evaluate_bundle(name: str, out_dir: Path, test: Split, max_length: int, data
         "test_file": relative(Path(test.source), data_dir),
         "n": len(test_ids),
         "accuracy": round(accuracy, 4),
-        "measured_on": "bundle reloaded with AutoModelForSequenceClassification (fp16 weights, dtype=float32)",
+        "measured_on": "bundle reloaded with AutoModelForSequenceClassification (fp16 weights, "
+        "dtype=float32)",
     }
 
 
@@ -431,7 +446,10 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
     select_ids = encode(tokenizer, select_split.texts, target.max_length)
     log.info(
         "[%s] %d training / %d selection / %d test examples",
-        target.name, len(train_ids), len(select_ids), len(test_split.texts),
+        target.name,
+        len(train_ids),
+        len(select_ids),
+        len(test_split.texts),
     )
     model = build_classifier(source_dir, target.labels, seed)
     best_acc, best_step = train(
@@ -458,7 +476,8 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
             "batch_size": target.batch_size,
             "lr": target.lr,
             "optimizer": "AdamW, weight decay 0.01 (none on biases/LayerNorm), grad-norm clip 1.0",
-            "schedule": f"linear warmup over {target.warmup_ratio:.0%} of steps, then linear decay to 0",
+            "schedule": f"linear warmup over {target.warmup_ratio:.0%} of steps, then linear "
+            "decay to 0",
             "max_length": target.max_length,
             "frozen_word_embeddings": True,
             "mlm_head": "original pre-trained cls.predictions.* tensors; decoder tied to the "
@@ -475,7 +494,9 @@ def build(target: Target, source_dir: Path, data_dir: Path, out_root: Path, seed
         "script": "scripts/build_models.py",
     }
     write_model_card(out_dir, card)
-    log.info("[%s] bundle written to %s (%.1f MB)", target.name, out_dir, bundle_size(out_dir) / 1e6)
+    log.info(
+        "[%s] bundle written to %s (%.1f MB)", target.name, out_dir, bundle_size(out_dir) / 1e6
+    )
     return card
 
 
@@ -486,12 +507,14 @@ MINILM_TARGETS = {
 
 
 def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
-    """Build the MiniLM targets (masked-LM stage, then both classifiers); resumable stage by stage."""
+    """Build the MiniLM targets (masked-LM stage, then both classifiers); resumable by stage."""
     import minilm
 
     source_dir = minilm.SOURCE.fetch(CACHE_DIR)
     work = BUILD_DIR / "minilm"
-    mlm_report = minilm.train_mlm(source_dir, data_dir, work, seed, read_sst2, agnews_splits, AutoTokenizer)
+    mlm_report = minilm.train_mlm(
+        source_dir, data_dir, work, seed, read_sst2, agnews_splits, AutoTokenizer
+    )
     mlm_dir = work / "mlm" / "model"
     cards = []
     for name, (task, labels, load_splits) in MINILM_TARGETS.items():
@@ -508,7 +531,9 @@ def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
         )
         save_bundle(model, mlm_dir, out_dir)
         check_mlm_head(out_dir, mlm_dir)
-        evaluation = evaluate_bundle(name, out_dir, test_split, minilm.CLASSIFIERS[name].max_length, data_dir)
+        evaluation = evaluate_bundle(
+            name, out_dir, test_split, minilm.CLASSIFIERS[name].max_length, data_dir
+        )
         files["test"] = {"file": evaluation["test_file"], "rows": evaluation["n"]}
         card = {
             "name": name,
@@ -524,7 +549,8 @@ def build_minilm(data_dir: Path, out_root: Path, seed: int) -> list[dict]:
             "training": {
                 "data": files,
                 **report,
-                "optimizer": "AdamW, weight decay 0.01 (none on biases/LayerNorm), grad-norm clip 1.0",
+                "optimizer": "AdamW, weight decay 0.01 (none on biases/LayerNorm), grad-norm "
+                "clip 1.0",
                 "batching": "seeded shuffle, sorted by length inside windows of 50 batches",
                 "frozen_word_embeddings": True,
                 "seed": seed,
@@ -547,7 +573,10 @@ def setup_logging() -> None:
     """Log to stdout and to ``build/build_models.log``."""
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout), logging.FileHandler(LOG_FILE)]
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(sys.stdout),
+        logging.FileHandler(LOG_FILE),
+    ]
     for handler in handlers:
         handler.setFormatter(formatter)
         log.addHandler(handler)
@@ -558,12 +587,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", choices=sorted(TARGETS) + ["minilm"],
+        "--only",
+        choices=sorted(TARGETS) + ["minilm"],
         help="build just this bundle; 'minilm' builds sst2-minilm and agnews-minilm into models/",
     )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="data directory")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="bundle root (default: src/layersal/bundled, or models/ for minilm)")
+    parser.add_argument(
+        "--data", type=Path, default=REPO.parent / "shared" / "data", help="data directory"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="bundle root (default: src/layersal/bundled, or models/ for minilm)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -587,7 +623,10 @@ def main(argv: list[str] | None = None) -> None:
         evaluation = card["evaluation"]
         log.info(
             "FINAL %s: accuracy %.4f on %s (n=%d), trained in %.0f s",
-            card["name"], evaluation["accuracy"], evaluation["test_file"], evaluation["n"],
+            card["name"],
+            evaluation["accuracy"],
+            evaluation["test_file"],
+            evaluation["n"],
             card["training"]["wall_time_s"],
         )
 

@@ -29,12 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_models import agnews_splits, sst2_splits  # noqa: E402
-
-import layersal  # noqa: E402
-from layersal.models import _named_models  # noqa: E402
-from layersal.saliency.dls import DLSOptions  # noqa: E402
-from layersal.saliency.layer_choice import CARD_FILE, calibrate, card_entry, choose  # noqa: E402
+import layersal
+from build_models import agnews_splits, sst2_splits
+from layersal.models import _named_models
+from layersal.saliency.dls import DLSOptions
+from layersal.saliency.layer_choice import CARD_FILE, calibrate, card_entry, choose
 
 SELECTION = {
     "sst2-tiny": ("sst2/dev.tsv (the selection split)", sst2_splits),
@@ -53,11 +52,17 @@ def calibration_texts(name: str, data: Path, n: int, seed: int) -> tuple[list[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
     parser.add_argument("--only", nargs="*", default=list(SELECTION))
     parser.add_argument("--texts", type=int, default=512)
-    parser.add_argument("--screen", type=int, default=64, help="texts every configuration is scored on")
+    parser.add_argument(
+        "--screen", type=int, default=64, help="texts every configuration is scored on"
+    )
     parser.add_argument("--keep", type=int, default=3, help="finalists per rule set")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

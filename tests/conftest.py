@@ -29,8 +29,13 @@ def tiny_config(family: str, num_labels: int = 3):
         RobertaConfig,
     )
 
-    common = dict(vocab_size=30522, num_labels=num_labels, max_position_embeddings=128)
-    blocks = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    common = {"vocab_size": 30522, "num_labels": num_labels, "max_position_embeddings": 128}
+    blocks = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     if family == "bert":
         return BertConfig(**common, **blocks)
     if family == "distilbert":

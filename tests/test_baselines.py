@@ -206,12 +206,20 @@ def test_integrated_gradients_bounds_its_internal_batch_by_default(bert_tiny, mo
     from layersal.saliency import gradients
 
     encoded = batch(bert_tiny)
-    whole = run_method("integrated_gradients", bert_tiny, encoded, None, {"n_steps": 20, "internal_batch_size": 10_000})
+    whole = run_method(
+        "integrated_gradients",
+        bert_tiny,
+        encoded,
+        None,
+        {"n_steps": 20, "internal_batch_size": 10_000},
+    )
     width = encoded.input_ids.shape[1]
     monkeypatch.setattr(gradients, "IG_TOKEN_BUDGET", 3 * width * len(encoded))
     rows_seen: list[int] = []
     layer = bert_tiny.model.bert.encoder.layer[0]
-    hook = layer.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+    hook = layer.register_forward_hook(
+        lambda module, args, output: rows_seen.append(args[0].shape[0])
+    )
     try:
         bounded = run_method("integrated_gradients", bert_tiny, encoded, None, {"n_steps": 20})
     finally:
@@ -288,11 +296,15 @@ def test_gradient_and_input_x_gradient_equal_autograd(sharp_bert):
 def test_integrated_gradients_completeness(sharp_bert, baseline):
     encoded = batch(sharp_bert)
     token = getattr(sharp_bert.tokenizer, f"{baseline}_token_id")
-    reference = torch.where(encoded.content, torch.full_like(encoded.input_ids, token), encoded.input_ids)
+    reference = torch.where(
+        encoded.content, torch.full_like(encoded.input_ids, token), encoded.input_ids
+    )
     targets = logits_of(sharp_bert, encoded).argmax(-1)
-    difference = (logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference))
+    difference = logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference)
     difference = difference.gather(1, targets[:, None])[:, 0]
-    scores = run_method("integrated_gradients", sharp_bert, encoded, None, {"baseline": baseline}).scores
+    scores = run_method(
+        "integrated_gradients", sharp_bert, encoded, None, {"baseline": baseline}
+    ).scores
     assert difference.abs().min() > 1e-3
     assert ((scores.sum(-1) - difference).abs() <= 0.03 * difference.abs()).all()
 
@@ -328,7 +340,7 @@ def test_shapley_sampling_and_kernel_shap_add_up_to_the_logit_difference(sharp_b
     mask = torch.full_like(encoded.input_ids, sharp_bert.tokenizer.mask_token_id)
     reference = torch.where(encoded.content, mask, encoded.input_ids)
     targets = logits_of(sharp_bert, encoded).argmax(-1)
-    difference = (logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference))
+    difference = logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference)
     difference = difference.gather(1, targets[:, None])[:, 0]
     shapley = run_method("shapley_sampling", sharp_bert, encoded, None, {"n_permutations": 2})
     assert_rel_close(shapley.scores.sum(-1), difference)  # exact for every permutation
@@ -502,7 +514,7 @@ def test_bad_options_raise_input_error(bert_tiny, name, options):
 
 
 def test_deeplift_shap_is_refused_with_the_reason(bert_tiny):
-    with pytest.raises(InputError, match="LayerNorm.*logit difference"):
+    with pytest.raises(InputError, match=r"LayerNorm.*logit difference"):
         layersal.explain(TEXTS[:1], bert_tiny, method="deeplift_shap")
 
 
@@ -522,10 +534,13 @@ def test_captum_deeplift_really_breaks_completeness_here(sharp_bert):
     targets = logits_of(sharp_bert, encoded).argmax(-1)
     with pytest.warns(UserWarning):
         attributions, delta = DeepLift(forward).attribute(
-            x, baselines=base, target=targets, additional_forward_args=args,
+            x,
+            baselines=base,
+            target=targets,
+            additional_forward_args=args,
             return_convergence_delta=True,
         )
-    difference = (logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference))
+    difference = logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference)
     difference = difference.gather(1, targets[:, None])[:, 0]
     total = attributions.sum((1, 2)).detach()
     torch.testing.assert_close(total - delta.detach(), difference, rtol=1e-3, atol=1e-4)

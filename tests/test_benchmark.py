@@ -35,12 +35,17 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def test_predictor_gives_the_models_probabilities(bert_tiny):
-    encoded = encode(bert_tiny.tokenizer, TEXTS[:3], bert_tiny.max_length, model_input_names(bert_tiny.model))
+    encoded = encode(
+        bert_tiny.tokenizer, TEXTS[:3], bert_tiny.max_length, model_input_names(bert_tiny.model)
+    )
     probs = predictor(bert_tiny)(encoded.input_ids, encoded.attention_mask)
     with torch.no_grad():
         expected = torch.softmax(bert_tiny.model(**encoded.inputs).logits, -1)
     torch.testing.assert_close(probs, expected)
-    assert hide_ids(bert_tiny) == (bert_tiny.tokenizer.mask_token_id, bert_tiny.tokenizer.pad_token_id)
+    assert hide_ids(bert_tiny) == (
+        bert_tiny.tokenizer.mask_token_id,
+        bert_tiny.tokenizer.pad_token_id,
+    )
 
 
 def test_auto_picks_the_configuration_with_the_best_criterion(bert_tiny, cache_dir):
@@ -48,7 +53,9 @@ def test_auto_picks_the_configuration_with_the_best_criterion(bert_tiny, cache_d
     assert n_texts == len(TEXTS)
     configs = [parse_key(key) for key in table]
     assert {rule for rule, _, _ in configs} == {"gradient", "cp", "cp_id", "attnlrp"}
-    assert all(layer != 2 for _, layer, _ in configs), "the [CLS]-only last layer is never a candidate"
+    assert all(layer != 2 for _, layer, _ in configs), (
+        "the [CLS]-only last layer is never a candidate"
+    )
     for value in table.values():
         assert value.score == pytest.approx(value.comprehensiveness - value.sufficiency)
         assert value.n_texts == len(TEXTS)
@@ -82,7 +89,9 @@ def test_calibration_screens_then_scores_the_finalists_on_every_text(bert_tiny, 
     for key in finished:
         assert table[key].comprehensiveness == pytest.approx(full[key].comprehensiveness)
         assert table[key].sufficiency == pytest.approx(full[key].sufficiency)
-    assert all(4 <= value.n_texts < len(many) for key, value in table.items() if key not in finished)
+    assert all(
+        4 <= value.n_texts < len(many) for key, value in table.items() if key not in finished
+    )
     no_race, _ = calibrate(bert_tiny, many, DLSOptions(), screen=4, keep=1, race_z=float("inf"))
     assert set(no_race) == set(table) and all(v.n_texts == len(many) for v in no_race.values())
     assert sorted(parse_key(k)[0] for k in table) == ["attnlrp", "cp", "cp_id", "gradient"]
@@ -93,7 +102,10 @@ def test_the_race_drops_only_finalists_clearly_worse_than_the_leader():
     base = rng.normal(0.4, 0.1, size=40)
     per_config = {
         "cp/0/plain": {"comprehensiveness": list(base), "sufficiency": [0.0] * 40},
-        "cp/input/plain": {"comprehensiveness": list(base - 0.002 + rng.normal(0, 0.05, 40)), "sufficiency": [0.0] * 40},
+        "cp/input/plain": {
+            "comprehensiveness": list(base - 0.002 + rng.normal(0, 0.05, 40)),
+            "sufficiency": [0.0] * 40,
+        },
         "gradient/1/plain": {"comprehensiveness": list(base - 0.2), "sufficiency": [0.0] * 40},
         "cp_id/0/plain": {"comprehensiveness": list(base), "sufficiency": list(base * 0 + 0.1)},
     }
@@ -135,7 +147,9 @@ def test_read_sst2_and_agnews_layouts(tmp_path):
     assert data.texts == ['it \'s a "charming" film', "bad"] and data.labels == ["1", "0"]
     assert label_indices(data.labels, ["negative", "positive"]) == [1, 0]
     ag = tmp_path / "ag.tsv"
-    ag.write_text("Oil hits #36;50 a barrel\\Markets fall\tBusiness\nGoal!\tSports\n", encoding="utf-8")
+    ag.write_text(
+        "Oil hits #36;50 a barrel\\Markets fall\tBusiness\nGoal!\tSports\n", encoding="utf-8"
+    )
     news = read_labelled(ag)
     assert news.texts == ["Oil hits $50 a barrel Markets fall", "Goal!"]
     assert label_indices(news.labels, ["World", "Sports", "Business", "Sci/Tech"]) == [2, 1]
@@ -160,7 +174,9 @@ def test_method_specs():
     with pytest.raises(InputError):
         parse_spec("nope")
     labels = [s.label for s in expand_specs(["all"], num_layers=2)]
-    assert {"dls:layer=0", "dls:layer=2", "dls:layer=coherent", "dls:layer=auto", "random"} <= set(labels)
+    assert {"dls:layer=0", "dls:layer=2", "dls:layer=coherent", "dls:layer=auto", "random"} <= set(
+        labels
+    )
     assert len(labels) == len(set(labels))
 
 
@@ -176,8 +192,13 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     )
     seen = []
     bench = run_benchmark(
-        bert_tiny, data, specs, batch_size=4, metric_options={"loo": False},
-        on_progress=lambda label, n: seen.append((label, n)), calibration=TEXTS,
+        bert_tiny,
+        data,
+        specs,
+        batch_size=4,
+        metric_options={"loo": False},
+        on_progress=lambda label, n: seen.append((label, n)),
+        calibration=TEXTS,
     )
     assert [r.spec.label for r in bench.runs] == [s.label for s in specs]
     assert sum(n for _, n in seen) == len(specs) * len(TEXTS)
@@ -191,23 +212,42 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
     assert 0.0 <= bench.accuracy <= 1.0
     direct = layersal.explain(TEXTS[2], bert_tiny, layer=1)
     from layersal.evaluate import score_batch
-    encoded = encode(bert_tiny.tokenizer, [TEXTS[2]], bert_tiny.max_length, model_input_names(bert_tiny.model))
+
+    encoded = encode(
+        bert_tiny.tokenizer, [TEXTS[2]], bert_tiny.max_length, model_input_names(bert_tiny.model)
+    )
     scores = torch.zeros(encoded.input_ids.shape)
     scores[0, encoded.content[0]] = torch.tensor(direct.scores)
-    expected = score_batch(bert_tiny, encoded, scores, torch.tensor([bert_tiny.labels.index(direct.target)]), loo=False)
-    assert dls.results[2].aopc_comprehensiveness == pytest.approx(expected[0].aopc_comprehensiveness, abs=1e-5)
+    expected = score_batch(
+        bert_tiny, encoded, scores, torch.tensor([bert_tiny.labels.index(direct.target)]), loo=False
+    )
+    assert dls.results[2].aopc_comprehensiveness == pytest.approx(
+        expected[0].aopc_comprehensiveness, abs=1e-5
+    )
     rows = {row["label"]: row for row in layer_analysis(bench)}
     assert rows[AUTO]["layers_used"] in ([0], [1])
-    assert "highest comprehensiveness" in rows[AUTO]["note"] and "calibrated on the given texts" in rows[AUTO]["note"]
-    best = max(rows["dls:layer=0"]["aopc_comprehensiveness"], rows["dls:layer=1"]["aopc_comprehensiveness"])
-    assert rows["dls:layer=1"]["gap_to_best"] == pytest.approx(rows["dls:layer=1"]["aopc_comprehensiveness"] - best)
+    assert (
+        "highest comprehensiveness" in rows[AUTO]["note"]
+        and "calibrated on the given texts" in rows[AUTO]["note"]
+    )
+    best = max(
+        rows["dls:layer=0"]["aopc_comprehensiveness"], rows["dls:layer=1"]["aopc_comprehensiveness"]
+    )
+    assert rows["dls:layer=1"]["gap_to_best"] == pytest.approx(
+        rows["dls:layer=1"]["aopc_comprehensiveness"] - best
+    )
     assert rows[AUTO]["gap_to_best"] <= 1e-12, "calibrated on these texts, auto is the best layer"
     table = markdown(bench)
     assert all(f"| {s.label} |" in table for s in specs[:-1])
     assert bench.runs[-1].results == [] and bench.runs[-1].note.startswith("not run:")
     assert "deeplift_shap: not run:" in table
     paths = write(bench, tmp_path / "out")
-    assert {p.name for p in paths} == {"results.json", "results.md", "deletion_curves.png", "layers.png"}
+    assert {p.name for p in paths} == {
+        "results.json",
+        "results.md",
+        "deletion_curves.png",
+        "layers.png",
+    }
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["methods"][0]["per_text"]) == len(TEXTS)
     assert (tmp_path / "out" / "deletion_curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -218,7 +258,9 @@ def test_calibration_texts_are_read_and_cleaned_like_the_benchmark_data(tmp_path
     from layersal.cli import _calibration_texts
 
     agnews = tmp_path / "dev.tsv"
-    agnews.write_text("It #39;s over\\ for now\tSci/Tech\nStocks fell &amp; rose\tBusiness\n", encoding="utf-8")
+    agnews.write_text(
+        "It #39;s over\\ for now\tSci/Tech\nStocks fell &amp; rose\tBusiness\n", encoding="utf-8"
+    )
     assert _calibration_texts(agnews) == ["It 's over for now", "Stocks fell & rose"]
     plain = tmp_path / "texts.txt"
     plain.write_text("\n".join(f"text {i}" for i in range(100)), encoding="utf-8")
@@ -231,6 +273,9 @@ def test_auto_compares_only_the_plain_gradient_for_a_family_without_rules(bert_t
 
     unmapped = dataclasses.replace(bert_tiny, family=None)
     explanation = layersal.explain(TEXTS[0], unmapped)
-    assert explanation.options["rule"] == "gradient" and explanation.options["auto"]["source"] == "calibrated"
+    assert (
+        explanation.options["rule"] == "gradient"
+        and explanation.options["auto"]["source"] == "calibrated"
+    )
     with pytest.raises(InputError, match="no propagation map"):
         layersal.explain(TEXTS[0], unmapped, layer=1, rule="cp")

@@ -43,7 +43,25 @@ TOL = 1e-5
 
 def _synthetic(n: int, seed: int = 0, lo: int = 3, hi: int = 12) -> list[str]:
     rng = random.Random(seed)
-    words = "good bad film movie plot acting great awful boring fun story the a and but not very".split()
+    words = [
+        "good",
+        "bad",
+        "film",
+        "movie",
+        "plot",
+        "acting",
+        "great",
+        "awful",
+        "boring",
+        "fun",
+        "story",
+        "the",
+        "a",
+        "and",
+        "but",
+        "not",
+        "very",
+    ]
     return [" ".join(rng.choice(words) for _ in range(rng.randint(lo, hi))) for _ in range(n)]
 
 
@@ -54,14 +72,20 @@ def _write(path: Path, texts: list[str], labels: list[str] | None = None) -> Pat
     if suffix == ".txt":
         path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     elif suffix == ".tsv":
-        path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in zip(texts, labels)), encoding="utf-8")
+        path.write_text(
+            "sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in zip(texts, labels)),
+            encoding="utf-8",
+        )
     elif suffix == ".csv":
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["text", "label"])
             writer.writerows(zip(texts, labels))
     elif suffix == ".jsonl":
-        path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(texts, labels)), encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(texts, labels)),
+            encoding="utf-8",
+        )
     elif suffix == ".parquet":
         pq.write_table(pa.table({"text": texts, "label": labels}), path, row_group_size=4)
     return path
@@ -115,7 +139,9 @@ def test_every_format_matches_explain(tmp_path, sst2_tiny, reference, suffix):
 
 def test_id_and_label_columns(tmp_path, sst2_tiny):
     source = tmp_path / "in.tsv"
-    source.write_text("uid\tsentence\tgold\nr-7\tfine work\tpos\nr-9\tpoor work\tneg\n", encoding="utf-8")
+    source.write_text(
+        "uid\tsentence\tgold\nr-7\tfine work\tpos\nr-9\tpoor work\tneg\n", encoding="utf-8"
+    )
     out = tmp_path / "out.parquet"
     explain_dataset(source, out, model=sst2_tiny, id_column="uid", label_column="gold", **OPTIONS)
     rows = _rows(out)
@@ -141,7 +167,9 @@ def test_bad_rows_go_to_the_errors_file(tmp_path, sst2_tiny, monkeypatch):
 
     monkeypatch.setattr(layersal.api, "explain", picky)
     source = tmp_path / "in.txt"
-    source.write_bytes(b"good film\n\n   \nbad \xff\xfe bytes\nnice POISON here\nfine acting\ndull\n")
+    source.write_bytes(
+        b"good film\n\n   \nbad \xff\xfe bytes\nnice POISON here\nfine acting\ndull\n"
+    )
     out = tmp_path / "out.parquet"
     summary = explain_dataset(source, out, model=sst2_tiny, shard_rows=4, **OPTIONS)
     assert [r["id"] for r in _rows(out)] == [0, 5, 6]
@@ -154,7 +182,9 @@ def test_bad_rows_go_to_the_errors_file(tmp_path, sst2_tiny, monkeypatch):
     assert reasons[3] == "this text is poisonous"
 
     jsonl = tmp_path / "in.jsonl"
-    jsonl.write_text('{"text": "ok"}\nnot json\n{"other": 1}\n{"text": 5}\n"a bare string"\n', encoding="utf-8")
+    jsonl.write_text(
+        '{"text": "ok"}\nnot json\n{"other": 1}\n{"text": 5}\n"a bare string"\n', encoding="utf-8"
+    )
     summary = explain_dataset(jsonl, tmp_path / "j.parquet", model=sst2_tiny, **OPTIONS)
     assert [r["id"] for r in _rows(tmp_path / "j.parquet")] == [0, 4]
     assert [e["id"] for e in _errors(tmp_path / "j.parquet")] == [1, 2, 3]
@@ -195,20 +225,37 @@ def test_cli_refuses_a_changed_restart(tmp_path):
     source = _write(tmp_path / "in.txt", TEXTS[:3])
     out = tmp_path / "out.parquet"
     runner = CliRunner()
-    first = runner.invoke(app, ["explain-dataset", str(source), "--out", str(out), "--layer", "1", "--no-progress"])
+    first = runner.invoke(
+        app, ["explain-dataset", str(source), "--out", str(out), "--layer", "1", "--no-progress"]
+    )
     assert first.exit_code == 0, first.output
-    changed = runner.invoke(app, ["explain-dataset", str(source), "--out", str(out), "--layer", "0", "--no-progress"])
+    changed = runner.invoke(
+        app, ["explain-dataset", str(source), "--out", str(out), "--layer", "0", "--no-progress"]
+    )
     assert changed.exit_code == 2
     assert "other settings" in changed.output and "--overwrite" in changed.output
 
 
+@pytest.mark.slow
 def test_resume_after_kill_loses_and_repeats_nothing(tmp_path, sst2_tiny):
     texts = _synthetic(300, seed=1)
     source = _write(tmp_path / "in.txt", texts)
     out = tmp_path / "killed.parquet"
     command = [
-        sys.executable, "-m", "layersal", "explain-dataset", str(source), "--out", str(out),
-        "--layer", "1", "--batch-size", "10", "--shard-rows", "30", "--no-progress",
+        sys.executable,
+        "-m",
+        "layersal",
+        "explain-dataset",
+        str(source),
+        "--out",
+        str(out),
+        "--layer",
+        "1",
+        "--batch-size",
+        "10",
+        "--shard-rows",
+        "30",
+        "--no-progress",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -253,26 +300,36 @@ def test_memory_stays_flat_over_a_long_run(tmp_path, bert_tiny):
             samples.append(int(handle.read().split()[1]) * page / 2**20)
 
     summary = explain_dataset(
-        source, tmp_path / "out.parquet", model=bert_tiny, batch_size=50, shard_rows=100, on_window=sample, **OPTIONS
+        source,
+        tmp_path / "out.parquet",
+        model=bert_tiny,
+        batch_size=50,
+        shard_rows=100,
+        on_window=sample,
+        **OPTIONS,
     )
     assert summary.rows == 3200 and len(samples) == 32
     quarter = len(samples) // 4
     first, last = max(samples[:quarter]), max(samples[-quarter:])
-    assert last - first < 24, f"RSS grew from {first:.0f} to {last:.0f} MiB: {[round(s) for s in samples]}"
+    assert last - first < 24, (
+        f"RSS grew from {first:.0f} to {last:.0f} MiB: {[round(s) for s in samples]}"
+    )
 
 
 def test_ray_missing_gives_an_install_hint(tmp_path, sst2_tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     source = _write(tmp_path / "in.txt", TEXTS[:2])
     with pytest.raises(InputError, match=r"pip install 'layersal\[ray\]'"):
-        explain_dataset(source, tmp_path / "out.parquet", model="sst2-tiny", engine="ray", **OPTIONS)
+        explain_dataset(
+            source, tmp_path / "out.parquet", model="sst2-tiny", engine="ray", **OPTIONS
+        )
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         pytest.skip("ray is not installed (pip install 'layersal[ray]'): Ray engine not tested")
     ray.init(num_cpus=2, include_dashboard=False)
@@ -318,7 +375,9 @@ def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, bert_tiny, m
         raise KeyboardInterrupt  # killed after the first shard
 
     with pytest.raises(KeyboardInterrupt):
-        explain_dataset(source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20, on_window=stop)
+        explain_dataset(
+            source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20, on_window=stop
+        )
     recorded = json.loads((out / "_auto_layer.json").read_text())
     chosen = recorded["options"]
     assert calls == [texts] and recorded["n_texts"] == 40 and recorded["source"] == "calibrated"
@@ -330,7 +389,10 @@ def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, bert_tiny, m
         _assert_close(row["token_scores"], e.scores)
     (tmp_path / "cache").rename(tmp_path / "gone")  # the per-model cache lost too
     again = explain_dataset(source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20)
-    assert again.settings["auto_layer"] == chosen["layer"] and again.settings["auto_rule"] == chosen["rule"]
+    assert (
+        again.settings["auto_layer"] == chosen["layer"]
+        and again.settings["auto_rule"] == chosen["rule"]
+    )
     assert len(calls) == 1, "a resumed run recalibrated instead of reusing the recorded choice"
     assert again.explained == 20 and [r["id"] for r in _rows(out)] == list(range(40))
     assert {r["layer"] for r in _rows(out)} == {recorded["layer"]}
@@ -358,7 +420,9 @@ def test_cli_default_layer_is_auto_and_says_which(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
     source = _write(tmp_path / "in.txt", TEXTS[:6])
     out = tmp_path / "out.parquet"
-    result = CliRunner().invoke(app, ["explain-dataset", str(source), "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["explain-dataset", str(source), "--out", str(out), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     recorded = json.loads((out / "_auto_layer.json").read_text())
     layer = recorded["layer"]

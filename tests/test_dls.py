@@ -53,7 +53,9 @@ def test_decoding_splits_repeated_tokens_and_applies_the_tau_cut():
     torch.testing.assert_close(row, torch.stack([p[2] / 2, p[3], p[2] / 2]))
     assert float(wide.coherence[0]) == pytest.approx(float(p[2] + p[3]), rel=1e-6)
     cut = decode_layer(_one_hot_head(), hidden, ids, content, tau=1)
-    torch.testing.assert_close(cut.transfer[0, 0], torch.stack([p[2] / 2, torch.tensor(0.0), p[2] / 2]))
+    torch.testing.assert_close(
+        cut.transfer[0, 0], torch.stack([p[2] / 2, torch.tensor(0.0), p[2] / 2])
+    )
     uniform = decode_layer(_one_hot_head(), hidden, ids, content, tau=2, weights="uniform")
     torch.testing.assert_close(uniform.transfer[0, 0], torch.tensor([0.5, 1.0, 0.5]))
 
@@ -65,7 +67,9 @@ def test_decoding_in_chunks_equals_decoding_at_once():
     content = torch.rand(5, 7) > 0.2
     hidden = torch.randn(5, 7, 8)
     whole = decode_layer(head, hidden, ids, content, tau=10, top_k=3, ranks=True)
-    chunked = decode_layer(head, hidden, ids, content, tau=10, top_k=3, ranks=True, max_elements=50 * 3)
+    chunked = decode_layer(
+        head, hidden, ids, content, tau=10, top_k=3, ranks=True, max_elements=50 * 3
+    )
     for name in ("transfer", "coherence", "own_rank", "top_ids", "top_probs"):
         torch.testing.assert_close(getattr(whole, name), getattr(chunked, name))
 
@@ -73,9 +77,14 @@ def test_decoding_in_chunks_equals_decoding_at_once():
 def test_input_columns_only_decoding_carries_the_same_saliency():
     torch.manual_seed(1)
     head = LMHead(
-        decoder=torch.randn(40, 6), bias=torch.randn(40), dense_weight=torch.randn(6, 6),
-        dense_bias=torch.randn(6), activation="gelu", norm_weight=torch.rand(6) + 0.5,
-        norm_bias=torch.randn(6), kind="mlm_head",
+        decoder=torch.randn(40, 6),
+        bias=torch.randn(40),
+        dense_weight=torch.randn(6, 6),
+        dense_bias=torch.randn(6),
+        activation="gelu",
+        norm_weight=torch.rand(6) + 0.5,
+        norm_bias=torch.randn(6),
+        kind="mlm_head",
     )
     ids = torch.tensor([[0, 5, 7, 5, 9, 1, 0], [0, 3, 4, 1, 0, 0, 0]])
     content = torch.tensor([[0, 1, 1, 1, 1, 0, 0], [0, 1, 1, 0, 0, 0, 0]], dtype=torch.bool)
@@ -103,21 +112,25 @@ def test_position_saliency_variants_by_hand():
     alpha = torch.tensor([0.5, 1.0])
     gradcam = hidden[0] @ alpha
     torch.testing.assert_close(
-        position_saliency(grad, hidden, real, "gradcam", relu=False)[0], gradcam * torch.tensor([1.0, 1.0, 0.0])
+        position_saliency(grad, hidden, real, "gradcam", relu=False)[0],
+        gradcam * torch.tensor([1.0, 1.0, 0.0]),
     )
     torch.testing.assert_close(
-        position_saliency(grad, hidden, real, "gradcam", relu=True)[0], torch.tensor([1.5, 0.0, 0.0])
+        position_saliency(grad, hidden, real, "gradcam", relu=True)[0],
+        torch.tensor([1.5, 0.0, 0.0]),
     )
     torch.testing.assert_close(
-        position_saliency(grad, hidden, real, "grad_x_act", relu=False)[0], torch.tensor([1.0, 2.0, 0.0])
+        position_saliency(grad, hidden, real, "grad_x_act", relu=False)[0],
+        torch.tensor([1.0, 2.0, 0.0]),
     )
     torch.testing.assert_close(
-        position_saliency(grad, hidden, real, "grad_norm", relu=False)[0], torch.tensor([1.0, 2.0, 0.0])
+        position_saliency(grad, hidden, real, "grad_norm", relu=False)[0],
+        torch.tensor([1.0, 2.0, 0.0]),
     )
 
 
 def test_a_text_alone_and_in_a_padded_batch_get_the_same_scores(bert_tiny):
-    settings = dict(layer="coherent", layer_report=True)
+    settings = {"layer": "coherent", "layer_report": True}
     together = layersal.explain(TEXTS, bert_tiny, batch_size=len(TEXTS), **settings)
     for text, batched in zip(TEXTS, together):
         alone = layersal.explain(text, bert_tiny, batch_size=1, **settings)
@@ -128,8 +141,9 @@ def test_a_text_alone_and_in_a_padded_batch_get_the_same_scores(bert_tiny):
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=1e-4)
             assert a.coherence == pytest.approx(b.coherence, abs=1e-5)
         for label in alone.probabilities:
-            assert alone.probabilities[label] == pytest.approx(batched.probabilities[label], abs=1e-5)
-
+            assert alone.probabilities[label] == pytest.approx(
+                batched.probabilities[label], abs=1e-5
+            )
 
 
 @pytest.mark.parametrize("rule", ["cp", "attnlrp"])
@@ -139,6 +153,7 @@ def test_rules_give_a_text_the_same_scores_alone_and_in_a_padded_batch(bert_tiny
         for text, batched in zip(TEXTS, together):
             alone = layersal.explain(text, bert_tiny, batch_size=1, layer=layer, rule=rule)
             np.testing.assert_allclose(alone.scores, batched.scores, atol=1e-5, rtol=1e-4)
+
 
 def test_dls_costs_one_forward_and_one_backward_pass(bert_tiny):
     explanation = layersal.explain(TEXTS[0], bert_tiny)
@@ -159,7 +174,9 @@ def test_special_tokens_are_never_reported_and_offsets_point_into_the_text(bert_
         pieces = bert_tiny.tokenizer.tokenize(explanation.text)
         assert [t.text for t in explanation.tokens] == pieces
         for token in explanation.tokens:
-            assert explanation.text[token.start : token.end].lower() == token.text.removeprefix("##")
+            assert explanation.text[token.start : token.end].lower() == token.text.removeprefix(
+                "##"
+            )
         for report in explanation.layers:
             assert len(report.scores) == len(pieces)
 
@@ -167,7 +184,9 @@ def test_special_tokens_are_never_reported_and_offsets_point_into_the_text(bert_
 def test_undecoded_scores_are_the_position_saliency(bert_tiny):
     text = TEXTS[2]
     explanation = layersal.explain(text, bert_tiny, layer=1, decode=False, saliency="grad_x_act")
-    encoded = encode(bert_tiny.tokenizer, [text], bert_tiny.max_length, model_input_names(bert_tiny.model))
+    encoded = encode(
+        bert_tiny.tokenizer, [text], bert_tiny.max_length, model_input_names(bert_tiny.model)
+    )
     result = forward_backward(bert_tiny.model, encoded)
     s = (result.grads[1][0] * result.hidden[1][0]).sum(-1)
     np.testing.assert_allclose(explanation.scores, s[1:-1].numpy(), rtol=1e-5, atol=1e-7)
@@ -176,14 +195,18 @@ def test_undecoded_scores_are_the_position_saliency(bert_tiny):
 
 def test_decoded_scores_redistribute_the_position_saliency(bert_tiny):
     explanation = layersal.explain(TEXTS[0], bert_tiny, layer=0, tau=None, saliency="grad_norm")
-    undecoded = layersal.explain(TEXTS[0], bert_tiny, layer=0, tau=None, saliency="grad_norm", decode=False)
+    undecoded = layersal.explain(
+        TEXTS[0], bert_tiny, layer=0, tau=None, saliency="grad_norm", decode=False
+    )
     assert sum(explanation.scores) == pytest.approx(sum(undecoded.scores), rel=1e-4)
     assert explanation.scores != undecoded.scores
 
 
 def test_coherent_layer_is_the_deepest_that_passes_the_rule(bert_tiny):
     for rho in (0.1, 0.5, 0.9, 1.0):
-        for explanation in layersal.explain(TEXTS, bert_tiny, layer="coherent", rho=rho, layer_report=True):
+        for explanation in layersal.explain(
+            TEXTS, bert_tiny, layer="coherent", rho=rho, layer_report=True
+        ):
             base = explanation.layers[0].coherence
             passing = [
                 r.layer

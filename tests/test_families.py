@@ -66,9 +66,15 @@ def test_head_inside_the_classifier_checkpoint_is_found(tiny_dirs, tmp_path):
     combined = tmp_path / "with-head"
     shutil.copytree(classifier_dir, combined)
     weights = load_file(str(combined / "model.safetensors"))
-    head = {k: v for k, v in load_file(str(mlm_dir / "model.safetensors")).items() if k.startswith("cls.")}
+    head = {
+        k: v
+        for k, v in load_file(str(mlm_dir / "model.safetensors")).items()
+        if k.startswith("cls.")
+    }
     assert head, "the masked-LM checkpoint should hold cls.* tensors"
-    save_file({**weights, **{k: v.clone() for k, v in head.items()}}, str(combined / "model.safetensors"))
+    save_file(
+        {**weights, **{k: v.clone() for k, v in head.items()}}, str(combined / "model.safetensors")
+    )
     own = layersal.load(combined)
     explicit = layersal.load(classifier_dir, lm_head=mlm_dir)
     assert own.decoder == "mlm_head"
@@ -84,7 +90,9 @@ def test_old_gamma_beta_layer_norm_names_are_read(tiny_dirs, tmp_path):
     shutil.copytree(mlm_dir, old)
     weights = load_file(str(old / "model.safetensors"))
     renamed = {
-        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        ): v
         for k, v in weights.items()
     }
     save_file(renamed, str(old / "model.safetensors"))

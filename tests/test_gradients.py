@@ -61,7 +61,11 @@ def test_layer_gradients_match_finite_differences(tiny_dirs, family):
             minus = _target_logit_with_nudge(lm, inputs, layer, position, feature, -eps, target)
             numeric = (plus - minus) / (2 * eps)
             analytic = float(grad[position, feature])
-            assert numeric == pytest.approx(analytic, rel=1e-5, abs=1e-8), (layer, position, feature)
+            assert numeric == pytest.approx(analytic, rel=1e-5, abs=1e-8), (
+                layer,
+                position,
+                feature,
+            )
             checked += 1
     assert checked == 4 * (lm.num_layers + 1)
 

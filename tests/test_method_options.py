@@ -46,7 +46,9 @@ def test_options_dict_reaches_the_method_and_not_the_splitter(bert_tiny):
 def test_the_old_occlusion_window_says_where_it_went(bert_tiny):
     with pytest.raises(InputError, match="now called 'span': write span=5"):
         layersal.explain(TEXT, bert_tiny, method="occlusion", options={"window": 5})
-    with pytest.warns(UserWarning, match=r"sets explain\(\)'s long-text window.*options=\{'span': 5\}"):
+    with pytest.warns(
+        UserWarning, match=r"sets explain\(\)'s long-text window.*options=\{'span': 5\}"
+    ):
         layersal.explain(TEXT, bert_tiny, method="occlusion", window=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -58,7 +60,10 @@ def test_the_old_occlusion_window_says_where_it_went(bert_tiny):
     [
         ({"options": {"layer": 1}, "layer": 2}, "'layer' is given twice"),
         ({"options": [("layer", 1)]}, "options must be a dict"),
-        ({"method": "occlusion", "options": {"span": "wide"}}, "option 'span' takes int, not 'wide'"),
+        (
+            {"method": "occlusion", "options": {"span": "wide"}},
+            "option 'span' takes int, not 'wide'",
+        ),
         ({"method": "occlusion", "options": {"span": True}}, "option 'span' takes int, not True"),
         ({"method": "integrated_gradients", "options": {"n_steps": 2.5}}, "takes int, not 2.5"),
         ({"options": {"rule": "cp", "layer": "deepest"}}, "layer must be an integer"),

@@ -15,8 +15,8 @@ import torch
 
 from layersal.errors import InputError
 from layersal.metrics import (
-    budget_size,
     bootstrap_ci,
+    budget_size,
     erasure_aopc_many,
     faithfulness,
     kendall_tau_b,
@@ -87,8 +87,13 @@ def padded_scores(*rows: list[float]) -> torch.Tensor:
 def run(model, texts, scores, targets, **options):
     options.setdefault("mask_id", MASK)
     options.setdefault("pad_id", PAD)
-    return faithfulness(model, **batch(*texts), scores=padded_scores(*scores),
-                        targets=torch.tensor(targets), **options)
+    return faithfulness(
+        model,
+        **batch(*texts),
+        scores=padded_scores(*scores),
+        targets=torch.tensor(targets),
+        **options,
+    )
 
 
 # Text A B C D: logit 2 - 1 + 0.5 + 1 = 2.5. Scores rank A (0.9), D (0.4), C (0.1), B (-0.5).
@@ -190,8 +195,9 @@ def test_rank_by_signed_and_abs_hide_different_tokens():
     model = FakeModel()
     (signed,) = run(model, [TEXT], [scores], [1], budgets=[0.2], steps=1, loo=False)
     assert signed.comprehensiveness[0.2] == pytest.approx(P0 - sig(0.5))  # A hidden
-    (absolute,) = run(FakeModel(), [TEXT], [scores], [1], budgets=[0.2], steps=1, loo=False,
-                      rank_by="abs")
+    (absolute,) = run(
+        FakeModel(), [TEXT], [scores], [1], budgets=[0.2], steps=1, loo=False, rank_by="abs"
+    )
     assert absolute.comprehensiveness[0.2] == pytest.approx(P0 - sig(3.5))  # B hidden
     assert ([CLS, MASK, B, C, D, SEP], [1] * 6) in model.rows
 
@@ -264,8 +270,14 @@ def test_word_level_hides_whole_words_scored_by_their_sum():
     inputs = batch(TEXT)
     # words: {A, B}, {C}, {D}; word scores 0.3 + 0.3 = 0.6, 0.5, 0.4
     (r,) = faithfulness(
-        model, **inputs, scores=padded_scores([0.3, 0.3, 0.5, 0.4]), targets=torch.tensor([1]),
-        word_ids=[[None, 0, 0, 1, 2, None]], level="word", mask_id=MASK, steps=3,
+        model,
+        **inputs,
+        scores=padded_scores([0.3, 0.3, 0.5, 0.4]),
+        targets=torch.tensor([1]),
+        word_ids=[[None, 0, 0, 1, 2, None]],
+        level="word",
+        mask_id=MASK,
+        steps=3,
     )
     assert r.n_units == 3
     # 20% of 3 words -> 1 word: {A, B} goes, logit 0.5 + 1 = 1.5
@@ -305,10 +317,13 @@ def test_variants_of_all_texts_share_predict_calls_in_chunks():
 
 
 def test_each_predict_call_drops_the_padding_its_rows_do_not_need():
-    texts, scores = [[E, B], TEXT, [C, D, A, B, E]], [[0.2, 0.7], SCORES, [0.1, -0.3, 0.5, 0.0, 0.9]]
+    texts, scores = (
+        [[E, B], TEXT, [C, D, A, B, E]],
+        [[0.2, 0.7], SCORES, [0.1, -0.3, 0.5, 0.0, 0.9]],
+    )
     model = FakeModel()
     results = run(model, texts, scores, [1, 1, 1], batch_size=4)
-    for ids, mask in model.calls:
+    for _, mask in model.calls:
         assert mask[:, -1].any(), "no call ends in a column that is padding in every row"
     assert min(ids.shape[1] for ids, _ in model.calls) == len(texts[0]) + 2
     alone = [run(FakeModel(), [t], [s], [1])[0] for t, s in zip(texts, scores)]
@@ -326,8 +341,11 @@ def test_erasure_aopc_many_equals_faithfulness_per_map_and_shares_variants():
     targets = [1, 0, 1]
     model = FakeModel()
     many = erasure_aopc_many(
-        model, **batch(*texts), score_sets=[padded_scores(*m) for m in maps],
-        targets=torch.tensor(targets), mask_id=MASK,
+        model,
+        **batch(*texts),
+        score_sets=[padded_scores(*m) for m in maps],
+        targets=torch.tensor(targets),
+        mask_id=MASK,
     )
     assert set(many) == {"comprehensiveness", "sufficiency"}
     separate = 0
@@ -340,8 +358,12 @@ def test_erasure_aopc_many_equals_faithfulness_per_map_and_shares_variants():
         separate += len(one.rows)
     assert len(model.rows) < separate, "a perturbed input several maps share runs once"
     only = erasure_aopc_many(
-        FakeModel(), **batch(*texts), score_sets=[padded_scores(*maps[0])],
-        targets=torch.tensor(targets), mask_id=MASK, sufficiency=False,
+        FakeModel(),
+        **batch(*texts),
+        score_sets=[padded_scores(*maps[0])],
+        targets=torch.tensor(targets),
+        mask_id=MASK,
+        sufficiency=False,
     )
     assert set(only) == {"comprehensiveness"}
     np.testing.assert_allclose(only["comprehensiveness"][0], many["comprehensiveness"][0])
@@ -365,7 +387,7 @@ def test_forward_pass_count_by_hand():
 
 def test_bad_inputs_are_refused():
     inputs = batch(TEXT)
-    good = dict(scores=padded_scores(SCORES), targets=torch.tensor([1]), mask_id=MASK)
+    good = {"scores": padded_scores(SCORES), "targets": torch.tensor([1]), "mask_id": MASK}
     with pytest.raises(InputError, match="perturbation"):
         faithfulness(FakeModel(), **inputs, **good, perturbation="blur")
     with pytest.raises(InputError, match="mask_id"):
@@ -473,11 +495,13 @@ def test_word_scores_follow_character_spans_and_plausibility_combines():
     (example,) = [e for e in read_rationales(FIXTURES / "rationales.jsonl") if e.id == "toy-2"]
     # "The plot was dull and the jokes fell flat." with sub-word-like pieces
     text = example.text
-    pieces = [(text.index("dull"), text.index("dull") + 4, 0.9),
-              (text.index("fell"), text.index("fell") + 4, 0.5),
-              (text.index("flat"), text.index("flat") + 4, 0.3),
-              (text.index("flat") + 4, text.index("flat") + 5, 0.1),  # the full stop
-              (text.index("plot"), text.index("plot") + 4, 0.2)]
+    pieces = [
+        (text.index("dull"), text.index("dull") + 4, 0.9),
+        (text.index("fell"), text.index("fell") + 4, 0.5),
+        (text.index("flat"), text.index("flat") + 4, 0.3),
+        (text.index("flat") + 4, text.index("flat") + 5, 0.1),  # the full stop
+        (text.index("plot"), text.index("plot") + 4, 0.2),
+    ]
     scores = word_scores(example, pieces)
     assert scores.tolist() == pytest.approx([0, 0.2, 0, 0.9, 0, 0, 0, 0.5, 0.4])
     result = plausibility(scores, example)

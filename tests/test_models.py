@@ -24,7 +24,9 @@ def test_bundled_models_are_listed_and_carry_their_own_mlm_head():
 
 def test_bundled_mlm_head_decodes_the_embedding_layer_back_to_the_input():
     lm = layersal.load("sst2-tiny")
-    explanation = layersal.explain("the acting was wonderful and the music was moving", lm, layer_report=True)
+    explanation = layersal.explain(
+        "the acting was wonderful and the music was moving", lm, layer_report=True
+    )
     embedding_layer = explanation.layers[0]
     assert embedding_layer.coherence > 0.5
     assert sum(r == 0 for r in embedding_layer.own_rank) >= 0.8 * len(embedding_layer.own_rank)
@@ -59,7 +61,7 @@ def test_a_checkpoint_without_classification_head_is_refused(tiny_dirs, tmp_path
 
 
 def test_folder_without_config_or_weights(tmp_path, tiny_dirs):
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         layersal.load(tmp_path)
     classifier_dir, _ = tiny_dirs["bert"]
     empty = tmp_path / "no-weights"
@@ -104,7 +106,13 @@ def test_lm_head_checkpoint_with_another_vocabulary_is_refused(tiny_dirs, tmp_pa
     from transformers import BertConfig, BertForMaskedLM
 
     classifier_dir, _ = tiny_dirs["bert"]
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     BertForMaskedLM(config).save_pretrained(tmp_path / "small-vocab")
     with pytest.raises(ModelLoadError, match="vocabulary"):
         layersal.load(classifier_dir, lm_head=tmp_path / "small-vocab")
@@ -150,9 +158,13 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32():
     from layersal.saliency import run_method
 
     seen = []  # the benchmark calls run_method directly: autocast must hold there too
-    hook = half_lm.model.register_forward_hook(lambda *args: seen.append(torch.is_autocast_enabled("cpu")))
+    hook = half_lm.model.register_forward_hook(
+        lambda *args: seen.append(torch.is_autocast_enabled("cpu"))
+    )
     try:
-        encoded = encode(half_lm.tokenizer, texts, half_lm.max_length, model_input_names(half_lm.model))
+        encoded = encode(
+            half_lm.tokenizer, texts, half_lm.max_length, model_input_names(half_lm.model)
+        )
         run_method("dls", half_lm, encoded, None, {"layer": 1})
     finally:
         hook.remove()

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _readme_commands() -> list[str]:
     block = re.search(r"## Quick start.*?```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert block, "README needs a Quick start bash block"
-    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_readme_example_output_is_what_the_cli_prints():
@@ -29,7 +31,11 @@ def test_readme_example_output_is_what_the_cli_prints():
 
     from layersal.cli import app
 
-    block = re.search(r'\$ layersal explain "(a gripping[^"]*)"\n(.*?)\n\n', (ROOT / "README.md").read_text(), re.S)
+    block = re.search(
+        r'\$ layersal explain "(a gripping[^"]*)"\n(.*?)\n\n',
+        (ROOT / "README.md").read_text(),
+        re.S,
+    )
     assert block, "README needs the quick-start example output"
     shown = [line.split("<-")[0].rstrip() for line in block.group(2).splitlines()]
     result = CliRunner().invoke(app, ["explain", block.group(1)], terminal_width=120)
@@ -76,7 +82,9 @@ def test_sst2_tiny_accuracy_on_glue_dev():
 
     correct = 0
     for start in range(0, len(texts), 128):
-        batch = encode(lm.tokenizer, texts[start : start + 128], lm.max_length, model_input_names(lm.model))
+        batch = encode(
+            lm.tokenizer, texts[start : start + 128], lm.max_length, model_input_names(lm.model)
+        )
         predicted = forward(lm.model, batch).argmax(-1).tolist()
         correct += sum(p == y for p, y in zip(predicted, labels[start : start + 128]))
     accuracy = correct / len(texts)
@@ -100,16 +108,25 @@ def test_minilm_models_are_in_the_checkout_with_their_own_mlm_head(name):
     assert name in layersal.bundled_models()
     card = json.loads((folder / "model_card.json").read_text())
     mlm = card["mlm_head"]["masked_lm_training"]
-    assert mlm["accuracy_after"] > mlm["accuracy_before"] + 0.1  # masked-LM training taught the head
+    assert (
+        mlm["accuracy_after"] > mlm["accuracy_before"] + 0.1
+    )  # masked-LM training taught the head
     assert card["evaluation"]["accuracy"] >= MINILM[name]
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         keys = list(weights.keys())
         assert {str(weights.get_slice(k).get_dtype()) for k in keys} == {"F16"}
-        assert sum(k.startswith("bert.encoder.layer.") and k.endswith("attention.self.query.weight") for k in keys) == 6
+        assert (
+            sum(
+                k.startswith("bert.encoder.layer.") and k.endswith("attention.self.query.weight")
+                for k in keys
+            )
+            == 6
+        )
     lm = layersal.load(name)
     assert lm.decoder == "mlm_head" and lm.num_layers == 6
 
 
+@pytest.mark.slow
 def test_sst2_minilm_accuracy_on_glue_dev_matches_its_card():
     texts, labels = _sst2(require_data("sst2", "test.tsv"))
     lm = layersal.load("sst2-minilm")

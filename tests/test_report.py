@@ -98,7 +98,9 @@ def _no_external_refs(html: str) -> None:
 
 @pytest.fixture(scope="module")
 def explained(sst2_tiny):
-    dls = layersal.explain(TEXTS, sst2_tiny, layer=1, layer_report=True)  # a layer: the strip marks it
+    dls = layersal.explain(
+        TEXTS, sst2_tiny, layer=1, layer_report=True
+    )  # a layer: the strip marks it
     grad = layersal.explain(TEXTS, sst2_tiny, method="gradient")
     return [[d, g] for d, g in zip(dls, grad)]
 
@@ -153,13 +155,18 @@ def test_colour_scales_diverging_for_signed_and_sequential_otherwise():
 
 def test_signed_rows_get_a_diverging_legend(explained):
     grad = explained[0][1]
-    words = [dataclasses.replace(w, score=-abs(w.score) if i % 2 else abs(w.score)) for i, w in enumerate(grad.words)]
+    words = [
+        dataclasses.replace(w, score=-abs(w.score) if i % 2 else abs(w.score))
+        for i, w in enumerate(grad.words)
+    ]
     root = parse(render_card(dataclasses.replace(grad, words=words)))
     legend = root.find_all("td", "legend")[0].text()
     assert "−" in legend and "+" in legend
     spans = root.find_all("table", "methods")[0].find_all("span", "w")
     for span, word in zip(spans, words):
-        r, g, b = (int(span.attrs["style"].split("background:#")[1][i : i + 2], 16) for i in (0, 2, 4))
+        r, _, b = (
+            int(span.attrs["style"].split("background:#")[1][i : i + 2], 16) for i in (0, 2, 4)
+        )
         if word.score < 0:
             assert b > r, "negative words are blue"
         elif word.score > 0:
@@ -182,7 +189,9 @@ def test_user_text_labels_and_model_names_are_escaped(sst2_tiny, text):
         for node in root.iter():
             assert not any(name.startswith("on") for name in node.attrs), (node.tag, node.attrs)
         for heat in root.find_all("td", "heat"):
-            assert {n.tag for n in heat.iter()} <= {"td", "span", "br"}, "nothing but word spans in a heat-map"
+            assert {n.tag for n in heat.iter()} <= {"td", "span", "br"}, (
+                "nothing but word spans in a heat-map"
+            )
         assert text in root.text(), "the hostile text is shown literally"
         assert "<marquee>model</marquee>" in root.text()
         _no_external_refs(html)
@@ -209,7 +218,9 @@ def test_layer_strip_has_one_row_per_layer_with_coherence(explained):
         assert ("muted" in row.classes) == (not report.has_position_gradient)
         assert row.find_all("td", "heat")[0].text().startswith(main.text)
     assert sum("used" in r.classes for r in rows) == 1
-    assert "no position gradient" in rows[-1].text(), "the [CLS]-only top layer says why it is blank"
+    assert "no position gradient" in rows[-1].text(), (
+        "the [CLS]-only top layer says why it is blank"
+    )
 
 
 def test_input_level_method_has_no_strip_but_says_so(explained):
@@ -230,7 +241,9 @@ def test_repr_html_is_the_card(explained):
 
 def test_faithfulness_view_matches_score_batch(sst2_tiny, explained, scored):
     main = explained[1][0]
-    encoded = encode(sst2_tiny.tokenizer, [main.text], sst2_tiny.max_length, model_input_names(sst2_tiny.model))
+    encoded = encode(
+        sst2_tiny.tokenizer, [main.text], sst2_tiny.max_length, model_input_names(sst2_tiny.model)
+    )
     scores = torch.zeros(encoded.input_ids.shape)
     scores[0, encoded.content[0]] = torch.tensor(main.scores)
     target = torch.tensor([sst2_tiny.labels.index(main.target)])
@@ -250,7 +263,12 @@ def test_metrics_add_numbers_and_a_curve(explained, scored):
     for card, results in zip(cards[1:], scored):
         text = card.find_all("table", "metrics")[0].text()
         for result in results:
-            for value in (result.aopc_comprehensiveness, result.aopc_sufficiency, result.deletion_area, result.log_odds_20):
+            for value in (
+                result.aopc_comprehensiveness,
+                result.aopc_sufficiency,
+                result.deletion_area,
+                result.log_odds_20,
+            ):
                 shown = f"{value:.3f}"
                 if shown == "-0.000":
                     shown = "0.000"
@@ -281,7 +299,11 @@ def test_plots_have_titles_labels_and_write_pngs(explained, scored, tmp_path):
     assert "Deletion" in curves.get_suptitle() and main.model in curves.get_suptitle()
     assert len(curves.axes[0].lines) == 2
     paths = write_plots(tmp_path, 1, main, scored[0], ["dls", "gradient"])
-    assert [p.name for p in paths] == ["text-001-layers.png", "text-001-coherence.png", "text-001-curves.png"]
+    assert [p.name for p in paths] == [
+        "text-001-layers.png",
+        "text-001-coherence.png",
+        "text-001-curves.png",
+    ]
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -300,8 +322,21 @@ def test_cli_report_with_methods_metrics_and_png(tmp_path):
     png = tmp_path / "png"
     result = runner.invoke(
         app,
-        ["report", *TEXTS, "--out", str(out), "--methods", "dls,gradient", "--metrics", "--png", str(png),
-         "--layer", "1", "--target", "negative"],
+        [
+            "report",
+            *TEXTS,
+            "--out",
+            str(out),
+            "--methods",
+            "dls,gradient",
+            "--metrics",
+            "--png",
+            str(png),
+            "--layer",
+            "1",
+            "--target",
+            "negative",
+        ],
     )
     assert result.exit_code == 0, result.output
     html = out.read_text(encoding="utf-8")
@@ -314,7 +349,9 @@ def test_cli_report_with_methods_metrics_and_png(tmp_path):
     assert "prediction: negative" in shown[1] and "explaining:" not in shown[1]
     for card in cards:
         rows = card.find_all("table", "layers")[0].find_all("tr")
-        assert [("used" in r.classes) for r in rows] == [False, True, False], "--layer 1 is the used row"
+        assert [("used" in r.classes) for r in rows] == [False, True, False], (
+            "--layer 1 is the used row"
+        )
     assert sorted(p.name for p in png.iterdir()) == sorted(
         f"text-00{i}-{kind}.png" for i in (1, 2) for kind in ("layers", "coherence", "curves")
     )
@@ -323,10 +360,26 @@ def test_cli_report_with_methods_metrics_and_png(tmp_path):
 def test_cli_plot_writes_pngs_per_text(tmp_path, tiny_args):
     source = tmp_path / "texts.txt"
     source.write_text("good film\nbad film\n", encoding="utf-8")
-    result = runner.invoke(app, ["plot", "--file", str(source), "--out", str(tmp_path / "plots"), "--no-curves", *tiny_args])
+    result = runner.invoke(
+        app,
+        [
+            "plot",
+            "--file",
+            str(source),
+            "--out",
+            str(tmp_path / "plots"),
+            "--no-curves",
+            *tiny_args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["text-001-coherence.png", "text-001-layers.png", "text-002-coherence.png", "text-002-layers.png"]
+    assert names == [
+        "text-001-coherence.png",
+        "text-001-layers.png",
+        "text-002-coherence.png",
+        "text-002-layers.png",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,8 @@ def test_attnlrp_loses_relevance_only_in_the_softmax(family, monkeypatch):
     relevance = float((embedded[0].detach() * grads[0]).sum())
     g_x, g_s = grads[1 : 1 + len(xs)], grads[1 + len(xs) :]
     dropped = sum(
-        0.5 * float((s.detach() * gs).sum() - (x.detach() * gx).sum()) for x, s, gx, gs in zip(xs, ss, g_x, g_s)
+        0.5 * float((s.detach() * gs).sum() - (x.detach() * gx).sum())
+        for x, s, gx, gs in zip(xs, ss, g_x, g_s)
     )
     logit = float(logits[0, target].detach())
     assert abs(dropped) > 1e-3, "the softmaxes should drop some relevance in this model"
@@ -133,7 +134,10 @@ def test_rules_leave_the_forward_and_the_model_untouched(family):
 def test_hooks_are_removed_after_an_exception_inside_the_pass():
     model = bias_free("bert")
     before = _hooks(model)
-    with pytest.raises(RuntimeError, match="boom"), propagation_rules(model, family_for(model.config), "attnlrp"):
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        propagation_rules(model, family_for(model.config), "attnlrp"),
+    ):
         assert _hooks(model) > before
         raise RuntimeError("boom")
     assert _hooks(model) == before
@@ -141,7 +145,12 @@ def test_hooks_are_removed_after_an_exception_inside_the_pass():
 
 def test_gradient_rule_is_the_plain_gradient(bert_tiny):
     """``rule="gradient"`` installs nothing: the same numbers as autograd on the bare model."""
-    encoded = encode(bert_tiny.tokenizer, [TEXT, "dull"], bert_tiny.max_length, model_input_names(bert_tiny.model))
+    encoded = encode(
+        bert_tiny.tokenizer,
+        [TEXT, "dull"],
+        bert_tiny.max_length,
+        model_input_names(bert_tiny.model),
+    )
     result = forward_backward(bert_tiny.model, encoded, family=bert_tiny.family, rule="gradient")
     out = bert_tiny.model(**encoded.inputs, output_hidden_states=True)
     target = out.logits.gather(1, result.targets.unsqueeze(1)).sum()
@@ -154,7 +163,12 @@ def test_gradient_rule_is_the_plain_gradient(bert_tiny):
 
 
 def test_lrp_is_input_relevance_under_attnlrp_by_every_route(bert_tiny):
-    encoded = encode(bert_tiny.tokenizer, [TEXT, "dull and long"], bert_tiny.max_length, model_input_names(bert_tiny.model))
+    encoded = encode(
+        bert_tiny.tokenizer,
+        [TEXT, "dull and long"],
+        bert_tiny.max_length,
+        model_input_names(bert_tiny.model),
+    )
     lrp = run_method("lrp", bert_tiny, encoded, None, {})
     ixg = run_method("input_x_gradient", bert_tiny, encoded, None, {"rule": "attnlrp"})
     dls = run_method("dls", bert_tiny, encoded, None, {"layer": "input", "rule": "attnlrp"})
@@ -166,8 +180,9 @@ def test_lrp_is_input_relevance_under_attnlrp_by_every_route(bert_tiny):
 
 
 def test_a_family_without_a_propagation_map_is_refused_clearly(bert_tiny):
-    with pytest.raises(InputError, match="no propagation map for model type"), propagation_rules(
-        bert_tiny.model, None, "cp"
+    with (
+        pytest.raises(InputError, match="no propagation map for model type"),
+        propagation_rules(bert_tiny.model, None, "cp"),
     ):
         pass
     with propagation_rules(bert_tiny.model, None, "gradient"):
@@ -178,7 +193,7 @@ def test_a_family_without_a_propagation_map_is_refused_clearly(bert_tiny):
 
 def test_a_part_the_rules_do_not_cover_is_refused():
     model = bias_free("deberta-v2", conv_kernel_size=3)
-    with pytest.raises(InputError, match="encoder.conv"):
+    with pytest.raises(InputError, match=r"encoder\.conv"):
         forward_backward(model, _inputs(model), family=family_for(model.config), rule="cp")
 
 

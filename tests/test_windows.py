@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 
 import layersal
 import layersal.api as api
@@ -14,7 +13,8 @@ from layersal.explanation import Explanation, LayerReport, Token, Word
 from layersal.windows import merge_windows, window_overlap
 
 LONG = " ".join(
-    ["An unexpectedly moving, gorgeously shot drama."] * 30 + ["The dialogue, sadly, is clumsy."] * 30
+    ["An unexpectedly moving, gorgeously shot drama."] * 30
+    + ["The dialogue, sadly, is clumsy."] * 30
 )
 
 
@@ -37,7 +37,9 @@ def test_long_text_gets_one_explanation_over_every_word(bert_tiny, monkeypatch):
     monkeypatch.setattr(api, "run_method", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("error", layersal.TruncationWarning)
-        explanation = layersal.explain(LONG, bert_tiny, window=64, stride=32, batch_size=4, layer=1, decode=False)
+        explanation = layersal.explain(
+            LONG, bert_tiny, window=64, stride=32, batch_size=4, layer=1, decode=False
+        )
     full = bert_tiny.tokenizer(LONG, add_special_tokens=False)["input_ids"]
     assert [t.text for t in explanation.tokens] == bert_tiny.tokenizer.convert_ids_to_tokens(full)
     assert len(explanation.words) == len(LONG.replace(",", " ,").replace(".", " .").split())
@@ -52,18 +54,35 @@ def test_long_text_gets_one_explanation_over_every_word(bert_tiny, monkeypatch):
 
 def test_windows_explain_the_document_prediction(bert_tiny):
     windows = layersal.explain(LONG, bert_tiny, window=64, stride=48, layer=1, decode=False)
-    assert windows.target == windows.prediction == max(windows.probabilities, key=windows.probabilities.get)
-    forced = layersal.explain(LONG, bert_tiny, window=64, stride=48, layer=1, decode=False, target="neutral")
+    assert (
+        windows.target
+        == windows.prediction
+        == max(windows.probabilities, key=windows.probabilities.get)
+    )
+    forced = layersal.explain(
+        LONG, bert_tiny, window=64, stride=48, layer=1, decode=False, target="neutral"
+    )
     assert forced.target == "neutral"
 
 
 def _part(tokens: list[tuple[str, int, int, float]], layer_scores: list[float]) -> Explanation:
     toks = [Token(text=t, start=s, end=e, score=v, word=i) for i, (t, s, e, v) in enumerate(tokens)]
     return Explanation(
-        text="", model="m", method="dls", prediction="pos", target="pos", probabilities={},
-        tokens=toks, words=[Word(t.text, t.start, t.end, t.score, [i]) for i, t in enumerate(toks)],
-        layer=1, decoder="mlm_head", word_aggregation="sum", options={},
-        layers=[LayerReport(layer=1, coherence=0.5, has_position_gradient=True, scores=layer_scores)],
+        text="",
+        model="m",
+        method="dls",
+        prediction="pos",
+        target="pos",
+        probabilities={},
+        tokens=toks,
+        words=[Word(t.text, t.start, t.end, t.score, [i]) for i, t in enumerate(toks)],
+        layer=1,
+        decoder="mlm_head",
+        word_aggregation="sum",
+        options={},
+        layers=[
+            LayerReport(layer=1, coherence=0.5, has_position_gradient=True, scores=layer_scores)
+        ],
     )
 
 
@@ -72,7 +91,11 @@ def test_overlapping_tokens_get_the_mean_of_their_windows(bert_tiny):
     first = _part([("good", 0, 4, 1.0), ("bad", 5, 8, 3.0)], [1.0, 1.0])
     second = _part([("bad", 5, 8, 5.0), ("ugly", 9, 13, -2.0)], [3.0, 0.0])
     merged = merge_windows(text, bert_tiny.tokenizer, [first, second], {"pos": 1.0}, "pos", 4, 1)
-    assert [(t.text, t.score) for t in merged.tokens] == [("good", 1.0), ("bad", 4.0), ("ugly", -2.0)]
+    assert [(t.text, t.score) for t in merged.tokens] == [
+        ("good", 1.0),
+        ("bad", 4.0),
+        ("ugly", -2.0),
+    ]
     assert [w.text for w in merged.words] == ["good", "bad", "ugly"]
     assert merged.layers[0].scores == [1.0, 2.0, 0.0]
     assert merged.layers[0].coherence == pytest.approx(0.5)

@@ -18,9 +18,7 @@ def test_group_words_merges_pieces_of_one_word():
     ]
 
 
-@pytest.mark.parametrize(
-    "rule, expected", [("sum", -0.5), ("mean", -0.5 / 3), ("max", -2.0)]
-)
+@pytest.mark.parametrize("rule, expected", [("sum", -0.5), ("mean", -0.5 / 3), ("max", -2.0)])
 def test_word_aggregation_rules(rule, expected):
     assert aggregate([0.5, -2.0, 1.0], rule) == pytest.approx(expected)
 
@@ -29,7 +27,15 @@ def test_words_cover_their_pieces_in_the_original_text(bert_tiny):
     text = "Unbelievably, the screenwriters' choices feel   effortless!"
     explanation = layersal.explain(text, bert_tiny, layer=0, word_aggregation="sum")
     assert [w.text for w in explanation.words] == [
-        "Unbelievably", ",", "the", "screenwriters", "'", "choices", "feel", "effortless", "!",
+        "Unbelievably",
+        ",",
+        "the",
+        "screenwriters",
+        "'",
+        "choices",
+        "feel",
+        "effortless",
+        "!",
     ]
     multi = [w for w in explanation.words if len(w.tokens) > 1]
     assert multi, "some word should be split into several pieces"
@@ -45,5 +51,7 @@ def test_json_round_trip(bert_tiny):
     again = Explanation.from_json(explanation.to_json())
     assert again == explanation
     data = explanation.to_dict()
-    assert {"text", "tokens", "words", "prediction", "probabilities", "layer", "layers"} <= set(data)
+    assert {"text", "tokens", "words", "prediction", "probabilities", "layer", "layers"} <= set(
+        data
+    )
     assert data["layers"][0]["coherence"] == explanation.layers[0].coherence

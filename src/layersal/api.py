@@ -108,7 +108,15 @@ def explain(
         batch_targets = None if targets is None else [targets[i] for i in batch]
         if len(encoded) > len(batch):
             explained = _explain_windows(
-                lm, encoded, batch_targets, method, options, batch_size, word_aggregation, size, step
+                lm,
+                encoded,
+                batch_targets,
+                method,
+                options,
+                batch_size,
+                word_aggregation,
+                size,
+                step,
             )
         else:
             tensor_targets = None if batch_targets is None else torch.tensor(batch_targets)
@@ -175,8 +183,13 @@ def _explain_windows(
     Every window of a text is explained for the text's target: the given one, or the class
     with the highest mean window probability.
     """
-    chunks = [list(range(s, min(s + batch_size, len(encoded)))) for s in range(0, len(encoded), batch_size)]
-    probs = torch.cat([torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks])
+    chunks = [
+        list(range(s, min(s + batch_size, len(encoded))))
+        for s in range(0, len(encoded), batch_size)
+    ]
+    probs = torch.cat(
+        [torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks]
+    )
     n_texts = max(encoded.sample) + 1
     rows_of = [[r for r, t in enumerate(encoded.sample) if t == b] for b in range(n_texts)]
     doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
@@ -199,8 +212,13 @@ def _explain_windows(
         prediction = lm.labels[int(doc_probs[b].argmax())]
         merged.append(
             merge_windows(
-                parts[rows[0]].text, lm.tokenizer, [parts[r] for r in rows], probabilities,
-                prediction, window, stride,
+                parts[rows[0]].text,
+                lm.tokenizer,
+                [parts[r] for r in rows],
+                probabilities,
+                prediction,
+                window,
+                stride,
             )
         )
     return merged
@@ -211,13 +229,17 @@ def _target_indices(
 ) -> list[int] | None:
     if target is None:
         return None
-    many = isinstance(target, Sequence) and not isinstance(target, str)
-    values = list(target) if many else [target] * n
+    values: list[Target] = (
+        list(target)
+        if isinstance(target, Sequence) and not isinstance(target, str)
+        else [target] * n
+    )
     if len(values) != n:
         raise InputError(f"got {len(values)} targets for {n} texts")
-    if any(v is None for v in values):
+    known = [v for v in values if v is not None]
+    if len(known) != len(values):
         raise InputError("a per-text target list cannot contain None")
-    return [_target_index(v, labels) for v in values]
+    return [_target_index(v, labels) for v in known]
 
 
 def _target_index(value: int | str, labels: list[str]) -> int:

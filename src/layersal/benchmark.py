@@ -57,7 +57,9 @@ class MethodRun:
     coherence: dict[int, float] = field(default_factory=dict)
     note: str = ""
 
-    def summary(self, resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    def summary(
+        self, resamples: int = 1000, seed: int = 0
+    ) -> dict[str, tuple[float, float, float]]:
         return summarise(self.results, resamples=resamples, seed=seed) if self.results else {}
 
     @property
@@ -117,8 +119,10 @@ def expand_specs(names: Sequence[str], num_layers: int) -> list[MethodSpec]:
             out += _layer_sweep(num_layers)
         else:
             out.append(parse_spec(name))
-    seen: set[str] = set()
-    return [s for s in out if not (s.label in seen or seen.add(s.label))]
+    unique: dict[str, MethodSpec] = {}
+    for spec in out:
+        unique.setdefault(spec.label, spec)  # the first of each label, in order
+    return list(unique.values())
 
 
 def _layer_sweep(num_layers: int) -> list[MethodSpec]:
@@ -153,19 +157,25 @@ def run_benchmark(
     predict = predictor(lm)
     order = sorted(range(len(data)), key=lambda i: len(data.texts[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    encoded_batches = [encode(lm.tokenizer, [data.texts[i] for i in b], lm.max_length, inputs) for b in batches]
+    encoded_batches = [
+        encode(lm.tokenizer, [data.texts[i] for i in b], lm.max_length, inputs) for b in batches
+    ]
     runs = []
     for spec in specs:
         prepared = prepare_options(
             spec.method,
             lambda: lm,
-            (lambda: list(calibration)) if calibration is not None else (lambda: list(data.texts[:64])),
+            (lambda: list(calibration))
+            if calibration is not None
+            else (lambda: list(data.texts[:64])),
             dict(spec.options),
             batch_size,
             fresh=calibration is not None,
         )
         options = prepared.options
-        note = " ".join(str(v.get("reason", "")) for v in prepared.recorded.values() if isinstance(v, dict))
+        note = " ".join(
+            str(v.get("reason", "")) for v in prepared.recorded.values() if isinstance(v, dict)
+        )
         try:
             run_method(spec.method, lm, select_rows(encoded_batches[0], [0]), None, options)
         except InputError:
@@ -231,9 +241,12 @@ def run_benchmark(
 
 def _accuracy(runs: list[MethodRun], gold: list[int] | None) -> float | None:
     scored = [run for run in runs if run.results]
-    if gold is None or not scored or scored[0].results[0].deletion_accuracy is None:
+    if gold is None or not scored:
         return None
-    return float(np.mean([r.deletion_accuracy[0] for r in scored[0].results]))
+    first = [r.deletion_accuracy for r in scored[0].results]
+    if any(a is None for a in first):
+        return None
+    return float(np.mean([a[0] for a in first if a is not None]))
 
 
 def machine_info() -> dict[str, Any]:
@@ -275,7 +288,7 @@ def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
             }
         )
     if fixed:
-        best = max(fixed, key=fixed.get)
+        best = max(fixed, key=lambda layer: fixed[layer])
         for row in rows:
             row["best_fixed_layer"] = best
             row["gap_to_best"] = row["aopc_comprehensiveness"] - fixed[best]

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,32 +31,57 @@ err = Console(stderr=True, highlight=False)
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m",
-        help="Bundled model name (sst2-tiny, agnews-tiny; sst2-minilm, agnews-minilm from a checkout), folder or hub id.",
+        "--model",
+        "-m",
+        help="Bundled model name (sst2-tiny, agnews-tiny; sst2-minilm, agnews-minilm from a "
+        "checkout), folder or hub id.",
     ),
 ]
 LmHeadOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--lm-head", help="Base checkpoint whose masked-LM head decodes the layers."),
 ]
 LayerOpt = Annotated[
     str,
-    typer.Option("--layer", "-l", help="Where to explain: 'auto' (the rule set, layer and decoding measured most faithful for this model: from its card, else calibrated once and cached), an integer layer (negative from the top), 'input' (the word embeddings) or 'coherent' (the paper's layer rule)."),
+    typer.Option(
+        "--layer",
+        "-l",
+        help="Where to explain: 'auto' (the rule set, layer and decoding measured most faithful "
+        "for this model: from its card, else calibrated once and cached), an integer layer "
+        "(negative from the top), 'input' (the word embeddings) or 'coherent' (the paper's "
+        "layer rule).",
+    ),
 ]
 PickleOpt = Annotated[
-    bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights. They can run code: trust the source.")
+    bool,
+    typer.Option(
+        "--allow-pickle", help="Allow pickle (.bin) weights. They can run code: trust the source."
+    ),
 ]
 FileOpt = Annotated[
-    Optional[Path],
-    typer.Option("--file", "-f", help="Texts from a file: .txt (one per line), .tsv/.csv, .jsonl; '-' for stdin."),
+    Path | None,
+    typer.Option(
+        "--file",
+        "-f",
+        help="Texts from a file: .txt (one per line), .tsv/.csv, .jsonl; '-' for stdin.",
+    ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="Where the model runs: cpu, cuda, cuda:N or auto (a GPU if torch sees one).")
+    str,
+    typer.Option(
+        "--device",
+        help="Where the model runs: cpu, cuda, cuda:N or auto (a GPU if torch sees one).",
+    ),
 ]
 Bf16Opt = Annotated[
-    bool, typer.Option("--bf16", help="bfloat16 autocast for the model passes (for GPUs; scores stay fp32).")
+    bool,
+    typer.Option(
+        "--bf16", help="bfloat16 autocast for the model passes (for GPUs; scores stay fp32)."
+    ),
 ]
-TextArg = Annotated[Optional[list[str]], typer.Argument(help="Text(s) to explain.", show_default=False)]
+TextArg = Annotated[
+    list[str] | None, typer.Argument(help="Text(s) to explain.", show_default=False)
+]
 
 
 def main() -> None:
@@ -111,9 +136,15 @@ def _precision(bf16: bool) -> str:
     return "bf16" if bf16 else "fp32"
 
 
-_DLS_FLAG_DEFAULTS = {"layer": "auto", "rule": None, "saliency": "grad_x_act", "decode": None, "tau": None}
+_DLS_FLAG_DEFAULTS = {
+    "layer": "auto",
+    "rule": None,
+    "saliency": "grad_x_act",
+    "decode": None,
+    "tau": None,
+}
 RuleOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--rule",
         help="Propagation rule set of the backward pass: gradient, ln, cp, cp_id or attnlrp "
@@ -154,7 +185,9 @@ def _run(
     options = dict(kwargs.pop("options", None) or {})
     method = kwargs.pop("method", "dls")
     check_method(method, options)  # before the model loads: a bad option fails fast
-    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16))
+    lm = layersal.load(
+        model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
+    )
     progress = len(items) > 32 and sys.stderr.isatty()
     return layersal.explain(items, lm, method=method, options=options, progress=progress, **kwargs)
 
@@ -178,10 +211,13 @@ def explain(
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[
-        str, typer.Option("--method", help="Saliency method: dls or a baseline (`layersal methods` lists them).")
+        str,
+        typer.Option(
+            "--method", help="Saliency method: dls or a baseline (`layersal methods` lists them)."
+        ),
     ] = "dls",
     option: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--option",
             help="Method option KEY=VALUE (repeatable), e.g. span=5 for occlusion; "
@@ -191,38 +227,60 @@ def explain(
     layer: LayerOpt = "auto",
     rule: RuleOpt = None,
     target: Annotated[
-        Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
+        str | None,
+        typer.Option(
+            "--target", "-t", help="Class to explain (index or label); default: predicted."
+        ),
     ] = None,
     saliency: Annotated[
         str, typer.Option(help="Position saliency g: grad_x_act, gradcam or grad_norm.")
     ] = "grad_x_act",
     decode: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(
             "--decode/--no-decode",
-            help="Carry saliency back to tokens through the LM head (default: auto's choice, on at a fixed layer).",
+            help="Carry saliency back to tokens through the LM head (default: auto's choice, on "
+            "at a fixed layer).",
         ),
     ] = None,
     tau: Annotated[
-        Optional[int], typer.Option(help="Top decoded tokens per position that count (default: all).")
+        int | None, typer.Option(help="Top decoded tokens per position that count (default: all).")
     ] = None,
     word_aggregation: Annotated[
-        str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")
+        str,
+        typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max."),
     ] = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
     truncate: Annotated[
-        bool, typer.Option("--truncate", help="Cut long texts at the model's maximum instead of explaining overlapping windows.")
+        bool,
+        typer.Option(
+            "--truncate",
+            help="Cut long texts at the model's maximum instead of explaining overlapping windows.",
+        ),
     ] = False,
-    window: Annotated[Optional[int], typer.Option(help="Tokens per window for long texts (default: the model's maximum).")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="Tokens between window starts (default: half a window).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")] = False,
+    window: Annotated[
+        int | None,
+        typer.Option(help="Tokens per window for long texts (default: the model's maximum)."),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="Tokens between window starts (default: half a window).")
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")
+    ] = False,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
     with _user_errors():
-        flags = {"layer": _int_or_str(layer), "rule": rule, "saliency": saliency, "decode": decode, "tau": tau}
+        flags = {
+            "layer": _int_or_str(layer),
+            "rule": rule,
+            "saliency": saliency,
+            "decode": decode,
+            "tau": tau,
+        }
         results = _run(
             texts,
             file,
@@ -250,40 +308,70 @@ def layers(
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     top: Annotated[int, typer.Option(help="Decoded tokens shown per position and layer.")] = 3,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per text (JSON Lines).")
+    ] = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
         results = _run(
-            texts, file, model, lm_head, allow_pickle, options={"top_k": max(top, 1), "layer_report": True}
+            texts,
+            file,
+            model,
+            lm_head,
+            allow_pickle,
+            options={"top_k": max(top, 1), "layer_report": True},
         )
         _print(results, json_out, lambda e: _render_layers(e, top))
 
 
 @app.command()
 def bench(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Labelled TSV: SST-2 style (header sentence/label) or AG News style (text, label name).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Labelled TSV: SST-2 style (header sentence/label) or AG News style (text, "
+            "label name).",
+        ),
+    ],
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     methods: Annotated[
         str,
         typer.Option(
             "--methods",
-            help="Comma-separated methods ('all', 'layers', or name[:key=value;...] with ';' between options).",
+            help="Comma-separated methods ('all', 'layers', or name[:key=value;...] with ';' "
+            "between options).",
         ),
     ] = "all",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")] = Path("bench-results"),
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="Use a seeded random sample of N rows.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")
+    ] = Path("bench-results"),
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Use a seeded random sample of N rows.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample and the bootstrap.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
-    level: Annotated[str, typer.Option(help="Hide tokens or whole words: token or word.")] = "token",
-    perturbation: Annotated[str, typer.Option(help="How tokens are hidden: mask, delete or pad.")] = "mask",
+    level: Annotated[
+        str, typer.Option(help="Hide tokens or whole words: token or word.")
+    ] = "token",
+    perturbation: Annotated[
+        str, typer.Option(help="How tokens are hidden: mask, delete or pad.")
+    ] = "mask",
     rank_by: Annotated[str, typer.Option(help="Rank by signed or abs score.")] = "signed",
-    loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Kendall tau with leave-one-out (one pass per token).")] = True,
+    loo: Annotated[
+        bool,
+        typer.Option("--loo/--no-loo", help="Kendall tau with leave-one-out (one pass per token)."),
+    ] = True,
     calibration: Annotated[
-        Optional[Path], typer.Option(help="Unlabelled texts for layer=auto (default: the first 64 benchmark texts).")
+        Path | None,
+        typer.Option(
+            help="Unlabelled texts for layer=auto (default: the first 64 benchmark texts)."
+        ),
     ] = None,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
@@ -292,16 +380,24 @@ def bench(
     """Faithfulness benchmark of every method on a labelled dataset (tables and plots)."""
     with _user_errors():
         import layersal
+
         from .benchmark import expand_specs, run_benchmark
         from .datasets import read_labelled
         from .report.bench import markdown, write
 
         dataset = read_labelled(data)
         dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
-        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16))
+        lm = layersal.load(
+            model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
+        )
         names = [m.replace(";", ",") for m in _split_methods(methods)]
         specs = expand_specs(names, lm.num_layers)
-        metric_options = {"level": level, "perturbation": perturbation, "rank_by": rank_by, "loo": loo}
+        metric_options = {
+            "level": level,
+            "perturbation": perturbation,
+            "rank_by": rank_by,
+            "loo": loo,
+        }
         from .report.progress import progress_lines
 
         with progress_lines(err, len(specs) * len(dataset), "benchmark") as advance:
@@ -341,7 +437,8 @@ ReportMethodsOpt = Annotated[
     ),
 ]
 TargetOpt = Annotated[
-    Optional[str], typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted.")
+    str | None,
+    typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted."),
 ]
 
 
@@ -377,7 +474,12 @@ def _explain_methods(
     lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
     per_method = [
         layersal.explain(
-            items, lm, method=spec.method, options=spec.options, target=_int_or_str(target), batch_size=batch_size
+            items,
+            lm,
+            method=spec.method,
+            options=spec.options,
+            target=_int_or_str(target),
+            batch_size=batch_size,
         )
         for spec in specs
     ]
@@ -387,7 +489,10 @@ def _explain_methods(
 def _faithfulness(lm: Any, per_text: list[list[Any]], batch_size: int) -> list[list[Any]]:
     from .report.faithfulness_view import faithfulness_of
 
-    per_method = [faithfulness_of(lm, [group[m] for group in per_text], batch_size=batch_size) for m in range(len(per_text[0]))]
+    per_method = [
+        faithfulness_of(lm, [group[m] for group in per_text], batch_size=batch_size)
+        for m in range(len(per_text[0]))
+    ]
     return [list(row) for row in zip(*per_method)]
 
 
@@ -395,16 +500,23 @@ def _faithfulness(lm: Any, per_text: list[list[Any]], batch_size: int) -> list[l
 def report(
     texts: TextArg = None,
     file: FileOpt = None,
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     layer: LayerOpt = "auto",
     target: TargetOpt = None,
     methods: ReportMethodsOpt = "dls",
     metrics: Annotated[
-        bool, typer.Option("--metrics/--no-metrics", help="Add faithfulness numbers and a deletion curve per text.")
+        bool,
+        typer.Option(
+            "--metrics/--no-metrics", help="Add faithfulness numbers and a deletion curve per text."
+        ),
     ] = False,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Also write the matplotlib plots into this folder.")] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Also write the matplotlib plots into this folder.")
+    ] = None,
     title: Annotated[str, typer.Option(help="Title of the page.")] = "layersal report",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
     allow_pickle: PickleOpt = False,
@@ -424,7 +536,9 @@ def report(
 
             plots = []
             for index, group in enumerate(per_text, start=1):
-                plots += write_plots(png, index, group[0], None if scores is None else scores[index - 1], labels)
+                plots += write_plots(
+                    png, index, group[0], None if scores is None else scores[index - 1], labels
+                )
             message += f" and {len(plots)} plots into {png}"
         err.print(message, soft_wrap=True)
 
@@ -433,14 +547,19 @@ def report(
 def plot(
     texts: TextArg = None,
     file: FileOpt = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path("plots"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path(
+        "plots"
+    ),
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     layer: LayerOpt = "auto",
     target: TargetOpt = None,
     methods: ReportMethodsOpt = "dls",
     curves: Annotated[
-        bool, typer.Option("--curves/--no-curves", help="Deletion/insertion curves (extra model passes).")
+        bool,
+        typer.Option(
+            "--curves/--no-curves", help="Deletion/insertion curves (extra model passes)."
+        ),
     ] = True,
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
     allow_pickle: PickleOpt = False,
@@ -455,7 +574,9 @@ def plot(
         scores = _faithfulness(lm, per_text, batch_size) if curves else None
         written = []
         for index, group in enumerate(per_text, start=1):
-            written += write_plots(out_dir, index, group[0], None if scores is None else scores[index - 1], labels)
+            written += write_plots(
+                out_dir, index, group[0], None if scores is None else scores[index - 1], labels
+            )
         err.print(f"wrote {len(written)} plots into {out_dir}", soft_wrap=True)
 
 
@@ -463,16 +584,21 @@ def plot(
 def serve(
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback is reachable by others.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback is reachable by others.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_chars: Annotated[int, typer.Option(help="Longest text accepted, in characters.")] = 5000,
     max_batch: Annotated[int, typer.Option(help="Most texts per API request.")] = 32,
-    timeout: Annotated[float, typer.Option(help="Seconds one request may take before a 503/504 error.")] = 60.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds one request may take before a 503/504 error.")
+    ] = 60.0,
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Local web app: type a text, see its heat-map, layers and decoded tokens (and a JSON API)."""
     with _user_errors():
         import layersal
+
         from .errors import InputError
 
         try:
@@ -484,12 +610,16 @@ def serve(
         lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
         local = is_loopback(host)
         web = create_app(
-            lm, max_chars=max_chars, max_batch=max_batch, timeout_s=timeout,
+            lm,
+            max_chars=max_chars,
+            max_batch=max_batch,
+            timeout_s=timeout,
             allowed_hosts=loopback_hosts(host) if local else None,
         )
     if not local:
         err.print(
-            f"[bold yellow]warning:[/] listening on {host}, not loopback: anyone who can reach this "
+            f"[bold yellow]warning:[/] listening on {host}, not loopback: anyone who can reach "
+            "this "
             f"machine on port {port} can use the app and its API (no authentication). "
             "Use --host 127.0.0.1 to keep it local.",
             soft_wrap=True,
@@ -502,37 +632,95 @@ def serve(
 @app.command("explain-dataset")
 def explain_dataset(
     input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="Texts: .txt (one per line), .tsv/.csv, .jsonl or .parquet.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="Texts: .txt (one per line), .tsv/.csv, .jsonl or .parquet.",
+            show_default=False,
+        ),
     ],
     out_path: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder of Parquet shards (e.g. results.parquet); bad rows go to results.errors.jsonl.")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder of Parquet shards (e.g. results.parquet); bad rows go to "
+            "results.errors.jsonl.",
+        ),
     ],
-    text_column: Annotated[Optional[str], typer.Option(help="Column/field holding the text (default: text, sentence, review or content).")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Column/field holding row ids (default: the row number, from 0).")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="Column/field of gold labels, copied to the rows (default: 'label' if present).")] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column/field holding the text (default: text, sentence, review or content)."
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="Column/field holding row ids (default: the row number, from 0)."),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column/field of gold labels, copied to the rows (default: 'label' if present)."
+        ),
+    ] = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
-    method: Annotated[str, typer.Option(help="Saliency method (see `layersal.methods()`).")] = "dls",
-    layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Where dls explains: 'auto' (the default: the configuration from the model card, else calibrated once on the first 64 texts), an int, 'input' or 'coherent'.")] = None,
+    method: Annotated[
+        str, typer.Option(help="Saliency method (see `layersal.methods()`).")
+    ] = "dls",
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            "--layer",
+            "-l",
+            help="Where dls explains: 'auto' (the default: the configuration from the model "
+            "card, else calibrated once on the first 64 texts), an int, 'input' or 'coherent'.",
+        ),
+    ] = None,
     target: TargetOpt = None,
-    word_aggregation: Annotated[str, typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max.")] = "sum",
+    word_aggregation: Annotated[
+        str,
+        typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max."),
+    ] = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 32,
     shard_rows: Annotated[
-        Optional[int], typer.Option(help="Input rows per length-sorted window and Parquet shard (default: 32 x batch size).")
+        int | None,
+        typer.Option(
+            help="Input rows per length-sorted window and Parquet shard (default: 32 x batch size)."
+        ),
     ] = None,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actors; pip install 'layersal\\[ray]').")] = "local",
-    num_workers: Annotated[Optional[int], typer.Option(help="Ray actors, each with its own model (default: one per CPU).")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray (Ray Data actors; pip install 'layersal\\[ray]')."
+        ),
+    ] = "local",
+    num_workers: Annotated[
+        int | None, typer.Option(help="Ray actors, each with its own model (default: one per CPU).")
+    ] = None,
     ray_address: Annotated[
-        Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).",
+        ),
     ] = None,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs (and torch threads) per Ray actor.")] = 1,
+    cpus_per_worker: Annotated[
+        float, typer.Option(help="CPUs (and torch threads) per Ray actor.")
+    ] = 1,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run in --out and start over.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with texts/s.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete an earlier run in --out and start over.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar with texts/s.")
+    ] = True,
     allow_pickle: PickleOpt = False,
 ) -> None:
-    """Explain a whole file into Parquet shards; resumable (rerun the same command after an interruption)."""
+    """Explain a whole file into Parquet shards; resumable (rerun the same command after an
+    interruption)."""
     with _user_errors():
         from .engines import explain_dataset as run_dataset
         from .engines.sink import AUTO_LAYER_FILE
@@ -563,20 +751,31 @@ def explain_dataset(
                 progress=progress,
             )
         except KeyboardInterrupt:
-            err.print(f"finished shards are kept in {out_path}: rerun the same command to continue", soft_wrap=True)
+            err.print(
+                f"finished shards are kept in {out_path}: rerun the same command to continue",
+                soft_wrap=True,
+            )
             raise
         except LayersalError as exc:  # keep '[ray]' and paths with brackets out of rich markup
             from rich.markup import escape
 
             raise type(exc)(escape(str(exc))) from None
-        resumed = f", {summary.resumed_windows} of them from an earlier run" if summary.resumed_windows else ""
+        resumed = (
+            f", {summary.resumed_windows} of them from an earlier run"
+            if summary.resumed_windows
+            else ""
+        )
         if not summary.explained and summary.resumed_windows:
             resumed = ": the run was already complete"
         auto = summary.settings.get("auto_layer")
-        chosen = "" if auto is None else (
-            f"; DLS at layer {auto}, rule {summary.settings.get('auto_rule')}, "
-            f"{'decoded' if summary.settings.get('auto_decode') else 'not decoded'} "
-            f"(auto: see {out_path / AUTO_LAYER_FILE})"
+        chosen = (
+            ""
+            if auto is None
+            else (
+                f"; DLS at layer {auto}, rule {summary.settings.get('auto_rule')}, "
+                f"{'decoded' if summary.settings.get('auto_decode') else 'not decoded'} "
+                f"(auto: see {out_path / AUTO_LAYER_FILE})"
+            )
         )
         err.print(
             f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "

@@ -31,7 +31,9 @@ class LabelledTexts:
             return self
         keep = sorted(random.Random(seed).sample(range(len(self.texts)), n))
         return LabelledTexts(
-            [self.texts[i] for i in keep], [self.labels[i] for i in keep], f"{self.source} (sample {n}, seed {seed})"
+            [self.texts[i] for i in keep],
+            [self.labels[i] for i in keep],
+            f"{self.source} (sample {n}, seed {seed})",
         )
 
     def head(self, n: int | None) -> LabelledTexts:
@@ -95,5 +97,7 @@ def label_indices(labels: list[str | None], names: list[str]) -> list[int] | Non
         elif text.isdigit() and int(text) < len(names):
             out.append(int(text))
         else:
-            raise InputError(f"gold label {text!r} is not one of the model's labels ({', '.join(names)})")
+            raise InputError(
+                f"gold label {text!r} is not one of the model's labels ({', '.join(names)})"
+            )
     return out

@@ -1,4 +1,4 @@
-"""Decoding hidden states back into the vocabulary (METHOD.md, steps 2 and 3).
+"""Decoding hidden states back into the vocabulary (docs/method.md, steps 2 and 3).
 
 Pure tensor maths: an :class:`LMHead` projects hidden states to vocabulary logits, and
 :func:`decode_layer` turns one layer's projection into the decoding matrix ``a_l(i, j)``,
@@ -129,7 +129,8 @@ def decode_layer(
         projected = _project_rows(
             head, hidden[rows_b, rows_i], column_ids, own_ids, tau, top_k, ranks, max_elements
         )
-        column_logits, log_z, kth, own_rank, top_ids, top_probs = projected
+        column_logits, log_z = _present(projected[0]), _present(projected[1])
+        kth, own_rank, top_ids, top_probs = projected[2:]
     else:
         column_logits = _input_token_logits(head, hidden[rows_b, rows_i], column_ids)
         repeats = duplicate_counts(input_ids, content)[rows_b].log()
@@ -137,13 +138,19 @@ def decode_layer(
         log_z = torch.logsumexp(masked, dim=-1).nan_to_num(neginf=0.0)
         kth = own_rank = top_ids = top_probs = None
     prob = torch.exp(column_logits - log_z.unsqueeze(-1))
-    hit = column_logits >= kth.unsqueeze(-1) if kth is not None else torch.ones_like(prob, dtype=torch.bool)
+    hit = (
+        column_logits >= kth.unsqueeze(-1)
+        if kth is not None
+        else torch.ones_like(prob, dtype=torch.bool)
+    )
     kept = hit & content[rows_b]
     share = 1.0 / duplicate_counts(input_ids, content)[rows_b]
     prob_share = torch.where(kept, prob * share, torch.zeros_like(prob))
     transfer = torch.zeros(batch, n, n, dtype=prob.dtype, device=prob.device)
     transfer[rows_b, rows_i] = prob_share if weights == "prob" else kept.to(prob.dtype) * share
-    mass = torch.zeros(batch, dtype=prob.dtype, device=prob.device).index_add_(0, rows_b, prob_share.sum(-1))
+    mass = torch.zeros(batch, dtype=prob.dtype, device=prob.device).index_add_(
+        0, rows_b, prob_share.sum(-1)
+    )
     share_on_inputs = mass / content.sum(-1).clamp_min(1)
     return LayerDecoding(
         transfer=transfer,
@@ -172,7 +179,7 @@ def _project_rows(
     top_k: int,
     ranks: bool,
     max_elements: int,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor | None, ...]:
     """Per content row: logits of the sequence's tokens, log-normaliser, tau-th logit, ...
 
     The ``(rows, |V|)`` logits exist one chunk at a time.
@@ -184,7 +191,7 @@ def _project_rows(
     for s in range(0, count, step):
         logits = head.logits(rows[s : s + step].to(head.decoder.dtype)).float()
         log_z = torch.logsumexp(logits, dim=-1)
-        kth = logits.topk(tau, dim=-1).values[:, -1] if cut else None
+        kth = logits.topk(tau, dim=-1).values[:, -1] if cut and tau is not None else None
         own_rank = None
         if ranks:
             own = logits.gather(1, own_ids[s : s + step].unsqueeze(1))
@@ -193,17 +200,29 @@ def _project_rows(
         if top_k:
             values, top_ids = logits.topk(top_k, dim=-1)
             top_probs = torch.exp(values - log_z.unsqueeze(-1))
-        parts.append((logits.gather(1, column_ids[s : s + step]), log_z, kth, own_rank, top_ids, top_probs))
+        parts.append(
+            (logits.gather(1, column_ids[s : s + step]), log_z, kth, own_rank, top_ids, top_probs)
+        )
     if not parts:
         empty = torch.zeros(0, column_ids.shape[1], device=rows.device)
         k = torch.zeros(0, top_k, device=rows.device)
         return (
-            empty, empty[:, 0], empty[:, 0] if cut else None, empty[:, 0].long() if ranks else None,
-            k.long() if top_k else None, k if top_k else None,
+            empty,
+            empty[:, 0],
+            empty[:, 0] if cut else None,
+            empty[:, 0].long() if ranks else None,
+            k.long() if top_k else None,
+            k if top_k else None,
         )
     return tuple(
-        None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(6)
+        None if parts[0][i] is None else torch.cat([_present(p[i]) for p in parts])
+        for i in range(6)
     )
+
+
+def _present(value: torch.Tensor | None) -> torch.Tensor:
+    assert value is not None, "a part computed for one chunk is computed for every chunk"
+    return value
 
 
 def _scatter(

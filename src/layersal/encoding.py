@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import inspect
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,7 @@ def encode(
     tokenizer: Any,
     texts: Sequence[str],
     max_length: int,
-    model_inputs: Sequence[str] | None = None,
+    model_inputs: Collection[str] | None = None,
     *,
     overlap: int | None = None,
 ) -> Encoded:
@@ -100,7 +100,9 @@ def encode(
     offsets = batch.pop("offset_mapping")[rows]
     special = batch.pop("special_tokens_mask")[rows].bool()
     word_ids = [batch.word_ids(r) for r in chosen]
-    keep = {"input_ids", "attention_mask"} | set(batch.keys() if model_inputs is None else model_inputs)
+    keep = {"input_ids", "attention_mask"} | set(
+        batch.keys() if model_inputs is None else model_inputs
+    )
     inputs = {k: v[rows] for k, v in batch.items() if k in keep}
     length = int(inputs["attention_mask"].sum(-1).max())
     inputs = {k: v[:, :length].contiguous() for k, v in inputs.items()}

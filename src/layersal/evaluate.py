@@ -29,7 +29,9 @@ def predictor(lm: LoadedModel) -> PredictFn:
 def hide_ids(lm: LoadedModel) -> tuple[int, int]:
     """``(mask_id, pad_id)`` used to hide tokens: [MASK] (or [UNK] without one) and [PAD]."""
     tokenizer = lm.tokenizer
-    mask = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+    mask = (
+        tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+    )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask
     return int(mask), int(pad)
 

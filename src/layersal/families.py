@@ -105,7 +105,10 @@ _ROBERTA_HEAD = HeadLayout(
     decoder="lm_head.decoder.weight",
 )
 
-def _bert_attention(activations: tuple[str, ...], between: tuple[Between, ...] = ()) -> PropagationMap:
+
+def _bert_attention(
+    activations: tuple[str, ...], between: tuple[Between, ...] = ()
+) -> PropagationMap:
     """The BERT layout of the attention projections (BERT, RoBERTa, ELECTRA, MiniLM)."""
     return PropagationMap(
         query="*.attention.self.query",
@@ -169,7 +172,9 @@ FAMILIES: dict[str, Family] = {
                 decoder="generator_lm_head.weight",
             ),
         ),
-        propagation=_bert_attention(("*.intermediate.intermediate_act_fn", "classifier.activation")),
+        propagation=_bert_attention(
+            ("*.intermediate.intermediate_act_fn", "classifier.activation")
+        ),
     ),
     "deberta-v2": Family(
         "deberta-v2",

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 from .errors import InputError
 
@@ -51,7 +52,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _table(content: str, delimiter: str, text_column: str | None, name: str) -> list[str]:
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     rows = list(csv.reader(io.StringIO(content), delimiter=delimiter, quoting=quoting))
     rows = [r for r in rows if r]
     if not rows:
@@ -59,7 +60,9 @@ def _table(content: str, delimiter: str, text_column: str | None, name: str) -> 
     header = [h.strip().lower() for h in rows[0]]
     if text_column is not None:
         if text_column.lower() not in header:
-            raise InputError(f"{name} has no column {text_column!r} (columns: {', '.join(rows[0])})")
+            raise InputError(
+                f"{name} has no column {text_column!r} (columns: {', '.join(rows[0])})"
+            )
         column, body = header.index(text_column.lower()), rows[1:]
     else:
         known = [c for c in TEXT_COLUMNS if c in header]

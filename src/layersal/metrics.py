@@ -99,7 +99,7 @@ def units_of(content: np.ndarray, word_ids: Sequence[int | None] | None) -> list
         return [np.array([p]) for p in positions]
     groups: dict[tuple[str, int], list[int]] = {}
     for p in positions:
-        word = word_ids[p]
+        word = word_ids[int(p)]
         groups.setdefault(("token", int(p)) if word is None else ("word", word), []).append(int(p))
     return [np.array(g) for g in groups.values()]
 
@@ -125,19 +125,22 @@ def perturb(
     the tail filled with ``pad_id`` at attention 0; the length stays ``n``.
     """
     hide = hide.bool()
+    if perturbation not in PERTURBATIONS:
+        raise InputError(
+            f"perturbation must be one of {', '.join(PERTURBATIONS)}, not {perturbation!r}"
+        )
+    needed = mask_id if perturbation == "mask" else pad_id
+    if needed is None:
+        raise InputError(f"perturbation {perturbation!r} needs the id of its replacement token")
     if perturbation == "mask":
-        return input_ids.masked_fill(hide, mask_id), attention_mask.clone()
+        return input_ids.masked_fill(hide, needed), attention_mask.clone()
     if perturbation == "pad":
-        return input_ids.masked_fill(hide, pad_id), attention_mask.masked_fill(hide, 0)
-    if perturbation == "delete":
-        keep = attention_mask.bool() & ~hide
-        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-        kept = keep.gather(1, order)
-        ids = input_ids.gather(1, order).masked_fill(~kept, pad_id)
-        return ids, kept.to(attention_mask.dtype)
-    raise InputError(
-        f"perturbation must be one of {', '.join(PERTURBATIONS)}, not {perturbation!r}"
-    )
+        return input_ids.masked_fill(hide, needed), attention_mask.masked_fill(hide, 0)
+    keep = attention_mask.bool() & ~hide
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    kept = keep.gather(1, order)
+    ids = input_ids.gather(1, order).masked_fill(~kept, needed)
+    return ids, kept.to(attention_mask.dtype)
 
 
 def trapezoid_area(curve: Sequence[float]) -> float:
@@ -148,7 +151,7 @@ def trapezoid_area(curve: Sequence[float]) -> float:
     return float((y.sum() - (y[0] + y[-1]) / 2) / (len(y) - 1))
 
 
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+def kendall_tau_b(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Kendall's tau-b (tie-corrected); NaN for fewer than 2 values or a constant side."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(a) != len(b):
@@ -244,7 +247,16 @@ def faithfulness(
     )
     n = ids.shape[1]
     _check_options(
-        level, word_ids, len(ids), n, perturbation, mask_id, pad_id, rank_by, budgets, steps,
+        level,
+        word_ids,
+        len(ids),
+        n,
+        perturbation,
+        mask_id,
+        pad_id,
+        rank_by,
+        budgets,
+        steps,
         batch_size,
     )
     units = [

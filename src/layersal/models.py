@@ -89,7 +89,7 @@ def _named_models() -> dict[str, Path]:
 
 
 def bundled_models() -> list[str]:
-    """Names of the models shipped with layersal (in the package, or in a checkout's ``models/``)."""
+    """Names of the models shipped with layersal (in the package, or a checkout's ``models/``)."""
     return sorted(_named_models())
 
 
@@ -144,12 +144,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ModelLoadError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or auto") from None
+        raise ModelLoadError(
+            f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or auto"
+        ) from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelLoadError(f"device {name!r}: torch sees no CUDA GPU here (use --device cpu or auto)")
+            raise ModelLoadError(
+                f"device {name!r}: torch sees no CUDA GPU here (use --device cpu or auto)"
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ModelLoadError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+            raise ModelLoadError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible"
+            )
     elif resolved.type != "cpu":
         raise ModelLoadError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
     return resolved
@@ -304,7 +310,9 @@ def _max_length(tokenizer: Any, config: Any) -> int:
     limits = [int(tokenizer.model_max_length)] if tokenizer.model_max_length < 1_000_000 else []
     positions = getattr(config, "max_position_embeddings", None)
     if positions:
-        offset = 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        offset = (
+            2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        )
         limits.append(int(positions) - offset)
     return min(limits) if limits else 512
 
@@ -353,16 +361,18 @@ def head_from_tensors(
             decoder = _lookup(tensors, family.embedding_key)
             if decoder is None:
                 decoder = _lookup(tensors, family.embedding_key.split(".", 1)[1])
-        if decoder is None:
+        dense_b = _lookup(tensors, layout.dense + ".bias")
+        norm_b = _lookup(tensors, layout.norm + ".bias")
+        if decoder is None or dense_b is None or norm_b is None:
             continue
         return LMHead(
             decoder=decoder.float(),
             bias=None if bias is None else bias.float(),
             dense_weight=dense_w.float(),
-            dense_bias=_lookup(tensors, layout.dense + ".bias").float(),
+            dense_bias=dense_b.float(),
             activation=family.activation(config),
             norm_weight=norm_w.float(),
-            norm_bias=_lookup(tensors, layout.norm + ".bias").float(),
+            norm_bias=norm_b.float(),
             norm_eps=family.layer_norm_eps(config),
             kind="mlm_head",
             source=source,
@@ -393,7 +403,9 @@ def resolve_lm_head(
     """The checkpoint's own MLM head, else ``lm_head``'s, else the tied embeddings."""
     config = model.config
     if lm_head is None and family is not None:
-        head = head_from_tensors(read_tensors(path, allow_pickle=allow_pickle), family, config, str(path))
+        head = head_from_tensors(
+            read_tensors(path, allow_pickle=allow_pickle), family, config, str(path)
+        )
         if head is not None:
             return _checked(head, model, str(path))
     if lm_head is not None:
@@ -417,7 +429,9 @@ def resolve_lm_head(
 
 
 def _checked(head: LMHead, model: Any, source: str) -> LMHead:
-    hidden = int(getattr(model.config, "hidden_size", getattr(model.config, "dim", head.input_size)))
+    hidden = int(
+        getattr(model.config, "hidden_size", getattr(model.config, "dim", head.input_size))
+    )
     if head.input_size != hidden:
         raise ModelLoadError(
             f"the LM head from {source!r} takes {head.input_size}-dim states but the classifier's "

@@ -30,10 +30,6 @@ class Pass:
     embedded: torch.Tensor
     embedded_grad: torch.Tensor
 
-    @property
-    def probabilities(self) -> torch.Tensor:
-        return torch.softmax(self.logits, dim=-1)
-
 
 def forward(model: Any, encoded: Encoded) -> torch.Tensor:
     """Class logits, no gradients (for predictions only)."""

@@ -174,14 +174,16 @@ def top_k_mask(scores: Sequence[float], k: int) -> np.ndarray:
     return out
 
 
-def runs(mask: Sequence[bool]) -> list[tuple[int, int]]:
+def runs(mask: Sequence[bool] | np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs of True as ``(start, end)`` spans, end exclusive."""
     padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
     return [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2])]
 
 
-def token_f1(scores: Sequence[float], gold: Sequence[bool], k: int | None = None) -> float:
+def token_f1(
+    scores: Sequence[float], gold: Sequence[bool] | np.ndarray, k: int | None = None
+) -> float:
     """F1 of the top-``k`` words (default: as many as gold words) against the gold mask.
 
     With the default ``k`` precision equals recall equals F1. NaN without gold words.
@@ -217,7 +219,7 @@ def iou_f1(
     return _f1(hits / len(predicted), hits / len(gold))
 
 
-def auprc(scores: Sequence[float], gold: Sequence[bool]) -> float:
+def auprc(scores: Sequence[float], gold: Sequence[bool] | np.ndarray) -> float:
     """Average precision of ``scores`` ranking the gold words: sum over score thresholds of
     (recall gain) x precision; tied scores enter together. NaN without gold words."""
     values = np.asarray(scores, dtype=float)

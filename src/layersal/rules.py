@@ -3,7 +3,7 @@
 A rule set changes only how the gradient flows back through a transformer's LayerNorms,
 attention and elementwise non-linearities; the forward values, and so the prediction, are
 exactly the model's own. Relevance is then activation x modified gradient (``g~``), at the
-input embeddings or at any layer (METHOD.md, "Propagation rules"):
+input embeddings or at any layer (docs/method.md, step 7):
 
 - ``gradient``: no change.
 - ``ln``: LayerNorm's standard deviation is a constant (its centring keeps its gradient).
@@ -119,7 +119,14 @@ class _ConstantStd(torch.autograd.Function):
     ``(x - mean(x)) / sigma * gamma + beta`` with ``sigma`` a constant, into ``x``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, eps: float, dims: int) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor | None,
+        eps: float,
+        dims: int,
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.eps, ctx.dims = eps, dims
         return y.view_as(y)
@@ -210,9 +217,7 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
             raise _refuse(family, f"it has a part ({pattern}) the rules do not cover")
 
     def on_output(module: nn.Module, change: Callable[..., Any]) -> None:
-        handles.append(
-            module.register_forward_hook(lambda m, args, out: change(m, args[0], out))
-        )
+        handles.append(module.register_forward_hook(lambda m, args, out: change(m, args[0], out)))
 
     if rules.constant_std:
         for name, module in modules:
@@ -258,7 +263,9 @@ def _install_between(
 
     def reroute(module: nn.Module, args: tuple) -> tuple:
         if not seen or seen[0].shape != args[0].shape:
-            raise _refuse(family, f"the input of {consumer!r} is not an elementwise function of {producer!r}")
+            raise _refuse(
+                family, f"the input of {consumer!r} is not an elementwise function of {producer!r}"
+            )
         x = seen.pop()
         return (identity_rule(x, args[0]),) + tuple(args[1:])
 

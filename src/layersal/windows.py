@@ -19,7 +19,9 @@ from .explanation import Explanation, LayerReport, Token
 from .words import tokens_and_words
 
 
-def window_overlap(tokenizer: Any, max_length: int, window: int | None, stride: int | None) -> tuple[int, int, int]:
+def window_overlap(
+    tokenizer: Any, max_length: int, window: int | None, stride: int | None
+) -> tuple[int, int, int]:
     """``(window, stride, overlap)`` in tokens, checked; ``overlap`` is what the tokenizer takes.
 
     ``window`` counts special tokens too (default: the model's maximum); ``stride`` counts
@@ -28,11 +30,15 @@ def window_overlap(tokenizer: Any, max_length: int, window: int | None, stride: 
     size = max_length if window is None else window
     specials = tokenizer.num_special_tokens_to_add()
     if not specials < size <= max_length:
-        raise InputError(f"window must be between {specials + 1} and {max_length} tokens, not {size}")
+        raise InputError(
+            f"window must be between {specials + 1} and {max_length} tokens, not {size}"
+        )
     room = size - specials
     step = max(1, room // 2) if stride is None else stride
     if not 0 < step <= room:
-        raise InputError(f"stride must be between 1 and {room} tokens for a window of {size}, not {step}")
+        raise InputError(
+            f"stride must be between 1 and {room} tokens for a window of {size}, not {step}"
+        )
     return size, step, room - step
 
 
@@ -55,12 +61,18 @@ def merge_windows(
     offsets = [tuple(o) for o in full["offset_mapping"]]
     pieces = tokenizer.convert_ids_to_tokens(full["input_ids"])
     slot = {span: i for i, span in enumerate(offsets)}
-    scores = _mean_over_windows([(p.tokens, [t.score for t in p.tokens]) for p in parts], slot, len(offsets))
+    scores = _mean_over_windows(
+        [(p.tokens, [t.score for t in p.tokens]) for p in parts], slot, len(offsets)
+    )
     first = parts[0]
-    tokens, words = tokens_and_words(text, pieces, offsets, full.word_ids(), scores, first.word_aggregation)
+    tokens, words = tokens_and_words(
+        text, pieces, offsets, full.word_ids(), scores, first.word_aggregation
+    )
     layers_used = Counter(p.layer for p in parts)
     options = dict(first.options)
-    options.update(window=window, stride=stride, windows=len(parts), window_layers=[p.layer for p in parts])
+    options.update(
+        window=window, stride=stride, windows=len(parts), window_layers=[p.layer for p in parts]
+    )
     return Explanation(
         text=text,
         model=first.model,
@@ -95,17 +107,22 @@ def _mean_over_windows(
     return [t / c if c else 0.0 for t, c in zip(total, count)]
 
 
-def _merge_layers(parts: list[Explanation], slot: dict[tuple[int, int], int], size: int) -> list[LayerReport]:
+def _merge_layers(
+    parts: list[Explanation], slot: dict[tuple[int, int], int], size: int
+) -> list[LayerReport]:
     """Per layer: scores averaged like the tokens', coherence weighted by window length,
     decoded tokens and ranks from the first window that holds each token."""
     merged = []
     for index, report in enumerate(parts[0].layers):
         reports = [p.layers[index] for p in parts]
-        scores = _mean_over_windows([(p.tokens, r.scores) for p, r in zip(parts, reports)], slot, size)
+        scores = _mean_over_windows(
+            [(p.tokens, r.scores) for p, r in zip(parts, reports)], slot, size
+        )
         weights = [len(p.tokens) for p in parts]
         coherence = None
-        if all(r.coherence is not None for r in reports):
-            coherence = sum(r.coherence * w for r, w in zip(reports, weights)) / max(1, sum(weights))
+        known = [r.coherence for r in reports if r.coherence is not None]
+        if len(known) == len(reports):
+            coherence = sum(c * w for c, w in zip(known, weights)) / max(1, sum(weights))
         own_rank: list[Any] = [None] * size
         top_tokens: list[Any] = [None] * size
         top_probs: list[Any] = [None] * size

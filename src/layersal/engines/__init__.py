@@ -46,7 +46,11 @@ class DatasetJob:
         from ..models import load
 
         return load(
-            self.model, self.lm_head, allow_pickle=self.allow_pickle, device=self.device, precision=self.precision
+            self.model,
+            self.lm_head,
+            allow_pickle=self.allow_pickle,
+            device=self.device,
+            precision=self.precision,
         )
 
 
@@ -118,10 +122,12 @@ def explain_dataset(
     ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily. ``model``: a name or path
     (or, for the local engine, a :class:`~layersal.LoadedModel`). ``layer``: for ``dls`` (and
     ``gradcam``); ``dls`` runs with ``layer_report=False`` (the rows keep no per-layer report).
-    ``layer="auto"`` (the default for ``dls``) calibrates once on the first 64 texts of ``input`` (no labels used; cached
-    per model, see :mod:`layersal.saliency.layer_choice`), records the choice in
-    ``OUT/_auto_layer.json`` and explains every row at that layer; a resumed run reuses it.
-    ``device`` (``cpu``/``cuda``/``auto``) and ``precision`` (``fp32``/``bf16``) go to :func:`layersal.load`.
+    ``layer="auto"`` (the default for ``dls``) is settled once for the run (the model card,
+    else a calibration on the first 64 texts of ``input``, no labels used, cached per model;
+    see :mod:`layersal.saliency.layer_choice`), recorded in ``OUT/_auto_layer.json``, and every
+    row is explained with that configuration; a resumed run reuses it. ``device``
+    (``cpu``/``cuda``/``auto``) and ``precision`` (``fp32``/``bf16``) go to
+    :func:`layersal.load`.
     ``shard_rows``: input rows per window and shard (default ``32 * batch_size``; a resumed run
     keeps the recorded value). Rows that cannot be explained go to ``OUT.errors.jsonl``.
     Rerunning with the same settings continues an interrupted run; other settings are refused
@@ -147,7 +153,10 @@ def explain_dataset(
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model
     if lm is not None and engine == "ray":
-        raise InputError("the Ray engine loads the model in every worker: pass its name or path, not a loaded model")
+        raise InputError(
+            "the Ray engine loads the model in every worker: pass its name or path, not a loaded "
+            "model"
+        )
     model_name = _model_id(lm.name if lm is not None else str(model))
     lm_head_name = None if lm_head is None else _model_id(str(lm_head))
     job = DatasetJob(
@@ -178,8 +187,12 @@ def explain_dataset(
         "format_version": FORMAT_VERSION,
     }
     sink = ShardSink(out)
-    recorded = sink.open(settings, overwrite=overwrite, default_shard_rows=WINDOW_BATCHES * batch_size)
-    summary = RunSummary(out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded)
+    recorded = sink.open(
+        settings, overwrite=overwrite, default_shard_rows=WINDOW_BATCHES * batch_size
+    )
+    summary = RunSummary(
+        out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded
+    )
     try:
         started = time.perf_counter()
         job, lm, chosen = _prepare_job(job, lm, source, Path(out))
@@ -190,13 +203,32 @@ def explain_dataset(
             if engine == "local":
                 from .local import run_local
 
-                run_local(job, source, sink, recorded["shard_rows"], done, summary, progress, on_window, lm)
+                run_local(
+                    job,
+                    source,
+                    sink,
+                    recorded["shard_rows"],
+                    done,
+                    summary,
+                    progress,
+                    on_window,
+                    lm,
+                )
             else:
                 from .ray import run_ray
 
                 run_ray(
-                    job, source, sink, recorded["shard_rows"], done, summary, progress, on_window,
-                    num_workers, ray_address, cpus_per_worker,
+                    job,
+                    source,
+                    sink,
+                    recorded["shard_rows"],
+                    done,
+                    summary,
+                    progress,
+                    on_window,
+                    num_workers,
+                    ray_address,
+                    cpus_per_worker,
                 )
         summary.seconds = time.perf_counter() - started
         summary.windows = len(sink.done_windows())
@@ -209,7 +241,9 @@ def explain_dataset(
     return summary
 
 
-def _method_options(method: str, layer: int | str | None, options: dict[str, Any] | None) -> dict[str, Any]:
+def _method_options(
+    method: str, layer: int | str | None, options: dict[str, Any] | None
+) -> dict[str, Any]:
     from ..saliency import check_method
 
     merged = dict(options or {})
@@ -241,7 +275,11 @@ def _prepare_job(
     if record.is_file():
         kept = json.loads(record.read_text(encoding="utf-8"))
         # a record written before auto chose rule and decoding holds only its layer
-        chosen = kept.get("options") or {"layer": int(kept["layer"]), "rule": "gradient", "decode": True}
+        chosen = kept.get("options") or {
+            "layer": int(kept["layer"]),
+            "rule": "gradient",
+            "decode": True,
+        }
         settings = kept.get("settings") or {f"auto_{key}": value for key, value in chosen.items()}
         return replace(job, options={**job.options, **chosen}), lm, settings
     loaded = [lm]
@@ -256,7 +294,8 @@ def _prepare_job(
         first = list(islice(rows, CALIBRATION_TEXTS))
         if not first:
             raise InputError(
-                f"method {job.method!r} needs at least one readable text in the input to choose its options on"
+                f"method {job.method!r} needs at least one readable text in the input to choose "
+                "its options on"
             )
         return first
 
@@ -275,7 +314,8 @@ def _check_job(job: DatasetJob, labels: list[str]) -> None:
 
     if job.word_aggregation not in WORD_AGGREGATIONS:
         raise InputError(
-            f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, not {job.word_aggregation!r}"
+            f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, not "
+            f"{job.word_aggregation!r}"
         )
     if job.target is not None:
         _target_index(job.target, labels)
@@ -301,4 +341,4 @@ def _model_id(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-__all__ = ["DatasetJob", "ENGINES", "RunSummary", "explain_dataset"]
+__all__ = ["ENGINES", "DatasetJob", "RunSummary", "explain_dataset"]

@@ -94,7 +94,7 @@ def _explain_rows(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
             result = explain(
-                [r.text for r in rows],
+                [r.text or "" for r in rows],  # rows with no text were set aside as errors
                 lm,
                 method=job.method,
                 target=job.target,
@@ -125,7 +125,13 @@ class RunProgress:
         self._progress = None
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
@@ -137,7 +143,9 @@ class RunProgress:
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
             )
-            self._task = self._progress.add_task(description, total=1000, texts=0, rate="-", errors=0)
+            self._task = self._progress.add_task(
+                description, total=1000, texts=0, rate="-", errors=0
+            )
             self._progress.start()
 
     def update(self, explained: int = 0, errors: int = 0, skipped: int = 0) -> None:
@@ -173,7 +181,11 @@ def run_local(
 ) -> None:
     """Explain the windows of ``source`` without a shard in ``sink``, one after another."""
     lm = lm if lm is not None else job.load()
-    bar = RunProgress(progress, source, f"explain-dataset ({len(done)} shards done before)" if done else "explain-dataset")
+    bar = RunProgress(
+        progress,
+        source,
+        f"explain-dataset ({len(done)} shards done before)" if done else "explain-dataset",
+    )
     try:
         for number, rows in windows(source.rows(), shard_rows):
             if number in done:
@@ -183,7 +195,12 @@ def run_local(
             sink.write_window(number, table, errors)
             summary.explained += len(rows)
             bar.update(explained=len(rows), errors=len(errors))
-            info = {"window": number, "rows": table.num_rows, "errors": len(errors), "explained": summary.explained}
+            info = {
+                "window": number,
+                "rows": table.num_rows,
+                "errors": len(errors),
+                "explained": summary.explained,
+            }
             del table, errors, rows
             release_memory()
             if on_window is not None:

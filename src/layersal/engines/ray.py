@@ -37,10 +37,11 @@ def require_ray() -> Any:
     """The ``ray`` module with Ray Data, or a clear error saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise InputError(
-            f"the Ray engine needs Ray Data ({exc.name or exc} is not installed): pip install 'layersal[ray]'"
+            f"the Ray engine needs Ray Data ({exc.name or exc} is not installed): pip install "
+            "'layersal[ray]'"
         ) from None
     return ray
 
@@ -116,14 +117,20 @@ def run_ray(
         context.enable_progress_bars = False  # the driver shows its own bar
         resources = ray.cluster_resources()
         device = str(job.device)
-        gpus = 1 if device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0) else 0
+        gpus = (
+            1
+            if device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0)
+            else 0
+        )
         default = resources.get("GPU", 0) if gpus else resources.get("CPU", 1) // cpus_per_worker
         workers = num_workers or max(1, int(default))
         bar = RunProgress(progress, source, f"explain-dataset on Ray ({workers} workers)")
         try:
             for wave in _waves(source, shard_rows, done, WAVE_WINDOWS_PER_WORKER * workers, bar):
                 counts = {item["window"]: item["count"] for item in wave}
-                dataset = _from_items(ray, [{"window": w["window"], "rows": w["rows"]} for w in wave])
+                dataset = _from_items(
+                    ray, [{"window": w["window"], "rows": w["rows"]} for w in wave]
+                )
                 explained = dataset.map_batches(
                     WindowExplainer,
                     batch_size=1,
@@ -134,13 +141,21 @@ def run_ray(
                     batch_format="numpy",
                 )
                 for batch in explained.iter_batches(batch_size=None, batch_format="numpy"):
-                    for number, shard, errors_json in zip(batch["window"], batch["shard"], batch["errors"]):
+                    for number, shard, errors_json in zip(
+                        batch["window"], batch["shard"], batch["errors"]
+                    ):
                         errors = json.loads(str(errors_json))
                         sink.write_window(int(number), bytes(shard), errors)
                         summary.explained += counts[int(number)]
                         bar.update(explained=counts[int(number)], errors=len(errors))
                         if on_window is not None:
-                            on_window({"window": int(number), "errors": len(errors), "explained": summary.explained})
+                            on_window(
+                                {
+                                    "window": int(number),
+                                    "errors": len(errors),
+                                    "explained": summary.explained,
+                                }
+                            )
                 del wave, dataset, explained
         finally:
             bar.close()

@@ -62,9 +62,14 @@ def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> An
 
 
 def rows_table(
-    rows: Sequence[Any], explanations: Sequence[Any], labels: list[str], id_type: str, metadata: dict[str, Any]
+    rows: Sequence[Any],
+    explanations: Sequence[Any],
+    labels: list[str],
+    id_type: str,
+    metadata: dict[str, Any],
 ) -> Any:
-    """An Arrow table of one window's explained rows (``rows[i]`` explained by ``explanations[i]``)."""
+    """An Arrow table of one window's explained rows (``rows[i]`` explained by
+    ``explanations[i]``)."""
     import pyarrow as pa
 
     columns: dict[str, list[Any]] = {name: [] for name in schema(id_type).names}
@@ -123,11 +128,17 @@ class ShardSink:
         recorded value, a new one records ``default_shard_rows``.
         """
         if self.out.exists() and not self.out.is_dir():
-            raise InputError(f"--out {self.out} is a file; give a folder name such as results.parquet")
+            raise InputError(
+                f"--out {self.out} is a file; give a folder name such as results.parquet"
+            )
         manifest = self.out / MANIFEST
         if self.out.is_dir() and overwrite:
             self._check_ours()
-        elif self.out.is_dir() and not manifest.is_file() and any(p.name != LOCK for p in self.out.iterdir()):
+        elif (
+            self.out.is_dir()
+            and not manifest.is_file()
+            and any(p.name != LOCK for p in self.out.iterdir())
+        ):
             raise InputError(
                 f"{self.out} exists and is not a layersal dataset run; choose another --out"
             )
@@ -156,7 +167,9 @@ class ShardSink:
             if settings.get("shard_rows") is None:
                 settings = {**settings, "shard_rows": default_shard_rows}
             (self.out / ERRORS_DIR).mkdir(exist_ok=True)
-            _write_atomic(manifest, json.dumps({"settings": settings, "complete": False}, indent=2).encode())
+            _write_atomic(
+                manifest, json.dumps({"settings": settings, "complete": False}, indent=2).encode()
+            )
             return settings
         except BaseException:
             self.close()
@@ -173,7 +186,9 @@ class ShardSink:
 
     def is_complete(self) -> bool:
         manifest = self.out / MANIFEST
-        return manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8")).get("complete"))
+        return manifest.is_file() and bool(
+            json.loads(manifest.read_text(encoding="utf-8")).get("complete")
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -221,7 +236,8 @@ class ShardSink:
         import pyarrow.parquet as pq
 
         return sum(
-            pq.ParquetFile(self.out / f"part-{w:06d}.parquet").metadata.num_rows for w in self.done_windows()
+            pq.ParquetFile(self.out / f"part-{w:06d}.parquet").metadata.num_rows
+            for w in self.done_windows()
         )
 
     # -- housekeeping -----------------------------------------------------------------------
@@ -246,7 +262,8 @@ class ShardSink:
         except OSError:
             handle.close()
             raise InputError(
-                f"{self.out} is being written by another run right now; wait for it or stop it first"
+                f"{self.out} is being written by another run right now; wait for it or stop it "
+                "first"
             ) from None
         self._lock_handle = handle
 
@@ -255,7 +272,7 @@ class ShardSink:
         handle = getattr(self, "_lock_handle", None)
         if handle is not None:
             handle.close()
-            self._lock_handle = None
+            del self._lock_handle
 
     def _check_ours(self) -> None:
         """Refuse ``--overwrite`` on a folder holding files a dataset run does not write."""
@@ -264,7 +281,8 @@ class ShardSink:
             for p in self.out.iterdir()
             if not (
                 p.name in (MANIFEST, ERRORS_DIR, LOCK, AUTO_LAYER_FILE)
-                or _SHARD.match(p.name) or ".tmp-" in p.name
+                or _SHARD.match(p.name)
+                or ".tmp-" in p.name
             )
         ]
         if foreign:

@@ -52,7 +52,9 @@ class Source:
     ) -> None:
         self.path = Path(path)
         if str(path) == "-":
-            raise InputError("explain-dataset needs a file (resuming re-reads it), not standard input")
+            raise InputError(
+                "explain-dataset needs a file (resuming re-reads it), not standard input"
+            )
         if not self.path.exists():
             raise InputError(f"no such file: {self.path}")
         if self.path.is_dir():
@@ -70,7 +72,10 @@ class Source:
         self.size = self.path.stat().st_size
         self._position = 0.0
         if self.format == "txt" and (id_column or label_column):
-            raise InputError(f"{self.path}: a .txt file has no columns (--id-column/--label-column need .tsv/.csv/.jsonl/.parquet)")
+            raise InputError(
+                f"{self.path}: a .txt file has no columns (--id-column/--label-column need "
+                ".tsv/.csv/.jsonl/.parquet)"
+            )
         if self.format in ("tsv", "csv"):
             self._columns = self._table_columns()
         elif self.format == "parquet":
@@ -80,15 +85,6 @@ class Source:
     def id_type(self) -> str:
         """``"int64"`` (row numbers) or ``"string"`` (values of ``id_column``)."""
         return "string" if self.id_column else "int64"
-
-    @property
-    def total_rows(self) -> int | None:
-        """Number of rows when the format says so without reading (Parquet), else ``None``."""
-        if self.format == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(self.path).metadata.num_rows
-        return None
 
     def progress(self) -> float:
         """Share of the input read so far (0..1)."""
@@ -154,11 +150,14 @@ class Source:
             return {"header": False, "text": 0, "id": None, "label": None}
         for column in named:
             if column.lower() not in header:
-                raise InputError(f"{self.path} has no column {column!r} (columns: {', '.join(first)})")
+                raise InputError(
+                    f"{self.path} has no column {column!r} (columns: {', '.join(first)})"
+                )
         text = self.text_column or next((c for c in TEXT_COLUMNS if c in header), None)
         if text is None:
             raise InputError(
-                f"{self.path}: no text column found (columns: {', '.join(first)}); name it with --text-column"
+                f"{self.path}: no text column found (columns: {', '.join(first)}); name it with "
+                "--text-column"
             )
         label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in header else None)
         return {
@@ -188,7 +187,12 @@ class Source:
             if column is None:
                 values[key] = None
             elif column >= len(record):
-                return Row(index, index, None, error=f"row has {len(record)} columns, no column {column + 1}")
+                return Row(
+                    index,
+                    index,
+                    None,
+                    error=f"row has {len(record)} columns, no column {column + 1}",
+                )
             else:
                 value, error = _unescape(record[column])
                 if error is not None:
@@ -208,7 +212,7 @@ class Source:
 
     def _jsonl_row(self, index: int, line: bytes, keys: tuple[str, ...], label_key: str) -> Row:
         decoded, error = _decode(line.rstrip(b"\r\n"))
-        if error is not None:
+        if decoded is None:
             return Row(index, index, None, error=error)
         if not decoded.strip():
             return Row(index, index, None, error="empty line")
@@ -221,7 +225,9 @@ class Source:
                 return Row(index, index, None, error="a bare JSON string has no id or label field")
             return Row(index, index, record)
         if not isinstance(record, dict):
-            return Row(index, index, None, error=f"a JSON {type(record).__name__}, not an object or string")
+            return Row(
+                index, index, None, error=f"a JSON {type(record).__name__}, not an object or string"
+            )
         text = next((record[k] for k in keys if k in record), None)
         row_id: int | str = index
         if self.id_column:
@@ -248,11 +254,14 @@ class Source:
         lowered = {n.lower(): n for n in names}
         for column in (self.text_column, self.id_column, self.label_column):
             if column and column.lower() not in lowered:
-                raise InputError(f"{self.path} has no column {column!r} (columns: {', '.join(names)})")
+                raise InputError(
+                    f"{self.path} has no column {column!r} (columns: {', '.join(names)})"
+                )
         text = self.text_column or next((c for c in TEXT_COLUMNS if c in lowered), None)
         if text is None:
             raise InputError(
-                f"{self.path}: no text column found (columns: {', '.join(names)}); name it with --text-column"
+                f"{self.path}: no text column found (columns: {', '.join(names)}); name it with "
+                "--text-column"
             )
         label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in lowered else None)
         return {
@@ -276,7 +285,9 @@ class Source:
                 text = data[columns["text"]][row]
                 row_id = index if columns["id"] is None else data[columns["id"]][row]
                 label = None if columns["label"] is None else data[columns["label"]][row]
-                yield _parquet_row(index, row_id, text, label, from_column=columns["id"] is not None)
+                yield _parquet_row(
+                    index, row_id, text, label, from_column=columns["id"] is not None
+                )
                 index += 1
             self._position = index / total
 

@@ -36,7 +36,11 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
             continue
         summary = run.summary(resamples=resamples)
         cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in HEADLINE]
-        cells += [f"{run.forward_passes:.1f}", f"{run.backward_passes:.1f}", f"{run.seconds_per_text:.4f}"]
+        cells += [
+            f"{run.forward_passes:.1f}",
+            f"{run.backward_passes:.1f}",
+            f"{run.seconds_per_text:.4f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     for run in skipped:
         lines.append(f"\n{run.spec.label}: {run.note}")
@@ -44,7 +48,8 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     if layers:
         lines += ["", "DLS layer choice (comprehensiveness AOPC; coherence of the layer used):", ""]
         lines += [
-            "| DLS variant | layer(s) used | coherence | comp. AOPC | suff. AOPC | deletion area | gap to best fixed layer |",
+            "| DLS variant | layer(s) used | coherence | comp. AOPC | suff. AOPC | deletion area "
+            "| gap to best fixed layer |",
             "|---|---|---|---|---|---|---|",
         ]
         for row in layers:
@@ -92,7 +97,9 @@ def write(bench: Benchmark, out: Path, resamples: int = 1000) -> list[Path]:
     """Write results.json, results.md and the plots into ``out``; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.json", out / "results.md"]
-    paths[0].write_text(json.dumps(to_json(bench, resamples), indent=1, default=str), encoding="utf-8")
+    paths[0].write_text(
+        json.dumps(to_json(bench, resamples), indent=1, default=str), encoding="utf-8"
+    )
     paths[1].write_text(markdown(bench, resamples), encoding="utf-8")
     paths += plot_deletion_curves(bench, out / "deletion_curves.png")
     paths += plot_layers(bench, out / "layers.png")
@@ -110,10 +117,17 @@ def plot_deletion_curves(bench: Benchmark, path: Path) -> list[Path]:
     for run in (r for r in bench.runs if r.results):
         curves = np.array([r.deletion_curve for r in run.results])
         x = np.linspace(0, 1, curves.shape[1])
-        ax.plot(x, curves.mean(0), label=f"{run.spec.label} ({np.mean([r.deletion_area for r in run.results]):.3f})")
+        ax.plot(
+            x,
+            curves.mean(0),
+            label=f"{run.spec.label} ({np.mean([r.deletion_area for r in run.results]):.3f})",
+        )
     ax.set_xlabel("share of tokens hidden, most salient first")
     ax.set_ylabel("probability of the predicted class")
-    ax.set_title(f"Deletion curves: {bench.model} on {Path(bench.data.split(' ')[0]).name} (area, lower is better)")
+    ax.set_title(
+        f"Deletion curves: {bench.model} on {Path(bench.data.split(' ')[0]).name} (area, lower "
+        "is better)"
+    )
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -135,7 +149,13 @@ def plot_layers(bench: Benchmark, path: Path) -> list[Path]:
 
     layers = [r["layer"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(layers, [r["aopc_comprehensiveness"] for r in rows], "o-", color="tab:red", label="comp. AOPC")
+    ax.plot(
+        layers,
+        [r["aopc_comprehensiveness"] for r in rows],
+        "o-",
+        color="tab:red",
+        label="comp. AOPC",
+    )
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("comprehensiveness AOPC", color="tab:red")
     ax.set_xticks(layers)

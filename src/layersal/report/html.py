@@ -19,11 +19,30 @@ from ..metrics import Faithfulness
 from ..words import aggregate
 
 # ColorBrewer RdBu (blue: against the class, red: towards it), white at zero.
-_DIVERGING = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#ffffff", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"]
+_DIVERGING = [
+    "#2166ac",
+    "#4393c3",
+    "#92c5de",
+    "#d1e5f0",
+    "#ffffff",
+    "#fddbc7",
+    "#f4a582",
+    "#d6604d",
+    "#b2182b",
+]
 # ColorBrewer YlOrRd from white, for scores that are never negative.
 _SEQUENTIAL = ["#ffffff", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#f03b20", "#bd0026"]
 # Line colours of methods in charts (matplotlib's tab10).
-METHOD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+METHOD_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+]
 _TINY = 1e-12
 
 METRIC_COLUMNS = (
@@ -79,7 +98,7 @@ class Scale:
         else:
             rgb = _interpolate(_SEQUENTIAL, max(0.0, score) / self.vmax)
         luminance = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255
-        return "#%02x%02x%02x" % rgb, "#ffffff" if luminance < 0.5 else "#1a1a1a"
+        return "#{:02x}{:02x}{:02x}".format(*rgb), "#ffffff" if luminance < 0.5 else "#1a1a1a"
 
     @property
     def gradient(self) -> str:
@@ -172,7 +191,12 @@ class Summary:
     lines: list[MetricLine] = field(default_factory=list)
 
 
-def _segments(explanation: Explanation, scores: Sequence[float], scale: Scale, layer: LayerReport | None = None) -> list[Segment]:
+def _segments(
+    explanation: Explanation,
+    scores: Sequence[float],
+    scale: Scale,
+    layer: LayerReport | None = None,
+) -> list[Segment]:
     """The text cut into words (coloured, with a hover tip) and the gaps between them."""
     text = explanation.text
     out: list[Segment] = []
@@ -182,7 +206,13 @@ def _segments(explanation: Explanation, scores: Sequence[float], scale: Scale, l
             out.append(Segment(text[cursor : word.start]))
         background, ink = scale.colour(score)
         out.append(
-            Segment(text[word.start : word.end], True, background, ink, _tip(explanation, word.tokens, score, layer))
+            Segment(
+                text[word.start : word.end],
+                True,
+                background,
+                ink,
+                _tip(explanation, word.tokens, score, layer),
+            )
         )
         cursor = max(cursor, word.end)
     if cursor < len(text):
@@ -190,12 +220,16 @@ def _segments(explanation: Explanation, scores: Sequence[float], scale: Scale, l
     return out
 
 
-def _tip(explanation: Explanation, tokens: Sequence[int], score: float, layer: LayerReport | None) -> str:
+def _tip(
+    explanation: Explanation, tokens: Sequence[int], score: float, layer: LayerReport | None
+) -> str:
     if layer is not None:
         token_scores = layer.scores
     else:
         token_scores = [t.score for t in explanation.tokens]
-    pieces = ", ".join(f"{explanation.tokens[t].text} ({_num(token_scores[t], plus=True)})" for t in tokens)
+    pieces = ", ".join(
+        f"{explanation.tokens[t].text} ({_num(token_scores[t], plus=True)})" for t in tokens
+    )
     lines = [f"score {_num(score, plus=True, digits=4)}", f"pieces: {pieces}"]
     if len(tokens) > 1:
         lines[0] += f" ({explanation.word_aggregation} of {len(tokens)} pieces)"
@@ -238,7 +272,9 @@ def _strip(explanation: Explanation) -> list[Row]:
         scale = Scale("sequential", 0.0) if muted else Scale.of(scores, signed)
         used = report.layer == explanation.layer
         detail = "used" if used else ""
-        note = "no position gradient: the classifier reads only [CLS] here" if muted else report.note
+        note = (
+            "no position gradient: the classifier reads only [CLS] here" if muted else report.note
+        )
         rows.append(
             Row(
                 f"layer {report.layer}",
@@ -268,7 +304,12 @@ def _curve_points(curve: Sequence[float]) -> str:
 
 def _metric_line(label: str, index: int, result: Faithfulness) -> MetricLine:
     values = [_fixed(getattr(result, key)) for key, _, _ in METRIC_COLUMNS]
-    return MetricLine(label, METHOD_COLOURS[index % len(METHOD_COLOURS)], values, _curve_points(result.deletion_curve))
+    return MetricLine(
+        label,
+        METHOD_COLOURS[index % len(METHOD_COLOURS)],
+        values,
+        _curve_points(result.deletion_curve),
+    )
 
 
 def _card(
@@ -296,13 +337,16 @@ def _card(
         prediction=main.prediction,
         target=main.target,
         probabilities=[
-            (label, p, f"{100 * p:.1f}", label == main.prediction) for label, p in main.probabilities.items()
+            (label, p, f"{100 * p:.1f}", label == main.prediction)
+            for label, p in main.probabilities.items()
         ],
         rows=[_method_row(e, name) for e, name in zip(explanations, names)],
         strip=strip,
         strip_method=names[0],
         strip_note=strip_note,
-        metrics=[] if metrics is None else [_metric_line(n, i, m) for i, (n, m) in enumerate(zip(names, metrics))],
+        metrics=[]
+        if metrics is None
+        else [_metric_line(n, i, m) for i, (n, m) in enumerate(zip(names, metrics))],
         metric_setting=metric_setting,
         truncated=main.truncated,
         footnote=f"decoder: {main.decoder}; words: {main.word_aggregation} of their pieces",
@@ -320,7 +364,9 @@ def _summary(labels: Sequence[str], metrics: Sequence[Sequence[Faithfulness]]) -
         curves = [per_text[m].deletion_curve for per_text in metrics]
         width = min(len(c) for c in curves)
         mean = [sum(c[i] for c in curves) / len(curves) for i in range(width)]
-        lines.append(MetricLine(label, METHOD_COLOURS[m % len(METHOD_COLOURS)], values, _curve_points(mean)))
+        lines.append(
+            MetricLine(label, METHOD_COLOURS[m % len(METHOD_COLOURS)], values, _curve_points(mean))
+        )
     return Summary(len(metrics), lines)
 
 
@@ -378,16 +424,20 @@ def render_report(
     ]
     main = groups[0][0]
     models = sorted({g[0].model for g in groups})
-    return _env().get_template("report.html.j2").render(
-        title=title,
-        cards=cards,
-        models=", ".join(models),
-        methods=names,
-        options=_options_text(main),
-        summary=None if metrics is None or len(groups) < 2 else _summary(names, metrics),
-        metric_columns=METRIC_COLUMNS,
-        metric_setting=metric_setting,
-        version=_version(),
+    return (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            cards=cards,
+            models=", ".join(models),
+            methods=names,
+            options=_options_text(main),
+            summary=None if metrics is None or len(groups) < 2 else _summary(names, metrics),
+            metric_columns=METRIC_COLUMNS,
+            metric_setting=metric_setting,
+            version=_version(),
+        )
     )
 
 
@@ -400,8 +450,10 @@ def render_card(
     """One text's card as an HTML fragment (its own scoped style; what Jupyter shows)."""
     group = _grouped([explanation])[0]
     card = _card(group, labels, metrics, None, "token level, hidden with [MASK]")
-    return _env().get_template("fragment.html.j2").render(
-        c=card, metric_columns=METRIC_COLUMNS, options=_options_text(group[0])
+    return (
+        _env()
+        .get_template("fragment.html.j2")
+        .render(c=card, metric_columns=METRIC_COLUMNS, options=_options_text(group[0]))
     )
 
 
@@ -417,7 +469,9 @@ def write_report(path: str | Path, html: str) -> Path:
 
 
 def _options_text(explanation: Explanation) -> str:
-    shown = {k: v for k, v in explanation.options.items() if k not in ("auto", "top_k", "layer_report")}
+    shown = {
+        k: v for k, v in explanation.options.items() if k not in ("auto", "top_k", "layer_report")
+    }
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 

@@ -49,7 +49,7 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
     """
     if not explanation.layers:
         return None
-    from matplotlib.colors import TwoSlopeNorm, Normalize
+    from matplotlib.colors import Normalize, TwoSlopeNorm
 
     words = [w.text for w in explanation.words]
     raw = np.array([word_scores(explanation, r.scores) for r in explanation.layers], dtype=float)
@@ -58,8 +58,13 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
     scaled = np.divide(raw, peaks[:, None], out=np.zeros_like(raw), where=peaks[:, None] > _TINY)
     scaled[~gradient] = np.nan
     signed = bool((raw[gradient] < -_TINY).any())
+    norm: Normalize
     if signed:
-        cmap, norm, label = "RdBu_r", TwoSlopeNorm(0.0, -1.0, 1.0), "score / layer's largest |score| (red: towards the class)"
+        cmap, norm, label = (
+            "RdBu_r",
+            TwoSlopeNorm(0.0, -1.0, 1.0),
+            "score / layer's largest |score| (red: towards the class)",
+        )
     else:
         cmap, norm, label = "YlOrRd", Normalize(0.0, 1.0), "score / layer's largest score"
     fig = _figure(max(6.0, min(18.0, 1.5 + 0.55 * len(words))), 1.9 + 0.5 * len(raw))
@@ -67,10 +72,22 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
     from matplotlib import colormaps
 
     colours = colormaps[cmap].with_extremes(bad="#eaeef2")
-    image = ax.imshow(np.ma.masked_invalid(scaled), cmap=colours, norm=norm, aspect="auto", origin="lower", interpolation="nearest")
-    ax.set_xticks(range(len(words)), words, rotation=45 if len(words) > 6 else 0, ha="right" if len(words) > 6 else "center")
+    image = ax.imshow(
+        np.ma.masked_invalid(scaled),
+        cmap=colours,
+        norm=norm,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+    )
+    ax.set_xticks(
+        range(len(words)),
+        words,
+        rotation=45 if len(words) > 6 else 0,
+        ha="right" if len(words) > 6 else "center",
+    )
     ticks = []
-    for report, peak in zip(explanation.layers, peaks):
+    for report in explanation.layers:
         tick = f"layer {report.layer}"
         if report.layer == explanation.layer:
             tick += " (used)"
@@ -84,15 +101,26 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
             ax.add_patch(_outline(index, len(words)))
         if not report.has_position_gradient:
             ax.get_yticklabels()[index].set_color("#8c959f")
-            ax.text((len(words) - 1) / 2, index, "no gradient reaches the positions here ([CLS] only)",
-                    ha="center", va="center", fontsize=8, color="#57606a", style="italic")
+            ax.text(
+                (len(words) - 1) / 2,
+                index,
+                "no gradient reaches the positions here ([CLS] only)",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="#57606a",
+                style="italic",
+            )
     right = ax.secondary_yaxis("right")
-    right.set_yticks(range(len(peaks)), [f"max {p:.2g}" if g else "" for p, g in zip(peaks, gradient)])
+    right.set_yticks(
+        range(len(peaks)), [f"max {p:.2g}" if g else "" for p, g in zip(peaks, gradient)]
+    )
     right.tick_params(length=0, labelsize=8, labelcolor="#57606a")
     ax.set_xlabel("word")
     ax.set_ylabel("layer (0 = embeddings)")
     ax.set_title(
-        f"{_method_name(explanation)} saliency per layer, model {explanation.model}\n“{snippet(explanation.text)}”",
+        f"{_method_name(explanation)} saliency per layer, model "
+        f"{explanation.model}\n“{snippet(explanation.text)}”",
         fontsize=10,
     )
     fig.colorbar(image, ax=ax, label=label, shrink=0.9, pad=0.02)
@@ -117,28 +145,55 @@ def coherence_figure(explanation: Explanation) -> Any | None:
     ax.plot(layers, values, color="#0969da", marker="o", label="coherence")
     dead = [(r.layer, r.coherence) for r in reports if not r.has_position_gradient]
     if dead:
-        ax.scatter(*zip(*dead), s=110, facecolors="none", edgecolors="#cf222e", linewidths=1.5, zorder=3,
-                   label="no position gradient ([CLS] only)")
+        ax.scatter(
+            *zip(*dead),
+            s=110,
+            facecolors="none",
+            edgecolors="#cf222e",
+            linewidths=1.5,
+            zorder=3,
+            label="no position gradient ([CLS] only)",
+        )
     used = next((r for r in reports if r.layer == explanation.layer), None)
     if used is not None:
-        ax.scatter([used.layer], [used.coherence], marker="*", s=260, color="#d4a72c", edgecolors="#1f2328",
-                   zorder=4, label=f"layer used ({used.layer})")
+        ax.scatter(
+            [used.layer],
+            [used.coherence],
+            marker="*",
+            s=260,
+            color="#d4a72c",
+            edgecolors="#1f2328",
+            zorder=4,
+            label=f"layer used ({used.layer})",
+        )
     rho = explanation.options.get("rho")
-    if isinstance(rho, (int, float)) and reports[0].layer == 0:
-        ax.axhline(rho * reports[0].coherence, color="#8c959f", linestyle="--", linewidth=1,
-                   label=f"rho x coherence(layer 0), rho={rho:g}")
+    base = reports[0].coherence
+    if isinstance(rho, (int, float)) and reports[0].layer == 0 and base is not None:
+        ax.axhline(
+            rho * base,
+            color="#8c959f",
+            linestyle="--",
+            linewidth=1,
+            label=f"rho x coherence(layer 0), rho={rho:g}",
+        )
     ax.set_xticks(layers)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("coherence (share of decoded\nprobability on input tokens)")
-    ax.set_title(f"Semantic coherence per layer, model {explanation.model}\n“{snippet(explanation.text)}”", fontsize=10)
+    ax.set_title(
+        f"Semantic coherence per layer, model {explanation.model}\n“{snippet(explanation.text)}”",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
 
 
 def curves_figure(
-    results: Sequence[Faithfulness], labels: Sequence[str], explanation: Explanation, level: str = "token"
+    results: Sequence[Faithfulness],
+    labels: Sequence[str],
+    explanation: Explanation,
+    level: str = "token",
 ) -> Any | None:
     """Deletion and insertion curves (probability of the explained class) per method."""
     if not results:
@@ -150,9 +205,21 @@ def curves_figure(
     for index, (result, label) in enumerate(zip(results, labels)):
         colour = METHOD_COLOURS[index % len(METHOD_COLOURS)]
         x = np.linspace(0, 1, len(result.deletion_curve))
-        deletion.plot(x, result.deletion_curve, color=colour, marker=".", label=f"{label} (area {result.deletion_area:.3f})")
+        deletion.plot(
+            x,
+            result.deletion_curve,
+            color=colour,
+            marker=".",
+            label=f"{label} (area {result.deletion_area:.3f})",
+        )
         x = np.linspace(0, 1, len(result.insertion_curve))
-        insertion.plot(x, result.insertion_curve, color=colour, marker=".", label=f"{label} (area {result.insertion_area:.3f})")
+        insertion.plot(
+            x,
+            result.insertion_curve,
+            color=colour,
+            marker=".",
+            label=f"{label} (area {result.insertion_area:.3f})",
+        )
     units = "words" if level == "word" else "tokens"
     deletion.set_title("deletion: hide most salient first (lower area is better)", fontsize=9)
     insertion.set_title("insertion: reveal most salient first (higher area is better)", fontsize=9)
@@ -164,7 +231,10 @@ def curves_figure(
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"Deletion and insertion curves, model {explanation.model}\n“{snippet(explanation.text)}”", fontsize=10)
+    fig.suptitle(
+        f"Deletion and insertion curves, model {explanation.model}\n“{snippet(explanation.text)}”",
+        fontsize=10,
+    )
     return fig
 
 
@@ -194,9 +264,13 @@ def write_plots(
     figures = {
         "layers": layer_heatmap_figure(explanation),
         "coherence": coherence_figure(explanation),
-        "curves": None if not results else curves_figure(results, labels or [explanation.method], explanation, level),
+        "curves": None
+        if not results
+        else curves_figure(results, labels or [explanation.method], explanation, level),
     }
-    return [save(fig, folder / f"{stem}-{name}.png") for name, fig in figures.items() if fig is not None]
+    return [
+        save(fig, folder / f"{stem}-{name}.png") for name, fig in figures.items() if fig is not None
+    ]
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 
@@ -17,20 +18,32 @@ Advance = Callable[[str, int], None]
 
 
 @contextmanager
-def progress_lines(console: Console, total: int, title: str, every: float = 30.0) -> Iterator[Advance]:
+def progress_lines(
+    console: Console, total: int, title: str, every: float = 30.0
+) -> Iterator[Advance]:
     """Yield ``advance(label, n)``: ``n`` more units done, currently working on ``label``."""
     if console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         ) as bar:
             task = bar.add_task(title, total=total)
             yield lambda label, n: bar.update(task, advance=n, description=f"{label:<28}")
         return
     started = time.perf_counter()
-    state = {"done": 0, "label": "", "printed": started}
+    state: dict[str, Any] = {"done": 0, "label": "", "printed": started}
 
     def advance(label: str, n: int) -> None:
         now = time.perf_counter()
@@ -40,7 +53,9 @@ def progress_lines(console: Console, total: int, title: str, every: float = 30.0
             console.print(
                 f"{title}: {state['done']}/{total} ({100 * state['done'] / max(total, 1):.0f}%) "
                 f"{now - started:.0f} s, at {label}",
-                markup=False, highlight=False, soft_wrap=True,
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
             state["printed"] = now
         state["label"] = label

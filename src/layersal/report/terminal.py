@@ -38,14 +38,18 @@ def _how(explanation: Explanation) -> list[str]:
     """Where and how the explanation was computed: layer, rule set, decoding, auto's source."""
     options = explanation.options
     layer = next((r for r in explanation.layers if r.layer == explanation.layer), None)
-    where = "on the input embeddings" if explanation.layer is None else f"at layer {explanation.layer}"
+    where = (
+        "on the input embeddings" if explanation.layer is None else f"at layer {explanation.layer}"
+    )
     parts = [f"{explanation.method} {where}"]
     if options.get("rule"):
         parts.append(f"rule {options['rule']}")
     if options.get("decode") is False:
         parts.append("not decoded")
     elif options.get("decode"):
-        coherence = f", coherence {layer.coherence:.2f}" if layer and layer.coherence is not None else ""
+        coherence = (
+            f", coherence {layer.coherence:.2f}" if layer and layer.coherence is not None else ""
+        )
         parts.append(f"decoded ({explanation.decoder}{coherence})")
     if isinstance(options.get("auto"), dict):
         parts.append("chosen by auto")
@@ -98,7 +102,9 @@ def layer_table(explanation: Explanation, top: int = 3) -> Group:
             decoded = (report.top_tokens or [[]] * len(explanation.tokens))[index][:top]
             cell = Text()
             for i, piece in enumerate(decoded):
-                cell.append(("" if i == 0 else " ") + piece, style="bold" if piece == token.text else "")
+                cell.append(
+                    ("" if i == 0 else " ") + piece, style="bold" if piece == token.text else ""
+                )
             cells.append(cell)
         tokens.add_row(token.text, *cells)
     return Group(summary_table, tokens)

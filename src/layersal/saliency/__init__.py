@@ -3,13 +3,12 @@
 Importing this package registers every method with :mod:`layersal.saliency.base`.
 """
 
-from . import dls
-from . import attention, gradients, perturbation, simple  # baselines register on import
+from . import attention, dls, gradients, perturbation, simple  # baselines register on import
 from .base import (
     Attribution,
     MethodDetail,
-    Prepared,
     OptionSpec,
+    Prepared,
     check_method,
     method_options,
     method_schema,
@@ -24,17 +23,17 @@ from .dls import SALIENCY_KINDS, DLSOptions, position_saliency, run_dls
 __all__ = [
     "SALIENCY_KINDS",
     "Attribution",
-    "MethodDetail",
-    "Prepared",
     "DLSOptions",
+    "MethodDetail",
     "OptionSpec",
+    "Prepared",
     "check_method",
     "dls",
     "method_options",
     "method_schema",
     "methods",
-    "prepare_options",
     "position_saliency",
+    "prepare_options",
     "register",
     "renamed_options",
     "run_dls",

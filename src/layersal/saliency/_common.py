@@ -46,11 +46,11 @@ class PassCounter:
         self.backward_rows = 0
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "PassCounter":
+    def __enter__(self) -> PassCounter:
         def before(module: nn.Module, args: tuple, kwargs: dict) -> None:
             ids = kwargs.get("input_ids", args[0] if args else None)
             if ids is None:
-                ids = kwargs.get("inputs_embeds")
+                ids = kwargs["inputs_embeds"]
             self.forward_rows += int(ids.shape[0])
 
         def after(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -167,9 +167,7 @@ def seed_value(value: Any) -> int:
 def replacement_id(tokenizer: Any, baseline: Any) -> int:
     """Token id that replaces content tokens: ``"mask"``, ``"pad"`` or ``"unk"``."""
     if baseline not in REPLACEMENTS:
-        raise InputError(
-            f"baseline must be one of {', '.join(REPLACEMENTS)}, not {baseline!r}"
-        )
+        raise InputError(f"baseline must be one of {', '.join(REPLACEMENTS)}, not {baseline!r}")
     token_id = getattr(tokenizer, f"{baseline}_token_id", None)
     if token_id is None:
         raise InputError(f"this model's tokenizer has no {baseline} token; choose another baseline")

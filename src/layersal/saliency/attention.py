@@ -61,7 +61,9 @@ def _result(
 
 
 @register("attention")
-def attention(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None) -> Attribution:
+def attention(
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None
+) -> Attribution:
     """Last layer's attention from position 0 ([CLS]) to each token, averaged over heads.
 
     The same for every target class.

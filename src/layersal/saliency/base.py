@@ -72,7 +72,9 @@ class Prepared:
 
 
 MethodFn = Callable[..., Attribution]
-PrepareFn = Callable[[Callable[[], Any], Callable[[], list[str]], dict[str, Any], int, bool], Prepared]
+PrepareFn = Callable[
+    [Callable[[], Any], Callable[[], list[str]], dict[str, Any], int, bool], Prepared
+]
 """``prepare(model, texts, options, batch_size, fresh)``: ``model()`` gives the loaded model and
 ``texts()`` the job's first texts (a calibration sample), each only when needed (a dataset
 run's driver may not hold the model); ``fresh`` asks for a choice made on those texts, not one
@@ -134,7 +136,8 @@ def register(
 
     The accepted options are the fields of the ``options`` dataclass (built once by
     :func:`check_method`, so that its own checks run before any model work), or else the
-    function's keyword-only parameters, each with its type and default (the method's schema). An option
+    function's keyword-only parameters, each with its type and default (the method's schema).
+    An option
     named like one of ``explain()``'s own parameters is refused here. ``renamed`` maps old
     option names to new ones, so that the old spelling fails with an error naming the new.
     ``prepare`` makes the options concrete for a job once, before its texts are explained
@@ -171,7 +174,11 @@ def _from_field(f: Any) -> OptionSpec:
 def _type_text(annotation: Any) -> str:
     if annotation is inspect.Parameter.empty:
         return "any"
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return (
+        annotation
+        if isinstance(annotation, str)
+        else getattr(annotation, "__name__", str(annotation))
+    )
 
 
 def methods() -> list[str]:
@@ -223,13 +230,21 @@ def check_method(name: str, options: dict[str, Any]) -> None:
         entry.validate(**options)
 
 
-_SIMPLE = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_SIMPLE = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "None": (type(None),),
+}
 
 
 def _fits(value: Any, type_text: str) -> bool:
     """Whether ``value`` fits a simple annotation (``int``, ``float | None``, ``int | str``);
     anything more complex is left to the method to check."""
-    parts = [part.strip() for part in type_text.replace("Optional[", "None | ").rstrip("]").split("|")]
+    parts = [
+        part.strip() for part in type_text.replace("Optional[", "None | ").rstrip("]").split("|")
+    ]
     if not all(part in _SIMPLE for part in parts):
         return True
     if isinstance(value, bool) and "bool" not in parts:

@@ -73,9 +73,11 @@ class DLSOptions:
             raise InputError(
                 f"unknown saliency {self.saliency!r}; choose one of {', '.join(SALIENCY_KINDS)}"
             )
-        if isinstance(self.layer, bool) or (
-            isinstance(self.layer, str) and self.layer not in LAYER_CHOICES
-        ) or not isinstance(self.layer, (int, str)):
+        if (
+            isinstance(self.layer, bool)
+            or (isinstance(self.layer, str) and self.layer not in LAYER_CHOICES)
+            or not isinstance(self.layer, (int, str))
+        ):
             raise InputError(
                 f"layer must be an integer, 'auto', 'input' or 'coherent', not {self.layer!r}"
             )
@@ -174,10 +176,16 @@ class DLSResult(MethodDetail):
             decoding = result.decoding
             has_gradient = bool(result.has_gradient[row])
             top_tokens = top_probs = None
-            if decoding is not None and decoding.top_ids is not None:
+            if (
+                decoding is not None
+                and decoding.top_ids is not None
+                and decoding.top_probs is not None
+            ):
                 ids = decoding.top_ids[row, content].tolist()
                 top_tokens = [tokenizer.convert_ids_to_tokens(i) for i in ids]
-                top_probs = [[round(p, 6) for p in ps] for ps in decoding.top_probs[row, content].tolist()]
+                top_probs = [
+                    [round(p, 6) for p in ps] for ps in decoding.top_probs[row, content].tolist()
+                ]
             reports.append(
                 LayerReport(
                     layer=layer,
@@ -243,7 +251,9 @@ def _prepare(
 
 
 @register("dls", options=DLSOptions, prepare=_prepare)
-def dls(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any) -> Attribution:
+def dls(
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any
+) -> Attribution:
     """Decoded Layer Saliency as a registered method: one forward and one backward pass."""
     result = run_dls(lm, encoded, DLSOptions(**options), targets)
     return Attribution(
@@ -269,9 +279,7 @@ def run_dls(
         raise InputError("layer='auto' must be resolved first (layersal.explain does this)")
     num_layers = lm.num_layers
     at_input = options.layer == INPUT
-    fixed = (
-        None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
-    )
+    fixed = None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
     result = forward_backward(
         lm.model, encoded, targets, family=lm.family, rule=options.active_rule
     )
@@ -280,8 +288,14 @@ def run_dls(
     wanted = list(range(len(result.hidden))) if everything else [] if fixed is None else [fixed]
     layers = {
         layer: layer_saliency(
-            lm, result, batch, layer, options, options.active_decode and not at_input,
-            report=options.layer_report, coherence=everything,
+            lm,
+            result,
+            batch,
+            layer,
+            options,
+            options.active_decode and not at_input,
+            report=options.layer_report,
+            coherence=everything,
         )
         for layer in wanted
     }
@@ -354,7 +368,8 @@ def layer_saliency(
 
 
 def input_saliency(result: Pass, batch: _BatchMasks, options: DLSOptions) -> LayerSaliency:
-    """Token scores at the word embeddings: input x (modified) gradient, per ``options.saliency``."""
+    """Token scores at the word embeddings: input x (modified) gradient, per
+    ``options.saliency``."""
     s = position_saliency(
         result.embedded_grad, result.embedded, batch.real, options.saliency, options.apply_relu
     )
@@ -395,9 +410,15 @@ def _has_position_gradient(
     return on_content > _NO_GRADIENT_TOL * overall.clamp_min(1e-30)
 
 
+def _coherence(saliency: LayerSaliency) -> torch.Tensor:
+    decoding = saliency.decoding
+    assert decoding is not None and decoding.coherence is not None, "coherence was measured"
+    return decoding.coherence
+
+
 def _coherent_layers(layers: dict[int, LayerSaliency], rho: float) -> list[int]:
     """Per text: the deepest layer with gradient whose coherence >= rho * layer 0's."""
-    coherence = torch.stack([layers[l].decoding.coherence for l in sorted(layers)], dim=1)
+    coherence = torch.stack([_coherence(layers[l]) for l in sorted(layers)], dim=1)
     usable = torch.stack([layers[l].has_gradient for l in sorted(layers)], dim=1)
     ok = (coherence >= rho * coherence[:, :1]) & usable
     chosen = []

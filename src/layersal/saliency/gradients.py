@@ -73,17 +73,24 @@ def _single_pass(
             )
             scores = grads.norm(dim=-1)
         else:
-            scores = InputXGradient(func).attribute(
-                embeddings, target=target, additional_forward_args=args
-            ).sum(-1)
+            scores = (
+                InputXGradient(func)
+                .attribute(embeddings, target=target, additional_forward_args=args)
+                .sum(-1)
+            )
+    assert forward.last_logits is not None, "the attribution ran the model"
     logits = forward.last_logits.detach()
-    chosen = logits.argmax(-1) if targets is None else target
+    chosen = logits.argmax(-1) if target is None else target
     return counter.result(encoded, scores.detach() * encoded.content.to(device), logits, chosen)
 
 
 @register("gradient")
 def gradient(
-    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, *, rule: str = "gradient"
+    lm: LoadedModel,
+    encoded: Encoded,
+    targets: torch.Tensor | None = None,
+    *,
+    rule: str = "gradient",
 ) -> Attribution:
     """||d y_c / d e_i||_2: L2 norm of the target logit's (modified) gradient at each word
     embedding."""
@@ -92,7 +99,11 @@ def gradient(
 
 @register("input_x_gradient")
 def input_x_gradient(
-    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, *, rule: str = "gradient"
+    lm: LoadedModel,
+    encoded: Encoded,
+    targets: torch.Tensor | None = None,
+    *,
+    rule: str = "gradient",
 ) -> Attribution:
     """(d y_c / d e_i) . e_i: (modified) gradient times word embedding, summed over hidden dims."""
     return _single_pass(lm, encoded, targets, "input_x_gradient", rule)
@@ -136,7 +147,9 @@ def integrated_gradients(
     token = replacement_id(lm.tokenizer, baseline)
     if internal_batch_size is None:
         internal_batch_size = max(1, IG_TOKEN_BUDGET // max(1, encoded.input_ids.shape[1]))
-    internal_batch_size = max(internal_batch_size, len(encoded))  # Captum's minimum: one step for the batch
+    internal_batch_size = max(
+        internal_batch_size, len(encoded)
+    )  # Captum's minimum: one step for the batch
     device = lm.device
     names, args = embedding_arguments(encoded, device)
     content = encoded.content.to(device)
@@ -214,15 +227,18 @@ def deeplift_blockers(model: nn.Module) -> list[str]:
         if kind in SUPPORTED_NON_LINEAR:
             continue
         name = kind.__name__
-        if isinstance(module, (nn.LayerNorm, nn.GELU, nn.SiLU)) or "LayerNorm" in name:
-            found.add(name)
-        elif kind.__module__.startswith("transformers.activations"):
-            found.add(name)
-        elif name.endswith("Attention") and not any(
-            type(m).__name__.endswith("Attention") for m in module.children()
+        if (
+            isinstance(module, (nn.LayerNorm, nn.GELU, nn.SiLU))
+            or "LayerNorm" in name
+            or kind.__module__.startswith("transformers.activations")
         ):
-            if not any(isinstance(m, nn.Softmax) for m in module.modules()):
-                found.add(f"{name} (its softmax and products are function calls)")
+            found.add(name)
+        elif (
+            name.endswith("Attention")
+            and not any(type(m).__name__.endswith("Attention") for m in module.children())
+            and not any(isinstance(m, nn.Softmax) for m in module.modules())
+        ):
+            found.add(f"{name} (its softmax and products are function calls)")
     return sorted(found)
 
 

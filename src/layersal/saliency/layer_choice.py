@@ -66,7 +66,9 @@ class Measured:
 
     @classmethod
     def read(cls, record: Any) -> Measured:
-        return cls(float(record["comprehensiveness"]), float(record["sufficiency"]), int(record["n_texts"]))
+        return cls(
+            float(record["comprehensiveness"]), float(record["sufficiency"]), int(record["n_texts"])
+        )
 
 
 Table = dict[str, Measured]
@@ -97,7 +99,11 @@ class AutoChoice:
 
     def options(self) -> dict[str, Any]:
         """The DLS options that apply the choice."""
-        return {"layer": INPUT if self.layer is None else self.layer, "rule": self.rule, "decode": self.decode}
+        return {
+            "layer": INPUT if self.layer is None else self.layer,
+            "rule": self.rule,
+            "decode": self.decode,
+        }
 
 
 def settings_of(options: DLSOptions) -> dict[str, Any]:
@@ -143,7 +149,8 @@ def choose(table: Table, options: DLSOptions, n_texts: int, source: str) -> Auto
     top = allowed[best]
     others = sorted((k for k in table if k != best), key=lambda key: -table[key].score)
     runners = ", ".join(
-        f"{key} {table[key].score:.3f}" + ("" if key in allowed else f" (out after {table[key].n_texts})")
+        f"{key} {table[key].score:.3f}"
+        + ("" if key in allowed else f" (out after {table[key].n_texts})")
         for key in others[:3]
     )
     reason = (
@@ -193,7 +200,9 @@ def calibrate(
     screened = _means(per_config)
     finalists: set[str] = set()
     for rule in rules_for(options, lm):
-        ranked = sorted((k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k].score)
+        ranked = sorted(
+            (k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k].score
+        )
         finalists.update(ranked[:keep])
     running = set(finalists)
     for start in range(0, len(rest), batch_size):
@@ -212,7 +221,8 @@ def race(per_config: dict[str, dict[str, list[float]]], running: set[str], z: fl
     if len(running) < 2:
         return set(running)
     criterion = {
-        key: np.array(per_config[key]["comprehensiveness"]) - np.array(per_config[key]["sufficiency"])
+        key: np.array(per_config[key]["comprehensiveness"])
+        - np.array(per_config[key]["sufficiency"])
         for key in running
     }
     leader = max(sorted(running), key=lambda key: float(criterion[key].mean()))
@@ -330,7 +340,9 @@ def _read_table(entry: dict[str, Any]) -> tuple[Table, int] | None:
         return None
 
 
-def card_entry(lm: LoadedModel, options: DLSOptions, table: Table, n_texts: int, texts: str) -> dict[str, Any]:
+def card_entry(
+    lm: LoadedModel, options: DLSOptions, table: Table, n_texts: int, texts: str
+) -> dict[str, Any]:
     """What ``scripts/calibrate_cards.py`` writes into a card (``texts`` says which texts)."""
     best = choose(table, options, n_texts, "model card")
     return {
@@ -417,7 +429,9 @@ def resolve_auto(
     table, n_texts = calibrate(lm, texts(), options, **kwargs)
     if not fresh:
         store_table(lm, options, table, n_texts)
-    return choose(table, options, n_texts, "calibrated" if not fresh else "calibrated on the given texts")
+    return choose(
+        table, options, n_texts, "calibrated" if not fresh else "calibrated on the given texts"
+    )
 
 
 def prepare(
@@ -442,7 +456,11 @@ def prepare(
     return Prepared(
         options={**options, **chosen},
         recorded={"layer": "auto", "auto": choice_record(choice)},
-        settings={"auto_layer": chosen["layer"], "auto_rule": chosen["rule"], "auto_decode": chosen["decode"]},
+        settings={
+            "auto_layer": chosen["layer"],
+            "auto_rule": chosen["rule"],
+            "auto_decode": chosen["decode"],
+        },
         evidence={**choice_record(choice, table=True), "options": chosen},
     )
 

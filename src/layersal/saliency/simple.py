@@ -33,11 +33,15 @@ def gradcam(
     """
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise InputError(f"layer must be an integer, not {layer!r}")
-    options = DLSOptions(layer=layer, rule=rule, saliency="gradcam", decode=False, layer_report=False)
+    options = DLSOptions(
+        layer=layer, rule=rule, saliency="gradcam", decode=False, layer_report=False
+    )
     with PassCounter(lm.model) as counter:
         result = run_dls(lm, encoded, options, targets)
     pass_ = result.pass_
-    return counter.result(encoded, result.scores(), pass_.logits, pass_.targets, list(result.chosen))
+    return counter.result(
+        encoded, result.scores(), pass_.logits, pass_.targets, list(result.chosen)
+    )
 
 
 @register("random")

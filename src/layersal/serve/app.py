@@ -71,7 +71,11 @@ class ExplainRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"text": "a gripping, beautifully acted film", "method": "dls", "layer": "coherent"},
+                {
+                    "text": "a gripping, beautifully acted film",
+                    "method": "dls",
+                    "layer": "coherent",
+                },
                 {"texts": ["a dull film", "a fine film"], "method": "gradient"},
             ]
         },
@@ -84,7 +88,8 @@ class ExplainRequest(BaseModel):
         None,
         description=(
             "Layer for methods that take one (dls, gradcam): an integer (0 = embeddings, "
-            "negative from the top), 'auto', 'input' or 'coherent' (dls); null: the method's default."
+            "negative from the top), 'auto', 'input' or 'coherent' (dls); null: the method's "
+            "default."
         ),
     )
     target: int | str | None = Field(
@@ -174,7 +179,8 @@ class MethodInfo(BaseModel):
         default_factory=list, description="Values of 'layer' this method accepts (besides null)."
     )
     options: list[OptionInfo] = Field(
-        default_factory=list, description="The method's own options (the request's 'options'), from its registry entry."
+        default_factory=list,
+        description="The method's own options (the request's 'options'), from its registry entry.",
     )
 
 
@@ -187,7 +193,9 @@ class Limits(BaseModel):
 class InfoResponse(BaseModel):
     model: str
     labels: list[str]
-    num_layers: int = Field(description="Transformer blocks; hidden-state layers are 0..num_layers.")
+    num_layers: int = Field(
+        description="Transformer blocks; hidden-state layers are 0..num_layers."
+    )
     decoder: str
     max_length: int = Field(description="Model's maximum tokens; longer texts are truncated.")
     methods: list[MethodInfo]
@@ -249,7 +257,11 @@ class _Runner:
             self.active.discard(cancel)
 
     def _guarded(
-        self, job: Callable[[], Any], deadline: float, cancel: threading.Event, started: threading.Event
+        self,
+        job: Callable[[], Any],
+        deadline: float,
+        cancel: threading.Event,
+        started: threading.Event,
     ) -> Any:
         if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise ServerBusy
@@ -299,7 +311,9 @@ def method_infos(num_layers: int) -> list[MethodInfo]:
             OptionInfo(name=o.name, type=o.type, default=_json_default(o.default))
             for o in method_schema(name)
         ]
-        infos.append(MethodInfo(name=name, takes_layer=takes_layer, layer_choices=choices, options=options))
+        infos.append(
+            MethodInfo(name=name, takes_layer=takes_layer, layer_choices=choices, options=options)
+        )
     return infos
 
 
@@ -315,7 +329,9 @@ def _int_or_text(value: int | str | None) -> int | str | None:
 
 
 def _static(name: str) -> str:
-    return importlib.resources.files(__package__).joinpath(_STATIC, name).read_text("utf-8")
+    return (
+        importlib.resources.files(__package__).joinpath(_STATIC).joinpath(name).read_text("utf-8")
+    )
 
 
 def create_app(
@@ -402,7 +418,8 @@ def create_app(
         code: {"model": ErrorOut, "description": why}
         for code, why in {
             413: "A text longer than max_chars, or more texts than max_batch.",
-            422: "Input layersal cannot explain (empty text, unknown method, layer out of range...).",
+            422: "Input layersal cannot explain (empty text, unknown method, layer out of "
+            "range...).",
             503: "The model stayed busy with other requests for the whole time budget.",
             504: "The explanation ran past the time budget and was stopped.",
         }.items()
@@ -418,7 +435,9 @@ def create_app(
             return _error(404, f"no static file {name!r}")
         return Response(assets[name], media_type=_STATIC_FILES[name])
 
-    @app.get("/api/info", response_model=InfoResponse, summary="Model, labels, layers, methods, limits")
+    @app.get(
+        "/api/info", response_model=InfoResponse, summary="Model, labels, layers, methods, limits"
+    )
     async def api_info() -> InfoResponse:
         return info
 
@@ -435,12 +454,15 @@ def create_app(
             return _error(422, "give exactly one of 'text' (a string) and 'texts' (a list)")
         items = [request.text] if request.text is not None else list(request.texts or [])
         if len(items) > max_batch:
-            return _error(413, f"{len(items)} texts in one request; this server takes at most {max_batch}")
+            return _error(
+                413, f"{len(items)} texts in one request; this server takes at most {max_batch}"
+            )
         for i, text in enumerate(items):
             if len(text) > max_chars:
                 return _error(
                     413,
-                    f"text {i} is {len(text)} characters long; this server takes at most {max_chars}",
+                    f"text {i} is {len(text)} characters long; this server takes at most "
+                    f"{max_chars}",
                 )
         check_texts(items)
         options = dict(request.options)
@@ -538,8 +560,8 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "ExplainRequest",
     "ExplainResponse",
-    "InfoResponse",
     "ExplanationTimeout",
+    "InfoResponse",
     "ServerBusy",
     "create_app",
     "is_loopback",
