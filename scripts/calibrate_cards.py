@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import layersal
 from build_models import agnews_splits, sst2_splits
-from layersal.models import _named_models
+from layersal.models import named_models
 from layersal.saliency.dls import DLSOptions
 from layersal.saliency.layer_choice import CARD_FILE, calibrate, card_entry, choose
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=3, help="finalists per rule set")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    folders = _named_models()
+    folders = named_models()
     for name in args.only:
         lm = layersal.load(name)
         texts, described = calibration_texts(name, args.data, args.texts, args.seed)

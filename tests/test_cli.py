@@ -58,6 +58,25 @@ def test_method_options_are_their_own_namespace(tiny_args):
     assert wrong.exit_code == 2 and "option 'span' takes int, not 'wide'" in wrong.output
 
 
+def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
+    from layersal.cli import as_flags
+
+    source = tmp_path / "in.txt"
+    source.write_text("a fine film\n", encoding="utf-8")
+    out = str(tmp_path / "out.parquet")
+    result = _run("explain-dataset", str(source), "--out", out, "--shard-rows", "0")
+    assert result.exit_code == 2 and "error: --shard-rows must be at least 1" in result.output
+
+    message = (
+        'pass `allow_pickle=True` to trust them; use `device="cpu"`; name it with `text_column`'
+    )
+    assert (
+        as_flags(message)
+        == "pass --allow-pickle to trust them; use --device cpu; name it with --text-column"
+    )
+    assert as_flags("layer [CLS] and `lm_head`") == "layer [CLS] and --lm-head"
+
+
 def test_methods_lists_each_methods_options_from_the_registry():
     result = _run("methods")
     assert result.exit_code == 0, result.output

@@ -197,7 +197,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, sst2_tiny):
     explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
     again = explain_dataset(source, out, model=sst2_tiny, **OPTIONS)  # complete: nothing to do
     assert (again.rows, again.explained, again.resumed_windows) == (4, 0, 1)
-    with pytest.raises(InputError, match=r"other settings \(options: .*--overwrite"):
+    with pytest.raises(InputError, match=r"other settings \(options: .*`overwrite=True`"):
         explain_dataset(source, out, model=sst2_tiny, layer=0)
     with pytest.raises(InputError, match="shard_rows"):
         explain_dataset(source, out, model=sst2_tiny, shard_rows=2, **OPTIONS)

@@ -21,10 +21,9 @@ from .saliency import (
     renamed_options,
     run_method,
 )
+from .targets import Target, target_indices
 from .windows import document_probabilities, merge_windows, window_overlap
 from .words import WORD_AGGREGATIONS, tokens_and_words
-
-Target = int | str | None
 
 
 class TruncationWarning(UserWarning):
@@ -95,7 +94,7 @@ def explain(
     lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
     prepared = prepare_options(method, lambda: lm, lambda: items, options, batch_size)
     options = prepared.options
-    targets = _target_indices(target, len(items), lm.labels)
+    targets = target_indices(target, len(items), lm.labels)
     size, overlap = lm.max_length, None
     if long_texts == "windows":
         size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
@@ -222,39 +221,6 @@ def _explain_windows(
             )
         )
     return merged
-
-
-def _target_indices(
-    target: Target | Sequence[Target], n: int, labels: list[str]
-) -> list[int] | None:
-    if target is None:
-        return None
-    values: list[Target] = (
-        list(target)
-        if isinstance(target, Sequence) and not isinstance(target, str)
-        else [target] * n
-    )
-    if len(values) != n:
-        raise InputError(f"got {len(values)} targets for {n} texts")
-    known = [v for v in values if v is not None]
-    if len(known) != len(values):
-        raise InputError("a per-text target list cannot contain None")
-    return [_target_index(v, labels) for v in known]
-
-
-def _target_index(value: int | str, labels: list[str]) -> int:
-    if isinstance(value, str) and not value.lstrip("-").isdigit():
-        lowered = [label.lower() for label in labels]
-        if value.lower() not in lowered:
-            raise InputError(f"unknown target {value!r}; labels are: {', '.join(labels)}")
-        return lowered.index(value.lower())
-    index = int(value)
-    if not 0 <= index < len(labels):
-        raise InputError(
-            f"target {index} is out of range: the model has {len(labels)} classes "
-            f"(0..{len(labels) - 1}: {', '.join(labels)})"
-        )
-    return index
 
 
 def _progress(batches: list[list[int]], enabled: bool, total_texts: int) -> Any:

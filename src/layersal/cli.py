@@ -7,6 +7,7 @@ User mistakes end with a one-line ``error:`` message and exit status 2, never a 
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import LayersalError
 
@@ -89,6 +91,21 @@ def main() -> None:
     app()
 
 
+def as_flags(message: str) -> str:
+    """A library message in command-line terms: the parameters it names in backticks become
+    flags (`allow_pickle=True` -> --allow-pickle, `device="cpu"` -> --device cpu,
+    `text_column` -> --text-column)."""
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        option = "--" + name.replace("_", "-")
+        if value in (None, "True"):
+            return option
+        return f"{option} {value.strip(chr(34))}"
+
+    return re.sub(r"`([a-z][a-z0-9_]*)(?:=([^`]+))?`", flag, message)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Print layersal errors and warnings as single lines; exit 2 on an error."""
@@ -97,7 +114,7 @@ def _user_errors() -> Iterator[None]:
         try:
             yield
         except LayersalError as exc:
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(as_flags(str(exc)))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")

@@ -79,7 +79,8 @@ def model_dirs() -> list[Path]:
     return [folder for folder in (BUNDLED_DIR, CHECKOUT_MODELS_DIR) if folder.is_dir()]
 
 
-def _named_models() -> dict[str, Path]:
+def named_models() -> dict[str, Path]:
+    """Every model shipped with layersal by name, and its folder."""
     found: dict[str, Path] = {}
     for folder in model_dirs():
         for path in sorted(folder.iterdir()):
@@ -90,7 +91,7 @@ def _named_models() -> dict[str, Path]:
 
 def bundled_models() -> list[str]:
     """Names of the models shipped with layersal (in the package, or a checkout's ``models/``)."""
-    return sorted(_named_models())
+    return sorted(named_models())
 
 
 def load(
@@ -122,7 +123,7 @@ def load(
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
     classifier.to(device)
     head.to(device)
-    labels = _label_names(classifier.config)
+    labels = label_names(classifier.config)
     return LoadedModel(
         name=path.name if str(model) in bundled_models() else str(model),
         path=path,
@@ -150,7 +151,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(
-                f"device {name!r}: torch sees no CUDA GPU here (use --device cpu or auto)"
+                f"device {name!r}: torch sees no CUDA GPU here (use `device=cpu` or `device=auto`)"
             )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ModelLoadError(
@@ -166,7 +167,7 @@ def resolve(model: str | Path, *, allow_pickle: bool = False) -> Path:
     text = str(model)
     if not text.strip():
         raise ModelLoadError("no model given")
-    named = _named_models()
+    named = named_models()
     if text in named:
         return named[text]
     path = Path(text).expanduser()
@@ -220,7 +221,7 @@ def _check_classifier_config(config: dict[str, Any], model: str | Path) -> None:
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ModelLoadError(
             f"model {str(model)!r} is a {architectures[0]}, not a sequence classifier "
-            "(pass it as --lm-head instead?)"
+            "(pass it as `lm_head` instead?)"
         )
 
 
@@ -256,7 +257,8 @@ def _load_classifier(path: Path, *, allow_pickle: bool, name: str) -> Any:
     if not safe and not allow_pickle:
         raise ModelLoadError(
             f"{path} only has pickle weights ({pickled[0].name}); pickle files can run code when "
-            "loaded. Convert them to safetensors, or pass --allow-pickle if you trust the source"
+            "loaded. Convert them to safetensors, or pass `allow_pickle=True` if you trust the "
+            "source"
         )
     try:
         with _quiet_transformers():
@@ -301,7 +303,8 @@ def _load_tokenizer(path: Path, *, name: str) -> Any:
     return tokenizer
 
 
-def _label_names(config: Any) -> list[str]:
+def label_names(config: Any) -> list[str]:
+    """The class names of a classifier's config (``LABEL_i`` where it names none)."""
     id2label = getattr(config, "id2label", None) or {}
     return [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
 
@@ -331,7 +334,8 @@ def read_tensors(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.T
         return torch.load(pickled[0], map_location="cpu", weights_only=True)
     if pickled:
         raise ModelLoadError(
-            f"{path} only has pickle weights ({pickled[0].name}); pass --allow-pickle to trust them"
+            f"{path} only has pickle weights ({pickled[0].name}); "
+            "pass `allow_pickle=True` to trust them"
         )
     raise ModelLoadError(f"{path} has no weights (*.safetensors)")
 
@@ -387,7 +391,7 @@ def embedding_head(model: Any, source: str) -> LMHead:
     if embeddings.shape[1] != hidden:
         raise ModelLoadError(
             f"{source!r} embeds tokens in {embeddings.shape[1]} dims but its layers are {hidden} "
-            "wide, so its embeddings cannot decode them; pass --lm-head with a compatible base"
+            "wide, so its embeddings cannot decode them; pass `lm_head` with a compatible base"
         )
     return LMHead(decoder=embeddings, kind="embeddings", source=source)
 
@@ -412,7 +416,7 @@ def resolve_lm_head(
         if family is None:
             raise ModelLoadError(
                 f"layersal has no LM-head adapter for model type {config.model_type!r}; "
-                "leave --lm-head out to decode through the input embeddings"
+                "leave `lm_head` out to decode through the input embeddings"
             )
         head_path = resolve(lm_head, allow_pickle=allow_pickle)
         head_config = _read_config(head_path)

@@ -144,11 +144,11 @@ def explain_dataset(
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     if shard_rows is not None and shard_rows < 1:
-        raise InputError(f"--shard-rows must be at least 1, not {shard_rows}")
+        raise InputError(f"`shard_rows` must be at least 1, not {shard_rows}")
     if cpus_per_worker <= 0:
-        raise InputError(f"--cpus-per-worker must be positive, not {cpus_per_worker}")
+        raise InputError(f"`cpus_per_worker` must be positive, not {cpus_per_worker}")
     if num_workers is not None and num_workers < 1:
-        raise InputError(f"--num-workers must be at least 1, not {num_workers}")
+        raise InputError(f"`num_workers` must be at least 1, not {num_workers}")
     source = Source(input, text_column, id_column, label_column)
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model
@@ -200,36 +200,15 @@ def explain_dataset(
         done = sink.done_windows()
         summary.resumed_windows = len(done)
         if not sink.is_complete():
+            common = (job, source, sink, recorded["shard_rows"], done, summary, progress, on_window)
             if engine == "local":
                 from .local import run_local
 
-                run_local(
-                    job,
-                    source,
-                    sink,
-                    recorded["shard_rows"],
-                    done,
-                    summary,
-                    progress,
-                    on_window,
-                    lm,
-                )
+                run_local(*common, lm)
             else:
                 from .ray import run_ray
 
-                run_ray(
-                    job,
-                    source,
-                    sink,
-                    recorded["shard_rows"],
-                    done,
-                    summary,
-                    progress,
-                    on_window,
-                    num_workers,
-                    ray_address,
-                    cpus_per_worker,
-                )
+                run_ray(*common, num_workers, ray_address, cpus_per_worker)
         summary.seconds = time.perf_counter() - started
         summary.windows = len(sink.done_windows())
         summary.rows = sink.count_rows()
@@ -309,7 +288,7 @@ def _prepare_job(
 
 
 def _check_job(job: DatasetJob, labels: list[str]) -> None:
-    from ..api import _target_index
+    from ..targets import target_index
     from ..words import WORD_AGGREGATIONS
 
     if job.word_aggregation not in WORD_AGGREGATIONS:
@@ -318,17 +297,17 @@ def _check_job(job: DatasetJob, labels: list[str]) -> None:
             f"{job.word_aggregation!r}"
         )
     if job.target is not None:
-        _target_index(job.target, labels)
+        target_index(job.target, labels)
 
 
 def _labels_of(job: DatasetJob) -> list[str]:
     """The model's label names from its config alone (the driver of a Ray run loads no weights)."""
     from transformers import AutoConfig
 
-    from ..models import _label_names, resolve
+    from ..models import label_names, resolve
 
     path = resolve(job.model, allow_pickle=job.allow_pickle)
-    return _label_names(AutoConfig.from_pretrained(path))
+    return label_names(AutoConfig.from_pretrained(path))
 
 
 def _model_id(name: str) -> str:

@@ -129,7 +129,7 @@ class ShardSink:
         """
         if self.out.exists() and not self.out.is_dir():
             raise InputError(
-                f"--out {self.out} is a file; give a folder name such as results.parquet"
+                f"`out` {self.out} is a file; give a folder name such as results.parquet"
             )
         manifest = self.out / MANIFEST
         if self.out.is_dir() and overwrite:
@@ -140,7 +140,7 @@ class ShardSink:
             and any(p.name != LOCK for p in self.out.iterdir())
         ):
             raise InputError(
-                f"{self.out} exists and is not a layersal dataset run; choose another --out"
+                f"{self.out} exists and is not a layersal dataset run; choose another `out`"
             )
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -160,7 +160,8 @@ class ShardSink:
                 if differences:
                     raise InputError(
                         f"{self.out} holds a run with other settings ({'; '.join(differences)}); "
-                        "rerun with the same settings to resume, or pass --overwrite to start over"
+                        "rerun with the same settings to resume, or pass `overwrite=True` to "
+                        "start over"
                     )
                 self._clean_temporary()
                 return recorded
@@ -287,8 +288,8 @@ class ShardSink:
         ]
         if foreign:
             raise InputError(
-                f"--overwrite refuses to delete {self.out}: it holds files a dataset run does not "
-                f"write ({', '.join(sorted(foreign)[:3])})"
+                f"`overwrite=True` refuses to delete {self.out}: it holds files a dataset run "
+                f"does not write ({', '.join(sorted(foreign)[:3])})"
             )
 
     def _clear(self) -> None:

@@ -73,7 +73,7 @@ class Source:
         self._position = 0.0
         if self.format == "txt" and (id_column or label_column):
             raise InputError(
-                f"{self.path}: a .txt file has no columns (--id-column/--label-column need "
+                f"{self.path}: a .txt file has no columns (`id_column`/`label_column` need "
                 ".tsv/.csv/.jsonl/.parquet)"
             )
         if self.format in ("tsv", "csv"):
@@ -157,7 +157,7 @@ class Source:
         if text is None:
             raise InputError(
                 f"{self.path}: no text column found (columns: {', '.join(first)}); name it with "
-                "--text-column"
+                "`text_column`"
             )
         label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in header else None)
         return {
@@ -261,7 +261,7 @@ class Source:
         if text is None:
             raise InputError(
                 f"{self.path}: no text column found (columns: {', '.join(names)}); name it with "
-                "--text-column"
+                "`text_column`"
             )
         label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in lowered else None)
         return {

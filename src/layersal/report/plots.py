@@ -204,22 +204,12 @@ def curves_figure(
     deletion, insertion = fig.subplots(1, 2, sharey=True)
     for index, (result, label) in enumerate(zip(results, labels)):
         colour = METHOD_COLOURS[index % len(METHOD_COLOURS)]
-        x = np.linspace(0, 1, len(result.deletion_curve))
-        deletion.plot(
-            x,
-            result.deletion_curve,
-            color=colour,
-            marker=".",
-            label=f"{label} (area {result.deletion_area:.3f})",
-        )
-        x = np.linspace(0, 1, len(result.insertion_curve))
-        insertion.plot(
-            x,
-            result.insertion_curve,
-            color=colour,
-            marker=".",
-            label=f"{label} (area {result.insertion_area:.3f})",
-        )
+        for axis, curve, area in (
+            (deletion, result.deletion_curve, result.deletion_area),
+            (insertion, result.insertion_curve, result.insertion_area),
+        ):
+            x = np.linspace(0, 1, len(curve))
+            axis.plot(x, curve, color=colour, marker=".", label=f"{label} (area {area:.3f})")
     units = "words" if level == "word" else "tokens"
     deletion.set_title("deletion: hide most salient first (lower area is better)", fontsize=9)
     insertion.set_title("insertion: reveal most salient first (higher area is better)", fontsize=9)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -238,16 +237,11 @@ def resolve_layer(layer: int, num_layers: int) -> int:
     return index
 
 
-def _prepare(
-    model: Callable[[], LoadedModel],
-    texts: Callable[[], list[str]],
-    options: dict[str, Any],
-    batch_size: int,
-    fresh: bool,
-) -> Prepared:
+def _prepare(*args: Any) -> Prepared:
+    """:func:`layersal.saliency.layer_choice.prepare` (imported here: it imports this module)."""
     from .layer_choice import prepare
 
-    return prepare(model, texts, options, batch_size, fresh)
+    return prepare(*args)
 
 
 @register("dls", options=DLSOptions, prepare=_prepare)
