@@ -25,15 +25,6 @@ from .metrics import Faithfulness, summarise
 from .models import LoadedModel
 from .saliency import check_method, methods, prepare_options, run_method
 
-HEADLINE = (
-    ("aopc_comprehensiveness", "comp. AOPC", "higher"),
-    ("aopc_sufficiency", "suff. AOPC", "lower"),
-    ("deletion_area", "deletion area", "lower"),
-    ("insertion_area", "insertion area", "higher"),
-    ("log_odds_20", "log-odds@20%", "lower"),
-    ("kendall_loo", "Kendall tau LOO", "higher"),
-)
-
 
 @dataclass
 class MethodSpec:

@@ -25,6 +25,16 @@ LEVELS = ("token", "word")
 ERASER_BUDGETS = (0.01, 0.05, 0.10, 0.20, 0.50)
 LOG_ODDS_BUDGET = 0.20
 PROBABILITY_FLOOR = 1e-12
+METRICS_SHOWN = (
+    ("aopc_comprehensiveness", "comp. AOPC", "higher"),
+    ("aopc_sufficiency", "suff. AOPC", "lower"),
+    ("deletion_area", "deletion area", "lower"),
+    ("insertion_area", "insertion area", "higher"),
+    ("log_odds_20", "log-odds@20%", "lower"),
+    ("kendall_loo", "Kendall tau LOO", "higher"),
+)
+"""The headline metrics of the benchmark tables and the reports: field, title, which way is
+better (one table for every renderer)."""
 
 
 @dataclass

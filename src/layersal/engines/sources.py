@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InputError
+from ..inputs import TEXT_COLUMNS
 
 FORMATS = {".txt": "txt", ".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
 LABEL_COLUMN = "label"
 _BOM = b"\xef\xbb\xbf"
 # Long documents are fine: lift the csv module's 128 KiB per-field default.

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..benchmark import HEADLINE, Benchmark, layer_analysis
+from ..benchmark import Benchmark, layer_analysis
+from ..metrics import METRICS_SHOWN
 
 
 def _cell(stat: tuple[float, float, float] | None) -> str:
@@ -20,7 +21,7 @@ def _cell(stat: tuple[float, float, float] | None) -> str:
 
 def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     """Method x metric table (mean [95% bootstrap CI]) and the DLS layer table."""
-    head = ["method"] + [f"{title} ({better} better)" for _, title, better in HEADLINE]
+    head = ["method"] + [f"{title} ({better} better)" for _, title, better in METRICS_SHOWN]
     head += ["fwd/expl", "bwd/expl", "s/expl"]
     lines = [
         f"Model `{bench.model}`, data `{bench.data}`, {bench.n_texts} texts"
@@ -35,7 +36,7 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
         if not run.results:
             continue
         summary = run.summary(resamples=resamples)
-        cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in HEADLINE]
+        cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in METRICS_SHOWN]
         cells += [
             f"{run.forward_passes:.1f}",
             f"{run.backward_passes:.1f}",
