@@ -189,11 +189,11 @@ def _explain_windows(
     probs = torch.cat(
         [torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks]
     )
-    n_texts = max(encoded.sample) + 1
-    rows_of = [[r for r, t in enumerate(encoded.sample) if t == b] for b in range(n_texts)]
+    n_texts = max(encoded.text_of) + 1
+    rows_of = [[r for r, t in enumerate(encoded.text_of) if t == b] for b in range(n_texts)]
     doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
     doc_target = targets or [int(p.argmax()) for p in doc_probs]
-    row_targets = torch.tensor([doc_target[t] for t in encoded.sample])
+    row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
     parts: list[Explanation] = []
     for chunk in chunks:
         sub = select_rows(encoded, chunk)

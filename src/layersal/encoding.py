@@ -18,7 +18,7 @@ class Encoded:
 
     ``content`` marks real input tokens: not padding and not special tokens ([CLS], [SEP], ...).
     ``offsets`` are character spans into ``texts`` (``(0, 0)`` for special tokens and padding).
-    ``sample[r]`` is the index (in the caller's list) of the text row ``r`` belongs to; rows
+    ``text_of[r]`` is the index (in the caller's list) of the text row ``r`` belongs to; rows
     are windows of one text when long texts are split.
     """
 
@@ -28,7 +28,7 @@ class Encoded:
     content: torch.Tensor
     word_ids: list[list[int | None]]
     truncated: list[bool]
-    sample: list[int] = field(default_factory=list)
+    text_of: list[int] = field(default_factory=list)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -73,7 +73,7 @@ def encode(
 
     With ``overlap=None`` each text is one row, truncated if too long (``truncated[b]``).
     With an ``overlap`` (tokens shared by neighbouring windows), a long text becomes several
-    rows (windows) whose offsets still index the full text; ``sample[r]`` names each row's
+    rows (windows) whose offsets still index the full text; ``text_of[r]`` names each row's
     text. ``model_inputs`` names the optional tensors the model accepts (DistilBERT, for one,
     takes no ``token_type_ids``).
     """
@@ -114,7 +114,7 @@ def encode(
         content=content,
         word_ids=[w[:length] for w in word_ids],
         truncated=truncated,
-        sample=[sample[r] for r in chosen],
+        text_of=[sample[r] for r in chosen],
     )
 
 
@@ -129,5 +129,5 @@ def select_rows(encoded: Encoded, rows: Sequence[int]) -> Encoded:
         content=encoded.content[index, :length],
         word_ids=[encoded.word_ids[r][:length] for r in rows],
         truncated=[encoded.truncated[r] for r in rows],
-        sample=[encoded.sample[r] for r in rows],
+        text_of=[encoded.text_of[r] for r in rows],
     )
