@@ -471,3 +471,23 @@ def test_page_shows_markup_as_text_and_runs_none_of_it(live_server, browser):
     assert XSS_LABEL in options
     # ...and none of it became elements
     assert not browser.find_elements(By.CSS_SELECTOR, "img, b, script:not([src])")
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        (serve_app.ExplanationOut, Explanation),
+        (serve_app.TokenOut, Token),
+        (serve_app.WordOut, Word),
+        (serve_app.LayerReportOut, LayerReport),
+    ],
+)
+def test_web_schema_matches_the_explanation_dataclasses(model, data):
+    """The API's response models are a copy of the result dataclasses: kept the same here."""
+    fields = {f.name: f for f in dataclasses.fields(data)}
+    assert list(model.model_fields) == list(fields), "the same fields in the same order"
+    for name, field in fields.items():
+        has_default = field.default is not dataclasses.MISSING or (
+            field.default_factory is not dataclasses.MISSING
+        )
+        assert (not model.model_fields[name].is_required()) == has_default, name
