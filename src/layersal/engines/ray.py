@@ -4,7 +4,7 @@ The driver streams the input with :mod:`.sources` (so ids are row numbers exactl
 local engine), cuts it into the same windows, and hands them to Ray Data in waves
 (``ray.data.from_items`` + ``map_batches`` over an actor pool of ``num_workers`` actors, each
 loading the model once in its constructor). Each actor turns a window into the bytes of its
-Parquet shard with the local engine's :func:`~.local.explain_window`; the driver writes the
+Parquet shard with :func:`~.work.explain_window`, as the local engine does; the driver writes the
 shards with the same atomic commit, so a Ray run resumes like a local one (and either engine
 can resume the other's run). Workers need no shared file system: only the driver writes.
 
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from .local import RunProgress, release_memory, windows
+from .work import RunProgress, release_memory, windows
 
 if TYPE_CHECKING:
     from . import DatasetJob, RunSummary, WindowCallback
@@ -58,9 +58,9 @@ class WindowExplainer:
         self.lm = job.load()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from .local import explain_window
         from .sink import table_bytes
         from .sources import Row
+        from .work import explain_window
 
         windows_out, shards, errors_out = [], [], []
         for number, payload in zip(batch["window"], batch["rows"]):

@@ -1,0 +1,166 @@
+"""The work both engines share: cutting the input into windows, :func:`explain_window` (one
+window of input rows -> the Arrow table of its explained rows and the list of its bad rows),
+handing memory back after a window, and the progress bar. Nothing is kept between windows,
+so memory stays flat over a run of any length.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LayersalError
+from .sink import rows_table
+from .sources import Row
+
+if TYPE_CHECKING:
+    from . import DatasetJob
+    from .sources import Source
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system after a window (glibc's ``malloc_trim``).
+
+    Tensors of changing shapes leave the heap fragmented, and glibc keeps what was freed: RSS
+    then creeps up by some MiB per thousand texts although nothing is kept. Elsewhere a no-op.
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
+def windows(rows: Iterable[Row], size: int) -> Iterator[tuple[int, list[Row]]]:
+    """``(k, rows)`` for consecutive windows of ``size`` rows: window k is rows k*size ..."""
+    window: list[Row] = []
+    number = 0
+    for row in rows:
+        window.append(row)
+        if len(window) == size:
+            yield number, window
+            number, window = number + 1, []
+    if window:
+        yield number, window
+
+
+def explain_window(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[dict[str, Any]]]:
+    """Explain one window: ``(arrow_table, errors)``; errors are ``{"id", "reason"}`` dicts.
+
+    Rows with a read error or an empty text are not explained. The rest go to
+    :func:`layersal.explain` together (it sorts them by length and batches them); if that
+    raises a :class:`LayersalError`, the window is halved until the offending rows are alone,
+    and each is recorded with the error's message.
+    """
+    bad: list[tuple[Row, str]] = []
+    good: list[Row] = []
+    for row in rows:
+        if row.error is not None:
+            bad.append((row, row.error))
+        elif not row.text:
+            bad.append((row, "empty text"))
+        elif not row.text.strip():
+            bad.append((row, "text is only whitespace"))
+        else:
+            good.append(row)
+    explained, explanations = _explain_rows(lm, job, good, bad)
+    metadata = {"labels": lm.labels, "model": lm.name, "method": job.method, "options": job.options}
+    table = rows_table(explained, explanations, lm.labels, job.id_type, metadata)
+    bad.sort(key=lambda item: item[0].index)
+    errors = [{"id": row.id, "reason": reason} for row, reason in bad]
+    return table, errors
+
+
+def _explain_rows(
+    lm: Any, job: DatasetJob, rows: list[Row], bad: list[tuple[Row, str]]
+) -> tuple[list[Row], list[Any]]:
+    from ..api import TruncationWarning, explain
+
+    if not rows:
+        return [], []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)
+            result = explain(
+                [r.text or "" for r in rows],  # rows with no text were set aside as errors
+                lm,
+                method=job.method,
+                target=job.target,
+                word_aggregation=job.word_aggregation,
+                batch_size=job.batch_size,
+                **job.options,
+            )
+        return rows, result
+    except LayersalError as exc:
+        if len(rows) == 1:
+            bad.append((rows[0], str(exc) or type(exc).__name__))
+            return [], []
+    half = len(rows) // 2
+    first_rows, first = _explain_rows(lm, job, rows[:half], bad)
+    second_rows, second = _explain_rows(lm, job, rows[half:], bad)
+    return first_rows + second_rows, first + second
+
+
+class RunProgress:
+    """A rich progress bar (share of the input read, texts explained, texts/s) on stderr."""
+
+    def __init__(self, enabled: bool, source: Source, description: str) -> None:
+        self.source = source
+        self.started = time.perf_counter()
+        self.explained = 0
+        self.errors = 0
+        self.skipped = 0
+        self._progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[texts]} texts"),
+                TextColumn("{task.fields[rate]} texts/s"),
+                TextColumn("{task.fields[errors]} errors"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._progress.add_task(
+                description, total=1000, texts=0, rate="-", errors=0
+            )
+            self._progress.start()
+
+    def update(self, explained: int = 0, errors: int = 0, skipped: int = 0) -> None:
+        self.explained += explained
+        self.errors += errors
+        self.skipped += skipped
+        if self._progress is None:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self._progress.update(
+            self._task,
+            completed=int(1000 * self.source.progress()),
+            texts=self.explained + self.skipped,
+            rate=f"{self.explained / elapsed:.1f}" if self.explained else "-",
+            errors=self.errors,
+        )
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
