@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .errors import LayersalError
+from .targets import int_or_text
 
 app = typer.Typer(
     help="Which words did a transformer text classifier rely on? Decoded Layer Saliency.",
@@ -139,13 +140,6 @@ def _collect_texts(texts: list[str] | None, file: Path | None) -> list[str]:
     if not texts:
         raise InputError("no text given: pass a text argument or --file")
     return check_texts(texts)
-
-
-def _int_or_str(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    stripped = value.strip()
-    return int(stripped) if stripped.lstrip("-").isdigit() else stripped
 
 
 def _precision(bf16: bool) -> str:
@@ -292,7 +286,7 @@ def explain(
     """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
     with _user_errors():
         flags = {
-            "layer": _int_or_str(layer),
+            "layer": int_or_text(layer),
             "rule": rule,
             "saliency": saliency,
             "decode": decode,
@@ -308,7 +302,7 @@ def explain(
             bf16,
             method=method,
             options=_method_options(method, flags, option or []),
-            target=_int_or_str(target),
+            target=int_or_text(target),
             word_aggregation=word_aggregation,
             batch_size=batch_size,
             long_texts="truncate" if truncate else "windows",
@@ -484,7 +478,7 @@ def _explain_methods(
     for spec in specs:
         accepted = method_options(spec.method)
         if "layer" in accepted and layer != _DLS_FLAG_DEFAULTS["layer"]:
-            spec.options.setdefault("layer", _int_or_str(layer))
+            spec.options.setdefault("layer", int_or_text(layer))
         if "layer_report" in accepted:
             spec.options.setdefault("layer_report", True)  # reports and plots show every layer
         check_method(spec.method, spec.options)
@@ -495,7 +489,7 @@ def _explain_methods(
             lm,
             method=spec.method,
             options=spec.options,
-            target=_int_or_str(target),
+            target=int_or_text(target),
             batch_size=batch_size,
         )
         for spec in specs
@@ -752,8 +746,8 @@ def explain_dataset(
                 device=device,
                 precision=_precision(bf16),
                 method=method,
-                layer=_int_or_str(layer),
-                target=_int_or_str(target),
+                layer=int_or_text(layer),
+                target=int_or_text(target),
                 word_aggregation=word_aggregation,
                 batch_size=batch_size,
                 shard_rows=shard_rows,

@@ -43,3 +43,12 @@ def target_index(value: int | str, labels: list[str]) -> int:
             f"(0..{len(labels) - 1}: {', '.join(labels)})"
         )
     return index
+
+
+def int_or_text(value: int | str | None) -> int | str | None:
+    """``"2"`` -> 2 and ``" -1 "`` -> -1, other text stripped, ints and ``None`` unchanged: how the
+    command line and the web API read a layer or a target given as text."""
+    if not isinstance(value, str):
+        return value
+    stripped = value.strip()
+    return int(stripped) if stripped.lstrip("-").isdigit() else stripped

@@ -32,6 +32,7 @@ from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..models import LoadedModel
 from ..saliency import check_method, method_options, method_schema, methods
+from ..targets import int_or_text
 from .card import render_html
 
 DEFAULT_MAX_CHARS = 5000
@@ -321,13 +322,6 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def _int_or_text(value: int | str | None) -> int | str | None:
-    """``"2"`` -> 2 (as the CLI reads ``--layer``/``--target``); other values unchanged."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return value.strip() if isinstance(value, str) else value
-
-
 def _static(name: str) -> str:
     return (
         importlib.resources.files(__package__).joinpath(_STATIC).joinpath(name).read_text("utf-8")
@@ -466,13 +460,13 @@ def create_app(
                 )
         check_texts(items)
         options = dict(request.options)
-        layer = _int_or_text(request.layer)
+        layer = int_or_text(request.layer)
         if layer is not None:
             options["layer"] = layer
         check_method(request.method, options)
         # the page shows every layer: ask methods that can report layers for the report
         shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
-        target = _int_or_text(request.target)
+        target = int_or_text(request.target)
 
         def job() -> list[dict[str, Any]]:
             try:
