@@ -471,7 +471,7 @@ def _options_text(explanation: Explanation) -> str:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 

@@ -25,7 +25,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
 from ..api import explain
 from ..encoding import check_texts
 from ..errors import InputError, LayersalError
@@ -33,6 +32,7 @@ from ..explanation import Explanation, LayerReport, Token, Word
 from ..models import LoadedModel
 from ..saliency import check_method, method_options, method_schema, methods
 from ..targets import int_or_text
+from ..version import __version__
 from .card import render_html
 
 DEFAULT_MAX_CHARS = 5000

@@ -1,0 +1,94 @@
+"""Imports point one way: a module imports only from its own layer or the layers below it.
+
+The layers, lowest first. Every import counts, the lazy ones inside functions too, and no
+module outside a package imports a private (``_name``) from it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "layersal"
+LAYERS: list[set[str]] = [
+    {"errors", "families", "decoding", "targets", "version", "report.progress"},
+    {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"},
+    {"models", "passes"},
+    {"evaluate", "windows"},
+    {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
+    | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
+    {"api", "benchmark"},
+    {"engines", "engines.sink", "engines.sources", "engines.work", "engines.local", "engines.ray"}
+    | {f"report.{m}" for m in ("bench", "faithfulness_view", "html", "plots", "terminal")}
+    | {"report"},
+    {"serve", "serve.app", "serve.card", "cli", "__main__", "__init__"},
+]
+# The one edge that still points up: an Explanation shows itself as the HTML card in Jupyter
+# (``Explanation._repr_html_`` imports the card renderer when a notebook asks for it).
+KNOWN_UPWARD = {("explanation", "report.html")}
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every relative import of layersal modules in ``path``."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    package = parts[:-1]  # the package the file is in (for __init__.py: its own)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            names = [alias.name for alias in node.names]
+            if not node.module:  # from . import x: module x, or a name of the package itself
+                for n in names:
+                    module = PACKAGE.joinpath(*base, n)
+                    if module.with_suffix(".py").is_file() or (module / "__init__.py").is_file():
+                        out.append((".".join([*base, n]), []))
+                    else:
+                        out.append((".".join(base) or "__init__", [n]))
+            else:
+                out.append((target or "__init__", names))
+    return out
+
+
+def _layer(module: str) -> int:
+    for index, layer in enumerate(LAYERS):
+        if module in layer:
+            return index
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
+
+
+def test_every_import_points_down_or_sideways():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _name(path)
+        for target, _ in _imports(path):
+            if target not in {m for layer in LAYERS for m in layer} and "." in target:
+                target = target.rsplit(".", 1)[0]  # from .x import y where y is a function
+            if _layer(target) > _layer(module) and (module, target) not in KNOWN_UPWARD:
+                upward.append(f"{module} -> {target}")
+    assert not upward, f"imports that point up a layer: {upward}"
+
+
+def test_no_module_reaches_into_anothers_private_names():
+    reaching = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _name(path)
+        for target, names in _imports(path):
+            outside = target.split(".")[0] != module.split(".")[0]
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if outside and private:
+                reaching.append(f"{module} -> {target}.{private[0]}")
+    assert not reaching, f"private names used outside their package: {reaching}"
+
+
+def test_the_known_upward_edge_is_still_needed():
+    """When the Jupyter card stops importing upward, drop it from KNOWN_UPWARD."""
+    edges = {(_name(p), t) for p in PACKAGE.rglob("*.py") for t, _ in _imports(p)}
+    assert edges >= KNOWN_UPWARD
