@@ -147,7 +147,11 @@ def choose(table: Table, options: DLSOptions, n_texts: int, source: str) -> Auto
     best = max(sorted(allowed), key=lambda key: allowed[key].score)
     rule, layer, decode = parse_key(best)
     top = allowed[best]
-    others = sorted((k for k in table if k != best), key=lambda key: -table[key].score)
+    # those still in the race first: a mean over fewer (the first, shorter) texts is not
+    # comparable with theirs
+    others = sorted(
+        (k for k in table if k != best), key=lambda key: (key not in allowed, -table[key].score)
+    )
     runners = ", ".join(
         f"{key} {table[key].score:.3f}"
         + ("" if key in allowed else f" (out after {table[key].n_texts})")
