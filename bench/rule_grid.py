@@ -61,7 +61,7 @@ def main() -> None:
         }
         for key, v in per_config.items()
     }
-    choice = resolve_auto(lm, [], options)
+    choice = resolve_auto(lm, lambda: [], options)
     picked = config_key(choice.rule, choice.layer, choice.decode)
     places = ["input", *[str(layer) for layer in range(lm.num_layers + 1)]]
     lines = [
