@@ -154,6 +154,14 @@ _DLS_FLAG_DEFAULTS = {
     "decode": None,
     "tau": None,
 }
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted."),
+]
+WordsOpt = Annotated[
+    str,
+    typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max."),
+]
 RuleOpt = Annotated[
     str | None,
     typer.Option(
@@ -237,12 +245,7 @@ def explain(
     ] = None,
     layer: LayerOpt = "auto",
     rule: RuleOpt = None,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            "--target", "-t", help="Class to explain (index or label); default: predicted."
-        ),
-    ] = None,
+    target: TargetOpt = None,
     saliency: Annotated[
         str, typer.Option(help="Position saliency g: grad_x_act, gradcam or grad_norm.")
     ] = "grad_x_act",
@@ -257,10 +260,7 @@ def explain(
     tau: Annotated[
         int | None, typer.Option(help="Top decoded tokens per position that count (default: all).")
     ] = None,
-    word_aggregation: Annotated[
-        str,
-        typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max."),
-    ] = "sum",
+    word_aggregation: WordsOpt = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 16,
     truncate: Annotated[
         bool,
@@ -446,10 +446,6 @@ ReportMethodsOpt = Annotated[
         help="Comma-separated methods shown side by side, the first is the main one "
         "(name or name:key=value;key=value).",
     ),
-]
-TargetOpt = Annotated[
-    str | None,
-    typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted."),
 ]
 
 
@@ -690,10 +686,7 @@ def explain_dataset(
         ),
     ] = None,
     target: TargetOpt = None,
-    word_aggregation: Annotated[
-        str,
-        typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max."),
-    ] = "sum",
+    word_aggregation: WordsOpt = "sum",
     batch_size: Annotated[int, typer.Option(help="Texts per model pass.")] = 32,
     shard_rows: Annotated[
         int | None,
