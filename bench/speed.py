@@ -275,7 +275,7 @@ def long_run(model: Any, n: int, every: int, batch_size: int, device: str, work:
         batch_size=batch_size,
         shard_rows=every,
         overwrite=True,
-        on_window=sample,
+        on_shard=sample,
     )
     print(
         f"\n### RSS over explain_dataset on {len(texts)} texts of sst2/train.tsv "

@@ -116,7 +116,7 @@ def test_every_format_matches_explain(tmp_path, sst2_tiny, reference, suffix):
     source = _write(tmp_path / f"in{suffix}", TEXTS)
     out = tmp_path / "out.parquet"
     summary = explain_dataset(source, out, model=sst2_tiny, batch_size=4, shard_rows=5, **OPTIONS)
-    assert (summary.rows, summary.errors, summary.windows) == (len(TEXTS), 0, 3)
+    assert (summary.rows, summary.errors, summary.shards) == (len(TEXTS), 0, 3)
     rows = _rows(out)
     assert [r["id"] for r in rows] == list(range(len(TEXTS)))
     assert [r["text"] for r in rows] == TEXTS
@@ -196,7 +196,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, sst2_tiny):
     out = tmp_path / "out.parquet"
     explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
     again = explain_dataset(source, out, model=sst2_tiny, **OPTIONS)  # complete: nothing to do
-    assert (again.rows, again.explained, again.resumed_windows) == (4, 0, 1)
+    assert (again.rows, again.explained, again.resumed_shards) == (4, 0, 1)
     with pytest.raises(InputError, match=r"other settings \(options: .*`overwrite=True`"):
         explain_dataset(source, out, model=sst2_tiny, layer=0)
     with pytest.raises(InputError, match="shard_rows"):
@@ -305,7 +305,7 @@ def test_memory_stays_flat_over_a_long_run(tmp_path, bert_tiny):
         model=bert_tiny,
         batch_size=50,
         shard_rows=100,
-        on_window=sample,
+        on_shard=sample,
         **OPTIONS,
     )
     assert summary.rows == 3200 and len(samples) == 32
@@ -344,7 +344,7 @@ def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray):
     common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
     explain_dataset(source, local, engine="local", **common)
     summary = explain_dataset(source, remote, engine="ray", num_workers=2, **common)
-    assert (summary.rows, summary.errors, summary.windows) == (40, 1, 5)
+    assert (summary.rows, summary.errors, summary.shards) == (40, 1, 5)
     a, b = _rows(local), _rows(remote)
     assert [r["id"] for r in a] == [r["id"] for r in b] == list(range(40))
     for x, y in zip(a, b):
@@ -376,7 +376,7 @@ def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, bert_tiny, m
 
     with pytest.raises(KeyboardInterrupt):
         explain_dataset(
-            source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20, on_window=stop
+            source, out, model=bert_tiny, layer="auto", batch_size=8, shard_rows=20, on_shard=stop
         )
     recorded = json.loads((out / "_auto_layer.json").read_text())
     chosen = recorded["options"]

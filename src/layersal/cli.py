@@ -691,7 +691,7 @@ def explain_dataset(
     shard_rows: Annotated[
         int | None,
         typer.Option(
-            help="Input rows per length-sorted window and Parquet shard (default: 32 x batch size)."
+            help="Input rows per shard (sorted by length inside it; default: 32 x batch size)."
         ),
     ] = None,
     engine: Annotated[
@@ -765,11 +765,11 @@ def explain_dataset(
 
             raise type(exc)(escape(str(exc))) from None
         resumed = (
-            f", {summary.resumed_windows} of them from an earlier run"
-            if summary.resumed_windows
+            f", {summary.resumed_shards} of them from an earlier run"
+            if summary.resumed_shards
             else ""
         )
-        if not summary.explained and summary.resumed_windows:
+        if not summary.explained and summary.resumed_shards:
             resumed = ": the run was already complete"
         auto = summary.settings.get("auto_layer")
         chosen = (
@@ -782,7 +782,7 @@ def explain_dataset(
             )
         )
         err.print(
-            f"wrote {summary.rows} rows in {summary.windows} shards{resumed} to {out_path} "
+            f"wrote {summary.rows} rows in {summary.shards} shards{resumed} to {out_path} "
             f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "
             f"{summary.errors} bad rows in {summary.errors_file}{chosen}",
             soft_wrap=True,

@@ -1,10 +1,10 @@
 """Datasets at scale: explain a whole file into Parquet shards, resumably, locally or on Ray.
 
-:func:`explain_dataset` streams the input (:mod:`.sources`), cuts it into windows of
-``shard_rows`` consecutive rows, explains each window with :func:`layersal.explain` (which
-sorts the window by length and batches it ``batch_size`` texts at a time, so padding stays
-small) and commits it as one Parquet shard (:mod:`.sink`). Window ``k`` always holds the same
-input rows, so a restarted run skips the windows whose shard exists and loses or repeats
+:func:`explain_dataset` streams the input (:mod:`.sources`), cuts it into shards of
+``shard_rows`` consecutive rows, explains each shard with :func:`layersal.explain` (which
+sorts the shard by length and batches it ``batch_size`` texts at a time, so padding stays
+small) and commits it as one Parquet file (:mod:`.sink`). Shard ``k`` always holds the same
+input rows, so a restarted run skips the shards whose file exists and loses or repeats
 nothing. Engines: ``"local"`` (:mod:`.local`, this process) and ``"ray"`` (:mod:`.ray`, Ray
 Data actors that load the model once each). See ``docs/scale.md``.
 """
@@ -20,14 +20,14 @@ from typing import Any
 from ..errors import InputError
 
 ENGINES = ("local", "ray")
-WINDOW_BATCHES = 32
+SHARD_BATCHES = 32
 FORMAT_VERSION = 1
 CALIBRATION_TEXTS = 64
 
 
 @dataclass(frozen=True)
 class DatasetJob:
-    """What every worker needs to explain a window (picklable: sent to Ray actors)."""
+    """What every worker needs to explain a shard (picklable: sent to Ray actors)."""
 
     model: str
     lm_head: str | None
@@ -63,15 +63,15 @@ class RunSummary:
     engine: str
     rows: int = 0
     errors: int = 0
-    windows: int = 0
-    resumed_windows: int = 0
+    shards: int = 0
+    resumed_shards: int = 0
     explained: int = 0
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def texts_per_second(self) -> float:
-        """Input rows handled per second by this invocation (resumed windows excluded)."""
+        """Input rows handled per second by this invocation (resumed shards excluded)."""
         return self.explained / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,15 +79,15 @@ class RunSummary:
             "engine": self.engine,
             "rows": self.rows,
             "errors": self.errors,
-            "windows": self.windows,
-            "resumed_windows": self.resumed_windows,
+            "shards": self.shards,
+            "resumed_shards": self.resumed_shards,
             "explained": self.explained,
             "seconds": round(self.seconds, 3),
             "texts_per_second": round(self.texts_per_second, 2),
         }
 
 
-WindowCallback = Callable[[dict[str, Any]], None]
+ShardCallback = Callable[[dict[str, Any]], None]
 
 
 def explain_dataset(
@@ -115,7 +115,7 @@ def explain_dataset(
     cpus_per_worker: float = 1,
     overwrite: bool = False,
     progress: bool = False,
-    on_window: WindowCallback | None = None,
+    on_shard: ShardCallback | None = None,
 ) -> RunSummary:
     """Explain every row of ``input`` into the Parquet dataset folder ``out``; resumable.
 
@@ -128,13 +128,13 @@ def explain_dataset(
     row is explained with that configuration; a resumed run reuses it. ``device``
     (``cpu``/``cuda``/``auto``) and ``precision`` (``fp32``/``bf16``) go to
     :func:`layersal.load`.
-    ``shard_rows``: input rows per window and shard (default ``32 * batch_size``; a resumed run
+    ``shard_rows``: input rows per shard (default ``32 * batch_size``; a resumed run
     keeps the recorded value). Rows that cannot be explained go to ``OUT.errors.jsonl``.
     Rerunning with the same settings continues an interrupted run; other settings are refused
     unless ``overwrite``. Ray engine: ``num_workers`` actors (default: cluster CPUs /
     ``cpus_per_worker``), each with ``cpus_per_worker`` CPUs (and torch threads) and one GPU
     when ``device`` is ``cuda``; ``ray_address`` or ``RAY_ADDRESS`` names the cluster (default:
-    a local Ray). ``on_window`` is called with a small dict after each committed shard.
+    a local Ray). ``on_shard`` is called with a small dict after each committed shard.
     """
     from .sink import ShardSink, errors_path
     from .sources import Source
@@ -188,7 +188,7 @@ def explain_dataset(
     }
     sink = ShardSink(out)
     recorded = sink.open(
-        settings, overwrite=overwrite, default_shard_rows=WINDOW_BATCHES * batch_size
+        settings, overwrite=overwrite, default_shard_rows=SHARD_BATCHES * batch_size
     )
     summary = RunSummary(
         out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded
@@ -197,10 +197,10 @@ def explain_dataset(
         started = time.perf_counter()
         job, lm, chosen = _prepare_job(job, lm, source, Path(out))
         summary.settings = {**recorded, **chosen}
-        done = sink.done_windows()
-        summary.resumed_windows = len(done)
+        done = sink.done_shards()
+        summary.resumed_shards = len(done)
         if not sink.is_complete():
-            common = (job, source, sink, recorded["shard_rows"], done, summary, progress, on_window)
+            common = (job, source, sink, recorded["shard_rows"], done, summary, progress, on_shard)
             if engine == "local":
                 from .local import run_local
 
@@ -210,7 +210,7 @@ def explain_dataset(
 
                 run_ray(*common, num_workers, ray_address, cpus_per_worker)
         summary.seconds = time.perf_counter() - started
-        summary.windows = len(sink.done_windows())
+        summary.shards = len(sink.done_shards())
         summary.rows = sink.count_rows()
         summary.errors = sink.gather_errors()
         if not sink.is_complete():

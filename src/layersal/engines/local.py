@@ -1,14 +1,14 @@
-"""The local engine: read, explain and write one window at a time in this process (the unit
-of work is :func:`~.work.explain_window`, which the Ray engine shares)."""
+"""The local engine: read, explain and write one shard at a time in this process (the unit
+of work is :func:`~.work.explain_shard`, which the Ray engine shares)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .work import RunProgress, explain_window, release_memory, windows
+from .work import RunProgress, explain_shard, release_memory, shards
 
 if TYPE_CHECKING:
-    from . import DatasetJob, RunSummary, WindowCallback
+    from . import DatasetJob, RunSummary, ShardCallback
     from .sink import ShardSink
     from .sources import Source
 
@@ -21,10 +21,10 @@ def run_local(
     done: set[int],
     summary: RunSummary,
     progress: bool,
-    on_window: WindowCallback | None,
+    on_shard: ShardCallback | None,
     lm: Any = None,
 ) -> None:
-    """Explain the windows of ``source`` without a shard in ``sink``, one after another."""
+    """Explain the shards of ``source`` not yet written to ``sink``, one after another."""
     lm = lm if lm is not None else job.load()
     bar = RunProgress(
         progress,
@@ -32,23 +32,23 @@ def run_local(
         f"explain-dataset ({len(done)} shards done before)" if done else "explain-dataset",
     )
     try:
-        for number, rows in windows(source.rows(), shard_rows):
+        for number, rows in shards(source.rows(), shard_rows):
             if number in done:
                 bar.update(skipped=len(rows))
                 continue
-            table, errors = explain_window(lm, job, rows)
-            sink.write_window(number, table, errors)
+            table, errors = explain_shard(lm, job, rows)
+            sink.write_shard(number, table, errors)
             summary.explained += len(rows)
             bar.update(explained=len(rows), errors=len(errors))
             info = {
-                "window": number,
+                "shard": number,
                 "rows": table.num_rows,
                 "errors": len(errors),
                 "explained": summary.explained,
             }
             del table, errors, rows
             release_memory()
-            if on_window is not None:
-                on_window(info)
+            if on_shard is not None:
+                on_shard(info)
     finally:
         bar.close()

@@ -1,14 +1,14 @@
-"""The Ray engine: the same windows, explained by a pool of Ray Data actors.
+"""The Ray engine: the same shards, explained by a pool of Ray Data actors.
 
 The driver streams the input with :mod:`.sources` (so ids are row numbers exactly as in the
-local engine), cuts it into the same windows, and hands them to Ray Data in waves
+local engine), cuts it into the same shards, and hands them to Ray Data in waves
 (``ray.data.from_items`` + ``map_batches`` over an actor pool of ``num_workers`` actors, each
-loading the model once in its constructor). Each actor turns a window into the bytes of its
-Parquet shard with :func:`~.work.explain_window`, as the local engine does; the driver writes the
-shards with the same atomic commit, so a Ray run resumes like a local one (and either engine
+loading the model once in its constructor). Each actor turns a shard into the bytes of its
+Parquet file with :func:`~.work.explain_shard`, as the local engine does; the driver writes the
+files with the same atomic commit, so a Ray run resumes like a local one (and either engine
 can resume the other's run). Workers need no shared file system: only the driver writes.
 
-A wave holds ``WAVE_WINDOWS_PER_WORKER * num_workers`` windows, which bounds the driver's
+A wave holds ``WAVE_SHARDS_PER_WORKER * num_workers`` shards, which bounds the driver's
 memory; the actors of a wave load the model again at the start of the next wave.
 
 Ray is optional: ``pip install layersal[ray]``.
@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from .work import RunProgress, release_memory, windows
+from .work import RunProgress, release_memory, shards
 
 if TYPE_CHECKING:
-    from . import DatasetJob, RunSummary, WindowCallback
+    from . import DatasetJob, RunSummary, ShardCallback
     from .sink import ShardSink
     from .sources import Source
 
-WAVE_WINDOWS_PER_WORKER = 16
+WAVE_SHARDS_PER_WORKER = 16
 
 
 def require_ray() -> Any:
@@ -46,8 +46,8 @@ def require_ray() -> Any:
     return ray
 
 
-class WindowExplainer:
-    """A Ray Data actor: loads the model once, then explains one window per call."""
+class ShardExplainer:
+    """A Ray Data actor: loads the model once, then explains one shard per call."""
 
     def __init__(self, job: DatasetJob, threads: int | None = None) -> None:
         import torch
@@ -60,30 +60,30 @@ class WindowExplainer:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from .sink import table_bytes
         from .sources import Row
-        from .work import explain_window
+        from .work import explain_shard
 
-        windows_out, shards, errors_out = [], [], []
-        for number, payload in zip(batch["window"], batch["rows"]):
+        numbers, data, errors_out = [], [], []
+        for number, payload in zip(batch["number"], batch["rows"]):
             rows = [Row(**r) for r in json.loads(payload)]
-            table, errors = explain_window(self.lm, self.job, rows)
-            windows_out.append(int(number))
-            shards.append(table_bytes(table))
+            table, errors = explain_shard(self.lm, self.job, rows)
+            numbers.append(int(number))
+            data.append(table_bytes(table))
             errors_out.append(json.dumps(errors, ensure_ascii=False))
             del table
             release_memory()
-        return {"window": windows_out, "shard": shards, "errors": errors_out}
+        return {"number": numbers, "data": data, "errors": errors_out}
 
 
 def _waves(
     source: Source, shard_rows: int, done: set[int], wave_size: int, bar: RunProgress
 ) -> Iterator[list[dict[str, Any]]]:
     wave: list[dict[str, Any]] = []
-    for number, rows in windows(source.rows(), shard_rows):
+    for number, rows in shards(source.rows(), shard_rows):
         if number in done:
             bar.update(skipped=len(rows))
             continue
         payload = json.dumps([r.__dict__ for r in rows], ensure_ascii=False)
-        wave.append({"window": number, "rows": payload, "count": len(rows)})
+        wave.append({"number": number, "rows": payload, "count": len(rows)})
         if len(wave) == wave_size:
             yield wave
             wave = []
@@ -99,12 +99,12 @@ def run_ray(
     done: set[int],
     summary: RunSummary,
     progress: bool,
-    on_window: WindowCallback | None,
+    on_shard: ShardCallback | None,
     num_workers: int | None,
     ray_address: str | None,
     cpus_per_worker: float = 1,
 ) -> None:
-    """Explain the windows without a shard through Ray Data; the driver commits each shard."""
+    """Explain the shards not yet written through Ray Data; the driver commits each one."""
     ray = require_ray()
     started_here = False
     if not ray.is_initialized():
@@ -126,13 +126,13 @@ def run_ray(
         workers = num_workers or max(1, int(default))
         bar = RunProgress(progress, source, f"explain-dataset on Ray ({workers} workers)")
         try:
-            for wave in _waves(source, shard_rows, done, WAVE_WINDOWS_PER_WORKER * workers, bar):
-                counts = {item["window"]: item["count"] for item in wave}
+            for wave in _waves(source, shard_rows, done, WAVE_SHARDS_PER_WORKER * workers, bar):
+                counts = {item["number"]: item["count"] for item in wave}
                 dataset = _from_items(
-                    ray, [{"window": w["window"], "rows": w["rows"]} for w in wave]
+                    ray, [{"number": w["number"], "rows": w["rows"]} for w in wave]
                 )
                 explained = dataset.map_batches(
-                    WindowExplainer,
+                    ShardExplainer,
                     batch_size=1,
                     compute=_actor_pool(ray, min(workers, len(wave))),
                     fn_constructor_kwargs={"job": job, "threads": max(1, int(cpus_per_worker))},
@@ -142,16 +142,16 @@ def run_ray(
                 )
                 for batch in explained.iter_batches(batch_size=None, batch_format="numpy"):
                     for number, shard, errors_json in zip(
-                        batch["window"], batch["shard"], batch["errors"]
+                        batch["number"], batch["data"], batch["errors"]
                     ):
                         errors = json.loads(str(errors_json))
-                        sink.write_window(int(number), bytes(shard), errors)
+                        sink.write_shard(int(number), bytes(shard), errors)
                         summary.explained += counts[int(number)]
                         bar.update(explained=counts[int(number)], errors=len(errors))
-                        if on_window is not None:
-                            on_window(
+                        if on_shard is not None:
+                            on_shard(
                                 {
-                                    "window": int(number),
+                                    "shard": int(number),
                                     "errors": len(errors),
                                     "explained": summary.explained,
                                 }
@@ -165,7 +165,7 @@ def run_ray(
 
 
 def _from_items(ray: Any, items: list[dict[str, Any]]) -> Any:
-    """One block per window, so the actors share a wave window by window."""
+    """One block per shard, so the actors share a wave shard by shard."""
     import inspect
 
     parameters = inspect.signature(ray.data.from_items).parameters

@@ -3,16 +3,16 @@
 Layout of ``--out OUT.parquet`` (a folder, i.e. a Parquet dataset any Parquet reader opens)::
 
     OUT.parquet/
-        part-000000.parquet        rows of input window 0 (input rows 0 .. W-1), input order
+        part-000000.parquet        rows of input shard 0 (input rows 0 .. S-1), input order
         part-000001.parquet        ...
         _layersal.json             the run's settings, and a summary once complete
         .lock                      held (flock) while a run writes here
-        _errors/part-000000.jsonl  bad rows of window 0: {"id": ..., "reason": ...}
+        _errors/part-000000.jsonl  bad rows of shard 0: {"id": ..., "reason": ...}
     OUT.errors.jsonl               every bad row, gathered when a run ends
 
-A window's shard is written to a hidden temporary file and renamed into place, after its
-errors file; so a shard exists exactly when its window is complete, and a restart redoes
-only the windows without one. Names starting with ``_`` or ``.`` are skipped by Parquet
+A shard's Parquet file is written to a hidden temporary file and renamed into place, after
+its errors file; so the file exists exactly when the shard is complete, and a restart redoes
+only the shards without one. Names starting with ``_`` or ``.`` are skipped by Parquet
 readers (pyarrow, pandas, Spark, Ray), so the folder reads as just the rows.
 """
 
@@ -68,7 +68,7 @@ def rows_table(
     id_type: str,
     metadata: dict[str, Any],
 ) -> Any:
-    """An Arrow table of one window's explained rows (``rows[i]`` explained by
+    """An Arrow table of one shard's explained rows (``rows[i]`` explained by
     ``explanations[i]``)."""
     import pyarrow as pa
 
@@ -110,7 +110,7 @@ def errors_path(out: Path) -> Path:
 
 
 class ShardSink:
-    """The ``OUT.parquet`` folder of one run: which windows are done, and writing more."""
+    """The ``OUT.parquet`` folder of one run: which shards are done, and writing more."""
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
@@ -176,8 +176,8 @@ class ShardSink:
             self.close()
             raise
 
-    def done_windows(self) -> set[int]:
-        """Windows whose shard was written (the resume state, read from the folder)."""
+    def done_shards(self) -> set[int]:
+        """Shards whose Parquet file was written (the resume state, read from the folder)."""
         done = set()
         for path in self.out.iterdir():
             match = _SHARD.match(path.name)
@@ -193,17 +193,17 @@ class ShardSink:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write_window(self, window: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
-        """Commit window ``window``: its errors file, then its shard (a table or Parquet bytes)."""
+    def write_shard(self, number: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
+        """Commit shard ``number``: its errors file, then its rows (a table or Parquet bytes)."""
         errors = list(errors)
-        error_file = self.out / ERRORS_DIR / f"part-{window:06d}.jsonl"
+        error_file = self.out / ERRORS_DIR / f"part-{number:06d}.jsonl"
         if errors:
             text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
             _write_atomic(error_file, text.encode("utf-8"))
         elif error_file.exists():
             error_file.unlink()
         data = shard if isinstance(shard, bytes) else table_bytes(shard)
-        _write_atomic(self.out / f"part-{window:06d}.parquet", data)
+        _write_atomic(self.out / f"part-{number:06d}.parquet", data)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Gather the errors into ``OUT.errors.jsonl`` and mark the run complete."""
@@ -214,8 +214,8 @@ class ShardSink:
         _write_atomic(manifest, json.dumps(data, indent=2).encode())
 
     def gather_errors(self) -> int:
-        """Rewrite ``OUT.errors.jsonl`` from the committed windows; returns the error count."""
-        done = self.done_windows()
+        """Rewrite ``OUT.errors.jsonl`` from the committed shards; returns the error count."""
+        done = self.done_shards()
         folder = self.out / ERRORS_DIR
         parts = sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []
         count = 0
@@ -238,7 +238,7 @@ class ShardSink:
 
         return sum(
             pq.ParquetFile(self.out / f"part-{w:06d}.parquet").metadata.num_rows
-            for w in self.done_windows()
+            for w in self.done_shards()
         )
 
     # -- housekeeping -----------------------------------------------------------------------

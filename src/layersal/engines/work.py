@@ -1,7 +1,7 @@
-"""The work both engines share: cutting the input into windows, :func:`explain_window` (one
-window of input rows -> the Arrow table of its explained rows and the list of its bad rows),
-handing memory back after a window, and the progress bar. Nothing is kept between windows,
-so memory stays flat over a run of any length.
+"""The work both engines share: cutting the input into shards, :func:`explain_shard` (one
+shard of input rows -> the Arrow table of its explained rows and the list of its bad rows),
+handing memory back after a shard, and the progress bar. Nothing is kept between shards, so
+memory stays flat over a run of any length.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def release_memory() -> None:
-    """Hand freed heap memory back to the system after a window (glibc's ``malloc_trim``).
+    """Hand freed heap memory back to the system after a shard (glibc's ``malloc_trim``).
 
     Tensors of changing shapes leave the heap fragmented, and glibc keeps what was freed: RSS
     then creeps up by some MiB per thousand texts although nothing is kept. Elsewhere a no-op.
@@ -41,25 +41,25 @@ def release_memory() -> None:
 _TRIM: Any = None
 
 
-def windows(rows: Iterable[Row], size: int) -> Iterator[tuple[int, list[Row]]]:
-    """``(k, rows)`` for consecutive windows of ``size`` rows: window k is rows k*size ..."""
-    window: list[Row] = []
+def shards(rows: Iterable[Row], size: int) -> Iterator[tuple[int, list[Row]]]:
+    """``(k, rows)`` for consecutive shards of ``size`` rows: shard k is rows k*size ..."""
+    chunk: list[Row] = []
     number = 0
     for row in rows:
-        window.append(row)
-        if len(window) == size:
-            yield number, window
-            number, window = number + 1, []
-    if window:
-        yield number, window
+        chunk.append(row)
+        if len(chunk) == size:
+            yield number, chunk
+            number, chunk = number + 1, []
+    if chunk:
+        yield number, chunk
 
 
-def explain_window(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[dict[str, Any]]]:
-    """Explain one window: ``(arrow_table, errors)``; errors are ``{"id", "reason"}`` dicts.
+def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[dict[str, Any]]]:
+    """Explain one shard: ``(arrow_table, errors)``; errors are ``{"id", "reason"}`` dicts.
 
     Rows with a read error or an empty text are not explained. The rest go to
     :func:`layersal.explain` together (it sorts them by length and batches them); if that
-    raises a :class:`LayersalError`, the window is halved until the offending rows are alone,
+    raises a :class:`LayersalError`, the shard is halved until the offending rows are alone,
     and each is recorded with the error's message.
     """
     bad: list[tuple[Row, str]] = []
