@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
@@ -134,8 +135,8 @@ def explain(
                 )
             results[index] = explained[row]
     explanations = [r for r in results if r is not None]
-    for explanation in explanations:
-        explanation.options.update(prepared.recorded)
+    for explanation in explanations:  # each its own copy: the record is small (no table)
+        explanation.options.update(copy.deepcopy(prepared.recorded))
     return explanations[0] if single else explanations
 
 

@@ -106,9 +106,6 @@ class OptionSpec:
     type: str
     default: Any
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "default": self.default}
-
 
 @dataclass(frozen=True)
 class _Entry:
@@ -137,8 +134,7 @@ def register(
     The accepted options are the fields of the ``options`` dataclass (built once by
     :func:`check_method`, so that its own checks run before any model work), or else the
     function's keyword-only parameters, each with its type and default (the method's schema).
-    An option
-    named like one of ``explain()``'s own parameters is refused here. ``renamed`` maps old
+    An option named like one of ``explain()``'s own parameters is refused here. ``renamed`` maps old
     option names to new ones, so that the old spelling fails with an error naming the new.
     ``prepare`` makes the options concrete for a job once, before its texts are explained
     (DLS's ``layer="auto"``); see :func:`prepare_options`.

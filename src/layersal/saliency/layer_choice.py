@@ -163,8 +163,7 @@ def choose(table: Table, options: DLSOptions, n_texts: int, source: str) -> Auto
         f"finalist configurations on {n_texts} unlabelled texts ({source})"
         + (f"; next: {runners}" if runners else "")
     )
-    record = {key: value.record() for key, value in sorted(table.items())}
-    return AutoChoice(rule, layer, decode, record, n_texts, source, reason)
+    return AutoChoice(rule, layer, decode, _records(table), n_texts, source, reason)
 
 
 def calibrate(
@@ -337,6 +336,11 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None
     return _read_table(entry)
 
 
+def _records(table: Table) -> dict[str, dict[str, float | int]]:
+    """``table`` as JSON-ready records (what cards, the cache and a run folder keep)."""
+    return {key: value.record() for key, value in sorted(table.items())}
+
+
 def _read_table(entry: dict[str, Any]) -> tuple[Table, int] | None:
     try:
         return {str(k): Measured.read(v) for k, v in entry["table"].items()}, int(entry["n_texts"])
@@ -401,8 +405,7 @@ def store_table(lm: LoadedModel, options: DLSOptions, table: Table, n_texts: int
     if n_texts < MIN_CACHED_TEXTS:
         return
     data = _read_cache()
-    record = {key: value.record() for key, value in sorted(table.items())}
-    data[cache_key(lm, options)] = {"table": record, "n_texts": n_texts}
+    data[cache_key(lm, options)] = {"table": _records(table), "n_texts": n_texts}
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
