@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the web app needs fastapi")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
@@ -179,6 +180,27 @@ def test_a_busy_model_gives_503_within_the_budget(sst2_tiny):
         runner.lock.release()
     assert response.status_code == 503 and "busy" in response.json()["error"]
     assert _explain(busy, text="a fine film").status_code == 200
+
+
+def test_a_cancelled_job_stops_only_its_own_passes(sst2_tiny):
+    """Two apps on one model (as in these tests): a cancelled job of one, still holding its
+    hook on the model, must not stop the other's forward passes."""
+    runner = create_app(sst2_tiny, timeout_s=5).state.layersal
+    cancel, started, go = threading.Event(), threading.Event(), threading.Event()
+    worker = threading.Thread(
+        target=lambda: runner._guarded(go.wait, time.monotonic() + 5, cancel, started)
+    )
+    worker.start()
+    assert started.wait(5)
+    cancel.set()  # the job is cancelled while its hook is on the model
+    try:
+        encoded = sst2_tiny.tokenizer(["a fine film"], return_tensors="pt")
+        with torch.no_grad():
+            sst2_tiny.model(**encoded)  # another thread's pass: not stopped
+    finally:
+        go.set()
+        worker.join(5)
+    assert not sst2_tiny.model._forward_pre_hooks, "the job's hook is gone"
 
 
 def test_info(client, sst2_tiny):

@@ -270,8 +270,12 @@ class _Runner:
             if cancel.is_set():
                 raise _Cancelled
 
+            owner = threading.get_ident()
+
             def stop_if_cancelled(module: Any, args: Any) -> None:
-                if cancel.is_set():
+                # only this job's own passes: another app sharing the model runs in another
+                # thread, and a cancelled job here must not stop it
+                if cancel.is_set() and threading.get_ident() == owner:
                     raise _Cancelled
 
             started.set()
