@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import os
 import resource
@@ -46,6 +45,7 @@ from typing import Any
 import torch
 
 import layersal
+from layersal.datasets import read_labelled
 from layersal.encoding import encode, model_input_names
 from layersal.models import BUNDLED_DIR
 from layersal.passes import forward
@@ -82,11 +82,7 @@ RATIOS = [
 
 
 def read_sentences(path: Path, limit: int | None) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(rows)
-        texts = [r[0] for r in rows if r and r[0].strip()]
-    return texts[:limit] if limit else texts
+    return read_labelled(path).head(limit).texts
 
 
 def rss_mib() -> float:

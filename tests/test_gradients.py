@@ -17,9 +17,7 @@ def _block(model, family, layer: int):
     base = getattr(model, family.base)
     if layer == 0:
         return base.embeddings
-    blocks = base
-    for attr in family.layers.split("."):
-        blocks = getattr(blocks, attr)
+    blocks = next(m for m in base.modules() if isinstance(m, torch.nn.ModuleList))
     return blocks[layer - 1]
 
 

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
     {"api", "benchmark"},
-    {"engines", "engines.sink", "engines.sources", "engines.work", "engines.local", "engines.ray"}
+    {"engines", "engines.sink", "engines.work", "engines.local", "engines.ray"}
     | {f"report.{m}" for m in ("bench", "faithfulness_view", "html", "plots", "terminal")}
     | {"report"},
     {"serve", "serve.app", "serve.card", "cli", "__main__", "__init__"},

@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +69,16 @@ FileOpt = Annotated[
         "-f",
         help="Texts from a file: .txt (one per line), .tsv/.csv, .jsonl; '-' for stdin.",
     ),
+]
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-column",
+        help="Column/field holding the text (default: text, sentence, review or content).",
+    ),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", help="Read at most N texts from --file.", min=1)
 ]
 DeviceOpt = Annotated[
     str,
@@ -128,18 +139,29 @@ def _user_errors() -> Iterator[None]:
                     err.print(f"[bold yellow]warning:[/] {warning.message}", soft_wrap=True)
 
 
-def _collect_texts(texts: list[str] | None, file: Path | None) -> list[str]:
-    from .encoding import check_texts
-    from .errors import InputError
-    from .inputs import read_texts
+@dataclass(frozen=True)
+class _Texts:
+    """Where a command's texts come from: its arguments, or ``--file`` (with its options)."""
 
-    if texts and file is not None:
-        raise InputError("give texts as arguments or with --file, not both")
-    if file is not None:
-        return read_texts(file)
-    if not texts:
-        raise InputError("no text given: pass a text argument or --file")
-    return check_texts(texts)
+    texts: list[str] | None
+    file: Path | None
+    text_column: str | None = None
+    limit: int | None = None
+
+    def read(self) -> list[str]:
+        from .encoding import check_texts
+        from .errors import InputError
+        from .inputs import read_texts
+
+        if self.texts and self.file is not None:
+            raise InputError("give texts as arguments or with --file, not both")
+        if self.file is not None:
+            return read_texts(self.file, self.text_column, self.limit)
+        if self.text_column is not None or self.limit is not None:
+            raise InputError("--text-column and --limit apply to --file")
+        if not self.texts:
+            raise InputError("no text given: pass a text argument or --file")
+        return check_texts(self.texts)
 
 
 def _precision(bf16: bool) -> str:
@@ -187,8 +209,7 @@ def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dic
 
 
 def _run(
-    texts: list[str] | None,
-    file: Path | None,
+    source: _Texts,
     model: str,
     lm_head: str | None,
     allow_pickle: bool,
@@ -200,7 +221,7 @@ def _run(
 
     from .saliency import check_method
 
-    items = _collect_texts(texts, file)
+    items = source.read()
     options = dict(kwargs.pop("options", None) or {})
     method = kwargs.pop("method", "dls")
     check_method(method, options)  # before the model loads: a bad option fails fast
@@ -227,6 +248,8 @@ def methods() -> None:
 def explain(
     texts: TextArg = None,
     file: FileOpt = None,
+    text_column: TextColumnOpt = None,
+    limit: LimitOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[
@@ -293,8 +316,7 @@ def explain(
             "tau": tau,
         }
         results = _run(
-            texts,
-            file,
+            _Texts(texts, file, text_column, limit),
             model,
             lm_head,
             allow_pickle,
@@ -316,6 +338,8 @@ def explain(
 def layers(
     texts: TextArg = None,
     file: FileOpt = None,
+    text_column: TextColumnOpt = None,
+    limit: LimitOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     top: Annotated[int, typer.Option(help="Decoded tokens shown per position and layer.")] = 3,
@@ -327,8 +351,7 @@ def layers(
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
         results = _run(
-            texts,
-            file,
+            _Texts(texts, file, text_column, limit),
             model,
             lm_head,
             allow_pickle,
@@ -428,15 +451,12 @@ def bench(
 
 
 def _calibration_texts(path: Path | None) -> list[str] | None:
-    """The first 64 texts of ``--calibration``; a labelled TSV is read (and cleaned, for AG
-    News escapes) as the benchmark data is."""
+    """The first 64 texts of ``--calibration``, read as the benchmark data is."""
     from .datasets import read_labelled
-    from .inputs import read_texts
 
     if path is None:
         return None
-    texts = read_labelled(path).texts if path.suffix.lower() == ".tsv" else read_texts(path)
-    return texts[:64]
+    return read_labelled(path).texts[:64]
 
 
 ReportMethodsOpt = Annotated[
@@ -450,8 +470,7 @@ ReportMethodsOpt = Annotated[
 
 
 def _explain_methods(
-    texts: list[str] | None,
-    file: Path | None,
+    source: _Texts,
     model: str,
     lm_head: str | None,
     allow_pickle: bool,
@@ -467,7 +486,7 @@ def _explain_methods(
     from .errors import InputError
     from .saliency import check_method, method_options
 
-    items = _collect_texts(texts, file)
+    items = source.read()
     specs = [parse_spec(m.replace(";", ",")) for m in _split_methods(methods)]
     if not specs:
         raise InputError("--methods names no method")
@@ -507,6 +526,8 @@ def _faithfulness(lm: Any, per_text: list[list[Any]], batch_size: int) -> list[l
 def report(
     texts: TextArg = None,
     file: FileOpt = None,
+    text_column: TextColumnOpt = None,
+    limit: LimitOpt = None,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "report.html"
     ),
@@ -533,7 +554,14 @@ def report(
         from .report.html import render_report, write_report
 
         lm, labels, per_text = _explain_methods(
-            texts, file, model, lm_head, allow_pickle, methods, layer, target, batch_size
+            _Texts(texts, file, text_column, limit),
+            model,
+            lm_head,
+            allow_pickle,
+            methods,
+            layer,
+            target,
+            batch_size,
         )
         scores = _faithfulness(lm, per_text, batch_size) if metrics else None
         html = render_report(per_text, labels=labels, metrics=scores, title=title)
@@ -554,6 +582,8 @@ def report(
 def plot(
     texts: TextArg = None,
     file: FileOpt = None,
+    text_column: TextColumnOpt = None,
+    limit: LimitOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path(
         "plots"
     ),
@@ -576,7 +606,14 @@ def plot(
         from .report.plots import write_plots
 
         lm, labels, per_text = _explain_methods(
-            texts, file, model, lm_head, allow_pickle, methods, layer, target, batch_size
+            _Texts(texts, file, text_column, limit),
+            model,
+            lm_head,
+            allow_pickle,
+            methods,
+            layer,
+            target,
+            batch_size,
         )
         scores = _faithfulness(lm, per_text, batch_size) if curves else None
         written = []

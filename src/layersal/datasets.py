@@ -1,8 +1,7 @@
-"""Labelled evaluation data: SST-2 style TSV (with header) and AG News style TSV (without)."""
+"""Labelled evaluation data: texts with gold labels, read by :class:`~layersal.inputs.Source`."""
 
 from __future__ import annotations
 
-import csv
 import html
 import random
 import re
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .inputs import Source
 
 _NUMERIC_ENTITY = re.compile(r"(?<!&)#(\d+);")
 
@@ -52,36 +52,28 @@ def clean_agnews(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(text)).strip()
 
 
-def read_labelled(path: str | Path) -> LabelledTexts:
-    """Read a TSV of texts and labels.
+def read_labelled(path: str | Path, text_column: str | None = None) -> LabelledTexts:
+    """Texts and gold labels from any file :class:`~layersal.inputs.Source` reads.
 
-    With a header naming a ``sentence``/``text`` and a ``label`` column (SST-2), those columns;
-    without one (AG News: ``text<TAB>label-name``), the first column is the text and the last
-    the label, and AG News escapes are undone. Labels are kept as strings (names or indices).
+    A table with a header (SST-2) gives its text column and its ``label`` column; one without
+    (AG News: ``text<TAB>label-name``) gives its first column as the text and its last as the
+    label, with AG News escapes undone. Labels are kept as strings (names or indices); a file
+    without labels gives ``None`` for each. Rows that cannot be read are errors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such data file: {path}")
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = [r for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if r]
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text") from None
-    if not rows:
-        raise InputError(f"{path} is empty")
-    header = [h.strip().lower() for h in rows[0]]
-    text_column = next((header.index(c) for c in ("sentence", "text") if c in header), None)
-    if text_column is not None:
-        label_column = header.index("label") if "label" in header else None
-        body = rows[1:]
-        texts = [r[text_column] for r in body]
-    else:
-        label_column = len(rows[0]) - 1 if len(rows[0]) > 1 else None
-        body = rows
-        texts = [clean_agnews(r[0]) for r in body]
-    labels = [r[label_column] if label_column is not None else None for r in body]
-    keep = [i for i, t in enumerate(texts) if t.strip()]
-    return LabelledTexts([texts[i] for i in keep], [labels[i] for i in keep], str(path))
+    source = Source(path, text_column, label_last=True)
+    clean = source.format in ("tsv", "csv") and not source.has_header
+    texts: list[str] = []
+    labels: list[str | None] = []
+    for row in source.rows():
+        if row.error is not None:
+            raise InputError(f"{path}, row {row.index + 1}: {row.error}")
+        text = clean_agnews(row.text or "") if clean else row.text or ""
+        if text.strip():
+            texts.append(text)
+            labels.append(row.label)
+    if not texts:
+        raise InputError(f"{path} contains no texts")
+    return LabelledTexts(texts, labels, str(path))
 
 
 def label_indices(labels: list[str | None], names: list[str]) -> list[int] | None:

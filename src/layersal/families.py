@@ -66,7 +66,6 @@ class Family:
 
     name: str
     base: str
-    layers: str
     heads: tuple[HeadLayout, ...]
     activation_attr: str | None = None
     default_activation: str = "gelu"
@@ -128,7 +127,6 @@ FAMILIES: dict[str, Family] = {
     "bert": Family(
         "bert",
         "bert",
-        "encoder.layer",
         (_BERT_HEAD,),
         activation_attr="hidden_act",
         propagation=_BERT_RULES,
@@ -136,7 +134,6 @@ FAMILIES: dict[str, Family] = {
     "distilbert": Family(
         "distilbert",
         "distilbert",
-        "transformer.layer",
         (
             HeadLayout(
                 dense="vocab_transform",
@@ -154,16 +151,11 @@ FAMILIES: dict[str, Family] = {
             activations=("*.ffn.activation",),
         ),
     ),
-    "roberta": Family(
-        "roberta", "roberta", "encoder.layer", (_ROBERTA_HEAD,), propagation=_ROBERTA_RULES
-    ),
-    "xlm-roberta": Family(
-        "xlm-roberta", "roberta", "encoder.layer", (_ROBERTA_HEAD,), propagation=_ROBERTA_RULES
-    ),
+    "roberta": Family("roberta", "roberta", (_ROBERTA_HEAD,), propagation=_ROBERTA_RULES),
+    "xlm-roberta": Family("xlm-roberta", "roberta", (_ROBERTA_HEAD,), propagation=_ROBERTA_RULES),
     "electra": Family(
         "electra",
         "electra",
-        "encoder.layer",
         (
             HeadLayout(
                 dense="generator_predictions.dense",
@@ -179,7 +171,6 @@ FAMILIES: dict[str, Family] = {
     "deberta-v2": Family(
         "deberta-v2",
         "deberta",
-        "encoder.layer",
         (
             HeadLayout(
                 dense="lm_predictions.lm_head.dense",

@@ -1,96 +1,390 @@
-"""Reading texts from files: .txt (one per line), .tsv/.csv (a text column), .jsonl."""
+"""Reading texts from files: the one reader every face uses.
+
+:class:`Source` streams one :class:`Row` at a time, never the whole file: ``.txt`` (one text per
+line; also standard input, ``-``), ``.tsv`` / ``.csv`` (a text column, optional header),
+``.jsonl`` (one JSON object or string per line) and ``.parquet`` (one record batch at a time).
+Every input row becomes exactly one :class:`Row`, in file order, numbered from 0: a row that
+cannot be read (undecodable bytes, bad JSON, a missing field) carries an ``error`` instead of
+being dropped, so a dataset run can record it and ids stay stable across restarts.
+:func:`read_texts` is the strict form for a list of texts: the first bad row is an error.
+
+Mistakes about the whole file (no such file, unknown format, a named column that does not
+exist, a header that names no text column) raise :class:`~layersal.errors.InputError` before
+any row is read.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO
 
 from .errors import InputError
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
+FORMATS = {".txt": "txt", ".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+LABEL_COLUMN = "label"
+_BOM = b"\xef\xbb\xbf"
+# Long documents are fine: lift the csv module's 128 KiB per-field default.
+_CSV_FIELD_LIMIT = 1 << 30
+# A first row whose every field looks like a column name is a header, even when it names no
+# known text column (then it is an error, not a text to explain).
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
-def read_texts(source: str | Path, text_column: str | None = None) -> list[str]:
-    """Texts from a file (``-`` for standard input), by its suffix.
+@dataclass
+class Row:
+    """One input row: ``index`` (0-based row number), its id, text and label, or an error."""
 
-    ``.txt`` (or stdin): one text per line, blank lines skipped. ``.tsv``/``.csv``: the
-    ``text_column`` (default: the first of text/sentence/review/content in the header, else
-    the first column of a header-less file). ``.jsonl``: the ``text_column`` field
-    (default: ``text`` or ``sentence``).
+    index: int
+    id: int | str
+    text: str | None
+    label: str | None = None
+    error: str | None = None
+
+
+STDIN = "-"
+
+
+class Source:
+    """A text file read lazily. ``rows()`` may be called again to start over.
+
+    ``label_last``: a table without a header takes its last column as the label (AG News
+    style ``text<TAB>label``). Standard input (``-``) is read once, as ``.txt``.
     """
-    name = str(source)
-    raw = sys.stdin.buffer.read() if name == "-" else _read_bytes(Path(name))
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{name} is not UTF-8 text (bad byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "re-encode it as UTF-8"
-        ) from None
-    suffix = Path(name).suffix.lower()
-    if suffix in (".tsv", ".csv"):
-        texts = _table(content, "\t" if suffix == ".tsv" else ",", text_column, name)
-    elif suffix == ".jsonl":
-        texts = _jsonl(content, text_column, name)
-    else:
-        texts = [line for line in content.splitlines() if line.strip()]
-    if not texts:
-        raise InputError(f"{name} contains no texts")
-    return texts
 
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not a file")
-    return path.read_bytes()
-
-
-def _table(content: str, delimiter: str, text_column: str | None, name: str) -> list[str]:
-    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    rows = list(csv.reader(io.StringIO(content), delimiter=delimiter, quoting=quoting))
-    rows = [r for r in rows if r]
-    if not rows:
-        return []
-    header = [h.strip().lower() for h in rows[0]]
-    if text_column is not None:
-        if text_column.lower() not in header:
+    def __init__(
+        self,
+        path: str | Path,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        label_column: str | None = None,
+        *,
+        label_last: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._stdin: bytes | None = None
+        self.label_last = label_last
+        if str(path) == STDIN:
+            self._stdin = sys.stdin.buffer.read()
+            suffix = ".txt"
+        else:
+            if not self.path.exists():
+                raise InputError(f"no such file: {self.path}")
+            if self.path.is_dir():
+                raise InputError(f"{self.path} is a folder, not a file")
+            suffix = self.path.suffix.lower() if self.path.suffix else ".txt"
+        if suffix not in FORMATS:
             raise InputError(
-                f"{name} has no column {text_column!r} (columns: {', '.join(rows[0])})"
+                f"{self.path}: unknown input format {suffix or '(no suffix)'!r}; "
+                f"use one of {', '.join(FORMATS)}"
             )
-        column, body = header.index(text_column.lower()), rows[1:]
-    else:
-        known = [c for c in TEXT_COLUMNS if c in header]
-        column, body = (header.index(known[0]), rows[1:]) if known else (0, rows)
-    texts = []
-    for number, row in enumerate(body, start=2 if body is not rows else 1):
-        if column >= len(row):
-            raise InputError(f"{name}, line {number}: no column {column + 1}")
-        if row[column].strip():
-            texts.append(row[column])
-    return texts
+        self.format = FORMATS[suffix]
+        self.text_column = text_column
+        self.id_column = id_column
+        self.label_column = label_column
+        self.size = len(self._stdin) if self._stdin is not None else self.path.stat().st_size
+        self._position = 0.0
+        if self.format == "txt" and (id_column or label_column):
+            raise InputError(
+                f"{self.path}: a .txt file has no columns (`id_column`/`label_column` need "
+                ".tsv/.csv/.jsonl/.parquet)"
+            )
+        self._columns: dict[str, Any]
+        if self.format in ("tsv", "csv"):
+            self._columns = self._table_columns()
+        elif self.format == "parquet":
+            self._columns = self._parquet_columns()
+        else:
+            self._columns = {}
 
+    @property
+    def has_header(self) -> bool:
+        """Whether a table's first row names its columns (always true of JSON and Parquet)."""
+        return self.format in ("jsonl", "parquet") or bool(self._columns.get("header"))
 
-def _jsonl(content: str, text_column: str | None, name: str) -> list[str]:
-    keys = (text_column,) if text_column else ("text", "sentence")
-    texts = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
+    @property
+    def id_type(self) -> str:
+        """``"int64"`` (row numbers) or ``"string"`` (values of ``id_column``)."""
+        return "string" if self.id_column else "int64"
+
+    def progress(self) -> float:
+        """Share of the input read so far (0..1)."""
+        return self._position
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this input in a run's recorded settings."""
+        return {
+            "input": str(self.path.resolve()),
+            "input_bytes": self.size,
+            "format": self.format,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "label_column": self.label_column,
+        }
+
+    def rows(self) -> Iterator[Row]:
+        """Every row of the file, in order, read lazily."""
+        self._position = 0.0
+        reader = {
+            "txt": self._txt_rows,
+            "tsv": self._table_rows,
+            "csv": self._table_rows,
+            "jsonl": self._jsonl_rows,
+            "parquet": self._parquet_rows,
+        }[self.format]
+        yield from reader()
+        self._position = 1.0
+
+    def _open(self) -> BinaryIO:
+        if self._stdin is not None:
+            return io.BytesIO(self._stdin)
+        return self.path.open("rb")
+
+    # -- text lines -------------------------------------------------------------------------
+
+    def _lines(self, handle: BinaryIO) -> Iterator[bytes]:
+        for number, line in enumerate(handle):
+            if number == 0 and line.startswith(_BOM):
+                line = line[len(_BOM) :]
+            if self.size:
+                self._position = handle.tell() / self.size
+            yield line
+
+    def _txt_rows(self) -> Iterator[Row]:
+        with self._open() as handle:
+            for index, line in enumerate(self._lines(handle)):
+                text, error = _decode(line.rstrip(b"\r\n"))
+                yield Row(index, index, text, error=error)
+
+    # -- tsv / csv --------------------------------------------------------------------------
+
+    def _reader(self, lines: Iterable[str]) -> Iterator[list[str]]:
+        csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+        if self.format == "tsv":
+            return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return csv.reader(lines, delimiter=",", quoting=csv.QUOTE_MINIMAL)
+
+    def _table_columns(self) -> dict[str, Any]:
+        with self._open() as handle:
+            first = next((r for r in self._reader(_escaped(handle)) if r), None)
+        if first is None:
+            raise InputError(f"{self.path} contains no rows")
+        header = [h.strip().lower() for h in first]
+        named = [c for c in (self.text_column, self.id_column, self.label_column) if c]
+        has_header = (
+            bool(named)
+            or any(c in header for c in TEXT_COLUMNS)
+            or (len(first) > 1 and all(_COLUMN_NAME.fullmatch(h.strip()) for h in first))
+        )
+        if not has_header:
+            last = len(first) - 1 if self.label_last and len(first) > 1 else None
+            return {"header": False, "text": 0, "id": None, "label": last}
+        names = self._named_columns(first)
+        return {"header": True} | {
+            key: None if name is None else first.index(name) for key, name in names.items()
+        }
+
+    def _named_columns(self, names: list[str]) -> dict[str, str | None]:
+        """The columns (as ``names`` spell them) holding the text, id and label.
+
+        Names match case-insensitively; the text defaults to the first of
+        :data:`TEXT_COLUMNS`, the label to ``label`` when there is one.
+        """
+        lowered = {n.strip().lower(): n for n in names}
+        for column in (self.text_column, self.id_column, self.label_column):
+            if column and column.lower() not in lowered:
+                raise InputError(
+                    f"{self.path} has no column {column!r} (columns: {', '.join(names)})"
+                )
+        text = self.text_column or next((c for c in TEXT_COLUMNS if c in lowered), None)
+        if text is None:
+            raise InputError(
+                f"{self.path}: no text column found (columns: {', '.join(names)}); name the one "
+                "to explain with `text_column`"
+            )
+        label = self.label_column or (LABEL_COLUMN if LABEL_COLUMN in lowered else None)
+        return {
+            "text": lowered[text.lower()],
+            "id": lowered[self.id_column.lower()] if self.id_column else None,
+            "label": lowered[label.lower()] if label else None,
+        }
+
+    def _table_rows(self) -> Iterator[Row]:
+        columns = self._columns
+        with self._open() as handle:
+            records = self._reader(_escaped(self._lines(handle)))
+            if columns["header"]:
+                next((r for r in records if r), None)
+            index = 0
+            for record in records:
+                if not record:
+                    continue
+                yield self._table_row(index, record, columns)
+                index += 1
+
+    def _table_row(self, index: int, record: list[str], columns: dict[str, Any]) -> Row:
+        values: dict[str, str | None] = {}
+        for key in ("text", "id", "label"):
+            column = columns[key]
+            if column is None:
+                values[key] = None
+            elif column >= len(record):
+                return Row(
+                    index,
+                    index,
+                    None,
+                    error=f"row has {len(record)} columns, no column {column + 1}",
+                )
+            else:
+                value, error = _unescape(record[column])
+                if error is not None:
+                    return Row(index, index, None, error=f"{key} {error}")
+                values[key] = value
+        row_id: int | str = index if values["id"] is None else values["id"]
+        return Row(index, row_id, values["text"], values["label"])
+
+    # -- jsonl ------------------------------------------------------------------------------
+
+    def _jsonl_rows(self) -> Iterator[Row]:
+        keys = (self.text_column,) if self.text_column else ("text", "sentence")
+        label_key = self.label_column or LABEL_COLUMN
+        with self._open() as handle:
+            for index, line in enumerate(self._lines(handle)):
+                yield self._jsonl_row(index, line, keys, label_key)
+
+    def _jsonl_row(self, index: int, line: bytes, keys: tuple[str, ...], label_key: str) -> Row:
+        decoded, error = _decode(line.rstrip(b"\r\n"))
+        if decoded is None:
+            return Row(index, index, None, error=error)
+        if not decoded.strip():
+            return Row(index, index, "")
         try:
-            record = json.loads(line)
+            record = json.loads(decoded)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{name}, line {number}: not JSON ({exc.msg})") from None
+            return Row(index, index, None, error=f"not JSON ({exc.msg})")
         if isinstance(record, str):
-            texts.append(record)
-            continue
-        value = next((record[k] for k in keys if isinstance(record, dict) and k in record), None)
-        if not isinstance(value, str):
-            raise InputError(f"{name}, line {number}: no string field {' or '.join(keys)!r}")
-        texts.append(value)
+            if self.id_column or self.label_column:
+                return Row(index, index, None, error="a bare JSON string has no id or label field")
+            return Row(index, index, record)
+        if not isinstance(record, dict):
+            return Row(
+                index, index, None, error=f"a JSON {type(record).__name__}, not an object or string"
+            )
+        text = next((record[k] for k in keys if k in record), None)
+        row_id: int | str = index
+        if self.id_column:
+            if record.get(self.id_column) is None:
+                return Row(index, index, None, error=f"no field {self.id_column!r}")
+            row_id = str(record[self.id_column])
+        if not isinstance(text, str):
+            what = "no string field " + " or ".join(repr(k) for k in keys)
+            return Row(index, row_id, None, error=what)
+        label = record.get(label_key)
+        if self.label_column and label is None:
+            return Row(index, row_id, None, error=f"no field {self.label_column!r}")
+        return Row(index, row_id, text, None if label is None else str(label))
+
+    # -- parquet ----------------------------------------------------------------------------
+
+    def _parquet_columns(self) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.ParquetFile(self.path).schema_arrow.names
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            raise InputError(f"{self.path} is not a readable Parquet file ({exc})") from None
+        return self._named_columns(names)
+
+    def _parquet_rows(self) -> Iterator[Row]:
+        import pyarrow.parquet as pq
+
+        columns = self._columns
+        wanted = [c for c in (columns["text"], columns["id"], columns["label"]) if c]
+        wanted = list(dict.fromkeys(wanted))
+        parquet = pq.ParquetFile(self.path)
+        total = max(parquet.metadata.num_rows, 1)
+        index = 0
+        for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
+            data = batch.to_pydict()
+            for row in range(batch.num_rows):
+                text = data[columns["text"]][row]
+                row_id = index if columns["id"] is None else data[columns["id"]][row]
+                label = None if columns["label"] is None else data[columns["label"]][row]
+                yield _parquet_row(
+                    index, row_id, text, label, from_column=columns["id"] is not None
+                )
+                index += 1
+            self._position = index / total
+
+
+def read_texts(
+    source: str | Path, text_column: str | None = None, limit: int | None = None
+) -> list[str]:
+    """The texts of a file (``-``: standard input), by its suffix; at most ``limit`` of them.
+
+    The strict form of :class:`Source`: blank texts are skipped, and the first row that
+    cannot be read is an :class:`~layersal.errors.InputError` naming its row number.
+    ``text_column`` defaults to the first of text/sentence/review/content in a table's header
+    (a table without a header: its first column) or a JSON line's ``text``/``sentence``.
+    """
+    if limit is not None and limit < 1:
+        raise InputError(f"`limit` must be at least 1, not {limit}")
+    reader = Source(source, text_column)
+    texts: list[str] = []
+    for row in reader.rows():
+        if row.error is not None:
+            raise InputError(f"{source}, row {row.index + 1}: {row.error}")
+        if row.text and row.text.strip():
+            texts.append(row.text)
+            if limit is not None and len(texts) >= limit:
+                break
+    if not texts:
+        raise InputError(f"{source} contains no texts")
     return texts
+
+
+def _parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:
+    if row_id is None:
+        return Row(index, index, None, error="id is missing (null)")
+    if from_column:  # ids from a column are strings, whatever their Parquet type
+        row_id = row_id.decode("utf-8", "replace") if isinstance(row_id, bytes) else str(row_id)
+    if isinstance(text, bytes):
+        text, error = _decode(text)
+        if error is not None:
+            return Row(index, row_id, None, error=error)
+    if text is None:
+        return Row(index, row_id, None, error="text is missing (null)")
+    if not isinstance(text, str):
+        return Row(index, row_id, None, error=f"text is a {type(text).__name__}, not a string")
+    return Row(index, row_id, text, None if label is None else str(label))
+
+
+def _decode(raw: bytes) -> tuple[str | None, str | None]:
+    """``(text, None)`` for UTF-8 bytes, ``(None, reason)`` otherwise."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 (bad byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+
+
+def _escaped(lines: Iterable[bytes]) -> Iterator[str]:
+    """Decode lines keeping undecodable bytes as lone surrogates, checked per field later."""
+    for line in lines:
+        yield line.decode("utf-8", errors="surrogateescape")
+
+
+def _unescape(value: str) -> tuple[str | None, str | None]:
+    """A csv field back to text, or a reason when it held bytes that are not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(value[exc.start]) - 0xDC00
+        return None, f"is not UTF-8 (bad byte 0x{bad:02x} at character {exc.start})"
+    return value, None

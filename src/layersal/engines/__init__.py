@@ -1,6 +1,6 @@
 """Datasets at scale: explain a whole file into Parquet shards, resumably, locally or on Ray.
 
-:func:`explain_dataset` streams the input (:mod:`.sources`), cuts it into shards of
+:func:`explain_dataset` streams the input (:mod:`layersal.inputs`), cuts it into shards of
 ``shard_rows`` consecutive rows, explains each shard with :func:`layersal.explain` (which
 sorts the shard by length and batches it ``batch_size`` texts at a time, so padding stays
 small) and commits it as one Parquet file (:mod:`.sink`). Shard ``k`` always holds the same
@@ -136,8 +136,8 @@ def explain_dataset(
     when ``device`` is ``cuda``; ``ray_address`` or ``RAY_ADDRESS`` names the cluster (default:
     a local Ray). ``on_shard`` is called with a small dict after each committed shard.
     """
+    from ..inputs import STDIN, Source
     from .sink import ShardSink, errors_path
-    from .sources import Source
 
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -149,6 +149,8 @@ def explain_dataset(
         raise InputError(f"`cpus_per_worker` must be positive, not {cpus_per_worker}")
     if num_workers is not None and num_workers < 1:
         raise InputError(f"`num_workers` must be at least 1, not {num_workers}")
+    if str(input) == STDIN:
+        raise InputError("a dataset run needs a file (resuming re-reads it), not standard input")
     source = Source(input, text_column, id_column, label_column)
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model

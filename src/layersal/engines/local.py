@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from .work import RunProgress, explain_shard, release_memory, shards
 
 if TYPE_CHECKING:
+    from ..inputs import Source
     from . import DatasetJob, RunSummary, ShardCallback
     from .sink import ShardSink
-    from .sources import Source
 
 
 def run_local(

@@ -1,6 +1,6 @@
 """The Ray engine: the same shards, explained by a pool of Ray Data actors.
 
-The driver streams the input with :mod:`.sources` (so ids are row numbers exactly as in the
+The driver streams the input with :mod:`layersal.inputs` (so ids are row numbers exactly as in the
 local engine), cuts it into the same shards, and hands them to Ray Data in waves
 (``ray.data.from_items`` + ``map_batches`` over an actor pool of ``num_workers`` actors, each
 loading the model once in its constructor). Each actor turns a shard into the bytes of its
@@ -26,9 +26,9 @@ from ..errors import InputError
 from .work import RunProgress, release_memory, shards
 
 if TYPE_CHECKING:
+    from ..inputs import Source
     from . import DatasetJob, RunSummary, ShardCallback
     from .sink import ShardSink
-    from .sources import Source
 
 WAVE_SHARDS_PER_WORKER = 16
 
@@ -58,8 +58,8 @@ class ShardExplainer:
         self.lm = job.load()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from ..inputs import Row
         from .sink import table_bytes
-        from .sources import Row
         from .work import explain_shard
 
         numbers, data, errors_out = [], [], []

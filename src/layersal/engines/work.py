@@ -12,12 +12,12 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LayersalError
+from ..inputs import Row
 from .sink import rows_table
-from .sources import Row
 
 if TYPE_CHECKING:
+    from ..inputs import Source
     from . import DatasetJob
-    from .sources import Source
 
 
 def release_memory() -> None:
