@@ -17,6 +17,7 @@ from layersal.evaluate import hide_ids, predictor
 from layersal.report.bench import markdown, write
 from layersal.saliency.dls import DLSOptions
 from layersal.saliency.layer_choice import Measured, cache_file, calibrate, choose, parse_key, race
+from layersal.targets import target_index
 
 TEXTS = [
     "a gripping, beautifully acted film",
@@ -153,10 +154,19 @@ def test_read_sst2_and_agnews_layouts(tmp_path):
     news = read_labelled(ag)
     assert news.texts == ["Oil hits $50 a barrel Markets fall", "Goal!"]
     assert label_indices(news.labels, ["World", "Sports", "Business", "Sci/Tech"]) == [2, 1]
-    with pytest.raises(InputError, match="not one of"):
+    with pytest.raises(InputError, match="unknown gold label 'Weather'"):
         label_indices(["Weather"], ["World", "Sports"])
     assert clean_agnews("AT&amp;T #39;s deal") == "AT&T 's deal"
     assert clean_agnews('"He said ""no"" today"') == 'He said "no" today'
+
+
+def test_a_label_name_wins_over_an_index_for_targets_and_gold_labels():
+    stars = ["1", "2", "3", "4", "5"]
+    assert label_indices(["1", "5"], stars) == [0, 4]
+    assert target_index("1", stars) == 0 and target_index(1, stars) == 1
+    assert target_index("4", ["negative", "positive", "x", "y", "z"]) == 4
+    with pytest.raises(InputError, match="gold label 7 is out of range"):
+        label_indices(["7"], stars)
 
 
 def test_seeded_sample_is_stable_and_in_file_order():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .inputs import Source
+from .targets import target_index
 
 _NUMERIC_ENTITY = re.compile(r"(?<!&)#(\d+);")
 
@@ -77,19 +78,7 @@ def read_labelled(path: str | Path, text_column: str | None = None) -> LabelledT
 
 
 def label_indices(labels: list[str | None], names: list[str]) -> list[int] | None:
-    """Map gold labels (names, case-insensitive, or integer strings) to class indices."""
+    """Gold labels (names, any case, or indices) as class indices; ``None`` if any is missing."""
     if any(label is None for label in labels):
         return None
-    lowered = [n.lower() for n in names]
-    out = []
-    for label in labels:
-        text = str(label).strip()
-        if text.lower() in lowered:
-            out.append(lowered.index(text.lower()))
-        elif text.isdigit() and int(text) < len(names):
-            out.append(int(text))
-        else:
-            raise InputError(
-                f"gold label {text!r} is not one of the model's labels ({', '.join(names)})"
-            )
-    return out
+    return [target_index(str(label), names, what="gold label") for label in labels]

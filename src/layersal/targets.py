@@ -1,4 +1,4 @@
-"""Which class to explain: a target given as a class index or a label name."""
+"""Which class: a target or a gold label given as a class index or a label name."""
 
 from __future__ import annotations
 
@@ -29,17 +29,23 @@ def target_indices(
     return [target_index(v, labels) for v in known]
 
 
-def target_index(value: int | str, labels: list[str]) -> int:
-    """The class index of ``value``: an index (``2``, ``"2"``) or a label name (any case)."""
-    if isinstance(value, str) and not value.lstrip("-").isdigit():
-        lowered = [label.lower() for label in labels]
-        if value.lower() not in lowered:
-            raise InputError(f"unknown target {value!r}; labels are: {', '.join(labels)}")
-        return lowered.index(value.lower())
-    index = int(value)
+def target_index(value: int | str, labels: list[str], what: str = "target") -> int:
+    """The class index of ``value``: an index (``2``), or text naming a label (any case) or an
+    index (``"2"``).
+
+    In text a name wins over an index, so a model whose labels are ``"1".."5"`` reads the gold
+    label ``"1"`` as its first class. ``what`` names the value in errors.
+    """
+    text = str(value).strip()
+    lowered = [label.lower() for label in labels]
+    if isinstance(value, str) and text.lower() in lowered:
+        return lowered.index(text.lower())
+    if not text.lstrip("-").isdigit():
+        raise InputError(f"unknown {what} {value!r}; labels are: {', '.join(labels)}")
+    index = int(text)
     if not 0 <= index < len(labels):
         raise InputError(
-            f"target {index} is out of range: the model has {len(labels)} classes "
+            f"{what} {index} is out of range: the model has {len(labels)} classes "
             f"(0..{len(labels) - 1}: {', '.join(labels)})"
         )
     return index
