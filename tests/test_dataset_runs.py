@@ -428,3 +428,31 @@ def test_cli_default_layer_is_auto_and_says_which(tmp_path, monkeypatch):
     layer = recorded["layer"]
     assert f"DLS at layer {recorded['options']['layer']}, rule {recorded['rule']}" in result.output
     assert {r["layer"] for r in _rows(out)} == {layer}
+
+
+def test_a_run_killed_before_its_first_manifest_resumes(tmp_path, sst2_tiny):
+    source = _write(tmp_path / "in.txt", TEXTS[:4])
+    out = tmp_path / "early.parquet"
+    (out / "_errors").mkdir(parents=True)
+    (out / ".lock").touch()
+    (out / "._layersal.json.tmp-4242").write_bytes(b'{"settin')  # killed mid-write
+    summary = explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
+    assert summary.rows == 4 and not list(out.glob(".*.tmp-*"))
+
+
+def test_a_run_that_fails_before_its_first_shard_leaves_nothing(tmp_path, bert_tiny, monkeypatch):
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "bad.jsonl"
+    source.write_text("{oops\n[1]\n", encoding="utf-8")
+    out = tmp_path / "failed.parquet"
+    with pytest.raises(InputError, match="at least one readable text"):
+        explain_dataset(source, out, model=bert_tiny, layer="auto")
+    assert not out.exists() and not (tmp_path / "failed.errors.jsonl").exists()
+
+
+@pytest.mark.parametrize("where", ["file/out.parquet", "/proc/layersal-out.parquet"])
+def test_an_unwritable_output_is_refused_before_the_work(tmp_path, sst2_tiny, where):
+    source = _write(tmp_path / "in.txt", TEXTS[:2])
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(InputError, match="cannot write into"):
+        explain_dataset(source, tmp_path / where, model=sst2_tiny, **OPTIONS)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "layersal"
 LAYERS: list[set[str]] = [
-    {"errors", "families", "decoding", "targets", "version", "report.progress"},
+    {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"},
     {"models", "passes"},
     {"evaluate", "windows"},

@@ -21,7 +21,7 @@ _EXPORTS = {
     "LoadedModel": "models",
     "ModelLoadError": "errors",
     "Token": "explanation",
-    "TruncationWarning": "api",
+    "TruncationWarning": "errors",
     "Word": "explanation",
     "bundled_models": "models",
     "explain": "api",
@@ -33,8 +33,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .api import TruncationWarning, explain
-    from .errors import InputError, LayersalError, ModelLoadError
+    from .api import explain
+    from .errors import InputError, LayersalError, ModelLoadError, TruncationWarning
     from .explanation import Explanation, LayerReport, Token, Word
     from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
     from .saliency import method_schema, methods

@@ -9,9 +9,10 @@ from typing import Any, overload
 
 import torch
 
-from .encoding import Encoded, check_texts, encode, model_input_names, select_rows
-from .errors import InputError
+from .encoding import Encoded, encode, model_input_names, select_rows
+from .errors import InputError, TruncationWarning
 from .explanation import Explanation
+from .inputs import check_texts
 from .models import DEFAULT_MODEL, LoadedModel, load
 from .passes import forward
 from .saliency import (
@@ -25,10 +26,6 @@ from .saliency import (
 from .targets import Target, target_indices
 from .windows import document_probabilities, merge_windows, window_overlap
 from .words import WORD_AGGREGATIONS, tokens_and_words
-
-
-class TruncationWarning(UserWarning):
-    """A text was longer than the model's maximum and lost its tail."""
 
 
 @overload

@@ -142,6 +142,8 @@ def run_benchmark(
     before it is timed, so one-time costs (lazy imports, first-call allocations) stay out of
     its seconds per text. ``on_progress(label, n_done)`` is called per batch.
     """
+    if batch_size < 1:
+        raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
     metric_options = dict(metric_options or {})
     gold = label_indices(data.labels, lm.labels)
     inputs = model_input_names(lm.model)

@@ -103,6 +103,26 @@ def main() -> None:
     app()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .version import __version__
+
+        out.print(f"layersal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Which words did a transformer text classifier rely on? Decoded Layer Saliency."""
+
+
 def as_flags(message: str) -> str:
     """A library message in command-line terms: the parameters it names in backticks become
     flags (`allow_pickle=True` -> --allow-pickle, `device="cpu"` -> --device cpu,
@@ -132,7 +152,7 @@ def _user_errors() -> Iterator[None]:
             err.print("interrupted")
             raise typer.Exit(130) from None
         finally:
-            from .api import TruncationWarning
+            from .errors import TruncationWarning
 
             for warning in caught:
                 if issubclass(warning.category, TruncationWarning):
@@ -149,9 +169,8 @@ class _Texts:
     limit: int | None = None
 
     def read(self) -> list[str]:
-        from .encoding import check_texts
         from .errors import InputError
-        from .inputs import read_texts
+        from .inputs import check_texts, read_texts
 
         if self.texts and self.file is not None:
             raise InputError("give texts as arguments or with --file, not both")
@@ -209,7 +228,7 @@ def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dic
 
 
 def _run(
-    source: _Texts,
+    items: list[str],
     model: str,
     lm_head: str | None,
     allow_pickle: bool,
@@ -221,7 +240,6 @@ def _run(
 
     from .saliency import check_method
 
-    items = source.read()
     options = dict(kwargs.pop("options", None) or {})
     method = kwargs.pop("method", "dls")
     check_method(method, options)  # before the model loads: a bad option fails fast
@@ -316,7 +334,7 @@ def explain(
             "tau": tau,
         }
         results = _run(
-            _Texts(texts, file, text_column, limit),
+            _Texts(texts, file, text_column, limit).read(),  # first: a missing file fails fast
             model,
             lm_head,
             allow_pickle,
@@ -351,7 +369,7 @@ def layers(
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
         results = _run(
-            _Texts(texts, file, text_column, limit),
+            _Texts(texts, file, text_column, limit).read(),  # first: a missing file fails fast
             model,
             lm_head,
             allow_pickle,
@@ -413,14 +431,20 @@ def bench(
 ) -> None:
     """Faithfulness benchmark of every method on a labelled dataset (tables and plots)."""
     with _user_errors():
+        from .datasets import read_labelled
+        from .errors import InputError
+        from .outputs import writable_folder
+
+        if batch_size < 1:
+            raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
+        dataset = read_labelled(data)  # the data and the output first, the heavy imports after
+        dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
+        writable_folder(out)
         import layersal
 
         from .benchmark import expand_specs, run_benchmark
-        from .datasets import read_labelled
         from .report.bench import markdown, write
 
-        dataset = read_labelled(data)
-        dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
         lm = layersal.load(
             model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
         )
@@ -480,13 +504,13 @@ def _explain_methods(
     batch_size: int,
 ) -> tuple[Any, list[str], list[list[Any]]]:
     """Load the model, explain every text with every method: ``(lm, labels, per_text)``."""
+    items = source.read()  # before the heavy imports: a missing file fails fast
     import layersal
 
     from .benchmark import parse_spec
     from .errors import InputError
     from .saliency import check_method, method_options
 
-    items = source.read()
     specs = [parse_spec(m.replace(";", ",")) for m in _split_methods(methods)]
     if not specs:
         raise InputError("--methods names no method")
@@ -551,8 +575,6 @@ def report(
 ) -> None:
     """Write one self-contained HTML report: heat-maps, every layer, optional metrics."""
     with _user_errors():
-        from .report.html import render_report, write_report
-
         lm, labels, per_text = _explain_methods(
             _Texts(texts, file, text_column, limit),
             model,
@@ -563,6 +585,8 @@ def report(
             target,
             batch_size,
         )
+        from .report.html import render_report, write_report
+
         scores = _faithfulness(lm, per_text, batch_size) if metrics else None
         html = render_report(per_text, labels=labels, metrics=scores, title=title)
         message = f"wrote {write_report(out_path, html)}"
@@ -603,8 +627,6 @@ def plot(
 ) -> None:
     """Write PNG plots per text: saliency per layer x word, coherence per layer, deletion curves."""
     with _user_errors():
-        from .report.plots import write_plots
-
         lm, labels, per_text = _explain_methods(
             _Texts(texts, file, text_column, limit),
             model,
@@ -615,6 +637,8 @@ def plot(
             target,
             batch_size,
         )
+        from .report.plots import write_plots
+
         scores = _faithfulness(lm, per_text, batch_size) if curves else None
         written = []
         for index, group in enumerate(per_text, start=1):

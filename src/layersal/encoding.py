@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .inputs import check_texts
 
 
 @dataclass
@@ -47,20 +47,6 @@ def model_input_names(model: Any) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
 
 
-def check_texts(texts: Sequence[Any]) -> list[str]:
-    """Reject what cannot be explained: non-strings and empty or whitespace-only texts."""
-    out = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"text {i} is a {type(text).__name__}, not a string")
-        if not text.strip():
-            raise InputError(f"text {i} is empty" if not text else f"text {i} is only whitespace")
-        out.append(text)
-    if not out:
-        raise InputError("no texts to explain")
-    return out
-
-
 def encode(
     tokenizer: Any,
     texts: Sequence[str],
@@ -88,6 +74,7 @@ def encode(
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
         return_tensors="pt",
+        split_special_tokens=True,  # "[SEP]" typed in a text is text, not a separator
     )
     sample = batch.pop("overflow_to_sample_mapping").tolist()
     if overlap is None:

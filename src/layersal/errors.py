@@ -1,4 +1,5 @@
-"""Errors raised for user mistakes: the CLI prints them as one line, without a traceback."""
+"""Errors raised for user mistakes (the CLI prints them as one line, without a traceback), and
+the warnings layersal gives."""
 
 
 class LayersalError(Exception):
@@ -11,3 +12,7 @@ class ModelLoadError(LayersalError):
 
 class InputError(LayersalError):
     """A text, file or option that layersal cannot explain."""
+
+
+class TruncationWarning(UserWarning):
+    """A text was longer than the model's maximum and lost its tail."""

@@ -20,13 +20,15 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import InputError
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
 FORMATS = {".txt": "txt", ".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 LABEL_COLUMN = "label"
@@ -322,6 +324,28 @@ class Source:
                 )
                 index += 1
             self._position = index / total
+
+
+def check_texts(texts: Sequence[Any]) -> list[str]:
+    """Reject what cannot be explained: non-strings, texts with nothing visible in them (empty,
+    whitespace, NUL or other control characters only) and lone surrogates (not Unicode)."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text {i} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InputError(f"text {i} is empty" if not text else f"text {i} is only whitespace")
+        if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
+            raise InputError(f"text {i} has no visible characters (only control characters)")
+        surrogate = _SURROGATE.search(text)
+        if surrogate:
+            raise InputError(
+                f"text {i} is not valid Unicode (a lone surrogate at character {surrogate.start()})"
+            )
+        out.append(text)
+    if not out:
+        raise InputError("no texts to explain")
+    return out
 
 
 def read_texts(

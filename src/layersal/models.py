@@ -226,7 +226,19 @@ def _check_classifier_config(config: dict[str, Any], model: str | Path) -> None:
 
 
 def _weight_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """``(safetensors, pickle)`` weight files of a folder; a damaged safetensors file (empty,
+    truncated, not safetensors at all) is an error here, before anything reads it."""
+    from safetensors import SafetensorError, safe_open
+
     safe = sorted(path.glob("*.safetensors"))
+    for file in safe:
+        try:
+            with safe_open(str(file), framework="pt"):  # reads and checks the header
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(
+                f"{file} is not a readable safetensors file ({exc}); download or save it again"
+            ) from None
     pickled = sorted(p for pattern in _PICKLE_PATTERNS for p in path.glob(pattern))
     return safe, pickled
 
@@ -287,9 +299,27 @@ def _is_encoder_key(key: str, model: Any) -> bool:
     return bool(prefix) and key.startswith(prefix + ".") and ".pooler." not in key
 
 
+# The files a tokenizer is built from. A folder with none of them would otherwise get an empty
+# tokenizer from transformers (every word "[UNK]", every score equal) instead of an error.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spm.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
 def _load_tokenizer(path: Path, *, name: str) -> Any:
     from transformers import AutoTokenizer
 
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{name!r} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); copy them "
+            "from the checkpoint it was fine-tuned from"
+        )
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)

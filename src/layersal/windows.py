@@ -57,7 +57,13 @@ def merge_windows(
     stride: int,
 ) -> Explanation:
     """One explanation of ``text`` from its windows' explanations (all for the same target)."""
-    full = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    full = tokenizer(
+        text,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        verbose=False,
+        split_special_tokens=True,
+    )
     offsets = [tuple(o) for o in full["offset_mapping"]]
     pieces = tokenizer.convert_ids_to_tokens(full["input_ids"])
     slot = {span: i for i, span in enumerate(offsets)}

@@ -217,6 +217,9 @@ def explain_dataset(
         summary.errors = sink.gather_errors()
         if not sink.is_complete():
             sink.finish(summary.as_dict())
+    except BaseException:
+        sink.discard_if_unstarted()
+        raise
     finally:
         sink.close()
     return summary

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..outputs import writable_folder
 
 MANIFEST = "_layersal.json"
 ERRORS_DIR = "_errors"
@@ -134,15 +135,12 @@ class ShardSink:
         manifest = self.out / MANIFEST
         if self.out.is_dir() and overwrite:
             self._check_ours()
-        elif (
-            self.out.is_dir()
-            and not manifest.is_file()
-            and any(p.name != LOCK for p in self.out.iterdir())
-        ):
+        elif self.out.is_dir() and not manifest.is_file() and not self._only_a_start():
             raise InputError(
                 f"{self.out} exists and is not a layersal dataset run; choose another `out`"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.created = not self.out.exists()
+        writable_folder(self.out)
         self._lock()
         try:
             if overwrite:
@@ -165,6 +163,7 @@ class ShardSink:
                     )
                 self._clean_temporary()
                 return recorded
+            self._clean_temporary()  # a run killed while writing its first manifest
             if settings.get("shard_rows") is None:
                 settings = {**settings, "shard_rows": default_shard_rows}
             (self.out / ERRORS_DIR).mkdir(exist_ok=True)
@@ -267,6 +266,20 @@ class ShardSink:
                 "first"
             ) from None
         self._lock_handle = handle
+
+    def discard_if_unstarted(self) -> None:
+        """Remove the folder this run created if no shard was written (a run that failed
+        before its first shard leaves nothing behind), and release the lock."""
+        if getattr(self, "created", False) and not self.done_shards():
+            self.close()
+            shutil.rmtree(self.out, ignore_errors=True)
+            self.errors_file.unlink(missing_ok=True)
+
+    def _only_a_start(self) -> bool:
+        """Whether the folder holds only what a run writes before its manifest (the lock, the
+        errors folder, temporary files): a run killed that early, which the same command
+        resumes."""
+        return all(p.name in (LOCK, ERRORS_DIR) or ".tmp-" in p.name for p in self.out.iterdir())
 
     def close(self) -> None:
         """Release the folder's lock."""

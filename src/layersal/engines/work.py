@@ -84,7 +84,8 @@ def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[
 def _explain_rows(
     lm: Any, job: DatasetJob, rows: list[Row], bad: list[tuple[Row, str]]
 ) -> tuple[list[Row], list[Any]]:
-    from ..api import TruncationWarning, explain
+    from ..api import explain
+    from ..errors import TruncationWarning
 
     if not rows:
         return [], []

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..benchmark import Benchmark, layer_analysis
 from ..metrics import METRICS_SHOWN
+from ..outputs import writable_folder
 
 
 def _cell(stat: tuple[float, float, float] | None) -> str:
@@ -96,7 +97,7 @@ def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
 
 def write(bench: Benchmark, out: Path, resamples: int = 1000) -> list[Path]:
     """Write results.json, results.md and the plots into ``out``; return the paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     paths = [out / "results.json", out / "results.md"]
     paths[0].write_text(
         json.dumps(to_json(bench, resamples), indent=1, default=str), encoding="utf-8"

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from ..explanation import Explanation
 
+# Control characters other than tab and newline (escape sequences, bells, NULs) would act on the
+# terminal: they are shown as \x.. escapes instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _POSITIVE = (220, 50, 47)
 _NEGATIVE = (38, 139, 210)
+
+
+def visible(text: str) -> str:
+    """``text`` safe to print: control characters as ``\\xNN`` escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _shade(score: float, scale: float) -> str:
@@ -27,10 +37,12 @@ def heatmap(explanation: Explanation) -> Text:
     out = Text()
     cursor = 0
     for word in explanation.words:
-        out.append(explanation.text[cursor : word.start])
-        out.append(explanation.text[word.start : word.end], style=_shade(word.score, scale))
+        out.append(visible(explanation.text[cursor : word.start]))
+        out.append(
+            visible(explanation.text[word.start : word.end]), style=_shade(word.score, scale)
+        )
         cursor = word.end
-    out.append(explanation.text[cursor:])
+    out.append(visible(explanation.text[cursor:]))
     return out
 
 
@@ -69,7 +81,7 @@ def summary(explanation: Explanation, top: int = 5) -> Group:
     detail = Text(", ".join(_how(explanation)) + f", model: {explanation.model}", style="dim")
     tops = Text("top words: ", style="bold")
     for i, word in enumerate(explanation.top_words(top)):
-        tops.append(("" if i == 0 else ", ") + f"{word.text} {word.score:.3g}")
+        tops.append(("" if i == 0 else ", ") + f"{visible(word.text)} {word.score:.3g}")
     parts = [head, heatmap(explanation), tops, detail]
     if explanation.truncated:
         parts.append(Text("warning: text was truncated to the model's maximum length", "yellow"))
@@ -103,8 +115,9 @@ def layer_table(explanation: Explanation, top: int = 3) -> Group:
             cell = Text()
             for i, piece in enumerate(decoded):
                 cell.append(
-                    ("" if i == 0 else " ") + piece, style="bold" if piece == token.text else ""
+                    ("" if i == 0 else " ") + visible(piece),
+                    style="bold" if piece == token.text else "",
                 )
             cells.append(cell)
-        tokens.add_row(token.text, *cells)
+        tokens.add_row(visible(token.text), *cells)
     return Group(summary_table, tokens)

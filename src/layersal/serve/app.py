@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..api import explain
-from ..encoding import check_texts
 from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
+from ..inputs import check_texts
 from ..models import LoadedModel
 from ..saliency import check_method, method_options, method_schema, methods
 from ..targets import int_or_text
