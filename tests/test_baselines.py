@@ -13,6 +13,7 @@ from layersal.encoding import encode, model_input_names
 from layersal.errors import InputError
 from layersal.saliency import methods, run_method
 from layersal.saliency.attention import rollout_matrix
+from layersal.saliency.gradients import GAUSS_LEGENDRE_MAX_STEPS
 from layersal.saliency.perturbation import weighted_linear_model
 
 TEXTS = [
@@ -292,8 +293,11 @@ def test_gradient_and_input_x_gradient_equal_autograd(sharp_bert):
     assert not torch.allclose(explicit.scores, gradient.scores)
 
 
-@pytest.mark.parametrize("baseline", ["pad", "mask"])
-def test_integrated_gradients_completeness(sharp_bert, baseline):
+@pytest.mark.parametrize(
+    ("baseline", "n_steps"),
+    [("pad", 50), ("mask", 50), ("pad", GAUSS_LEGENDRE_MAX_STEPS + 1)],  # last: trapezoid rule
+)
+def test_integrated_gradients_completeness(sharp_bert, baseline, n_steps):
     encoded = batch(sharp_bert)
     token = getattr(sharp_bert.tokenizer, f"{baseline}_token_id")
     reference = torch.where(
@@ -303,7 +307,11 @@ def test_integrated_gradients_completeness(sharp_bert, baseline):
     difference = logits_of(sharp_bert, encoded) - logits_of(sharp_bert, encoded, reference)
     difference = difference.gather(1, targets[:, None])[:, 0]
     scores = run_method(
-        "integrated_gradients", sharp_bert, encoded, None, {"baseline": baseline}
+        "integrated_gradients",
+        sharp_bert,
+        encoded,
+        None,
+        {"baseline": baseline, "n_steps": n_steps},
     ).scores
     assert difference.abs().min() > 1e-3
     assert ((scores.sum(-1) - difference).abs() <= 0.03 * difference.abs()).all()

@@ -29,6 +29,7 @@ from layersal.cli import app as cli_app
 from layersal.explanation import Explanation, LayerReport, Token, Word
 from layersal.serve import app as serve_app
 from layersal.serve import create_app, is_loopback, loopback_hosts
+from layersal.serve.app import DEFAULT_MAX_ROWS
 
 TEXT = "a gripping, beautifully acted film"
 XSS = (
@@ -155,6 +156,8 @@ def test_limits_and_mistakes_are_json_errors(client, body, status, fragment):
 
 
 def test_a_slow_explanation_ends_within_its_time_budget_and_frees_the_model(sst2_tiny):
+    # first-use imports (Captum) run no forward pass, so nothing could stop them: warm up
+    layersal.explain("ok", sst2_tiny, method="shapley_sampling", options={"n_permutations": 1})
     slow = TestClient(create_app(sst2_tiny, timeout_s=0.3))
     began = time.monotonic()
     response = _explain(
@@ -165,6 +168,36 @@ def test_a_slow_explanation_ends_within_its_time_budget_and_frees_the_model(sst2
     # the timed-out run is stopped at its next forward pass: the model is free again
     ok = _explain(slow, text="a fine film")
     assert ok.status_code == 200, ok.text
+
+
+def test_a_too_costly_request_is_refused_before_it_runs(sst2_tiny):
+    app = TestClient(create_app(sst2_tiny, max_rows=1000))
+    began = time.monotonic()
+    response = _explain(
+        app, text="a fine film", method="integrated_gradients", options={"n_steps": 10000}
+    )
+    assert time.monotonic() - began < 5
+    assert response.status_code == 422
+    assert (
+        "10001 model rows" in response.json()["error"]
+        and "at most 1000" in response.json()["error"]
+    )
+    occlusion = _explain(app, texts=["word " * 400] * 3, method="occlusion")
+    assert occlusion.status_code == 422 and "model rows" in occlusion.json()["error"]
+    assert app.get("/api/info").json()["limits"]["max_rows"] == 1000
+    assert _explain(app, text="a fine film", method="integrated_gradients").status_code == 200
+
+
+def test_many_integration_steps_stop_at_the_budget_too(sst2_tiny):
+    """Thousands of steps spend no time before the first pass (no Gauss-Legendre nodes to
+    compute), so the budget stops them there and the model is free again."""
+    app = TestClient(create_app(sst2_tiny, timeout_s=1.0, max_rows=100_000))
+    began = time.monotonic()
+    response = _explain(
+        app, text="a fine film " * 30, method="integrated_gradients", options={"n_steps": 20000}
+    )
+    assert response.status_code == 504 and time.monotonic() - began < 10
+    assert _explain(app, text="a fine film").status_code == 200
 
 
 def test_a_busy_model_gives_503_within_the_budget(sst2_tiny):
@@ -216,7 +249,12 @@ def test_info(client, sst2_tiny):
         f.name for f in dataclasses.fields(layersal.DLSOptions)
     ]
     assert methods["attention"]["options"] == []
-    assert info["limits"] == {"max_chars": 200, "max_batch": 3, "timeout_s": 30.0}
+    assert info["limits"] == {
+        "max_chars": 200,
+        "max_batch": 3,
+        "timeout_s": 30.0,
+        "max_rows": DEFAULT_MAX_ROWS,
+    }
 
 
 def test_method_options_travel_in_their_own_field(client, sst2_tiny):

@@ -658,6 +658,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_chars: Annotated[int, typer.Option(help="Longest text accepted, in characters.")] = 5000,
     max_batch: Annotated[int, typer.Option(help="Most texts per API request.")] = 32,
+    max_rows: Annotated[
+        int,
+        typer.Option(
+            help="Most model rows (a text through one forward pass) one request may cost, "
+            "counted from its method's options before it runs."
+        ),
+    ] = 5000,
     timeout: Annotated[
         float, typer.Option(help="Seconds one request may take before a 503/504 error.")
     ] = 60.0,
@@ -681,6 +688,7 @@ def serve(
             lm,
             max_chars=max_chars,
             max_batch=max_batch,
+            max_rows=max_rows,
             timeout_s=timeout,
             allowed_hosts=loopback_hosts(host) if local else None,
         )

@@ -72,6 +72,9 @@ class Prepared:
 
 
 MethodFn = Callable[..., Attribution]
+CostFn = Callable[[dict[str, Any], int], int]
+"""``cost(options, n_tokens)``: the model rows (one row: one text through one forward, with or
+without its backward) a method spends on one text of ``n_tokens`` tokens, given its options."""
 PrepareFn = Callable[
     [Callable[[], Any], Callable[[], list[str]], dict[str, Any], int, bool], Prepared
 ]
@@ -114,6 +117,7 @@ class _Entry:
     renamed: dict[str, str]
     validate: type | None = None
     prepare: PrepareFn | None = None
+    cost: CostFn | None = None
 
     @property
     def names(self) -> frozenset[str]:
@@ -128,6 +132,7 @@ def register(
     options: type | None = None,
     renamed: dict[str, str] | None = None,
     prepare: PrepareFn | None = None,
+    cost: CostFn | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
     """Decorator: make ``fn(lm, encoded, targets, **options)`` available as ``method=name``.
 
@@ -137,7 +142,8 @@ def register(
     An option named like one of ``explain()``'s own parameters is refused here. ``renamed`` maps old
     option names to new ones, so that the old spelling fails with an error naming the new.
     ``prepare`` makes the options concrete for a job once, before its texts are explained
-    (DLS's ``layer="auto"``); see :func:`prepare_options`.
+    (DLS's ``layer="auto"``); see :func:`prepare_options`. ``cost`` says how many model rows
+    one text costs under given options (default: one pass); see :func:`method_cost`.
     """
 
     def add(fn: MethodFn) -> MethodFn:
@@ -156,7 +162,7 @@ def register(
                 f"method {name!r} cannot have an option named {clash[0]!r}: it is a parameter "
                 "of explain() itself"
             )
-        _REGISTRY[name] = _Entry(fn, specs, dict(renamed or {}), options, prepare)
+        _REGISTRY[name] = _Entry(fn, specs, dict(renamed or {}), options, prepare, cost)
         return fn
 
     return add
@@ -198,6 +204,17 @@ def renamed_options(name: str) -> dict[str, str]:
     """Old option names of method ``name`` and what they are called now."""
     check_method(name, {})
     return dict(_REGISTRY[name].renamed)
+
+
+def method_cost(name: str, options: dict[str, Any], n_tokens: int) -> int:
+    """Model rows ``name`` spends on one text of ``n_tokens`` tokens with ``options`` (its
+    defaults filling the rest): what a server bounds a request by before running it."""
+    check_method(name, options)
+    entry = _REGISTRY[name]
+    if entry.cost is None:
+        return 1
+    full = {o.name: o.default for o in entry.options} | dict(options)
+    return max(1, int(entry.cost(full, max(1, n_tokens))))
 
 
 def check_method(name: str, options: dict[str, Any]) -> None:

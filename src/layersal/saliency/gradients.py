@@ -120,9 +120,10 @@ def lrp(
 
 
 IG_TOKEN_BUDGET = 8192
+GAUSS_LEGENDRE_MAX_STEPS = 512
 
 
-@register("integrated_gradients")
+@register("integrated_gradients", cost=lambda o, n: int(o["n_steps"]) + 1)
 def integrated_gradients(
     lm: LoadedModel,
     encoded: Encoded,
@@ -136,7 +137,9 @@ def integrated_gradients(
 
     Baseline: every content token replaced by ``baseline`` ([PAD]/[MASK]/[UNK]); specials kept.
     Attributions are summed over hidden dims; they add up to y_c(x) - y_c(baseline) up to the
-    approximation error of ``n_steps`` Gauss-Legendre steps (Captum's default rule).
+    approximation error of ``n_steps`` Gauss-Legendre steps (Captum's default rule; above
+    ``GAUSS_LEGENDRE_MAX_STEPS`` steps the trapezoid rule, whose nodes cost nothing, where
+    Gauss-Legendre's take seconds of numpy before the first model pass).
     ``internal_batch_size`` (rows of the expanded batch per model pass) defaults to what fits
     in ``IG_TOKEN_BUDGET`` tokens, so memory stays bounded at any batch size and step count.
     """
@@ -164,12 +167,13 @@ def integrated_gradients(
             target=chosen,
             additional_forward_args=args,
             n_steps=n_steps,
+            method="gausslegendre" if n_steps <= GAUSS_LEGENDRE_MAX_STEPS else "riemann_trapezoid",
             internal_batch_size=internal_batch_size,
         )
     return counter.result(encoded, attributions.detach().sum(-1) * content, logits, chosen)
 
 
-@register("gradient_shap")
+@register("gradient_shap", cost=lambda o, n: int(o["n_samples"]) + 1)
 def gradient_shap(
     lm: LoadedModel,
     encoded: Encoded,

@@ -55,7 +55,7 @@ def _per_text(
     return counter.result(encoded, scatter_rows(encoded, per_text, device), logits, chosen)
 
 
-@register("occlusion", renamed={"window": "span"})
+@register("occlusion", renamed={"window": "span"}, cost=lambda o, n: n + 1)
 def occlusion(
     lm: LoadedModel,
     encoded: Encoded,
@@ -155,7 +155,7 @@ def _bernoulli_sampler(generator: torch.Generator) -> Any:
     return sample
 
 
-@register("lime")
+@register("lime", cost=lambda o, n: int(o["n_samples"]) + 1)
 def lime(
     lm: LoadedModel,
     encoded: Encoded,
@@ -203,7 +203,7 @@ def lime(
     return _per_text(lm, encoded, targets, one)
 
 
-@register("kernel_shap")
+@register("kernel_shap", cost=lambda o, n: int(o["n_samples"]) + 1)
 def kernel_shap(
     lm: LoadedModel,
     encoded: Encoded,
@@ -244,7 +244,7 @@ def kernel_shap(
     return _per_text(lm, encoded, targets, one)
 
 
-@register("shapley_sampling")
+@register("shapley_sampling", cost=lambda o, n: int(o["n_permutations"]) * (n + 1))
 def shapley_sampling(
     lm: LoadedModel,
     encoded: Encoded,

@@ -11,6 +11,7 @@ app instance (``app.state.layersal``).
 import asyncio
 import importlib.resources
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..inputs import check_texts
 from ..models import LoadedModel
-from ..saliency import check_method, method_options, method_schema, methods
+from ..saliency import check_method, method_cost, method_options, method_schema, methods
 from ..targets import int_or_text
 from ..version import __version__
 from .card import render_html
@@ -38,6 +39,7 @@ from .card import render_html
 DEFAULT_MAX_CHARS = 5000
 DEFAULT_MAX_BATCH = 32
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_ROWS = 5000
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _STATIC = "static"
 _STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -189,6 +191,10 @@ class Limits(BaseModel):
     max_chars: int = Field(description="Longest text accepted, in characters (longer: 413).")
     max_batch: int = Field(description="Most texts per request (more: 413).")
     timeout_s: float = Field(description="Time budget of one request (over it: 503/504).")
+    max_rows: int = Field(
+        description="Most model rows (a text through one forward pass) one request may cost, "
+        "from its method's options, counted before it runs (more: 422)."
+    )
 
 
 class InfoResponse(BaseModel):
@@ -296,6 +302,19 @@ class _Runner:
 # ------------------------------------------------------------------------------------- app
 
 
+def request_rows(lm: LoadedModel, method: str, options: dict[str, Any], texts: list[str]) -> int:
+    """Model rows explaining ``texts`` will cost: per text, the method's cost for its tokens
+    (:func:`~layersal.saliency.method_cost`) times its windows when it is longer than the
+    model's maximum (windows of the maximum, every half window)."""
+    size = lm.max_length
+    total = 0
+    for text in texts:
+        n = len(lm.tokenizer(text, split_special_tokens=True, verbose=False)["input_ids"])
+        windows = 1 if n <= size else math.ceil((n - size) / max(1, size // 2)) + 1
+        total += method_cost(method, options, min(n, size)) * windows
+    return total
+
+
 def _json_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -338,6 +357,7 @@ def create_app(
     max_chars: int = DEFAULT_MAX_CHARS,
     max_batch: int = DEFAULT_MAX_BATCH,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_rows: int = DEFAULT_MAX_ROWS,
     allowed_hosts: Sequence[str] | None = None,
     render: Callable[[list[Explanation]], str] = render_html,
 ) -> FastAPI:
@@ -345,14 +365,20 @@ def create_app(
 
     ``max_chars``: longest text (characters); ``max_batch``: most texts per request;
     ``timeout_s``: time budget of one explanation request, waiting for the model included.
+    ``max_rows``: the most model rows one request may cost (:func:`request_rows`), refused
+    before it runs.
     ``allowed_hosts``: accepted ``Host`` headers (``layersal serve`` sets the loopback names
     when bound to loopback, against DNS rebinding); ``None`` accepts any. ``render`` turns
     explanations into the downloadable HTML page.
     """
-    if max_chars < 1 or max_batch < 1 or timeout_s <= 0:
-        raise InputError("max_chars and max_batch must be at least 1 and timeout_s positive")
+    if max_chars < 1 or max_batch < 1 or max_rows < 1 or timeout_s <= 0:
+        raise InputError(
+            "max_chars, max_batch and max_rows must be at least 1 and timeout_s positive"
+        )
     runner = _Runner(model, float(timeout_s))
-    limits = Limits(max_chars=max_chars, max_batch=max_batch, timeout_s=float(timeout_s))
+    limits = Limits(
+        max_chars=max_chars, max_batch=max_batch, timeout_s=float(timeout_s), max_rows=max_rows
+    )
     info = InfoResponse(
         model=model.name,
         labels=list(model.labels),
@@ -470,6 +496,14 @@ def create_app(
         check_method(request.method, options)
         # the page shows every layer: ask methods that can report layers for the report
         shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
+        rows = request_rows(model, request.method, options, items)
+        if rows > max_rows:
+            return _error(
+                422,
+                f"this request would cost {rows} model rows ({request.method} with these options "
+                f"on {len(items)} text(s)); this server takes at most {max_rows} per request: "
+                "send fewer or shorter texts, or fewer steps/samples",
+            )
         target = int_or_text(request.target)
 
         def job() -> list[dict[str, Any]]:
