@@ -253,3 +253,46 @@ def test_help_and_argument_parsing_do_not_import_torch():
     assert done.stdout.split() == ["[]", "True"]
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         _ = __import__("layersal").nonexistent
+
+
+def test_json_lines_carry_each_text_id_and_read_back(tmp_path):
+    data = tmp_path / "texts.txt"
+    data.write_text("a fine film\n\ndull\nwarm and funny\n", encoding="utf-8")
+    result = _run("explain", "--file", str(data), "--json", "--limit", "2")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["id"], d["text"]) for d in lines] == [(0, "a fine film"), (2, "dull")]
+    again = layersal.Explanation.from_json(result.stdout.splitlines()[1])
+    assert again.text == "dull" and again.words
+
+
+def test_output_streams_in_input_order_across_groups(monkeypatch):
+    from layersal import cli
+
+    monkeypatch.setattr(cli, "STREAM_TEXTS", 2)
+    texts = ["a fine film", "dull", "warm and funny", "too long", "sweet"]
+    result = _run("explain", *texts, "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["id"] for d in lines] == [0, 1, 2, 3, 4]
+    assert [d["text"] for d in lines] == texts
+
+
+def test_progress_on_a_terminal_counts_texts_and_windows():
+    import io
+
+    from rich.console import Console
+
+    from layersal.report.progress import text_progress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with text_progress(console, 3) as part:
+        advance = part(0, 1)
+        advance(2, 4)
+        advance(4, 4)
+        part(1, 2)(1, 1)
+    shown = console.file.getvalue()
+    assert "(2/4 windows)" in shown and "3/3 texts" in shown
+    quiet = Console(file=io.StringIO(), force_terminal=False)
+    with text_progress(quiet, 3) as part:
+        assert part(0, 3) is False

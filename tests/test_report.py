@@ -173,6 +173,26 @@ def test_signed_rows_get_a_diverging_legend(explained):
             assert r > b, "positive words are red"
 
 
+def test_a_methods_colour_scale_is_the_same_on_every_card(explained):
+    """One text's scores all positive, the next one's signed: both cards use the signed scale,
+    so the same colour means the same thing from card to card."""
+    first, second = explained[0][1], explained[1][1]
+    positive = [dataclasses.replace(w, score=abs(w.score) + 0.1) for w in first.words]
+    signed = [dataclasses.replace(w, score=(-1) ** i * 0.5) for i, w in enumerate(second.words)]
+    page = parse(
+        render_report(
+            [
+                [dataclasses.replace(first, words=positive)],
+                [dataclasses.replace(second, words=signed)],
+            ]
+        )
+    )
+    legends = [t.find_all("td", "legend")[0].text() for t in page.find_all("table", "methods")]
+    assert len(legends) == 2 and all("−" in legend and "+" in legend for legend in legends)
+    alone = parse(render_card(dataclasses.replace(first, words=positive)))
+    assert "−" not in alone.find_all("td", "legend")[0].text()
+
+
 @pytest.mark.parametrize("text", XSS)
 def test_user_text_labels_and_model_names_are_escaped(sst2_tiny, text):
     e = layersal.explain(text, sst2_tiny)
@@ -422,3 +442,17 @@ def test_progress_lines_print_plain_lines_when_not_a_terminal():
     assert lines[0] == "benchmark: 0/6"
     assert lines[1].startswith("benchmark: 6/6 (100%)") and lines[1].endswith("at lime")
     assert len(lines) == 2
+
+
+def test_layer_heatmap_labels_do_not_crowd_on_long_texts(sst2_tiny):
+    from layersal.report.plots import layer_heatmap_figure
+
+    text = " ".join(f"w{i}" for i in range(300))
+    fig = layer_heatmap_figure(layersal.explain(text, sst2_tiny, layer=1, layer_report=True))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert 10 < len(labels) <= 4 * fig.get_figwidth() + 1
+    step = int(labels[1][1:])
+    assert labels[0] == "w0" and all(label == f"w{i * step}" for i, label in enumerate(labels))
+    assert "labelled" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "layer 2"  # no long suffix

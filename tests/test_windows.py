@@ -109,3 +109,21 @@ def test_short_texts_are_unchanged_by_the_window_machinery(bert_tiny):
     assert a.to_dict() == b.to_dict()
     with pytest.raises(InputError, match="long_texts"):
         layersal.explain(text, bert_tiny, long_texts="split")
+
+
+def test_progress_reports_every_window_of_a_long_text(sst2_tiny):
+    from layersal.windows import window_count, window_overlap
+
+    text = "the film is long and slow but the cast is good " * 40
+    size, step, _ = window_overlap(sst2_tiny.tokenizer, sst2_tiny.max_length, 64, None)
+    seen: list[tuple[int, int]] = []
+    layersal.explain(
+        [text, "short"],
+        sst2_tiny,
+        window=64,
+        batch_size=2,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    total = window_count(sst2_tiny.tokenizer, text, size, step) + 1
+    assert total > 3 and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, overload
 
 import torch
@@ -24,7 +26,7 @@ from .saliency import (
     run_method,
 )
 from .targets import Target, target_indices
-from .windows import document_probabilities, merge_windows, window_overlap
+from .windows import document_probabilities, merge_windows, window_count, window_overlap
 from .words import WORD_AGGREGATIONS, tokens_and_words
 
 
@@ -45,7 +47,7 @@ def explain(
     word_aggregation: str = "sum",
     batch_size: int = 16,
     lm_head: str | None = None,
-    progress: bool = False,
+    progress: bool | ProgressFn = False,
     long_texts: str = "windows",
     window: int | None = None,
     stride: int | None = None,
@@ -74,6 +76,9 @@ def explain(
     ``long_texts``: ``"windows"`` explains a text longer than the model's maximum as
     overlapping windows of ``window`` tokens every ``stride`` tokens, merged into one
     explanation (see :mod:`layersal.windows`); ``"truncate"`` keeps its first window and warns.
+    ``progress``: ``True`` draws a bar on the terminal; a function is called as
+    ``progress(done, total)`` in model rows (a text, or one window of a long one) as they are
+    explained, so a single long document reports its progress too.
     """
     single = isinstance(texts, str)
     items = check_texts([texts] if single else list(texts))
@@ -93,44 +98,31 @@ def explain(
     prepared = prepare_options(method, lambda: lm, lambda: items, options, batch_size)
     options = prepared.options
     targets = target_indices(target, len(items), lm.labels)
-    size, overlap = lm.max_length, None
+    size, step, overlap = lm.max_length, lm.max_length, None
     if long_texts == "windows":
         size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    rows = (
+        sum(window_count(lm.tokenizer, t, size, step) for t in items)
+        if progress is not False and overlap is not None
+        else len(items)
+    )
     results: list[Explanation | None] = [None] * len(items)
-    inputs = model_input_names(lm.model)
-    for batch in _progress(batches, progress, total_texts=len(items)):
-        encoded = encode(lm.tokenizer, [items[i] for i in batch], size, inputs, overlap=overlap)
-        batch_targets = None if targets is None else [targets[i] for i in batch]
-        if len(encoded) > len(batch):
-            explained = _explain_windows(
-                lm,
-                encoded,
-                batch_targets,
-                method,
-                options,
-                batch_size,
-                word_aggregation,
-                size,
-                step,
-            )
-        else:
-            tensor_targets = None if batch_targets is None else torch.tensor(batch_targets)
-            attribution = run_method(method, lm, encoded, tensor_targets, options)
-            explained = [
-                build_explanation(lm, encoded, attribution, row, method, word_aggregation, options)
-                for row in range(len(batch))
-            ]
-        for row, index in enumerate(batch):
-            if explained[row].truncated:
-                warnings.warn(
-                    f"text {index} is longer than {lm.max_length} tokens: explained its first "
-                    f"{lm.max_length} tokens only",
-                    TruncationWarning,
-                    stacklevel=2,
-                )
-            results[index] = explained[row]
+    with _progress(progress, rows, len(items)) as advance:
+        run = _Run(lm, method, options, batch_size, word_aggregation, size, step, overlap, advance)
+        for batch in batches:
+            batch_targets = None if targets is None else [targets[i] for i in batch]
+            explained = run.batch([items[i] for i in batch], batch_targets)
+            for row, index in enumerate(batch):
+                if explained[row].truncated:
+                    warnings.warn(
+                        f"text {index} is longer than {lm.max_length} tokens: explained its "
+                        f"first {lm.max_length} tokens only",
+                        TruncationWarning,
+                        stacklevel=2,
+                    )
+                results[index] = explained[row]
     explanations = [r for r in results if r is not None]
     for explanation in explanations:  # each its own copy: the record is small (no table)
         explanation.options.update(copy.deepcopy(prepared.recorded))
@@ -164,69 +156,112 @@ def _merge_options(options: Mapping[str, Any] | None, keywords: dict[str, Any]) 
     return merged
 
 
-def _explain_windows(
-    lm: LoadedModel,
-    encoded: Encoded,
-    targets: list[int] | None,
-    method: str,
-    options: dict[str, Any],
-    batch_size: int,
-    word_aggregation: str,
-    window: int,
-    stride: int,
-) -> list[Explanation]:
-    """Explain a batch in which some texts span several windows, ``batch_size`` rows at a time.
+@dataclass(frozen=True)
+class _Run:
+    """What every batch of one ``explain`` call shares: the model, the method and its options,
+    the row size (``size`` tokens, windows every ``step`` content tokens sharing ``overlap``;
+    ``None``: long texts are truncated), and ``advance(rows)`` for progress."""
 
-    Every window of a text is explained for the text's target: the given one, or the class
-    with the highest mean window probability.
-    """
-    chunks = [
-        list(range(s, min(s + batch_size, len(encoded))))
-        for s in range(0, len(encoded), batch_size)
-    ]
-    probs = torch.cat(
-        [torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks]
-    )
-    n_texts = max(encoded.text_of) + 1
-    rows_of = [[r for r, t in enumerate(encoded.text_of) if t == b] for b in range(n_texts)]
-    doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
-    doc_target = targets or [int(p.argmax()) for p in doc_probs]
-    row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
-    parts: list[Explanation] = []
-    for chunk in chunks:
-        sub = select_rows(encoded, chunk)
-        attribution = run_method(method, lm, sub, row_targets[chunk], options)
-        parts += [
-            build_explanation(lm, sub, attribution, row, method, word_aggregation, options)
-            for row in range(len(chunk))
-        ]
-    merged = []
-    for b, rows in enumerate(rows_of):
-        if len(rows) == 1:
-            merged.append(parts[rows[0]])
-            continue
-        probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
-        prediction = lm.labels[int(doc_probs[b].argmax())]
-        merged.append(
-            merge_windows(
-                parts[rows[0]].text,
-                lm.tokenizer,
-                [parts[r] for r in rows],
-                probabilities,
-                prediction,
-                window,
-                stride,
-            )
+    lm: LoadedModel
+    method: str
+    options: dict[str, Any]
+    batch_size: int
+    word_aggregation: str
+    size: int
+    step: int
+    overlap: int | None
+    advance: Callable[[int], None]
+
+    def batch(self, texts: list[str], targets: list[int] | None) -> list[Explanation]:
+        """Explanations of ``texts`` (one batch), in order."""
+        inputs = model_input_names(self.lm.model)
+        encoded = encode(self.lm.tokenizer, texts, self.size, inputs, overlap=self.overlap)
+        if len(encoded) > len(texts):
+            return self._windows(encoded, targets)
+        tensor_targets = None if targets is None else torch.tensor(targets)
+        attribution = run_method(self.method, self.lm, encoded, tensor_targets, self.options)
+        self.advance(len(texts))
+        return [self._build(encoded, attribution, row) for row in range(len(texts))]
+
+    def _build(self, encoded: Encoded, attribution: Attribution, row: int) -> Explanation:
+        return build_explanation(
+            self.lm, encoded, attribution, row, self.method, self.word_aggregation, self.options
         )
-    return merged
+
+    def _windows(self, encoded: Encoded, targets: list[int] | None) -> list[Explanation]:
+        """A batch in which some texts span several windows, ``batch_size`` rows at a time.
+
+        Every window of a text is explained for the text's target: the given one, or the
+        class with the highest mean window probability.
+        """
+        lm = self.lm
+        chunks = [
+            list(range(s, min(s + self.batch_size, len(encoded))))
+            for s in range(0, len(encoded), self.batch_size)
+        ]
+        probs = torch.cat(
+            [torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks]
+        )
+        n_texts = max(encoded.text_of) + 1
+        rows_of = [[r for r, t in enumerate(encoded.text_of) if t == b] for b in range(n_texts)]
+        doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
+        doc_target = targets or [int(p.argmax()) for p in doc_probs]
+        row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
+        parts: list[Explanation] = []
+        for chunk in chunks:
+            sub = select_rows(encoded, chunk)
+            attribution = run_method(self.method, lm, sub, row_targets[chunk], self.options)
+            parts += [self._build(sub, attribution, row) for row in range(len(chunk))]
+            self.advance(len(chunk))
+        merged = []
+        for b, rows in enumerate(rows_of):
+            if len(rows) == 1:
+                merged.append(parts[rows[0]])
+                continue
+            probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
+            prediction = lm.labels[int(doc_probs[b].argmax())]
+            merged.append(
+                merge_windows(
+                    parts[rows[0]].text,
+                    lm.tokenizer,
+                    [parts[r] for r in rows],
+                    probabilities,
+                    prediction,
+                    self.size,
+                    self.step,
+                )
+            )
+        return merged
 
 
-def _progress(batches: list[list[int]], enabled: bool, total_texts: int) -> Any:
-    if not enabled or len(batches) < 2:
-        return batches
-    from rich.progress import track
+ProgressFn = Callable[[int, int], None]
 
-    return track(batches, description=f"explaining {total_texts} texts")
+
+@contextmanager
+def _progress(
+    progress: bool | ProgressFn, total: int, n_texts: int
+) -> Iterator[Callable[[int], None]]:
+    """``advance(rows)`` for ``explain``'s ``progress``: nothing, a Rich bar (when more than one
+    row), or the caller's ``progress(done, total)``."""
+    done = 0
+    if callable(progress):
+
+        def report(rows: int) -> None:
+            nonlocal done
+            done += rows
+            progress(done, total)
+
+        yield report
+        return
+    if not progress or total < 2:
+        yield lambda rows: None
+        return
+    from rich.progress import Progress
+
+    unit = "texts" if total == n_texts else "windows"
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"explaining {n_texts} texts ({total} {unit})", total=total)
+        yield lambda rows: bar.update(task, advance=rows)
 
 
 def build_explanation(

@@ -7,10 +7,11 @@ User mistakes end with a one-line ``error:`` message and exit status 2, never a 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,18 +170,24 @@ class _Texts:
     limit: int | None = None
 
     def read(self) -> list[str]:
+        """The texts, checked."""
+        return [text for _, text in self.read_items()]
+
+    def read_items(self) -> list[tuple[int | str, str]]:
+        """``(id, text)`` pairs: the id is the text's row in the file, or its argument position
+        (from 0)."""
         from .errors import InputError
-        from .inputs import check_texts, read_texts
+        from .inputs import check_texts, read_items
 
         if self.texts and self.file is not None:
             raise InputError("give texts as arguments or with --file, not both")
         if self.file is not None:
-            return read_texts(self.file, self.text_column, self.limit)
+            return read_items(self.file, self.text_column, self.limit)
         if self.text_column is not None or self.limit is not None:
             raise InputError("--text-column and --limit apply to --file")
         if not self.texts:
             raise InputError("no text given: pass a text argument or --file")
-        return check_texts(self.texts)
+        return list(enumerate(check_texts(self.texts)))
 
 
 def _precision(bf16: bool) -> str:
@@ -227,17 +234,25 @@ def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dic
     return options
 
 
+# Texts explained per call when a command streams its output: results appear as each group
+# finishes, in input order, and memory holds one group's explanations at a time.
+STREAM_TEXTS = 64
+
+
 def _run(
-    items: list[str],
+    items: list[tuple[int | str, str]],
     model: str,
     lm_head: str | None,
     allow_pickle: bool,
     device: str = "cpu",
     bf16: bool = False,
     **kwargs: Any,
-) -> list[Any]:
+) -> Iterator[tuple[int | str, Any]]:
+    """``(id, explanation)`` of every item, in input order, ``STREAM_TEXTS`` at a time, with a
+    progress bar on a terminal (texts done, counting the windows of a long one)."""
     import layersal
 
+    from .report.progress import text_progress
     from .saliency import check_method
 
     options = dict(kwargs.pop("options", None) or {})
@@ -246,8 +261,18 @@ def _run(
     lm = layersal.load(
         model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
     )
-    progress = len(items) > 32 and sys.stderr.isatty()
-    return layersal.explain(items, lm, method=method, options=options, progress=progress, **kwargs)
+    with text_progress(err, len(items)) as progress:
+        for start in range(0, len(items), STREAM_TEXTS):
+            group = items[start : start + STREAM_TEXTS]
+            explanations = layersal.explain(
+                [text for _, text in group],
+                lm,
+                method=method,
+                options=options,
+                progress=progress(start, len(group)),
+                **kwargs,
+            )
+            yield from zip([key for key, _ in group], explanations)
 
 
 @app.command()
@@ -334,7 +359,9 @@ def explain(
             "tau": tau,
         }
         results = _run(
-            _Texts(texts, file, text_column, limit).read(),  # first: a missing file fails fast
+            _Texts(
+                texts, file, text_column, limit
+            ).read_items(),  # first: a missing file fails fast
             model,
             lm_head,
             allow_pickle,
@@ -369,7 +396,9 @@ def layers(
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
         results = _run(
-            _Texts(texts, file, text_column, limit).read(),  # first: a missing file fails fast
+            _Texts(
+                texts, file, text_column, limit
+            ).read_items(),  # first: a missing file fails fast
             model,
             lm_head,
             allow_pickle,
@@ -875,12 +904,16 @@ def _render_layers(explanation: Any, top: int) -> Any:
     return layer_table(explanation, top)
 
 
-def _print(results: list[Any], json_out: bool, render: Callable[[Any], Any]) -> None:
-    if json_out:
-        for explanation in results:
-            sys.stdout.write(explanation.to_json() + "\n")
-        return
-    for i, explanation in enumerate(results):
+def _print(
+    results: Iterable[tuple[int | str, Any]], json_out: bool, render: Callable[[Any], Any]
+) -> None:
+    """Print each result as it comes: a JSON line (with its input ``id``) or a rendering."""
+    for i, (key, explanation) in enumerate(results):
+        if json_out:
+            line = json.dumps({"id": key, **explanation.to_dict()}, ensure_ascii=False)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            continue
         if i:
             out.print()
         # lines of text are not folded at the console's width (80 columns when piped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 
@@ -97,7 +98,10 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Explanation:
-        fields = dict(data)
+        """The explanation of a :meth:`to_dict`; keys it does not know (the ``id`` that the
+        command line's ``--json`` adds) are left out."""
+        known = {f.name for f in dataclass_fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}
         fields["tokens"] = [Token(**t) for t in data["tokens"]]
         fields["words"] = [Word(**w) for w in data["words"]]
         fields["layers"] = [LayerReport(**r) for r in data.get("layers", [])]

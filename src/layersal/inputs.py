@@ -327,25 +327,29 @@ class Source:
 
 
 def check_texts(texts: Sequence[Any]) -> list[str]:
-    """Reject what cannot be explained: non-strings, texts with nothing visible in them (empty,
-    whitespace, NUL or other control characters only) and lone surrogates (not Unicode)."""
-    out = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"text {i} is a {type(text).__name__}, not a string")
-        if not text.strip():
-            raise InputError(f"text {i} is empty" if not text else f"text {i} is only whitespace")
-        if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
-            raise InputError(f"text {i} has no visible characters (only control characters)")
-        surrogate = _SURROGATE.search(text)
-        if surrogate:
-            raise InputError(
-                f"text {i} is not valid Unicode (a lone surrogate at character {surrogate.start()})"
-            )
-        out.append(text)
+    """Reject what cannot be explained (see :func:`check_text`), naming texts by position."""
+    out = [check_text(text, f"text {i}") for i, text in enumerate(texts)]
     if not out:
         raise InputError("no texts to explain")
     return out
+
+
+def check_text(text: Any, name: str) -> str:
+    """``text``, or an error naming it ``name``: non-strings, texts with nothing visible in
+    them (empty, whitespace, NUL or other control characters only) and lone surrogates (not
+    Unicode) cannot be explained."""
+    if not isinstance(text, str):
+        raise InputError(f"{name} is a {type(text).__name__}, not a string")
+    if not text.strip():
+        raise InputError(f"{name} is empty" if not text else f"{name} is only whitespace")
+    if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
+        raise InputError(f"{name} has no visible characters (only control characters)")
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        raise InputError(
+            f"{name} is not valid Unicode (a lone surrogate at character {surrogate.start()})"
+        )
+    return text
 
 
 def read_texts(
@@ -358,20 +362,27 @@ def read_texts(
     ``text_column`` defaults to the first of text/sentence/review/content in a table's header
     (a table without a header: its first column) or a JSON line's ``text``/``sentence``.
     """
+    return [text for _, text in read_items(source, text_column, limit)]
+
+
+def read_items(
+    source: str | Path, text_column: str | None = None, limit: int | None = None
+) -> list[tuple[int | str, str]]:
+    """:func:`read_texts` with each text's id: its row number in the file, from 0."""
     if limit is not None and limit < 1:
         raise InputError(f"`limit` must be at least 1, not {limit}")
     reader = Source(source, text_column)
-    texts: list[str] = []
+    items: list[tuple[int | str, str]] = []
     for row in reader.rows():
         if row.error is not None:
             raise InputError(f"{source}, row {row.index + 1}: {row.error}")
         if row.text and row.text.strip():
-            texts.append(row.text)
-            if limit is not None and len(texts) >= limit:
+            items.append((row.id, check_text(row.text, f"{source}, row {row.index + 1}")))
+            if limit is not None and len(items) >= limit:
                 break
-    if not texts:
+    if not items:
         raise InputError(f"{source} contains no texts")
-    return texts
+    return items
 
 
 def _parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:

@@ -9,6 +9,7 @@ The document's probabilities are the mean of the windows' probabilities.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -40,6 +41,17 @@ def window_overlap(
             f"stride must be between 1 and {room} tokens for a window of {size}, not {step}"
         )
     return size, step, room - step
+
+
+def window_count(tokenizer: Any, text: str, window: int, stride: int) -> int:
+    """How many windows of ``window`` tokens, every ``stride`` content tokens, ``text`` takes."""
+    n = len(
+        tokenizer(text, add_special_tokens=False, verbose=False, split_special_tokens=True)[
+            "input_ids"
+        ]
+    )
+    room = window - tokenizer.num_special_tokens_to_add()
+    return 1 if n <= room else math.ceil((n - room) / stride) + 1
 
 
 def document_probabilities(window_probs: torch.Tensor) -> torch.Tensor:

@@ -250,9 +250,9 @@ def _used_layer(explanation: Explanation) -> LayerReport | None:
     return next((r for r in explanation.layers if r.layer == explanation.layer), None)
 
 
-def _method_row(explanation: Explanation, label: str | None) -> Row:
+def _method_row(explanation: Explanation, label: str | None, signed: bool | None = None) -> Row:
     scores = [w.score for w in explanation.words]
-    scale = Scale.of(scores)
+    scale = Scale.of(scores, signed)
     name, detail = _method_label(explanation, label)
     return Row(name, detail, _segments(explanation, scores, scale), scale)
 
@@ -313,7 +313,10 @@ def _card(
     metrics: Sequence[Faithfulness] | None,
     index: int | None,
     metric_setting: str,
+    signed: Sequence[bool] | None = None,
 ) -> Card:
+    """One text's card. ``signed[m]``: method ``m``'s colour scale (signed or one-colour),
+    fixed for the whole report so that it does not change from one card to the next."""
     main = explanations[0]
     if metrics is not None and len(metrics) != len(explanations):
         raise InputError(f"got {len(metrics)} faithfulness results for {len(explanations)} methods")
@@ -335,7 +338,10 @@ def _card(
             (label, p, f"{100 * p:.1f}", label == main.prediction)
             for label, p in main.probabilities.items()
         ],
-        rows=[_method_row(e, name) for e, name in zip(explanations, names)],
+        rows=[
+            _method_row(e, name, None if signed is None else signed[m])
+            for m, (e, name) in enumerate(zip(explanations, names))
+        ],
         strip=strip,
         strip_method=names[0],
         strip_note=strip_note,
@@ -413,8 +419,11 @@ def render_report(
     if metrics is not None and len(metrics) != len(groups):
         raise InputError(f"got faithfulness results for {len(metrics)} texts, not {len(groups)}")
     names = list(labels) if labels else [e.method for e in groups[0]]
+    signed = [
+        any(w.score < -_TINY for group in groups for w in group[m].words) for m in range(n_methods)
+    ]
     cards = [
-        _card(group, names, None if metrics is None else metrics[i], i + 1, metric_setting)
+        _card(group, names, None if metrics is None else metrics[i], i + 1, metric_setting, signed)
         for i, group in enumerate(groups)
     ]
     main = groups[0][0]

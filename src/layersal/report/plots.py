@@ -7,6 +7,7 @@ one text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,10 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
         cmap, norm, label = (
             "RdBu_r",
             TwoSlopeNorm(0.0, -1.0, 1.0),
-            "score / layer's largest |score| (red: towards the class)",
+            "score / the layer's largest |score|\n(red: towards the class)",
         )
     else:
-        cmap, norm, label = "YlOrRd", Normalize(0.0, 1.0), "score / layer's largest score"
+        cmap, norm, label = "YlOrRd", Normalize(0.0, 1.0), "score / the layer's\nlargest score"
     fig = _figure(max(6.0, min(18.0, 1.5 + 0.55 * len(words))), 1.9 + 0.5 * len(raw))
     ax = fig.add_subplot()
     from matplotlib import colormaps
@@ -80,19 +81,20 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
         origin="lower",
         interpolation="nearest",
     )
+    every = max(1, math.ceil(len(words) / (4 * fig.get_figwidth())))  # room for ~4 per inch
+    shown = list(range(0, len(words), every))
     ax.set_xticks(
-        range(len(words)),
-        words,
-        rotation=45 if len(words) > 6 else 0,
-        ha="right" if len(words) > 6 else "center",
+        shown,
+        [_short(words[i]) for i in shown],
+        rotation=45 if len(shown) > 6 else 0,
+        ha="right" if len(shown) > 6 else "center",
+        rotation_mode="anchor",
     )
     ticks = []
     for report in explanation.layers:
-        tick = f"layer {report.layer}"
+        tick = f"layer {report.layer}"  # no gradient at the positions: greyed, noted in the row
         if report.layer == explanation.layer:
             tick += " (used)"
-        if not report.has_position_gradient:
-            tick += " (no pos. grad.)"
         ticks.append(tick)
     ax.set_yticks(range(len(ticks)), ticks)
     for index, report in enumerate(explanation.layers):
@@ -116,7 +118,7 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
         range(len(peaks)), [f"max {p:.2g}" if g else "" for p, g in zip(peaks, gradient)]
     )
     right.tick_params(length=0, labelsize=8, labelcolor="#57606a")
-    ax.set_xlabel("word")
+    ax.set_xlabel("word" if every == 1 else f"word (every {every}th labelled)")
     ax.set_ylabel("layer (0 = embeddings)")
     ax.set_title(
         f"{_method_name(explanation)} saliency per layer, model "
@@ -125,6 +127,11 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
     )
     fig.colorbar(image, ax=ax, label=label, shrink=0.9, pad=0.02)
     return fig
+
+
+def _short(word: str, limit: int = 14) -> str:
+    """A word as a tick label: at most ``limit`` characters."""
+    return word if len(word) <= limit else word[: limit - 1] + "…"
 
 
 def _outline(row: int, width: int) -> Any:

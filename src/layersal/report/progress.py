@@ -62,3 +62,57 @@ def progress_lines(
 
     console.print(f"{title}: 0/{total}", markup=False, highlight=False)
     yield advance
+
+
+TextProgress = Callable[[int, int], Callable[[int, int], None] | bool]
+
+
+@contextmanager
+def text_progress(console: Console, total: int) -> Iterator[TextProgress]:
+    """Yield ``part(start, n)``: the ``progress`` argument of ``explain`` for texts
+    ``start..start+n`` of ``total``. On a terminal a bar counts texts done (a long text's
+    windows move it in fractions) with the rate; elsewhere nothing is drawn (``False``)."""
+    if not console.is_terminal:
+        yield lambda start, n: False
+        return
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("explaining"),
+        BarColumn(),
+        TextColumn("{task.fields[texts]}/{task.total:.0f} texts{task.fields[windows]}"),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("explain", total=total, texts=0, rate="", windows="")
+        began = time.perf_counter()
+
+        def part(start: int, n: int) -> Callable[[int, int], None]:
+            def advance(done: int, rows: int) -> None:
+                completed = start + n * done / max(rows, 1)
+                elapsed = time.perf_counter() - began
+                rate = f"{completed / elapsed:.1f} texts/s" if elapsed > 0 else ""
+                windows = f" ({done}/{rows} windows)" if rows > n else ""
+                bar.update(
+                    task,
+                    completed=completed,
+                    texts=int(completed),
+                    rate=rate,
+                    windows=windows,
+                    refresh=True,  # once per batch: every step is shown
+                )
+
+            return advance
+
+        yield part
