@@ -551,3 +551,25 @@ def test_web_schema_matches_the_explanation_dataclasses(model, data):
             field.default_factory is not dataclasses.MISSING
         )
         assert (not model.model_fields[name].is_required()) == has_default, name
+
+
+def test_api_docs_need_no_network(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/docs-static/") for a in assets), assets
+    assert "http://" not in page.text and "https://" not in page.text
+    assert all(client.get(a).status_code == 200 for a in assets)
+
+
+def test_api_docs_render_in_a_browser_offline(live_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server + "docs")
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    )
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/api/explain" in {p.replace("\u200b", "") for p in paths}
+    assert browser.execute_script("return window.__xss") is None, "the model name ran as markup"

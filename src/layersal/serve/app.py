@@ -315,6 +315,26 @@ def request_rows(lm: LoadedModel, method: str, options: dict[str, Any], texts: l
     return total
 
 
+def _local_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the files the ``fastapi-offline`` package ships, so that the
+    API page works on a machine without internet access."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    files = importlib.resources.files("fastapi_offline").joinpath("static")
+    app.mount("/docs-static", StaticFiles(directory=str(files)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="layersal API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon.png",
+        )
+
+
 def _json_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -408,7 +428,10 @@ def create_app(
             "layersal cannot explain, 503/504 when the time budget runs out."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: the default page loads a CDN
+        redoc_url=None,
     )
+    _local_docs(app)
     app.state.layersal = runner
     app.state.limits = limits
     if allowed_hosts is not None:
