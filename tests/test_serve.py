@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -218,14 +219,21 @@ def test_a_busy_model_gives_503_within_the_budget(sst2_tiny):
 def test_a_cancelled_job_stops_only_its_own_passes(sst2_tiny):
     """Two apps on one model (as in these tests): a cancelled job of one, still holding its
     hook on the model, must not stop the other's forward passes."""
+    from layersal.serve.runner import Job
+
     runner = create_app(sst2_tiny, timeout_s=5).state.layersal
-    cancel, started, go = threading.Event(), threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=lambda: runner._guarded(go.wait, time.monotonic() + 5, cancel, started)
-    )
+    started, go = threading.Event(), threading.Event()
+
+    def waits(texts):
+        started.set()
+        go.wait(5)
+        return [None] * len(texts)
+
+    job = Job("k", ["x"], waits, time.monotonic() + 5)
+    worker = threading.Thread(target=runner._run_group, args=([job],))
     worker.start()
     assert started.wait(5)
-    cancel.set()  # the job is cancelled while its hook is on the model
+    job.cancel.set()  # the job is cancelled while its hook is on the model
     try:
         encoded = sst2_tiny.tokenizer(["a fine film"], return_tensors="pt")
         with torch.no_grad():
@@ -234,6 +242,57 @@ def test_a_cancelled_job_stops_only_its_own_passes(sst2_tiny):
         go.set()
         worker.join(5)
     assert not sst2_tiny.model._forward_pre_hooks, "the job's hook is gone"
+
+
+def test_concurrent_requests_share_model_calls_and_keep_their_own_results(sst2_tiny):
+    app = create_app(sst2_tiny, timeout_s=60)
+    runner = app.state.layersal
+    http = TestClient(app)
+    texts = [f"a {w} film" for w in ("fine", "dull", "warm", "slow", "bold", "flat", "sly", "odd")]
+    assert runner.lock.acquire(timeout=5)  # the model is busy: the requests queue up
+    responses: dict[int, Any] = {}
+
+    def send(i: int) -> None:
+        body = {"text": texts[i]} if i != 3 else {"text": texts[i], "target": 7}
+        responses[i] = _explain(http, **body)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    runner.lock.release()
+    for thread in threads:
+        thread.join(30)
+    assert max(runner.batches) > 1, runner.batches  # some requests shared a model call
+    assert responses[3].status_code == 422 and "out of range" in responses[3].json()["error"]
+    for i, text in enumerate(texts):
+        if i == 3:
+            continue
+        assert responses[i].status_code == 200, responses[i].text
+        got = responses[i].json()["explanations"]
+        alone = layersal.explain(text, sst2_tiny, layer_report=True)
+        assert len(got) == 1 and got[0]["text"] == text
+        assert got[0]["prediction"] == alone.prediction
+        scores = [t["score"] for t in got[0]["tokens"]]
+        assert scores == pytest.approx([t.score for t in alone.tokens], abs=1e-5)
+
+
+def test_a_failing_request_in_a_batch_does_not_fail_the_others(sst2_tiny):
+    from layersal.errors import InputError
+    from layersal.serve.runner import Job
+
+    runner = create_app(sst2_tiny, timeout_s=5).state.layersal
+
+    def picky(texts):
+        if "bad" in texts:
+            raise InputError("bad text")
+        return [t.upper() for t in texts]
+
+    jobs = [Job("k", [t], picky, time.monotonic() + 5) for t in ("good", "bad", "fine")]
+    runner._run_group(jobs)
+    assert jobs[0].future.result() == ["GOOD"] and jobs[2].future.result() == ["FINE"]
+    with pytest.raises(InputError, match="bad text"):
+        jobs[1].future.result()
 
 
 def test_info(client, sst2_tiny):

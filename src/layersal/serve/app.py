@@ -1,23 +1,19 @@
 """The FastAPI app behind ``layersal serve``: a page at ``/`` and a JSON API under ``/api``.
 
-The model is loaded once by the caller and shared. Torch models are not re-entrant for
-autograd from several threads, so explanations run one at a time, in a worker thread, behind a
-lock; each request has a time budget (``timeout_s``) and ends with a 503 (still waiting for the
-model) or 504 (its explanation ran too long) JSON error instead of hanging. A timed-out
-explanation is stopped at its next forward pass so the model frees up. All state lives on the
-app instance (``app.state.layersal``).
+The model is loaded once by the caller and shared; :mod:`.runner` runs the explanations on
+it, gathering concurrent requests into micro-batches, each request within its time budget
+(``timeout_s``: a 503 when it never reached the model, a 504 when it ran too long). A request
+is bounded before it runs: its texts (``max_chars``, ``max_batch``) and its cost in model
+rows (``max_rows``). All state lives on the app instance (``app.state.layersal``).
 """
 
-import asyncio
 import importlib.resources
+import json
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,6 +31,7 @@ from ..saliency import check_method, method_cost, method_options, method_schema,
 from ..targets import int_or_text
 from ..version import __version__
 from .card import render_html
+from .runner import ExplanationTimeout, Runner, ServerBusy
 
 DEFAULT_MAX_CHARS = 5000
 DEFAULT_MAX_BATCH = 32
@@ -218,87 +215,6 @@ class ErrorOut(BaseModel):
 # ---------------------------------------------------------------------------------- runner
 
 
-class ServerBusy(Exception):
-    """The model stayed busy with another explanation for the whole time budget."""
-
-
-class ExplanationTimeout(Exception):
-    """The explanation itself ran past the time budget (it is stopped at its next pass)."""
-
-
-class _Cancelled(Exception):
-    """Raised inside a timed-out explanation at its next forward pass."""
-
-
-@dataclass
-class _Runner:
-    """Runs explanations on the shared model one at a time, each within a time budget."""
-
-    lm: LoadedModel
-    timeout_s: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="layersal-explain")
-    )
-    active: set[threading.Event] = field(default_factory=set)
-
-    async def run(self, job: Callable[[], Any]) -> Any:
-        """``job()`` in a worker thread; past the budget ``ServerBusy`` (it never got the model)
-        or ``ExplanationTimeout`` (it ran too long)."""
-        deadline = time.monotonic() + self.timeout_s
-        cancel, started = threading.Event(), threading.Event()
-        self.active.add(cancel)
-        future = asyncio.get_running_loop().run_in_executor(
-            self.pool, self._guarded, job, deadline, cancel, started
-        )
-        # a timed-out job ends later on its own: retrieve its outcome so nothing is logged
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
-        except asyncio.TimeoutError:
-            cancel.set()
-            if started.is_set():
-                raise ExplanationTimeout from None
-            raise ServerBusy from None
-        finally:
-            self.active.discard(cancel)
-
-    def _guarded(
-        self,
-        job: Callable[[], Any],
-        deadline: float,
-        cancel: threading.Event,
-        started: threading.Event,
-    ) -> Any:
-        if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise ServerBusy
-        try:
-            if cancel.is_set():
-                raise _Cancelled
-
-            owner = threading.get_ident()
-
-            def stop_if_cancelled(module: Any, args: Any) -> None:
-                # only this job's own passes: another app sharing the model runs in another
-                # thread, and a cancelled job here must not stop it
-                if cancel.is_set() and threading.get_ident() == owner:
-                    raise _Cancelled
-
-            started.set()
-            handle = self.lm.model.register_forward_pre_hook(stop_if_cancelled)
-            try:
-                return job()
-            finally:
-                handle.remove()
-        finally:
-            self.lock.release()
-
-    def close(self) -> None:
-        for cancel in list(self.active):
-            cancel.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
 # ------------------------------------------------------------------------------------- app
 
 
@@ -395,7 +311,7 @@ def create_app(
         raise InputError(
             "max_chars, max_batch and max_rows must be at least 1 and timeout_s positive"
         )
-    runner = _Runner(model, float(timeout_s))
+    runner = Runner(model, float(timeout_s), max_texts=max_batch, max_chars=max(max_chars, 20_000))
     limits = Limits(
         max_chars=max_chars, max_batch=max_batch, timeout_s=float(timeout_s), max_rows=max_rows
     )
@@ -529,15 +445,15 @@ def create_app(
             )
         target = int_or_text(request.target)
 
-        def job() -> list[dict[str, Any]]:
+        def job(texts: list[str]) -> list[dict[str, Any]]:
             try:
                 results = explain(
-                    items,
+                    texts,
                     model,
                     method=request.method,
                     target=target,
                     word_aggregation=request.word_aggregation,
-                    batch_size=min(len(items), 16),
+                    batch_size=min(len(texts), 16),
                     options={**shown, **options},
                 )
             except (TypeError, ValueError) as exc:
@@ -550,9 +466,16 @@ def create_app(
                 ) from None
             return [e.to_dict() for e in results]
 
+        # requests that may share one model call: the same method, options and target
+        key = (
+            request.method,
+            json.dumps(options, sort_keys=True, default=str),
+            repr(target),
+            request.word_aggregation,
+        )
         began = time.monotonic()
         try:
-            explanations = await runner.run(job)
+            explanations = await runner.run(key, items, job)
         except ServerBusy:
             return _error(
                 503,

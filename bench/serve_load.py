@@ -1,0 +1,166 @@
+"""Load on ``layersal serve`` over loopback (not a test: prints a table, asserts nothing).
+
+    nice .venv/bin/python bench/serve_load.py --clients 1 4 8 --requests 120
+    nice .venv/bin/python bench/serve_load.py --clients 8 --requests 1000   # RSS after 1,000
+
+Starts ``layersal serve`` (the real CLI, on 127.0.0.1 and a free port) in a child process,
+then for each client count sends ``--requests`` requests from that many threads, each
+client with its own keep-alive connection. The mix: mostly one short SST-2 sentence with the
+default method (what the page sends), some batches of 4, some requests with
+``method=gradient``, and one in ten an invalid body (never reaches the model). Reported:
+valid requests/s, p50 and p99 latency of the valid requests, p99 of the invalid ones (they
+must not wait behind the model), the statuses seen, and the server's RSS at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "sst2" / "test.tsv"
+FALLBACK = [
+    "a gripping, beautifully acted film",
+    "dull and far too long",
+    "the plot meanders but the cast shines",
+    "not bad at all",
+]
+
+
+def sentences() -> list[str]:
+    if not DATA.is_file():
+        return FALLBACK
+    from layersal.datasets import read_labelled
+
+    return read_labelled(DATA).texts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "layersal", "serve", "--port", str(port), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    server.kill()
+    raise SystemExit("the server did not start")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def body(rng: random.Random, texts: list[str]) -> tuple[bool, dict | str]:
+    roll = rng.random()
+    if roll < 0.1:
+        return False, rng.choice(['{"text": ', '{"texts": 5}', '{"method": 3, "text": "x"}'])
+    if roll < 0.25:
+        return True, {"texts": rng.sample(texts, 4)}
+    if roll < 0.35:
+        return True, {"text": rng.choice(texts), "method": "gradient"}
+    return True, {"text": rng.choice(texts)}
+
+
+def run(url: str, clients: int, requests: int, texts: list[str]) -> dict:
+    latencies: dict[bool, list[float]] = {True: [], False: []}
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while True:
+                with lock:
+                    if next(counter, None) is None:
+                        return
+                valid, payload = body(rng, texts)
+                began = time.perf_counter()
+                if isinstance(payload, str):
+                    headers = {"content-type": "application/json"}
+                    response = http.post("/api/explain", content=payload, headers=headers)
+                else:
+                    response = http.post("/api/explain", json=payload)
+                took = time.perf_counter() - began
+                with lock:
+                    latencies[valid].append(took)
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    valid = sorted(latencies[True])
+    invalid = sorted(latencies[False])
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+    return {
+        "clients": clients,
+        "requests": requests,
+        "valid_per_s": len(valid) / wall,
+        "p50": statistics.median(valid) if valid else float("nan"),
+        "p99": pct(valid, 0.99),
+        "invalid_p99": pct(invalid, 0.99),
+        "statuses": dict(sorted(statuses.items())),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--requests", type=int, default=120)
+    parser.add_argument("--label", default="", help="name of this run in the table")
+    parser.add_argument("--serve-args", default="", help="extra `layersal serve` arguments")
+    args = parser.parse_args()
+    texts = sentences()
+    port = free_port()
+    server = start_server(port, args.serve_args.split())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        run(url, 1, 5, texts)  # warm-up
+        rows = [run(url, n, args.requests, texts) for n in args.clients]
+        rss = rss_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"\n### Server load {args.label} ({os.cpu_count()} cores, loopback)\n")
+    print("| clients | requests | valid req/s | p50 s | p99 s | invalid p99 s | statuses |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['clients']} | {r['requests']} | {r['valid_per_s']:.1f} | {r['p50']:.3f} | "
+            f"{r['p99']:.3f} | {r['invalid_p99']:.3f} | {r['statuses']} |"
+        )
+    print(f"\nserver RSS after {sum(r['requests'] for r in rows) + 5} requests: {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Runs the web app's explanations on its one shared model: gathered into micro-batches, one
+batch at a time, each request within its own time budget.
+
+Torch models are not re-entrant for autograd from several threads, so one worker thread runs
+the model. Requests that arrive while it is busy queue up; when it is free it takes the
+oldest request and every queued one that may share its model call (the same method, options,
+target and word aggregation: the same ``key``) up to ``max_texts`` texts and ``max_chars``
+characters, and explains them together. Each request keeps its own result, its own error (a
+batch that fails is rerun request by request) and its own time budget: a request past its
+budget is answered 503 (it never reached the model) or 504 (its batch ran too long) while the
+batch goes on for the others, and a batch whose requests have all given up is stopped at its
+next forward pass, so the model frees up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import LoadedModel
+
+Explain = Callable[[list[str]], list[Any]]
+"""Explain some texts: one result per text, in order."""
+
+
+class ServerBusy(Exception):
+    """The model stayed busy for the whole time budget: the request never reached it."""
+
+
+class ExplanationTimeout(Exception):
+    """The request's explanation ran past its time budget."""
+
+
+class Cancelled(Exception):
+    """Raised inside a forward pass of a batch whose requests have all given up."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its texts, how to explain them, when it gives up."""
+
+    key: Hashable
+    texts: list[str]
+    explain: Explain
+    deadline: float
+    future: Future[list[Any]] = field(default_factory=Future)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def chars(self) -> int:
+        return sum(len(t) for t in self.texts)
+
+
+class Runner:
+    """The worker thread, its queue, and the lock it holds while the model runs a batch."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        timeout_s: float,
+        *,
+        max_texts: int = 32,
+        max_chars: int = 20_000,
+        gather_s: float = 0.002,
+    ) -> None:
+        self.lm = lm
+        self.timeout_s = timeout_s
+        self.max_texts = max_texts
+        self.max_chars = max_chars
+        self.gather_s = gather_s
+        self.lock = threading.Lock()
+        self.batches: list[int] = []  # requests per model call, newest last (bounded)
+        self._queue: deque[Job] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._loop, name="layersal-explain", daemon=True)
+        self._worker.start()
+
+    async def run(self, key: Hashable, texts: list[str], explain: Explain) -> list[Any]:
+        """The results of ``explain(texts)``, maybe computed together with other requests of
+        the same ``key``; past the budget ``ServerBusy`` or ``ExplanationTimeout``."""
+        job = Job(key, list(texts), explain, time.monotonic() + self.timeout_s)
+        with self._ready:
+            self._queue.append(job)
+            self._ready.notify()
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(job.future)), self.timeout_s
+            )
+        except asyncio.TimeoutError:
+            job.cancel.set()
+            if job.started.is_set():
+                raise ExplanationTimeout from None
+            raise ServerBusy from None
+
+    def close(self) -> None:
+        """Stop the worker; queued and running requests give up."""
+        with self._ready:
+            self._closed = True
+            for job in self._queue:
+                job.cancel.set()
+            self._ready.notify_all()
+
+    # -- the worker thread ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            group = self._next_group()
+            if group is None:
+                return
+            self._run_group(group)
+
+    def _next_group(self) -> list[Job] | None:
+        """The oldest waiting request and the queued ones that may share its model call."""
+        with self._ready:
+            while not self._queue and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                return None
+            first = self._queue.popleft()
+            group, texts, chars = [first], len(first.texts), first.chars
+            until = time.monotonic() + self.gather_s
+            while texts < self.max_texts:
+                for job in list(self._queue):
+                    fits = (
+                        texts + len(job.texts) <= self.max_texts
+                        and chars + job.chars <= self.max_chars
+                    )
+                    if job.key == first.key and fits:
+                        self._queue.remove(job)
+                        group.append(job)
+                        texts, chars = texts + len(job.texts), chars + job.chars
+                left = until - time.monotonic()
+                if left <= 0 or self._closed:
+                    break
+                self._ready.wait(left)
+        return group
+
+    def _run_group(self, group: list[Job]) -> None:
+        live = [job for job in group if not job.cancel.is_set()]
+        for job in group:
+            if job.cancel.is_set():
+                job.future.set_exception(ServerBusy())
+        if not live:
+            return
+        patience = max(job.deadline for job in live) - time.monotonic()
+        if not self.lock.acquire(timeout=max(0.0, patience)):
+            for job in live:
+                job.future.set_exception(ServerBusy())
+            return
+        try:
+            for job in live:
+                job.started.set()
+            self._explain(live)
+        finally:
+            self.lock.release()
+
+    def _explain(self, jobs: list[Job]) -> None:
+        """Explain ``jobs`` in one call, stopping at a forward pass once all have given up; if
+        the call fails, each job alone (so that each gets its own result or error)."""
+        owner = threading.get_ident()
+
+        def stop_if_cancelled(module: Any, args: Any) -> None:
+            # only this thread's passes: another app sharing the model runs in another thread
+            if threading.get_ident() == owner and all(job.cancel.is_set() for job in jobs):
+                raise Cancelled
+
+        self.batches = [*self.batches[-999:], len(jobs)]
+        handle = self.lm.model.register_forward_pre_hook(stop_if_cancelled)
+        try:
+            try:
+                results = jobs[0].explain([text for job in jobs for text in job.texts])
+            finally:
+                handle.remove()
+        except Cancelled:
+            for job in jobs:
+                job.future.set_exception(ExplanationTimeout())
+            return
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(exc)
+            else:
+                for job in jobs:
+                    self._explain([job])
+            return
+        start = 0
+        for job in jobs:
+            job.future.set_result(results[start : start + len(job.texts)])
+            start += len(job.texts)
