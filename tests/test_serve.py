@@ -632,3 +632,41 @@ def test_api_docs_render_in_a_browser_offline(live_server, browser):
     paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
     assert "/api/explain" in {p.replace("\u200b", "") for p in paths}
     assert browser.execute_script("return window.__xss") is None, "the model name ran as markup"
+
+
+def test_a_stalled_request_body_is_answered_408(sst2_tiny):
+    """A raw client sends headers promising a body, half of it, then nothing."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(sst2_tiny, body_timeout_s=0.5),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(
+                b"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                b'{"text": "a fi'
+            )
+            began = time.monotonic()
+            reply = raw.recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert "stalled" in reply and time.monotonic() - began < 5
+        import httpx
+
+        ok = httpx.post(f"http://127.0.0.1:{port}/api/explain", json={"text": "a fine film"})
+        assert ok.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -31,16 +31,14 @@ from .words import WORD_AGGREGATIONS, tokens_and_words
 
 
 @overload
-def explain(texts: str, model: LoadedModel | str | None = ..., **kwargs: Any) -> Explanation: ...
+def explain(texts: str, model: Any = ..., **kwargs: Any) -> Explanation: ...
 @overload
-def explain(
-    texts: Sequence[str], model: LoadedModel | str | None = ..., **kwargs: Any
-) -> list[Explanation]: ...
+def explain(texts: Sequence[str], model: Any = ..., **kwargs: Any) -> list[Explanation]: ...
 
 
 def explain(
     texts: str | Sequence[str],
-    model: LoadedModel | str | None = None,
+    model: Any = None,
     *,
     method: str = "dls",
     target: Target | Sequence[Target] = None,
@@ -58,7 +56,9 @@ def explain(
 
     ``texts``: one string (returns one :class:`Explanation`) or a sequence (returns a list).
     ``model``: a :class:`LoadedModel` from :func:`layersal.load` (load once, reuse), a model
-    name or path (loaded for this call), or ``None`` for the bundled default.
+    name or path, a ``*ForSequenceClassification`` model object or a text-classification
+    pipeline (wrapped for this call, see :func:`layersal.models.from_objects`), or ``None``
+    for the bundled default.
     ``method``: one of :func:`layersal.methods`; ``options`` is a dict of the method's own
     options (:func:`layersal.method_schema` lists them; for ``dls``: ``layer``, ``rule``,
     ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``, ``rho``, ``top_k``,
@@ -94,38 +94,45 @@ def explain(
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     if long_texts not in ("windows", "truncate"):
         raise InputError(f"long_texts must be 'windows' or 'truncate', not {long_texts!r}")
-    lm = model if isinstance(model, LoadedModel) else load(model or DEFAULT_MODEL, lm_head)
-    prepared = prepare_options(method, lambda: lm, lambda: items, options, batch_size)
-    options = prepared.options
-    targets = target_indices(target, len(items), lm.labels)
-    size, step, overlap = lm.max_length, lm.max_length, None
-    if long_texts == "windows":
-        size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
-    order = sorted(range(len(items)), key=lambda i: len(items[i]))
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    rows = (
-        sum(window_count(lm.tokenizer, t, size, step) for t in items)
-        if progress is not False and overlap is not None
-        else len(items)
+    lm = (
+        model
+        if isinstance(model, LoadedModel)
+        else load(DEFAULT_MODEL if model is None else model, lm_head)
     )
-    results: list[Explanation | None] = [None] * len(items)
-    with _progress(progress, rows, len(items)) as advance:
-        run = _Run(lm, method, options, batch_size, word_aggregation, size, step, overlap, advance)
-        for batch in batches:
-            batch_targets = None if targets is None else [targets[i] for i in batch]
-            explained = run.batch([items[i] for i in batch], batch_targets)
-            for row, index in enumerate(batch):
-                if explained[row].truncated:
-                    warnings.warn(
-                        f"text {index} is longer than {lm.max_length} tokens: explained its "
-                        f"first {lm.max_length} tokens only",
-                        TruncationWarning,
-                        stacklevel=2,
-                    )
-                results[index] = explained[row]
-    explanations = [r for r in results if r is not None]
-    for explanation in explanations:  # each its own copy: the record is small (no table)
-        explanation.options.update(copy.deepcopy(prepared.recorded))
+    with lm.borrowed():  # eval mode for the passes; a model object is left as it was
+        prepared = prepare_options(method, lambda: lm, lambda: items, options, batch_size)
+        options = prepared.options
+        targets = target_indices(target, len(items), lm.labels)
+        size, step, overlap = lm.max_length, lm.max_length, None
+        if long_texts == "windows":
+            size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        rows = (
+            sum(window_count(lm.tokenizer, t, size, step) for t in items)
+            if progress is not False and overlap is not None
+            else len(items)
+        )
+        results: list[Explanation | None] = [None] * len(items)
+        with _progress(progress, rows, len(items)) as advance:
+            run = _Run(
+                lm, method, options, batch_size, word_aggregation, size, step, overlap, advance
+            )
+            for batch in batches:
+                batch_targets = None if targets is None else [targets[i] for i in batch]
+                explained = run.batch([items[i] for i in batch], batch_targets)
+                for row, index in enumerate(batch):
+                    if explained[row].truncated:
+                        warnings.warn(
+                            f"text {index} is longer than {lm.max_length} tokens: explained its "
+                            f"first {lm.max_length} tokens only",
+                            TruncationWarning,
+                            stacklevel=2,
+                        )
+                    results[index] = explained[row]
+        explanations = [r for r in results if r is not None]
+        for explanation in explanations:  # each its own copy: the record is small (no table)
+            explanation.options.update(copy.deepcopy(prepared.recorded))
     return explanations[0] if single else explanations
 
 

@@ -17,7 +17,7 @@ def predictor(lm: LoadedModel) -> PredictFn:
     device = lm.device
 
     def predict(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), lm.autocast():
+        with torch.no_grad(), lm.autocast(), lm.borrowed():
             logits = lm.model(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
             ).logits

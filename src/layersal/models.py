@@ -34,7 +34,8 @@ class LoadedModel:
     """A classifier ready to be explained; load once with :func:`load`, pass it everywhere."""
 
     name: str
-    path: Path
+    path: Path | None
+    """The checkpoint folder; ``None`` for a model object given in memory."""
     model: Any
     tokenizer: Any
     family: Family | None
@@ -58,6 +59,19 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[None]:
+        """The model in eval mode for the passes inside, every module's own training flag
+        restored after: a model object the user holds (maybe mid-training) is left as it was.
+        """
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast around model passes when loaded with ``precision="bf16"``, else nothing.
@@ -95,22 +109,29 @@ def bundled_models() -> list[str]:
 
 
 def load(
-    model: str | Path = DEFAULT_MODEL,
-    lm_head: str | Path | None = None,
+    model: Any = DEFAULT_MODEL,
+    lm_head: Any = None,
     *,
+    tokenizer: Any = None,
     allow_pickle: bool = False,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
 ) -> LoadedModel:
     """Load a sequence classifier and the LM head that decodes its layers.
 
-    ``model`` is a bundled name (see :func:`bundled_models`), a local folder, or a hub id.
+    ``model`` is a bundled name (see :func:`bundled_models`), a local folder, a hub id, or an
+    object in memory: a ``*ForSequenceClassification`` model (with its ``tokenizer``) or a
+    ``transformers`` text-classification pipeline (see :func:`from_objects`).
     ``lm_head`` names the base checkpoint whose masked-LM head to use when the classifier has
     none (e.g. ``bert-base-uncased`` for ``textattack/bert-base-uncased-SST-2``). Weights are
     read from safetensors only; pickle checkpoints need ``allow_pickle=True``. Remote code is
     never executed. ``device``: ``"cpu"``, ``"cuda"`` (``"cuda:1"``, ...) or ``"auto"`` (CUDA
     when torch sees a GPU). ``precision``: ``"fp32"`` or ``"bf16"`` (autocast for the passes).
     """
+    if _is_object(model) or _is_object(lm_head) or tokenizer is not None:
+        return from_objects(
+            model, tokenizer, lm_head, allow_pickle=allow_pickle, precision=precision
+        )
     device = resolve_device(device)
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -135,6 +156,109 @@ def load(
         max_length=_max_length(tokenizer, classifier.config),
         precision=precision,
     )
+
+
+def _is_object(value: Any) -> bool:
+    """Whether ``value`` is a model or pipeline object rather than a name or path."""
+    return value is not None and not isinstance(value, str | Path)
+
+
+def from_objects(
+    model: Any,
+    tokenizer: Any = None,
+    lm_head: Any = None,
+    *,
+    allow_pickle: bool = False,
+    precision: str = "fp32",
+) -> LoadedModel:
+    """A :class:`LoadedModel` around objects the user already holds, on their device and dtype.
+
+    ``model``: a ``*ForSequenceClassification`` module, or a text-classification pipeline (its
+    model and tokenizer are used). ``tokenizer``: the model's fast tokenizer (default: the
+    pipeline's, or the one saved in the model's ``name_or_path`` folder). The LM head is
+    resolved as for a folder: ``lm_head`` (a ``*ForMaskedLM`` object, or a checkpoint name or
+    folder), else the masked-LM head saved in the model's ``name_or_path`` folder, else the
+    tied input embeddings. Nothing is copied and nothing about the objects is changed: each
+    pass puts the model in eval mode and restores every module's mode after it
+    (:meth:`LoadedModel.borrowed`); hooks are removed after each pass.
+    """
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if hasattr(model, "task") and hasattr(model, "model"):  # a transformers pipeline
+        if model.task not in ("text-classification", "sentiment-analysis"):
+            raise ModelLoadError(
+                f"a {model.task!r} pipeline: layersal explains text-classification pipelines"
+            )
+        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        model = model.model
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ModelLoadError(
+            f"cannot explain a {type(model).__name__}: give a bundled name, a checkpoint folder, "
+            "a hub id, a *ForSequenceClassification model object or a text-classification "
+            "pipeline"
+        )
+    name = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    folder = Path(name) if name and Path(name).is_dir() else None
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        raise ModelLoadError(
+            f"a {type(model).__name__} is not a sequence classifier (pass a "
+            "*ForSequenceClassification model, or this one as `lm_head`?)"
+        )
+    if tokenizer is None:
+        if folder is None:
+            raise ModelLoadError(
+                f"no tokenizer for the {type(model).__name__} object: pass `tokenizer=` (the "
+                "model's fast tokenizer)"
+            )
+        tokenizer = _load_tokenizer(folder, name=name)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} is not a fast (Rust) tokenizer; layersal needs its "
+            "character offsets"
+        )
+    family = family_for(model.config)
+    head = _object_head(model, family, folder, lm_head, allow_pickle=allow_pickle)
+    device = next(model.parameters()).device
+    return LoadedModel(
+        name=name,
+        path=None,
+        model=model,
+        tokenizer=tokenizer,
+        family=family,
+        lm_head=head.to(device),
+        labels=label_names(model.config),
+        max_length=_max_length(tokenizer, model.config),
+        precision=precision,
+    )
+
+
+def _object_head(
+    model: Any, family: Family | None, folder: Path | None, lm_head: Any, *, allow_pickle: bool
+) -> LMHead:
+    """The LM head of a model object: ``lm_head`` (an object or a checkpoint), the head saved
+    in the model's folder, else the tied embeddings."""
+    if _is_object(lm_head):
+        if family is None:
+            raise ModelLoadError(
+                f"layersal has no LM-head adapter for model type {model.config.model_type!r}; "
+                "leave `lm_head` out to decode through the input embeddings"
+            )
+        source = str(getattr(lm_head.config, "_name_or_path", "") or type(lm_head).__name__)
+        tensors = {k: v.detach() for k, v in lm_head.state_dict().items()}
+        head = head_from_tensors(tensors, family, model.config, source)
+        if head is None:
+            raise ModelLoadError(
+                f"the {type(lm_head).__name__} object has no masked-LM head weights for the "
+                f"{family.name} layout"
+            )
+        return _checked(head, model, source)
+    if lm_head is None and folder is not None and _weight_files(folder) != ([], []):
+        return resolve_lm_head(model, family, folder, None, allow_pickle=allow_pickle)
+    if lm_head is not None:
+        return resolve_lm_head(
+            model, family, folder or Path("."), lm_head, allow_pickle=allow_pickle
+        )
+    return embedding_head(model, type(model).__name__)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..encoding import encode, model_input_names
 from ..errors import InputError
@@ -309,14 +310,27 @@ def model_digest(lm: LoadedModel) -> str:
     """:func:`weights_digest` of the files ``lm`` was loaded from, computed once per load (the
     weights in memory are those, whatever happens to the files later)."""
     if lm.weights_sha256 is None:
-        lm.weights_sha256 = weights_digest(lm.path)
+        lm.weights_sha256 = (
+            weights_digest(lm.path) if lm.path is not None else tensors_digest(lm.model)
+        )
     return lm.weights_sha256
+
+
+def tensors_digest(model: Any) -> str:
+    """SHA-256 of a model object's weights as they are in memory (names, dtypes, shapes,
+    bytes): what identifies a model given as an object, fine-tuned in memory or not."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None:
     """The calibration table shipped in the model's card, when it applies to these weights,
     this LM head, these settings and the unrestricted search."""
-    if options.rule is not None or options.decode is not None:
+    if options.rule is not None or options.decode is not None or lm.path is None:
         return None
     try:
         card = json.loads((lm.path / CARD_FILE).read_text(encoding="utf-8"))
@@ -377,9 +391,12 @@ def cache_key(lm: LoadedModel, options: DLSOptions) -> str:
     """Identifies the weights (by content), the LM head and the settings of a table."""
     digest = hashlib.sha256()
     digest.update(model_digest(lm).encode())
-    for file in sorted(lm.path.glob("*.json")):
-        if file.name != CARD_FILE:
-            digest.update(file.read_bytes())
+    if lm.path is None:
+        digest.update(lm.model.config.to_json_string().encode())
+    else:
+        for file in sorted(lm.path.glob("*.json")):
+            if file.name != CARD_FILE:
+                digest.update(file.read_bytes())
     digest.update(lm.lm_head.source.encode())
     space = [settings_of(options), rules_for(options, lm), options.decode, CRITERION]
     digest.update(json.dumps(space, sort_keys=True).encode())

@@ -32,11 +32,13 @@ from ..targets import int_or_text
 from ..version import __version__
 from .card import render_html
 from .runner import ExplanationTimeout, Runner, ServerBusy
+from .stalls import BodyTimeout
 
 DEFAULT_MAX_CHARS = 5000
 DEFAULT_MAX_BATCH = 32
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_ROWS = 5000
+DEFAULT_BODY_TIMEOUT_S = 15.0
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _STATIC = "static"
 _STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -294,6 +296,7 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_rows: int = DEFAULT_MAX_ROWS,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     allowed_hosts: Sequence[str] | None = None,
     render: Callable[[list[Explanation]], str] = render_html,
 ) -> FastAPI:
@@ -302,7 +305,8 @@ def create_app(
     ``max_chars``: longest text (characters); ``max_batch``: most texts per request;
     ``timeout_s``: time budget of one explanation request, waiting for the model included.
     ``max_rows``: the most model rows one request may cost (:func:`request_rows`), refused
-    before it runs.
+    before it runs. ``body_timeout_s``: a client whose request body stalls that long is
+    answered 408.
     ``allowed_hosts``: accepted ``Host`` headers (``layersal serve`` sets the loopback names
     when bound to loopback, against DNS rebinding); ``None`` accepts any. ``render`` turns
     explanations into the downloadable HTML page.
@@ -350,6 +354,7 @@ def create_app(
     _local_docs(app)
     app.state.layersal = runner
     app.state.limits = limits
+    app.add_middleware(BodyTimeout, seconds=body_timeout_s)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 

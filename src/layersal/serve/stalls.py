@@ -1,0 +1,63 @@
+"""A client that starts sending a request body and then stalls is answered 408 and let go,
+instead of holding its connection (and a slot of the server) forever."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class BodyTimeout:
+    """Pure ASGI middleware: each part of a request body must arrive within ``seconds``.
+
+    Reading the body happens inside the framework, which turns any error there into its own
+    response; so the stall is noted, and the response that follows is replaced by a 408.
+    """
+
+    def __init__(self, app: Any, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        stalled = False
+        replaced = False
+
+        async def timed_receive() -> Message:
+            nonlocal stalled
+            try:
+                return await asyncio.wait_for(receive(), self.seconds)
+            except asyncio.TimeoutError:
+                stalled = True
+                raise TimeoutError(f"no request body for {self.seconds:g} s") from None
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal replaced
+            if not stalled:
+                await send(message)
+                return
+            if replaced:
+                return
+            replaced = True
+            error = {"error": f"the request body stalled for over {self.seconds:g} s"}
+            body = json.dumps(error).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 408,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, timed_receive, guarded_send)
