@@ -7,27 +7,9 @@ from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
+from .words import Token, Word
 
-@dataclass
-class Token:
-    """A (sub-word) token of the input with its character span and score."""
-
-    text: str
-    start: int
-    end: int
-    score: float
-    word: int
-
-
-@dataclass
-class Word:
-    """A word: its tokens merged, scored by the explanation's ``word_aggregation`` rule."""
-
-    text: str
-    start: int
-    end: int
-    score: float
-    tokens: list[int]
+__all__ = ["Explanation", "LayerReport", "Token", "Word"]
 
 
 @dataclass

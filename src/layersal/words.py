@@ -1,11 +1,33 @@
-"""Merging sub-word tokens into words, with character offsets into the original text."""
+"""Tokens and words of an explanation, and merging sub-word tokens into words (with character
+offsets into the original text)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .explanation import Token, Word
+
+@dataclass
+class Token:
+    """A (sub-word) token of the input with its character span and score."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    word: int
+
+
+@dataclass
+class Word:
+    """A word: its tokens merged, scored by the explanation's ``word_aggregation`` rule."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    tokens: list[int]
+
 
 WORD_AGGREGATIONS = ("sum", "mean", "max")
 

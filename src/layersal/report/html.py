@@ -11,12 +11,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..explanation import Explanation, LayerReport
 from ..metrics import METRICS_SHOWN, Faithfulness
 from ..words import aggregate
+
+if TYPE_CHECKING:  # the types only: an Explanation renders itself through this module
+    from ..explanation import Explanation, LayerReport
 
 # ColorBrewer RdBu (blue: against the class, red: towards it), white at zero.
 _DIVERGING = [
@@ -386,7 +388,7 @@ def _env() -> Any:
 def _grouped(
     explanations: Sequence[Explanation | Sequence[Explanation]],
 ) -> list[list[Explanation]]:
-    groups = [[e] if isinstance(e, Explanation) else list(e) for e in explanations]
+    groups = [list(e) if isinstance(e, Sequence) else [e] for e in explanations]
     if not groups or any(not g for g in groups):
         raise InputError("nothing to report: give at least one explanation per text")
     if len({len(g) for g in groups}) != 1:

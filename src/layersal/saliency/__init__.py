@@ -3,7 +3,7 @@
 Importing this package registers every method with :mod:`layersal.saliency.base`.
 """
 
-from . import attention, dls, gradients, perturbation, simple  # baselines register on import
+from . import attention, dls_method, gradients, perturbation, simple  # methods register on import
 from .base import (
     Attribution,
     MethodDetail,

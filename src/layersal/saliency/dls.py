@@ -14,7 +14,7 @@ from ..explanation import LayerReport
 from ..models import LoadedModel
 from ..passes import Pass, forward_backward
 from ..rules import check_rule
-from .base import Attribution, MethodDetail, Prepared, register
+from .base import MethodDetail
 
 SALIENCY_KINDS = ("gradcam", "grad_x_act", "grad_norm")
 INPUT = "input"
@@ -235,30 +235,6 @@ def resolve_layer(layer: int, num_layers: int) -> int:
             f"(or -{num_layers + 1}..-1)"
         )
     return index
-
-
-def _prepare(*args: Any) -> Prepared:
-    """:func:`layersal.saliency.layer_choice.prepare` (imported here: it imports this module)."""
-    from .layer_choice import prepare
-
-    return prepare(*args)
-
-
-@register("dls", options=DLSOptions, prepare=_prepare)
-def dls(
-    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any
-) -> Attribution:
-    """Decoded Layer Saliency as a registered method: one forward and one backward pass."""
-    result = run_dls(lm, encoded, DLSOptions(**options), targets)
-    return Attribution(
-        scores=result.scores(),
-        logits=result.pass_.logits,
-        targets=result.pass_.targets,
-        forward_passes=1,
-        backward_passes=1,
-        layers=list(result.chosen),
-        detail=result,
-    )
 
 
 def run_dls(

@@ -1,0 +1,34 @@
+"""DLS as a registered method (``method="dls"``): :func:`~layersal.saliency.dls.run_dls`, with
+``layer="auto"`` made concrete once per job by :mod:`layersal.saliency.layer_choice`.
+
+Kept apart from :mod:`.dls` (the method's maths) because the choice of layer itself runs DLS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..encoding import Encoded
+from ..models import LoadedModel
+from .base import Attribution, register
+from .dls import DLSOptions, run_dls
+from .layer_choice import prepare
+
+
+@register("dls", options=DLSOptions, prepare=prepare)
+def dls(
+    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any
+) -> Attribution:
+    """Decoded Layer Saliency as a registered method: one forward and one backward pass."""
+    result = run_dls(lm, encoded, DLSOptions(**options), targets)
+    return Attribution(
+        scores=result.scores(),
+        logits=result.pass_.logits,
+        targets=result.pass_.targets,
+        forward_passes=1,
+        backward_passes=1,
+        layers=list(result.chosen),
+        detail=result,
+    )
