@@ -673,3 +673,39 @@ def test_a_stalled_request_body_is_answered_408(sst2_tiny):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_stalled_request_head_is_closed(sst2_tiny):
+    """Headers that never end (or trickle in) do not hold a connection open."""
+    import httpx
+    import uvicorn
+
+    from layersal.serve.stalls import header_timeout_protocol
+
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(sst2_tiny),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        http=header_timeout_protocol(0.5),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            began = time.monotonic()
+            raw.sendall(b"X-Slow: 1\r\n")  # trickling does not extend the deadline
+            assert raw.recv(100) == b""  # closed by the server
+            assert time.monotonic() - began < 5
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(2):  # keep-alive requests on one connection still work
+                assert http.post("/api/explain", json={"text": "a fine film"}).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

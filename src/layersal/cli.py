@@ -731,7 +731,10 @@ def serve(
         )
     shown = f"[{host}]" if ":" in host else host
     err.print(f"layersal: serving {lm.name} on http://{shown}:{port}/  (Ctrl+C to stop)")
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    from .serve.stalls import header_timeout_protocol
+
+    # a client must finish its request head within 10 s (its body: see create_app)
+    uvicorn.run(web, host=host, port=port, log_level="warning", http=header_timeout_protocol(10.0))
 
 
 @app.command("explain-dataset")

@@ -61,3 +61,44 @@ class BodyTimeout:
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, timed_receive, guarded_send)
+
+
+def header_timeout_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request head (the request line and
+    headers) is not complete ``seconds`` after it began: a client sending its headers a byte
+    at a time, or not at all, cannot hold a connection open. Pass it as ``uvicorn.run(...,
+    http=...)``; uvicorn's own keep-alive timeout still covers idle connections between
+    requests."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:  # the next request's head is incomplete
+                self._arm()
+            elif self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._head_timer is None:  # from the first byte on: trickling does not extend it
+                self._head_timer = self.loop.call_later(seconds, self._head_timeout)
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
