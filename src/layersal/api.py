@@ -26,7 +26,7 @@ from .saliency import (
     run_method,
 )
 from .targets import Target, target_indices
-from .windows import document_probabilities, merge_windows, window_count, window_overlap
+from .windows import WindowMerge, document_probabilities, window_count, window_overlap
 from .words import WORD_AGGREGATIONS, tokens_and_words
 
 
@@ -214,30 +214,33 @@ class _Run:
         doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
         doc_target = targets or [int(p.argmax()) for p in doc_probs]
         row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
-        parts: list[Explanation] = []
+        # each window is folded into its text's merge as soon as its chunk is explained, so
+        # a long document holds sums over its tokens, not every window's explanation
+        merges = {
+            b: WindowMerge(encoded.texts[rows[0]], lm.tokenizer)
+            for b, rows in enumerate(rows_of)
+            if len(rows) > 1
+        }
+        single: dict[int, Explanation] = {}
         for chunk in chunks:
             sub = select_rows(encoded, chunk)
             attribution = run_method(self.method, lm, sub, row_targets[chunk], self.options)
-            parts += [self._build(sub, attribution, row) for row in range(len(chunk))]
+            for row, r in enumerate(chunk):
+                part = self._build(sub, attribution, row)
+                text = encoded.text_of[r]
+                if text in merges:
+                    merges[text].add(part)
+                else:
+                    single[text] = part
             self.advance(len(chunk))
         merged = []
-        for b, rows in enumerate(rows_of):
-            if len(rows) == 1:
-                merged.append(parts[rows[0]])
+        for b in range(n_texts):
+            if b in single:
+                merged.append(single[b])
                 continue
             probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
             prediction = lm.labels[int(doc_probs[b].argmax())]
-            merged.append(
-                merge_windows(
-                    parts[rows[0]].text,
-                    lm.tokenizer,
-                    [parts[r] for r in rows],
-                    probabilities,
-                    prediction,
-                    self.size,
-                    self.step,
-                )
-            )
+            merged.append(merges[b].result(probabilities, prediction, self.size, self.step))
         return merged
 
 

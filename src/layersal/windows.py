@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .explanation import Explanation, LayerReport, Token
+from .explanation import Explanation, LayerReport
 from .words import tokens_and_words
 
 
@@ -69,100 +69,141 @@ def merge_windows(
     stride: int,
 ) -> Explanation:
     """One explanation of ``text`` from its windows' explanations (all for the same target)."""
-    full = tokenizer(
-        text,
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        verbose=False,
-        split_special_tokens=True,
-    )
-    offsets = [tuple(o) for o in full["offset_mapping"]]
-    pieces = tokenizer.convert_ids_to_tokens(full["input_ids"])
-    slot = {span: i for i, span in enumerate(offsets)}
-    scores = _mean_over_windows(
-        [(p.tokens, [t.score for t in p.tokens]) for p in parts], slot, len(offsets)
-    )
-    first = parts[0]
-    tokens, words = tokens_and_words(
-        text, pieces, offsets, full.word_ids(), scores, first.word_aggregation
-    )
-    layers_used = Counter(p.layer for p in parts)
-    options = dict(first.options)
-    options.update(
-        window=window, stride=stride, windows=len(parts), window_layers=[p.layer for p in parts]
-    )
-    return Explanation(
-        text=text,
-        model=first.model,
-        method=first.method,
-        prediction=prediction,
-        target=first.target,
-        probabilities=probabilities,
-        tokens=tokens,
-        words=words,
-        layer=layers_used.most_common(1)[0][0],
-        decoder=first.decoder,
-        word_aggregation=first.word_aggregation,
-        truncated=False,
-        options=options,
-        layers=_merge_layers(parts, slot, len(offsets)),
-        forward_passes=sum(p.forward_passes for p in parts) + len(parts),
-        backward_passes=sum(p.backward_passes for p in parts),
-    )
+    merge = WindowMerge(text, tokenizer)
+    for part in parts:
+        merge.add(part)
+    return merge.result(probabilities, prediction, window, stride)
 
 
-def _mean_over_windows(
-    parts: list[tuple[list[Token], list[float]]], slot: dict[tuple[int, int], int], size: int
-) -> list[float]:
-    total = [0.0] * size
-    count = [0] * size
-    for tokens, values in parts:
-        for token, value in zip(tokens, values):
-            i = slot.get((token.start, token.end))
-            if i is not None:
-                total[i] += value
-                count[i] += 1
-    return [t / c if c else 0.0 for t, c in zip(total, count)]
+class WindowMerge:
+    """Windows of one text folded in one at a time, so that a long document's memory holds
+    sums over its tokens, not every window's explanation.
 
+    Token scores are averaged over the windows that hold each token; per layer, scores the
+    same way, coherence weighted by window length, decoded tokens and ranks taken from the
+    first window that holds each token.
+    """
 
-def _merge_layers(
-    parts: list[Explanation], slot: dict[tuple[int, int], int], size: int
-) -> list[LayerReport]:
-    """Per layer: scores averaged like the tokens', coherence weighted by window length,
-    decoded tokens and ranks from the first window that holds each token."""
-    merged = []
-    for index, report in enumerate(parts[0].layers):
-        reports = [p.layers[index] for p in parts]
-        scores = _mean_over_windows(
-            [(p.tokens, r.scores) for p, r in zip(parts, reports)], slot, size
+    def __init__(self, text: str, tokenizer: Any) -> None:
+        full = tokenizer(
+            text,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            verbose=False,
+            split_special_tokens=True,
         )
-        weights = [len(p.tokens) for p in parts]
-        coherence = None
-        known = [r.coherence for r in reports if r.coherence is not None]
-        if len(known) == len(reports):
-            coherence = sum(c * w for c, w in zip(known, weights)) / max(1, sum(weights))
-        own_rank: list[Any] = [None] * size
-        top_tokens: list[Any] = [None] * size
-        top_probs: list[Any] = [None] * size
-        for part, r in zip(parts, reports):
-            for t, token in enumerate(part.tokens):
-                i = slot.get((token.start, token.end))
-                if i is None or own_rank[i] is not None or top_tokens[i] is not None:
+        self.text = text
+        self.offsets = [tuple(o) for o in full["offset_mapping"]]
+        self.pieces = tokenizer.convert_ids_to_tokens(full["input_ids"])
+        self.word_ids = full.word_ids()
+        self.slot = {span: i for i, span in enumerate(self.offsets)}
+        size = len(self.offsets)
+        self.total = [0.0] * size
+        self.count = [0] * size
+        self.first: Explanation | None = None
+        self.layers_used: Counter[int | None] = Counter()
+        self.window_layers: list[int | None] = []
+        self.passes = [0, 0]
+        self.reports: list[dict[str, Any]] = []
+
+    def add(self, part: Explanation) -> None:
+        """Fold in the explanation of the next window."""
+        if self.first is None:
+            self.first = part
+            self.reports = [self._empty(r) for r in part.layers]
+        slots = [self.slot.get((t.start, t.end)) for t in part.tokens]
+        _accumulate(self.total, self.count, slots, [t.score for t in part.tokens])
+        self.layers_used[part.layer] += 1
+        self.window_layers.append(part.layer)
+        self.passes[0] += part.forward_passes + 1
+        self.passes[1] += part.backward_passes
+        for merged, report in zip(self.reports, part.layers):
+            _accumulate(merged["total"], merged["count"], slots, report.scores)
+            merged["weight"] += len(part.tokens)
+            if report.coherence is None:
+                merged["coherence"] = None
+            elif merged["coherence"] is not None:
+                merged["coherence"] += report.coherence * len(part.tokens)
+            merged["gradient"] = merged["gradient"] or report.has_position_gradient
+            for name in ("own_rank", "top_tokens", "top_probs"):
+                values, mine = merged[name], getattr(report, name)
+                if values is None or not mine:
                     continue
-                own_rank[i] = r.own_rank[t] if r.own_rank else None
-                top_tokens[i] = r.top_tokens[t] if r.top_tokens else None
-                top_probs[i] = r.top_probs[t] if r.top_probs else None
-        has_gradient = any(r.has_position_gradient for r in reports)
-        merged.append(
-            LayerReport(
-                layer=report.layer,
-                coherence=coherence,
-                has_position_gradient=has_gradient,
-                scores=scores,
-                own_rank=own_rank if reports[0].own_rank else None,
-                top_tokens=top_tokens if reports[0].top_tokens else None,
-                top_probs=top_probs if reports[0].top_probs else None,
-                note=report.note,
-            )
+                for t, i in enumerate(slots):
+                    if i is not None and values[i] is None:
+                        values[i] = mine[t]
+
+    def result(
+        self, probabilities: dict[str, float], prediction: str, window: int, stride: int
+    ) -> Explanation:
+        """The merged explanation of the whole text."""
+        first = self.first
+        if first is None:
+            raise ValueError("no window was added")
+        scores = [t / c if c else 0.0 for t, c in zip(self.total, self.count)]
+        tokens, words = tokens_and_words(
+            self.text, self.pieces, self.offsets, self.word_ids, scores, first.word_aggregation
         )
-    return merged
+        options = dict(first.options)
+        options.update(
+            window=window,
+            stride=stride,
+            windows=len(self.window_layers),
+            window_layers=self.window_layers,
+        )
+        return Explanation(
+            text=self.text,
+            model=first.model,
+            method=first.method,
+            prediction=prediction,
+            target=first.target,
+            probabilities=probabilities,
+            tokens=tokens,
+            words=words,
+            layer=self.layers_used.most_common(1)[0][0],
+            decoder=first.decoder,
+            word_aggregation=first.word_aggregation,
+            truncated=False,
+            options=options,
+            layers=[self._report(m) for m in self.reports],
+            forward_passes=self.passes[0],
+            backward_passes=self.passes[1],
+        )
+
+    def _empty(self, report: LayerReport) -> dict[str, Any]:
+        size = len(self.offsets)
+        return {
+            "report": report,
+            "total": [0.0] * size,
+            "count": [0] * size,
+            "weight": 0,
+            "coherence": 0.0,
+            "gradient": False,
+            "own_rank": [None] * size if report.own_rank else None,
+            "top_tokens": [None] * size if report.top_tokens else None,
+            "top_probs": [None] * size if report.top_probs else None,
+        }
+
+    @staticmethod
+    def _report(merged: dict[str, Any]) -> LayerReport:
+        report: LayerReport = merged["report"]
+        coherence = merged["coherence"]
+        return LayerReport(
+            layer=report.layer,
+            coherence=None if coherence is None else coherence / max(1, merged["weight"]),
+            has_position_gradient=merged["gradient"],
+            scores=[t / c if c else 0.0 for t, c in zip(merged["total"], merged["count"])],
+            own_rank=merged["own_rank"],
+            top_tokens=merged["top_tokens"],
+            top_probs=merged["top_probs"],
+            note=report.note,
+        )
+
+
+def _accumulate(
+    total: list[float], count: list[int], slots: list[int | None], values: list[float]
+) -> None:
+    for i, value in zip(slots, values):
+        if i is not None:
+            total[i] += value
+            count[i] += 1
