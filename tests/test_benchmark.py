@@ -289,3 +289,20 @@ def test_auto_compares_only_the_plain_gradient_for_a_family_without_rules(bert_t
     )
     with pytest.raises(InputError, match="no propagation map"):
         layersal.explain(TEXTS[0], unmapped, layer=1, rule="cp")
+
+
+def test_cli_bench_prints_whole_markdown_table_lines(tmp_path, monkeypatch):
+    """Piped (80 columns, or fewer) the tables still come out one row per line."""
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    monkeypatch.setenv("COLUMNS", "40")
+    data = tmp_path / "d.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t1\n" for t in TEXTS), encoding="utf-8")
+    args = ["bench", "--data", str(data), "--out", str(tmp_path / "b"), "--no-loo"]
+    result = CliRunner().invoke(app, [*args, "--methods", "gradient,occlusion"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) >= 4 and all(line.rstrip().endswith("|") for line in rows)
+    assert max(len(line) for line in rows) > 200  # wider than any terminal default

@@ -498,8 +498,8 @@ def bench(
                 on_progress=advance,
             )
         paths = write(result, out)
-        out_console = Console(highlight=False, width=200)
-        out_console.print(markdown(result), markup=False)
+        # the markdown tables as they are: never folded, whatever the terminal's width
+        Console(highlight=False).print(markdown(result), markup=False, soft_wrap=True)
         err.print("wrote " + ", ".join(str(p) for p in paths))
 
 
