@@ -296,3 +296,45 @@ def test_progress_on_a_terminal_counts_texts_and_windows():
     quiet = Console(file=io.StringIO(), force_terminal=False)
     with text_progress(quiet, 3) as part:
         assert part(0, 3) is False
+
+
+def test_json_lines_stay_on_stdout_under_the_progress_bar(capsys):
+    import io
+
+    from rich.console import Console
+
+    from layersal.report.progress import text_progress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with text_progress(console, 2) as part:
+        part(0, 2)(1, 2)
+        sys.stdout.write('{"id": 0}\n')  # stdout is not the bar's terminal here
+    assert '{"id": 0}' in capsys.readouterr().out
+    assert '{"id": 0}' not in console.file.getvalue()
+
+
+def test_truncation_warnings_name_the_text_across_groups(monkeypatch):
+    from layersal import cli
+
+    monkeypatch.setattr(cli, "STREAM_TEXTS", 2)
+    long = "word " * 600
+    result = _run("explain", "fine", "dull", long, "--truncate")
+    assert result.exit_code == 0, result.output
+    assert "text 2 is longer than" in result.output and "text 0 is longer" not in result.output
+
+
+def test_auto_is_settled_once_for_all_the_groups(monkeypatch, tiny_args, tmp_path):
+    from layersal import cli
+    from layersal.saliency import layer_choice
+
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "STREAM_TEXTS", 2)
+    calls = []
+    real = layer_choice.calibrate
+    monkeypatch.setattr(layer_choice, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    texts = ["a fine film", "dull", "warm and funny", "too long", "sweet"]
+    result = _run("explain", *texts, *tiny_args, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1  # not once per group of the stream
+    layers = {json.loads(line)["layer"] for line in result.stdout.splitlines()}
+    assert len(layers) == 1

@@ -36,6 +36,8 @@ def test_a_header_of_unknown_names_is_an_error_that_lists_the_columns(tmp_path):
         ("a fine film\t1\nawful\t0\n", ["a fine film", "awful"]),
         ("1\tfine\n2\tawful\n", ["1", "2"]),
         ("fine\nawful\n", ["fine", "awful"]),
+        ("wonderful\tpositive\nawful\tnegative\n", ["wonderful", "awful"]),  # no header
+        ("\ufefftext\tlabel\nhello there\t1\n", ["hello there"]),  # a BOM (Excel)
     ],
 )
 def test_tables_with_and_without_a_header(tmp_path, content, texts):
@@ -84,3 +86,8 @@ def test_read_labelled_reads_every_format(tmp_path):
     assert read_labelled(csv).texts == ["fine, really"]
     txt = _write(tmp_path / "d.txt", "fine\n")
     assert read_labelled(txt).labels == [None]
+
+
+def test_a_headerless_table_of_words_keeps_its_labels(tmp_path):
+    data = read_labelled(_write(tmp_path / "w.tsv", "wonderful\tpositive\nawful\tnegative\n"))
+    assert (data.texts, data.labels) == (["wonderful", "awful"], ["positive", "negative"])

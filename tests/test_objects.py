@@ -106,6 +106,8 @@ def test_the_content_hash_follows_the_weights_in_memory(tiny_dirs):
     with torch.no_grad():
         model.classifier.bias.add_(1.0)  # fine-tuned in memory: another model
     assert tensors_digest(model) != first
+    model.register_buffer("temperature", torch.tensor(1.5))  # a 0-d tensor hashes too
+    assert tensors_digest(model) != first
 
 
 def test_objects_that_cannot_be_explained_are_clear_errors(tiny_dirs):

@@ -709,3 +709,67 @@ def test_a_stalled_request_head_is_closed(sst2_tiny):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_auto_is_settled_once_so_batching_never_changes_a_result(bert_tiny, monkeypatch, tmp_path):
+    """A model without a card calibrates layer="auto" once, on the first request's texts;
+    later requests, batched or not, use that choice."""
+    from layersal.saliency import layer_choice
+
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = layer_choice.calibrate
+    monkeypatch.setattr(layer_choice, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    app = create_app(bert_tiny, timeout_s=60)
+    http = TestClient(app)
+    alone = _explain(http, text="a fine film").json()["explanations"][0]
+    runner = app.state.layersal
+    assert runner.lock.acquire(timeout=5)
+    answers: dict[int, Any] = {}
+    texts = ["a fine film", "dull", "warm", "slow and long", "odd"]
+
+    def send(i: int) -> None:
+        answers[i] = _explain(http, text=texts[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    runner.lock.release()
+    for thread in threads:
+        thread.join(30)
+    assert max(runner.batches) > 1 and len(calls) == 1
+    batched = answers[0].json()["explanations"][0]
+    assert batched["layer"] == alone["layer"] and batched["options"] == alone["options"]
+    assert [t["score"] for t in batched["tokens"]] == pytest.approx(
+        [t["score"] for t in alone["tokens"]], abs=1e-5
+    )
+
+
+def test_the_body_timeout_ends_with_the_body():
+    """After the whole body came in, waiting on ``receive`` (a file response listening for a
+    disconnect while a slow client downloads) is not a stall."""
+    import asyncio
+
+    from layersal.serve.stalls import BodyTimeout
+
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(0.5)  # the client is still downloading
+        return {"type": "http.disconnect"}
+
+    async def app(scope, receive, send):
+        await receive()  # the body
+        await receive()  # then: wait for a disconnect
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyTimeout(app, 0.1)({"type": "http"}, receive, send))
+    assert sent[0]["status"] == 200

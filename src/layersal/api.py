@@ -123,12 +123,11 @@ def explain(
                 explained = run.batch([items[i] for i in batch], batch_targets)
                 for row, index in enumerate(batch):
                     if explained[row].truncated:
-                        warnings.warn(
-                            f"text {index} is longer than {lm.max_length} tokens: explained its "
-                            f"first {lm.max_length} tokens only",
-                            TruncationWarning,
-                            stacklevel=2,
+                        message = (
+                            f"text {index} is longer than {lm.max_length} tokens: explained "
+                            f"its first {lm.max_length} tokens only"
                         )
+                        warnings.warn(TruncationWarning(message, index), stacklevel=2)
                     results[index] = explained[row]
         explanations = [r for r in results if r is not None]
         for explanation in explanations:  # each its own copy: the record is small (no table)

@@ -7,6 +7,7 @@ User mistakes end with a one-line ``error:`` message and exit status 2, never a 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
@@ -252,8 +253,9 @@ def _run(
     progress bar on a terminal (texts done, counting the windows of a long one)."""
     import layersal
 
+    from .errors import TruncationWarning
     from .report.progress import text_progress
-    from .saliency import check_method
+    from .saliency import check_method, prepare_options
 
     options = dict(kwargs.pop("options", None) or {})
     method = kwargs.pop("method", "dls")
@@ -261,17 +263,34 @@ def _run(
     lm = layersal.load(
         model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
     )
+    # the method's options made concrete once for all the texts (DLS's layer="auto" on the
+    # first 64, as one call would), so that no group of the stream chooses its own
+    texts = [text for _, text in items]
+    prepared = prepare_options(
+        method, lambda: lm, lambda: texts, options, int(kwargs.get("batch_size", 16))
+    )
     with text_progress(err, len(items)) as progress:
         for start in range(0, len(items), STREAM_TEXTS):
             group = items[start : start + STREAM_TEXTS]
-            explanations = layersal.explain(
-                [text for _, text in group],
-                lm,
-                method=method,
-                options=options,
-                progress=progress(start, len(group)),
-                **kwargs,
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                explanations = layersal.explain(
+                    [text for _, text in group],
+                    lm,
+                    method=method,
+                    options=prepared.options,
+                    progress=progress(start, len(group)),
+                    **kwargs,
+                )
+            for warning in caught:  # named by the text's id, not its place in the group
+                index = getattr(warning.message, "index", None)
+                if isinstance(warning.message, TruncationWarning) and index is not None:
+                    own = f"text {group[index][0]}" + str(warning.message)[len(f"text {index}") :]
+                    warnings.warn(TruncationWarning(own, index), stacklevel=1)
+                else:
+                    warnings.warn(warning.message, warning.category, stacklevel=1)
+            for explanation in explanations:
+                explanation.options.update(copy.deepcopy(prepared.recorded))
             yield from zip([key for key, _ in group], explanations)
 
 

@@ -15,4 +15,9 @@ class InputError(LayersalError):
 
 
 class TruncationWarning(UserWarning):
-    """A text was longer than the model's maximum and lost its tail."""
+    """A text was longer than the model's maximum and lost its tail; ``index`` is its
+    position in the list given to ``explain``."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index

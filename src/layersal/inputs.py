@@ -35,9 +35,11 @@ LABEL_COLUMN = "label"
 _BOM = b"\xef\xbb\xbf"
 # Long documents are fine: lift the csv module's 128 KiB per-field default.
 _CSV_FIELD_LIMIT = 1 << 30
-# A first row whose every field looks like a column name is a header, even when it names no
-# known text column (then it is an error, not a text to explain).
+# A first row whose every field looks like a column name, above rows that do not look like
+# names in some column, is a header even when it names no known text column (then it is an
+# error, not a text to explain): ``id, review_body`` above ``1, great film``.
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+_SNIFF_ROWS = 20
 
 
 @dataclass
@@ -175,15 +177,15 @@ class Source:
 
     def _table_columns(self) -> dict[str, Any]:
         with self._open() as handle:
-            first = next((r for r in self._reader(_escaped(handle)) if r), None)
-        if first is None:
+            rows = self._reader(_escaped(self._lines(handle)))  # _lines drops a BOM
+            sample = [r for _, r in zip(range(_SNIFF_ROWS + 1), (r for r in rows if r))]
+        if not sample:
             raise InputError(f"{self.path} contains no rows")
+        first = sample[0]
         header = [h.strip().lower() for h in first]
         named = [c for c in (self.text_column, self.id_column, self.label_column) if c]
         has_header = (
-            bool(named)
-            or any(c in header for c in TEXT_COLUMNS)
-            or (len(first) > 1 and all(_COLUMN_NAME.fullmatch(h.strip()) for h in first))
+            bool(named) or any(c in header for c in TEXT_COLUMNS) or _looks_like_header(sample)
         )
         if not has_header:
             last = len(first) - 1 if self.label_last and len(first) > 1 else None
@@ -324,6 +326,19 @@ class Source:
                 )
                 index += 1
             self._position = index / total
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+    """Whether the first of ``rows`` names columns: every field a name, and some column whose
+    values below are all unlike a name (numbers, or text with spaces)."""
+    first, body = rows[0], rows[1:]
+    if len(first) < 2 or not body or not all(_COLUMN_NAME.fullmatch(f.strip()) for f in first):
+        return False
+    for column in range(len(first)):
+        values = [r[column].strip() for r in body if column < len(r)]
+        if values and not any(_COLUMN_NAME.fullmatch(v) for v in values):
+            return True
+    return False
 
 
 def check_texts(texts: Sequence[Any]) -> list[str]:

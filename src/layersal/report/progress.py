@@ -7,6 +7,7 @@ and at most every ``every`` seconds in between.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,6 +95,10 @@ def text_progress(console: Console, total: int) -> Iterator[TextProgress]:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        # results printed to stdout go above the bar only when stdout is this terminal too;
+        # redirected (``--json > out.jsonl``, ``| jq``) they must stay on stdout
+        redirect_stdout=sys.stdout.isatty(),
+        redirect_stderr=False,
     ) as bar:
         task = bar.add_task("explain", total=total, texts=0, rate="", windows="")
         began = time.perf_counter()

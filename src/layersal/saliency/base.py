@@ -288,5 +288,5 @@ def run_method(
 ) -> Attribution:
     """Run method ``name`` on one batch, under the model's autocast (bf16 when loaded so)."""
     check_method(name, options)
-    with lm.autocast():
+    with lm.autocast(), lm.borrowed():  # eval mode; a model object's own modes restored after
         return _REGISTRY[name].fn(lm, encoded, targets, **options)

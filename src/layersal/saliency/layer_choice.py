@@ -200,21 +200,22 @@ def calibrate(
     else:
         first = list(range(len(sample)))
     rest = [i for i in range(len(sample)) if i not in set(first)]
-    per_config = score_configs(lm, [sample[i] for i in first], options, None, batch_size)
-    screened = _means(per_config)
-    finalists: set[str] = set()
-    for rule in rules_for(options, lm):
-        ranked = sorted(
-            (k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k].score
-        )
-        finalists.update(ranked[:keep])
-    running = set(finalists)
-    for start in range(0, len(rest), batch_size):
-        chunk = [sample[i] for i in rest[start : start + batch_size]]
-        for key, values in score_configs(lm, chunk, options, running, batch_size).items():
-            for metric, column in values.items():
-                per_config[key][metric].extend(column)
-        running = race(per_config, running, race_z)
+    with lm.borrowed():  # eval mode; a model object's own modes restored after
+        per_config = score_configs(lm, [sample[i] for i in first], options, None, batch_size)
+        screened = _means(per_config)
+        finalists: set[str] = set()
+        for rule in rules_for(options, lm):
+            ranked = sorted(
+                (k for k in screened if parse_key(k)[0] == rule), key=lambda k: -screened[k].score
+            )
+            finalists.update(ranked[:keep])
+        running = set(finalists)
+        for start in range(0, len(rest), batch_size):
+            chunk = [sample[i] for i in rest[start : start + batch_size]]
+            for key, values in score_configs(lm, chunk, options, running, batch_size).items():
+                for metric, column in values.items():
+                    per_config[key][metric].extend(column)
+            running = race(per_config, running, race_z)
     return _means({key: per_config[key] for key in sorted(finalists)}), len(sample)
 
 
@@ -323,7 +324,8 @@ def tensors_digest(model: Any) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        flat = value.reshape(-1)  # 0-d tensors too
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 

@@ -7,6 +7,7 @@ is bounded before it runs: its texts (``max_chars``, ``max_batch``) and its cost
 rows (``max_rows``). All state lives on the app instance (``app.state.layersal``).
 """
 
+import copy
 import importlib.resources
 import json
 import logging
@@ -27,7 +28,15 @@ from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..inputs import check_texts
 from ..models import LoadedModel
-from ..saliency import check_method, method_cost, method_options, method_schema, methods
+from ..saliency import (
+    Prepared,
+    check_method,
+    method_cost,
+    method_options,
+    method_schema,
+    methods,
+    prepare_options,
+)
 from ..targets import int_or_text
 from ..version import __version__
 from .card import render_html
@@ -315,6 +324,7 @@ def create_app(
         raise InputError(
             "max_chars, max_batch and max_rows must be at least 1 and timeout_s positive"
         )
+    settled: dict[tuple[str, str], Prepared] = {}  # used by the one worker thread only
     runner = Runner(model, float(timeout_s), max_texts=max_batch, max_chars=max(max_chars, 20_000))
     limits = Limits(
         max_chars=max_chars, max_batch=max_batch, timeout_s=float(timeout_s), max_rows=max_rows
@@ -450,8 +460,19 @@ def create_app(
             )
         target = int_or_text(request.target)
 
+        wanted = {**shown, **options}
+        settled_key = (request.method, json.dumps(wanted, sort_keys=True, default=str))
+
         def job(texts: list[str]) -> list[dict[str, Any]]:
             try:
+                # options made concrete once per server (DLS's layer="auto": on the first
+                # request's texts), so a result never depends on what it was batched with
+                prepared = settled.get(settled_key)
+                if prepared is None:
+                    prepared = prepare_options(
+                        request.method, lambda: model, lambda: texts, wanted, min(len(texts), 16)
+                    )
+                    settled[settled_key] = prepared
                 results = explain(
                     texts,
                     model,
@@ -459,8 +480,10 @@ def create_app(
                     target=target,
                     word_aggregation=request.word_aggregation,
                     batch_size=min(len(texts), 16),
-                    options={**shown, **options},
+                    options=prepared.options,
                 )
+                for result in results:
+                    result.options.update(copy.deepcopy(prepared.recorded))
             except (TypeError, ValueError) as exc:
                 if not options:
                     raise

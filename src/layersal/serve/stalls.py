@@ -28,14 +28,19 @@ class BodyTimeout:
             return
         stalled = False
         replaced = False
+        body_done = False
 
         async def timed_receive() -> Message:
-            nonlocal stalled
+            nonlocal stalled, body_done
+            if body_done:  # e.g. a file response listening for a disconnect: no limit
+                return await receive()
             try:
-                return await asyncio.wait_for(receive(), self.seconds)
+                message: Message = await asyncio.wait_for(receive(), self.seconds)
             except asyncio.TimeoutError:
                 stalled = True
                 raise TimeoutError(f"no request body for {self.seconds:g} s") from None
+            body_done = message.get("type") != "http.request" or not message.get("more_body")
+            return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal replaced
