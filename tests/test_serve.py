@@ -13,6 +13,8 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -244,25 +246,33 @@ def test_a_cancelled_job_stops_only_its_own_passes(sst2_tiny):
     assert not sst2_tiny.model._forward_pre_hooks, "the job's hook is gone"
 
 
-def test_concurrent_requests_share_model_calls_and_keep_their_own_results(sst2_tiny):
-    app = create_app(sst2_tiny, timeout_s=60)
-    runner = app.state.layersal
+def _sent_while_busy(app: Any, bodies: list[dict]) -> list[Any]:
+    """Responses to ``bodies``, posted at once while the model is held busy (so they queue up
+    and may be batched), in order."""
     http = TestClient(app)
-    texts = [f"a {w} film" for w in ("fine", "dull", "warm", "slow", "bold", "flat", "sly", "odd")]
-    assert runner.lock.acquire(timeout=5)  # the model is busy: the requests queue up
-    responses: dict[int, Any] = {}
+    runner = app.state.layersal
+    assert runner.lock.acquire(timeout=5)
+    responses: list[Any] = [None] * len(bodies)
 
     def send(i: int) -> None:
-        body = {"text": texts[i]} if i != 3 else {"text": texts[i], "target": 7}
-        responses[i] = _explain(http, **body)
+        responses[i] = _explain(http, **bodies[i])
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
     for thread in threads:
         thread.start()
     time.sleep(1.0)
     runner.lock.release()
     for thread in threads:
         thread.join(30)
+    return responses
+
+
+def test_concurrent_requests_share_model_calls_and_keep_their_own_results(sst2_tiny):
+    app = create_app(sst2_tiny, timeout_s=60)
+    runner = app.state.layersal
+    texts = [f"a {w} film" for w in ("fine", "dull", "warm", "slow", "bold", "flat", "sly", "odd")]
+    bodies = [{"text": t} if i != 3 else {"text": t, "target": 7} for i, t in enumerate(texts)]
+    responses = _sent_while_busy(app, bodies)
     assert max(runner.batches) > 1, runner.batches  # some requests shared a model call
     assert responses[3].status_code == 422 and "out of range" in responses[3].json()["error"]
     for i, text in enumerate(texts):
@@ -451,19 +461,15 @@ def hostile_model(sst2_tiny) -> layersal.LoadedModel:
     return dataclasses.replace(sst2_tiny, name=XSS_NAME, labels=[XSS_LABEL, "positive"])
 
 
-@pytest.fixture(scope="module")
-def live_server(hostile_model):
-    """The real app under uvicorn on a free loopback port, in a background thread."""
+@contextmanager
+def _serving(app: Any, **config: Any) -> Iterator[int]:
+    """``app`` under uvicorn on a free loopback port, in a background thread: the port."""
     import uvicorn
 
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(hostile_model, allowed_hosts=loopback_hosts("127.0.0.1")),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config)
     )
-    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -471,9 +477,19 @@ def live_server(hostile_model):
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(hostile_model):
+    """The real app under uvicorn on a free loopback port, in a background thread."""
+    app = create_app(hostile_model, allowed_hosts=loopback_hosts("127.0.0.1"))
+    with _serving(app) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")
@@ -636,23 +652,9 @@ def test_api_docs_render_in_a_browser_offline(live_server, browser):
 
 def test_a_stalled_request_body_is_answered_408(sst2_tiny):
     """A raw client sends headers promising a body, half of it, then nothing."""
-    import uvicorn
+    import httpx
 
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(sst2_tiny, body_timeout_s=0.5),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
+    with _serving(create_app(sst2_tiny, body_timeout_s=0.5)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             raw.sendall(
                 b"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -666,37 +668,17 @@ def test_a_stalled_request_body_is_answered_408(sst2_tiny):
             reply = b"".join(chunks).decode()
         assert reply.startswith("HTTP/1.1 408"), reply
         assert "stalled" in reply and time.monotonic() - began < 5
-        import httpx
-
         ok = httpx.post(f"http://127.0.0.1:{port}/api/explain", json={"text": "a fine film"})
         assert ok.status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_a_stalled_request_head_is_closed(sst2_tiny):
     """Headers that never end (or trickle in) do not hold a connection open."""
     import httpx
-    import uvicorn
 
     from layersal.serve.stalls import header_timeout_protocol
 
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(sst2_tiny),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        http=header_timeout_protocol(0.5),
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
+    with _serving(create_app(sst2_tiny), http=header_timeout_protocol(0.5)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             raw.sendall(b"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             began = time.monotonic()
@@ -706,9 +688,6 @@ def test_a_stalled_request_head_is_closed(sst2_tiny):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
             for _ in range(2):  # keep-alive requests on one connection still work
                 assert http.post("/api/explain", json={"text": "a fine film"}).status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_auto_is_settled_once_so_batching_never_changes_a_result(bert_tiny, monkeypatch, tmp_path):
@@ -724,20 +703,8 @@ def test_auto_is_settled_once_so_batching_never_changes_a_result(bert_tiny, monk
     http = TestClient(app)
     alone = _explain(http, text="a fine film").json()["explanations"][0]
     runner = app.state.layersal
-    assert runner.lock.acquire(timeout=5)
-    answers: dict[int, Any] = {}
     texts = ["a fine film", "dull", "warm", "slow and long", "odd"]
-
-    def send(i: int) -> None:
-        answers[i] = _explain(http, text=texts[i])
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    runner.lock.release()
-    for thread in threads:
-        thread.join(30)
+    answers = _sent_while_busy(app, [{"text": t} for t in texts])
     assert max(runner.batches) > 1 and len(calls) == 1
     batched = answers[0].json()["explanations"][0]
     assert batched["layer"] == alone["layer"] and batched["options"] == alone["options"]
