@@ -116,7 +116,16 @@ def explain(
         results: list[Explanation | None] = [None] * len(items)
         with _progress(progress, rows, len(items)) as advance:
             run = _Run(
-                lm, method, options, batch_size, word_aggregation, size, step, overlap, advance
+                lm,
+                method,
+                options,
+                batch_size,
+                word_aggregation,
+                size,
+                step,
+                overlap,
+                advance,
+                model_input_names(lm.model),
             )
             for batch in batches:
                 batch_targets = None if targets is None else [targets[i] for i in batch]
@@ -177,11 +186,11 @@ class _Run:
     step: int
     overlap: int | None
     advance: Callable[[int], None]
+    inputs: set[str]  # the tensors the model takes (model_input_names), looked up once
 
     def batch(self, texts: list[str], targets: list[int] | None) -> list[Explanation]:
         """Explanations of ``texts`` (one batch), in order."""
-        inputs = model_input_names(self.lm.model)
-        encoded = encode(self.lm.tokenizer, texts, self.size, inputs, overlap=self.overlap)
+        encoded = encode(self.lm.tokenizer, texts, self.size, self.inputs, overlap=self.overlap)
         if len(encoded) > len(texts):
             return self._windows(encoded, targets)
         tensor_targets = None if targets is None else torch.tensor(targets)
@@ -250,27 +259,31 @@ ProgressFn = Callable[[int, int], None]
 def _progress(
     progress: bool | ProgressFn, total: int, n_texts: int
 ) -> Iterator[Callable[[int], None]]:
-    """``advance(rows)`` for ``explain``'s ``progress``: nothing, a Rich bar (when more than one
-    row), or the caller's ``progress(done, total)``."""
-    done = 0
-    if callable(progress):
+    """``advance(rows)`` for ``explain``'s ``progress``: nothing, the command line's terminal
+    bar (``True``, when there is more than one row), or the caller's ``progress(done, total)``.
+    """
+    if progress is True and total > 1:
+        from rich.console import Console
 
-        def report(rows: int) -> None:
-            nonlocal done
-            done += rows
-            progress(done, total)
+        from .report.progress import text_progress
 
-        yield report
+        with (
+            text_progress(Console(stderr=True), n_texts) as part,
+            _progress(part(0, n_texts), total, n_texts) as advance,
+        ):
+            yield advance
         return
-    if not progress or total < 2:
+    if not callable(progress):
         yield lambda rows: None
         return
-    from rich.progress import Progress
+    done = 0
 
-    unit = "texts" if total == n_texts else "windows"
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"explaining {n_texts} texts ({total} {unit})", total=total)
-        yield lambda rows: bar.update(task, advance=rows)
+    def report(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress(done, total)
+
+    yield report
 
 
 def build_explanation(
