@@ -45,13 +45,22 @@ def window_overlap(
 
 def window_count(tokenizer: Any, text: str, window: int, stride: int) -> int:
     """How many windows of ``window`` tokens, every ``stride`` content tokens, ``text`` takes."""
+    return window_rows(tokenizer, text, window, stride)[0]
+
+
+def window_rows(tokenizer: Any, text: str, window: int, stride: int) -> tuple[int, int]:
+    """``(windows, tokens)``: the rows ``text`` takes as windows of ``window`` tokens every
+    ``stride`` content tokens, and the tokens in each (specials included; its first and only
+    row when it fits one window)."""
     n = len(
         tokenizer(text, add_special_tokens=False, verbose=False, split_special_tokens=True)[
             "input_ids"
         ]
     )
-    room = window - tokenizer.num_special_tokens_to_add()
-    return 1 if n <= room else math.ceil((n - room) / stride) + 1
+    specials = tokenizer.num_special_tokens_to_add()
+    room = window - specials
+    windows = 1 if n <= room else math.ceil((n - room) / stride) + 1
+    return windows, min(n + specials, window)
 
 
 def document_probabilities(window_probs: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ import copy
 import importlib.resources
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
@@ -39,6 +38,7 @@ from ..saliency import (
 )
 from ..targets import int_or_text
 from ..version import __version__
+from ..windows import window_overlap, window_rows
 from .card import render_html
 from .runner import ExplanationTimeout, Runner, ServerBusy
 from .stalls import BodyTimeout
@@ -230,15 +230,14 @@ class ErrorOut(BaseModel):
 
 
 def request_rows(lm: LoadedModel, method: str, options: dict[str, Any], texts: list[str]) -> int:
-    """Model rows explaining ``texts`` will cost: per text, the method's cost for its tokens
-    (:func:`~layersal.saliency.method_cost`) times its windows when it is longer than the
-    model's maximum (windows of the maximum, every half window)."""
-    size = lm.max_length
+    """Model rows explaining ``texts`` will cost: per text, the method's cost for the tokens of
+    one row (:func:`~layersal.saliency.method_cost`) times its rows, the windows ``explain``
+    cuts a text longer than the model's maximum into (:func:`~layersal.windows.window_rows`)."""
+    size, step, _ = window_overlap(lm.tokenizer, lm.max_length, None, None)
     total = 0
     for text in texts:
-        n = len(lm.tokenizer(text, split_special_tokens=True, verbose=False)["input_ids"])
-        windows = 1 if n <= size else math.ceil((n - size) / max(1, size // 2)) + 1
-        total += method_cost(method, options, min(n, size)) * windows
+        windows, tokens = window_rows(lm.tokenizer, text, size, step)
+        total += method_cost(method, options, tokens) * windows
     return total
 
 
@@ -495,12 +494,7 @@ def create_app(
             return [e.to_dict() for e in results]
 
         # requests that may share one model call: the same method, options and target
-        key = (
-            request.method,
-            json.dumps(options, sort_keys=True, default=str),
-            repr(target),
-            request.word_aggregation,
-        )
+        key = (*settled_key, repr(target), request.word_aggregation)
         began = time.monotonic()
         try:
             explanations = await runner.run(key, items, job)

@@ -76,7 +76,7 @@ class Runner:
         self.max_chars = max_chars
         self.gather_s = gather_s
         self.lock = threading.Lock()
-        self.batches: list[int] = []  # requests per model call, newest last (bounded)
+        self.batches: deque[int] = deque(maxlen=1000)  # requests per model call, newest last
         self._queue: deque[Job] = deque()
         self._ready = threading.Condition()
         self._closed = False
@@ -172,7 +172,7 @@ class Runner:
             if threading.get_ident() == owner and all(job.cancel.is_set() for job in jobs):
                 raise Cancelled
 
-        self.batches = [*self.batches[-999:], len(jobs)]
+        self.batches.append(len(jobs))
         handle = self.lm.model.register_forward_pre_hook(stop_if_cancelled)
         try:
             try:
