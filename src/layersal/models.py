@@ -217,7 +217,8 @@ def from_objects(
             "character offsets"
         )
     family = family_for(model.config)
-    head = _object_head(model, family, folder, lm_head, allow_pickle=allow_pickle)
+    saved = folder if folder is not None and _weight_files(folder) != ([], []) else None
+    head = resolve_lm_head(model, family, saved, lm_head, allow_pickle=allow_pickle)
     device = next(model.parameters()).device
     return LoadedModel(
         name=name,
@@ -230,35 +231,6 @@ def from_objects(
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
     )
-
-
-def _object_head(
-    model: Any, family: Family | None, folder: Path | None, lm_head: Any, *, allow_pickle: bool
-) -> LMHead:
-    """The LM head of a model object: ``lm_head`` (an object or a checkpoint), the head saved
-    in the model's folder, else the tied embeddings."""
-    if _is_object(lm_head):
-        if family is None:
-            raise ModelLoadError(
-                f"layersal has no LM-head adapter for model type {model.config.model_type!r}; "
-                "leave `lm_head` out to decode through the input embeddings"
-            )
-        source = str(getattr(lm_head.config, "_name_or_path", "") or type(lm_head).__name__)
-        tensors = {k: v.detach() for k, v in lm_head.state_dict().items()}
-        head = head_from_tensors(tensors, family, model.config, source)
-        if head is None:
-            raise ModelLoadError(
-                f"the {type(lm_head).__name__} object has no masked-LM head weights for the "
-                f"{family.name} layout"
-            )
-        return _checked(head, model, source)
-    if lm_head is None and folder is not None and _weight_files(folder) != ([], []):
-        return resolve_lm_head(model, family, folder, None, allow_pickle=allow_pickle)
-    if lm_head is not None:
-        return resolve_lm_head(
-            model, family, folder or Path("."), lm_head, allow_pickle=allow_pickle
-        )
-    return embedding_head(model, type(model).__name__)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -553,14 +525,18 @@ def embedding_head(model: Any, source: str) -> LMHead:
 def resolve_lm_head(
     model: Any,
     family: Family | None,
-    path: Path,
-    lm_head: str | Path | None,
+    path: Path | None,
+    lm_head: Any,
     *,
     allow_pickle: bool = False,
 ) -> LMHead:
-    """The checkpoint's own MLM head, else ``lm_head``'s, else the tied embeddings."""
+    """The checkpoint's own MLM head, else ``lm_head``'s, else the tied embeddings.
+
+    ``path``: the classifier's checkpoint folder (``None``: nothing saved to look in, a model
+    object's). ``lm_head``: a checkpoint name or folder, or a ``*ForMaskedLM`` object.
+    """
     config = model.config
-    if lm_head is None and family is not None:
+    if lm_head is None and family is not None and path is not None:
         head = head_from_tensors(
             read_tensors(path, allow_pickle=allow_pickle), family, config, str(path)
         )
@@ -572,18 +548,22 @@ def resolve_lm_head(
                 f"layersal has no LM-head adapter for model type {config.model_type!r}; "
                 "leave `lm_head` out to decode through the input embeddings"
             )
-        head_path = resolve(lm_head, allow_pickle=allow_pickle)
-        head_config = _read_config(head_path)
-        head = head_from_tensors(
-            read_tensors(head_path, allow_pickle=allow_pickle), family, config, str(lm_head)
-        )
+        if _is_object(lm_head):
+            source = str(getattr(lm_head.config, "_name_or_path", "") or type(lm_head).__name__)
+            what = f"the {type(lm_head).__name__} object"
+            tensors = {k: v.detach() for k, v in lm_head.state_dict().items()}
+        else:
+            head_path = resolve(lm_head, allow_pickle=allow_pickle)
+            architecture = _read_config(head_path).get("architectures", ["?"])[0]
+            source, what = str(lm_head), f"{str(lm_head)!r} ({architecture})"
+            tensors = read_tensors(head_path, allow_pickle=allow_pickle)
+        head = head_from_tensors(tensors, family, config, source)
         if head is None:
             raise ModelLoadError(
-                f"{str(lm_head)!r} ({head_config.get('architectures', ['?'])[0]}) has no "
-                f"masked-LM head weights for the {family.name} layout"
+                f"{what} has no masked-LM head weights for the {family.name} layout"
             )
-        return _checked(head, model, str(lm_head))
-    return embedding_head(model, str(path))
+        return _checked(head, model, source)
+    return embedding_head(model, str(path) if path is not None else type(model).__name__)
 
 
 def _checked(head: LMHead, model: Any, source: str) -> LMHead:
