@@ -550,8 +550,12 @@ def _explain_methods(
     layer: str,
     target: str | None,
     batch_size: int,
-) -> tuple[Any, list[str], list[list[Any]]]:
-    """Load the model, explain every text with every method: ``(lm, labels, per_text)``."""
+    scored: bool,
+) -> tuple[list[str], list[list[Any]], list[list[Any]] | None]:
+    """What ``report`` and ``plot`` show: load the model, explain every text with every
+    method and, when ``scored``, measure each explanation's faithfulness. Returns
+    ``(labels, per_text, scores)``: per text, every method's explanation and faithfulness
+    (``None`` when not ``scored``)."""
     items = source.read()  # before the heavy imports: a missing file fails fast
     import layersal
 
@@ -581,17 +585,30 @@ def _explain_methods(
         )
         for spec in specs
     ]
-    return lm, [s.label for s in specs], [list(group) for group in zip(*per_method)]
-
-
-def _faithfulness(lm: Any, per_text: list[list[Any]], batch_size: int) -> list[list[Any]]:
+    labels, per_text = [s.label for s in specs], [list(group) for group in zip(*per_method)]
+    if not scored:
+        return labels, per_text, None
     from .report.faithfulness_view import faithfulness_of
 
-    per_method = [
-        faithfulness_of(lm, [group[m] for group in per_text], batch_size=batch_size)
-        for m in range(len(per_text[0]))
-    ]
-    return [list(row) for row in zip(*per_method)]
+    scores = [faithfulness_of(lm, explained, batch_size=batch_size) for explained in per_method]
+    return labels, per_text, [list(row) for row in zip(*scores)]
+
+
+def _write_plots(
+    folder: Path,
+    labels: list[str],
+    per_text: list[list[Any]],
+    scores: list[list[Any]] | None,
+) -> list[Path]:
+    """Every text's plots into ``folder``: its main method's, with all methods' curves."""
+    from .report.plots import write_plots
+
+    written: list[Path] = []
+    for index, group in enumerate(per_text, start=1):
+        written += write_plots(
+            folder, index, group[0], None if scores is None else scores[index - 1], labels
+        )
+    return written
 
 
 @app.command()
@@ -623,29 +640,16 @@ def report(
 ) -> None:
     """Write one self-contained HTML report: heat-maps, every layer, optional metrics."""
     with _user_errors():
-        lm, labels, per_text = _explain_methods(
-            _Texts(texts, file, text_column, limit),
-            model,
-            lm_head,
-            allow_pickle,
-            methods,
-            layer,
-            target,
-            batch_size,
+        source = _Texts(texts, file, text_column, limit)
+        labels, per_text, scores = _explain_methods(
+            source, model, lm_head, allow_pickle, methods, layer, target, batch_size, metrics
         )
         from .report.html import render_report, write_report
 
-        scores = _faithfulness(lm, per_text, batch_size) if metrics else None
         html = render_report(per_text, labels=labels, metrics=scores, title=title)
         message = f"wrote {write_report(out_path, html)}"
         if png is not None:
-            from .report.plots import write_plots
-
-            plots = []
-            for index, group in enumerate(per_text, start=1):
-                plots += write_plots(
-                    png, index, group[0], None if scores is None else scores[index - 1], labels
-                )
+            plots = _write_plots(png, labels, per_text, scores)
             message += f" and {len(plots)} plots into {png}"
         err.print(message, soft_wrap=True)
 
@@ -675,24 +679,11 @@ def plot(
 ) -> None:
     """Write PNG plots per text: saliency per layer x word, coherence per layer, deletion curves."""
     with _user_errors():
-        lm, labels, per_text = _explain_methods(
-            _Texts(texts, file, text_column, limit),
-            model,
-            lm_head,
-            allow_pickle,
-            methods,
-            layer,
-            target,
-            batch_size,
+        source = _Texts(texts, file, text_column, limit)
+        labels, per_text, scores = _explain_methods(
+            source, model, lm_head, allow_pickle, methods, layer, target, batch_size, curves
         )
-        from .report.plots import write_plots
-
-        scores = _faithfulness(lm, per_text, batch_size) if curves else None
-        written = []
-        for index, group in enumerate(per_text, start=1):
-            written += write_plots(
-                out_dir, index, group[0], None if scores is None else scores[index - 1], labels
-            )
+        written = _write_plots(out_dir, labels, per_text, scores)
         err.print(f"wrote {len(written)} plots into {out_dir}", soft_wrap=True)
 
 
