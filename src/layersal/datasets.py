@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .inputs import Source
+from .inputs import Source, text_rows
 from .targets import target_index
 
 _NUMERIC_ENTITY = re.compile(r"(?<!&)#(\d+);")
@@ -65,9 +65,7 @@ def read_labelled(path: str | Path, text_column: str | None = None) -> LabelledT
     clean = source.format in ("tsv", "csv") and not source.has_header
     texts: list[str] = []
     labels: list[str | None] = []
-    for row in source.rows():
-        if row.error is not None:
-            raise InputError(f"{path}, row {row.index + 1}: {row.error}")
+    for row in text_rows(source):
         text = clean_agnews(row.text or "") if clean else row.text or ""
         if text.strip():
             texts.append(text)

@@ -386,18 +386,24 @@ def read_items(
     """:func:`read_texts` with each text's id: its row number in the file, from 0."""
     if limit is not None and limit < 1:
         raise InputError(f"`limit` must be at least 1, not {limit}")
-    reader = Source(source, text_column)
     items: list[tuple[int | str, str]] = []
-    for row in reader.rows():
-        if row.error is not None:
-            raise InputError(f"{source}, row {row.index + 1}: {row.error}")
-        if row.text and row.text.strip():
-            items.append((row.id, check_text(row.text, f"{source}, row {row.index + 1}")))
-            if limit is not None and len(items) >= limit:
-                break
+    for row in text_rows(Source(source, text_column)):
+        items.append((row.id, check_text(row.text, f"{source}, row {row.index + 1}")))
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
         raise InputError(f"{source} contains no texts")
     return items
+
+
+def text_rows(reader: Source) -> Iterator[Row]:
+    """The rows of ``reader`` that hold a text (blank ones skipped); a row that cannot be read
+    is an :class:`~layersal.errors.InputError` naming its row number (the strict reading)."""
+    for row in reader.rows():
+        if row.error is not None:
+            raise InputError(f"{reader.path}, row {row.index + 1}: {row.error}")
+        if row.text and row.text.strip():
+            yield row
 
 
 def _parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:
