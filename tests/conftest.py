@@ -1,6 +1,8 @@
 """Shared fixtures: tiny randomly initialised checkpoints of every supported family.
 
-Built in the test session (no download); the tokenizer is the bundled bert-base-uncased one.
+Built in the test session (no download). Encoder families use the bundled bert-base-uncased
+tokenizer; decoder-only families a byte-level BPE tokenizer trained here on a few sentences
+(GPT-2's kind of tokenizer: leading spaces inside tokens, no [MASK]).
 """
 
 from __future__ import annotations
@@ -16,16 +18,69 @@ from layersal.models import BUNDLED_DIR
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOKENIZER_DIR = BUNDLED_DIR / "agnews-tiny"
-FAMILIES = ["bert", "distilbert", "roberta", "electra", "deberta-v2"]
+ENCODER_FAMILIES = ["bert", "distilbert", "roberta", "electra", "deberta-v2", "modernbert"]
+CAUSAL_FAMILIES = ["gpt2", "llama", "qwen2", "mistral", "gemma"]
+FAMILIES = ENCODER_FAMILIES + CAUSAL_FAMILIES
+BPE_CORPUS = (
+    "An unexpectedly touching story. A gripping, beautifully acted film about nothing much. "
+    "The film was not bad at all; decode me, please. Fine work, dull plot, great cast! "
+    "a quiet, moving film that never quite lands, but the acting is superb and honest."
+)
+
+
+def bpe_tokenizer(folder: Path) -> Path:
+    """Save a byte-level BPE tokenizer (ids 0-3: <pad>, <unk>, <s>, </s>) that adds <s> in
+    front of each text, as Llama's does, and pads on the left, as many decoder tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([BPE_CORPUS] * 4, trainer)
+    tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(
+                single="<s> $A", pair="<s> $A </s> $B", special_tokens=[("<s>", 2), ("</s>", 3)]
+            ),
+        ]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        padding_side="left",
+        model_max_length=128,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    fast.save_pretrained(folder)
+    return folder
 
 
 def tiny_config(family: str, num_labels: int = 3):
-    """A 2-layer, 32-wide config of ``family`` over the bert-base-uncased vocabulary."""
+    """A 2-layer, 32-wide config of ``family`` over the bert-base-uncased vocabulary size (the
+    BPE tokenizer of the decoder-only families uses its first ids)."""
     from transformers import (
         BertConfig,
         DebertaV2Config,
         DistilBertConfig,
         ElectraConfig,
+        GemmaConfig,
+        GPT2Config,
+        LlamaConfig,
+        MistralConfig,
+        ModernBertConfig,
+        Qwen2Config,
         RobertaConfig,
     )
 
@@ -36,6 +91,7 @@ def tiny_config(family: str, num_labels: int = 3):
         "num_attention_heads": 2,
         "intermediate_size": 64,
     }
+    decoder = {**common, **blocks, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
     if family == "bert":
         return BertConfig(**common, **blocks)
     if family == "distilbert":
@@ -48,19 +104,41 @@ def tiny_config(family: str, num_labels: int = 3):
         return DebertaV2Config(
             **common, **blocks, relative_attention=True, pos_att_type=["p2c", "c2p"], pad_token_id=0
         )
+    if family == "modernbert":  # layer 0 global, layer 1 local (a 4-token window)
+        special = {"pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102}
+        special |= {"bos_token_id": 101, "eos_token_id": 102}
+        return ModernBertConfig(
+            **common, **blocks, **special, global_attn_every_n_layers=2, local_attention=4
+        )
+    if family == "gpt2":
+        return GPT2Config(
+            vocab_size=30522, n_embd=32, n_layer=2, n_head=2, n_positions=128,
+            num_labels=num_labels, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        )  # fmt: skip
+    if family == "gemma":
+        return GemmaConfig(**decoder, num_key_value_heads=1, head_dim=16)
+    kinds = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
+    if family in kinds:
+        return kinds[family](**decoder, num_key_value_heads=1)
     raise ValueError(family)
 
 
 def build_tiny(root: Path, family: str, seed: int = 0) -> tuple[Path, Path]:
-    """Save a random masked-LM checkpoint and a classifier sharing its encoder weights.
+    """Save a random language model (masked, or causal for decoder-only families) and a
+    classifier sharing its base weights.
 
-    Returns (classifier_dir, mlm_dir); the classifier has no LM head of its own.
+    Returns (classifier_dir, lm_dir); the classifier has no LM head of its own.
     """
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
 
     torch.manual_seed(seed)
     config = tiny_config(family)
-    mlm = AutoModelForMaskedLM.from_config(config)
+    language_model = AutoModelForCausalLM if family in CAUSAL_FAMILIES else AutoModelForMaskedLM
+    mlm = language_model.from_config(config)
     classifier = AutoModelForSequenceClassification.from_config(config)
     classifier.base_model.load_state_dict(mlm.base_model.state_dict(), strict=False)
     classifier.config.id2label = {0: "neg", 1: "neutral", 2: "pos"}
@@ -69,8 +147,11 @@ def build_tiny(root: Path, family: str, seed: int = 0) -> tuple[Path, Path]:
     mlm.save_pretrained(mlm_dir)
     classifier.save_pretrained(classifier_dir)
     for folder in (mlm_dir, classifier_dir):
-        for name in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copy(TOKENIZER_DIR / name, folder / name)
+        if family in CAUSAL_FAMILIES:
+            bpe_tokenizer(folder)
+        else:
+            for name in ("tokenizer.json", "tokenizer_config.json"):
+                shutil.copy(TOKENIZER_DIR / name, folder / name)
     return classifier_dir, mlm_dir
 
 

@@ -16,6 +16,8 @@ from layersal.saliency.attention import rollout_matrix
 from layersal.saliency.gradients import GAUSS_LEGENDRE_MAX_STEPS
 from layersal.saliency.perturbation import weighted_linear_model
 
+from .conftest import FAMILIES
+
 TEXTS = [
     "a gripping, beautifully acted film",
     "dull",
@@ -249,7 +251,7 @@ def family_models(tiny_dirs):
     }
 
 
-@pytest.mark.parametrize("family", ["distilbert", "roberta", "electra", "deberta-v2"])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "bert"])
 def test_other_families_batch_equals_single_and_model_is_left_as_it_was(family_models, family):
     lm = family_models[family]
     implementation = lm.model.config._attn_implementation

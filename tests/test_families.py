@@ -11,22 +11,32 @@ from safetensors.torch import load_file, save_file
 import layersal
 from layersal.encoding import encode, model_input_names
 
-from .conftest import FAMILIES
+from .conftest import CAUSAL_FAMILIES, FAMILIES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lm_head_from_base_checkpoint_reproduces_masked_lm_logits(tiny_dirs, family):
-    from transformers import AutoModelForMaskedLM
+def test_lm_head_from_base_checkpoint_reproduces_language_model_logits(tiny_dirs, family):
+    """The head built from the *ForMaskedLM / *ForCausalLM checkpoint gives that model's own
+    logits from the last layer's residual stream (a pre-norm model's final norm included)."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-    classifier_dir, mlm_dir = tiny_dirs[family]
-    lm = layersal.load(classifier_dir, lm_head=mlm_dir)
-    assert lm.decoder == "mlm_head"
+    classifier_dir, lm_dir = tiny_dirs[family]
+    lm = layersal.load(classifier_dir, lm_head=lm_dir)
+    assert lm.decoder == ("lm_head" if family in CAUSAL_FAMILIES else "mlm_head")
     assert lm.family is not None and lm.family.name == family
-    mlm = AutoModelForMaskedLM.from_pretrained(mlm_dir).eval()
-    encoded = encode(lm.tokenizer, ["decode me, please"], lm.max_length, model_input_names(mlm))
+    kind = AutoModelForCausalLM if family in CAUSAL_FAMILIES else AutoModelForMaskedLM
+    language_model = kind.from_pretrained(lm_dir).eval()
+    encoded = encode(
+        lm.tokenizer, ["decode me, please"], lm.max_length, model_input_names(language_model)
+    )
+    streams: list[torch.Tensor] = []
+    if lm.family.final_norm is not None:
+        language_model.get_submodule(lm.family.final_norm).register_forward_pre_hook(
+            lambda module, args: streams.append(args[0])
+        )
     with torch.no_grad():
-        out = mlm(**encoded.inputs, output_hidden_states=True)
-        ours = lm.lm_head.logits(out.hidden_states[-1])
+        out = language_model(**encoded.inputs, output_hidden_states=True)
+        ours = lm.lm_head.logits(streams[-1] if streams else out.hidden_states[-1])
     torch.testing.assert_close(ours, out.logits, rtol=1e-4, atol=1e-4)
 
 

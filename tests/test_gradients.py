@@ -12,23 +12,35 @@ from layersal.passes import forward_backward
 from .conftest import FAMILIES
 
 
-def _block(model, family, layer: int):
-    """The module whose output is hidden state ``layer`` (0: the embeddings)."""
-    base = getattr(model, family.base)
-    if layer == 0:
-        return base.embeddings
-    blocks = next(m for m in base.modules() if isinstance(m, torch.nn.ModuleList))
-    return blocks[layer - 1]
+def _blocks(model) -> torch.nn.ModuleList:
+    """The model's transformer blocks (the first module list in it)."""
+    return next(m for m in model.modules() if isinstance(m, torch.nn.ModuleList))
 
 
 def _target_logit_with_nudge(lm, inputs, layer, position, feature, delta, target) -> float:
-    def nudge(module, args, output):
-        tensor = output[0] if isinstance(output, tuple) else output
+    """The target logit with hidden state ``layer`` nudged: the input of block ``layer``, or
+    the output of the last block (the last layer's residual stream, before any final norm)."""
+
+    def nudged(tensor):
         tensor = tensor.clone()
         tensor[0, position, feature] += delta
-        return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+        return tensor
 
-    handle = _block(lm.model, lm.family, layer).register_forward_hook(nudge)
+    def on_input(module, args, kwargs):
+        if args:
+            return (nudged(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": nudged(kwargs["hidden_states"])}
+
+    def on_output(module, args, output):
+        if isinstance(output, tuple):
+            return (nudged(output[0]), *output[1:])
+        return nudged(output)
+
+    blocks = _blocks(lm.model)
+    if layer < len(blocks):
+        handle = blocks[layer].register_forward_pre_hook(on_input, with_kwargs=True)
+    else:
+        handle = blocks[-1].register_forward_hook(on_output)
     try:
         with torch.no_grad():
             return float(lm.model(**inputs).logits[0, target])
@@ -36,8 +48,28 @@ def _target_logit_with_nudge(lm, inputs, layer, position, feature, delta, target
         handle.remove()
 
 
+def _float64_throughout(monkeypatch) -> None:
+    """Keep float64 tensors float64 where a model upcasts to float32 on purpose (RMSNorm,
+    rotary embeddings): float32 rounding of the logit would swamp the 1e-6 step."""
+    as_float, as_type = torch.Tensor.float, torch.Tensor.to
+
+    def keep_float(self, *args, **kwargs):
+        return self if self.dtype == torch.float64 else as_float(self, *args, **kwargs)
+
+    def keep_to(self, *args, **kwargs):
+        if self.dtype == torch.float64:
+            args = tuple(torch.float64 if a is torch.float32 else a for a in args)
+            if kwargs.get("dtype") is torch.float32:
+                kwargs["dtype"] = torch.float64
+        return as_type(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "float", keep_float)
+    monkeypatch.setattr(torch.Tensor, "to", keep_to)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_layer_gradients_match_finite_differences(tiny_dirs, family):
+def test_layer_gradients_match_finite_differences(tiny_dirs, family, monkeypatch):
+    _float64_throughout(monkeypatch)
     classifier_dir, mlm_dir = tiny_dirs[family]
     lm = layersal.load(classifier_dir, lm_head=mlm_dir)
     lm.model.double()
@@ -45,7 +77,7 @@ def test_layer_gradients_match_finite_differences(tiny_dirs, family):
         lm.tokenizer, ["the film was not bad at all"], lm.max_length, model_input_names(lm.model)
     )
     inputs = encoded.inputs
-    result = forward_backward(lm.model, encoded)
+    result = forward_backward(lm.model, encoded, family=lm.family)
     target = int(result.targets[0])
     generator = torch.Generator().manual_seed(1)
     eps = 1e-6

@@ -37,7 +37,8 @@ def bias_free(family: str, attn: str | None = None, **changes):
     model = AutoModelForSequenceClassification.from_config(config, **extra).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.endswith("bias") or "position_embeddings" in name or "token_type" in name:
+            additive = ("position_embeddings", "token_type", "wpe")
+            if name.endswith("bias") or any(part in name for part in additive):
                 parameter.zero_()
     return model
 
@@ -46,7 +47,10 @@ def _inputs(model):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    return encode(tokenizer, [TEXT], 64, model_input_names(model))
+    names = model_input_names(model)
+    if family_for(model.config).causal:  # GPT-2 would embed BERT's token types as words
+        names -= {"token_type_ids"}
+    return encode(tokenizer, [TEXT], 64, names)
 
 
 def _input_relevance(model, rule: str) -> tuple[float, float]:

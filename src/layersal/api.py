@@ -11,7 +11,7 @@ from typing import Any, overload
 
 import torch
 
-from .encoding import Encoded, encode, model_input_names, select_rows
+from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
 from .errors import InputError, TruncationWarning
 from .explanation import Explanation
 from .inputs import check_texts
@@ -299,7 +299,7 @@ def build_explanation(
     text = encoded.texts[row]
     content = encoded.content[row].nonzero().flatten().tolist()
     ids = encoded.input_ids[row, content].tolist()
-    pieces = lm.tokenizer.convert_ids_to_tokens(ids)
+    pieces = token_pieces(lm.tokenizer, ids)
     row_offsets = encoded.offsets[row].tolist()
     offsets = [(int(row_offsets[i][0]), int(row_offsets[i][1])) for i in content]
     scores = attribution.scores[row, content].tolist()

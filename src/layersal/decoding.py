@@ -13,14 +13,43 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
-DecoderKind = str  # "mlm_head" (a real masked-LM head) or "embeddings" (logits = h E^T)
+DecoderKind = str  # "mlm_head", "lm_head" (causal) or "embeddings" (logits = h E^T)
+
+
+@dataclass
+class Norm:
+    """A model's final LayerNorm or RMSNorm, as tensors: ``rms`` norms do not centre and scale
+    by ``offset + weight`` (Gemma's RMSNorm has ``offset`` 1)."""
+
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None = None
+    eps: float = 1e-5
+    rms: bool = False
+    offset: float = 0.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.rms:
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        y = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * (self.offset + self.weight.float())
+        return y.to(x.dtype) if self.bias is None else y.to(x.dtype) + self.bias
+
+    def to(self, device: torch.device | str) -> Norm:
+        self.weight = None if self.weight is None else self.weight.to(device)
+        self.bias = None if self.bias is None else self.bias.to(device)
+        return self
 
 
 @dataclass
 class LMHead:
-    """A masked-LM head: dense -> activation -> layer norm -> decoder (+ bias).
+    """A language-model head: [final norm ->] dense -> activation -> layer norm -> decoder.
 
-    With ``kind == "embeddings"`` there is no transform: logits are ``h @ decoder.T``.
+    A masked-LM head has the dense transform; a causal-LM head (``kind == "lm_head"``) and
+    decoding through the input embeddings (``kind == "embeddings"``) have none: logits are
+    ``h @ decoder.T`` (+ bias). ``pre_norm`` is a pre-norm model's final norm, applied first
+    because its layers' residual streams are only normalised there. ``next_token``: the head
+    predicts the token *after* each position (a causal LM), not the position's own token.
     """
 
     decoder: torch.Tensor
@@ -33,6 +62,8 @@ class LMHead:
     norm_eps: float = 1e-12
     kind: DecoderKind = "mlm_head"
     source: str = ""
+    pre_norm: Norm | None = None
+    next_token: bool = False
 
     @property
     def vocab_size(self) -> int:
@@ -51,10 +82,14 @@ class LMHead:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.to(device))
+        if self.pre_norm is not None:
+            self.pre_norm.to(device)
         return self
 
     def transform(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The head's transform (identity for embedding decoding)."""
+        """The head's transform: the final norm if any, then dense, activation, layer norm."""
+        if self.pre_norm is not None:
+            hidden = self.pre_norm(hidden)
         if self.dense_weight is None:
             return hidden
         x = F.linear(hidden, self.dense_weight, self.dense_bias)
@@ -90,6 +125,28 @@ def duplicate_counts(input_ids: torch.Tensor, content: torch.Tensor) -> torch.Te
     return same.sum(-1).clamp_min(1)
 
 
+def _visible_columns(
+    input_ids: torch.Tensor,
+    content: torch.Tensor,
+    rows_b: torch.Tensor,
+    rows_i: torch.Tensor,
+    next_token: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per decoded row: which columns it may credit, and how many of those hold each column's
+    token (``(rows, n)`` each). All content columns for a masked-LM head; for a causal head
+    those up to and including the predicted position ``i + 1``."""
+    if not next_token:
+        return content[rows_b], duplicate_counts(input_ids, content)[rows_b].to(torch.float32)
+    n = input_ids.shape[1]
+    last = (rows_i + 1).clamp_max(n - 1)
+    visible = content[rows_b] & (torch.arange(n, device=content.device) <= last.unsqueeze(-1))
+    same = input_ids.unsqueeze(-1) == input_ids.unsqueeze(-2)
+    same &= content.unsqueeze(-1) & content.unsqueeze(-2)
+    seen = same.cumsum(-1)  # seen[b, j, k]: occurrences of t_j among content positions <= k
+    counts = seen[rows_b, :, last].to(torch.float32).clamp_min(1)
+    return visible, counts
+
+
 def decode_layer(
     head: LMHead,
     hidden: torch.Tensor,
@@ -116,13 +173,21 @@ def decode_layer(
     tokens or ``coherence``, only the input tokens' logits are computed
     (``n`` columns instead of ``|V|``): rows of ``transfer`` are then normalised over the input
     tokens instead of the vocabulary, which :func:`carry_saliency` makes no difference to.
+
+    A causal head (``head.next_token``) predicts at position ``i`` the token at ``i + 1``, so
+    position ``i`` may only credit the tokens it has seen and the one it predicts: columns
+    ``j <= i + 1`` (duplicates are counted among those). Coherence is then the mean share of
+    each position's next-token distribution on the tokens it may credit, and ``own_rank`` is
+    the rank of the *next* token (-1 at the last position, which has none).
     """
     if weights not in ("prob", "uniform"):
         raise ValueError(f"weights must be 'prob' or 'uniform', not {weights!r}")
     batch, n = input_ids.shape
     rows_b, rows_i = content.nonzero(as_tuple=True)
     column_ids = input_ids[rows_b]
-    own_ids = input_ids[rows_b, rows_i]
+    visible, counts = _visible_columns(input_ids, content, rows_b, rows_i, head.next_token)
+    own_at = (rows_i + 1).clamp_max(n - 1) if head.next_token else rows_i
+    own_ids = input_ids[rows_b, own_at]
     cut = tau is not None and tau < head.vocab_size
     full = bool(cut or ranks or top_k or coherence)
     if full:
@@ -133,8 +198,7 @@ def decode_layer(
         kth, own_rank, top_ids, top_probs = projected[2:]
     else:
         column_logits = _input_token_logits(head, hidden[rows_b, rows_i], column_ids)
-        repeats = duplicate_counts(input_ids, content)[rows_b].log()
-        masked = (column_logits - repeats).masked_fill(~content[rows_b], float("-inf"))
+        masked = (column_logits - counts.log()).masked_fill(~visible, float("-inf"))
         log_z = torch.logsumexp(masked, dim=-1).nan_to_num(neginf=0.0)
         kth = own_rank = top_ids = top_probs = None
     prob = torch.exp(column_logits - log_z.unsqueeze(-1))
@@ -143,8 +207,8 @@ def decode_layer(
         if kth is not None
         else torch.ones_like(prob, dtype=torch.bool)
     )
-    kept = hit & content[rows_b]
-    share = 1.0 / duplicate_counts(input_ids, content)[rows_b]
+    kept = hit & visible
+    share = 1.0 / counts
     prob_share = torch.where(kept, prob * share, torch.zeros_like(prob))
     transfer = torch.zeros(batch, n, n, dtype=prob.dtype, device=prob.device)
     transfer[rows_b, rows_i] = prob_share if weights == "prob" else kept.to(prob.dtype) * share
@@ -152,6 +216,9 @@ def decode_layer(
         0, rows_b, prob_share.sum(-1)
     )
     share_on_inputs = mass / content.sum(-1).clamp_min(1)
+    if own_rank is not None and head.next_token:
+        has_next = content[rows_b, own_at] & (own_at > rows_i)
+        own_rank = torch.where(has_next, own_rank, torch.full_like(own_rank, -1))
     return LayerDecoding(
         transfer=transfer,
         coherence=share_on_inputs if full else None,

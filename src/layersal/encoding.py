@@ -42,6 +42,25 @@ class Encoded:
         return len(self.texts)
 
 
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Display text of each token: the tokenizer's own piece (``##ing``, ``▁story``), except
+    that a byte-level BPE piece (GPT-2, Llama 3, Qwen2: ``Ġstory``, ``âĢĻ``) is decoded back
+    to the characters it stands for. An id the tokenizer does not know (models often have more
+    embedding rows than tokens) shows as ``<id N>``."""
+    ids = list(ids)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    readable = "ByteLevel" in repr(getattr(backend, "decoder", None))
+    return [
+        f"<id {i}>"
+        if piece is None
+        else tokenizer.convert_tokens_to_string([piece])
+        if readable
+        else piece
+        for i, piece in zip(ids, pieces)
+    ]
+
+
 def model_input_names(model: Any) -> set[str]:
     """Named parameters of ``model.forward``: which tokenizer outputs it accepts."""
     return set(inspect.signature(model.forward).parameters)

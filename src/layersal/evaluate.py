@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .encoding import Encoded
+from .errors import InputError
 from .metrics import Faithfulness, PredictFn, faithfulness
 from .models import LoadedModel
 
@@ -27,11 +28,20 @@ def predictor(lm: LoadedModel) -> PredictFn:
 
 
 def hide_ids(lm: LoadedModel) -> tuple[int, int]:
-    """``(mask_id, pad_id)`` used to hide tokens: [MASK] (or [UNK] without one) and [PAD]."""
+    """``(mask_id, pad_id)`` used to hide tokens: [MASK] (else [UNK], else padding) and [PAD].
+
+    A decoder-only tokenizer often has neither [MASK] nor an [UNK] apart from its padding
+    token; hiding with padding is then, for a model pooled at the last non-padding token,
+    much like deleting the hidden tokens.
+    """
     tokenizer = lm.tokenizer
-    mask = (
-        tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
-    )
+    found = [tokenizer.mask_token_id, tokenizer.unk_token_id, tokenizer.pad_token_id]
+    mask = next((i for i in found if i is not None), None)
+    if mask is None:
+        raise InputError(
+            "the model's tokenizer has no mask, unknown or padding token to hide tokens with; "
+            "use perturbation='delete'"
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask
     return int(mask), int(pad)
 

@@ -17,7 +17,8 @@ class LayerReport:
     """What one layer says about the input.
 
     ``coherence``: mean share of each position's decoded probability that lands on the input's
-    own tokens. ``own_rank[i]``: rank of token i in its own position's decoded distribution.
+    own tokens. ``own_rank[i]``: rank of token i in its own position's decoded distribution
+    (for a causal head: of token i + 1, -1 at the last position).
     ``top_tokens[i]`` / ``top_probs[i]``: that position's top decoded tokens. ``scores``: token
     saliency had this layer been chosen.
     """

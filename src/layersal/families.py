@@ -1,8 +1,11 @@
-"""The adapter table: where each model family keeps its blocks and its masked-LM head.
+"""The adapter table: where each model family keeps its blocks and its language-model head.
 
 Everything family-specific in layersal lives here. A family is found from
 ``config.model_type``; families not listed still work, decoding through the tied input
 embeddings, because hidden states and gradients come from the generic Hugging Face API.
+Encoder families (BERT and its kin, ModernBERT) decode through a masked-LM head; decoder-only
+families (GPT-2, Llama, Qwen2, Mistral, Gemma) through a causal-LM head, which predicts the
+*next* token (``Family.causal``; see :mod:`layersal.decoding`).
 The propagation rules (:mod:`layersal.rules`) need to know more: which modules project the
 attention's queries, keys and values, and where the elementwise non-linearities are; that is
 each family's :class:`PropagationMap`.
@@ -18,14 +21,33 @@ from typing import Any
 class HeadLayout:
     """Names of one masked-LM head layout's tensors in a ``*ForMaskedLM`` state dict.
 
-    The head is always dense -> activation -> layer norm -> decoder (+ bias); ``decoder`` is
-    ``None`` where the decoder is always the word-embedding matrix.
+    A masked-LM head is dense -> activation -> layer norm -> decoder (+ bias); ``decoder`` is
+    ``None`` where the decoder is always the word-embedding matrix. A causal-LM head has no
+    transform (``dense`` and ``norm`` are ``None``): just the decoder, after the model's final
+    norm. ``marker`` is a tensor that must be present for a state dict to hold this head, where
+    the head's other names also occur in a classifier (ModernBERT's classification head is
+    ``head.dense``/``head.norm`` too).
     """
 
-    dense: str
-    norm: str
+    dense: str | None
+    norm: str | None
     bias: tuple[str, ...]
     decoder: str | None
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Part ``index`` of ``count`` equal parts (along the last dimension) of the output of the
+    modules matching ``pattern``: one projection of a fused query-key-value module, or one
+    factor of a fused gate."""
+
+    pattern: str
+    index: int = 0
+    count: int = 1
+
+
+Part = str | Chunk
 
 
 @dataclass(frozen=True)
@@ -45,24 +67,38 @@ class Between:
 class PropagationMap:
     """Where a family's propagation rules apply, as module-name patterns (``fnmatch``).
 
-    ``query``, ``key`` and ``value`` are the attention projections (one module per layer);
-    ``activations`` the elementwise non-linearities that are modules (GELU, a pooler's tanh);
-    ``between`` the ones that are function calls. ReLU needs no entry: its gradient already is
-    the identity rule's ``f(x)/x``. Every LayerNorm is found by type. ``unsupported`` names
+    ``query``, ``key`` and ``value`` are the attention projections (one module, or one
+    :class:`Chunk` of a fused module, per layer); ``activations`` the elementwise
+    non-linearities that are modules (GELU, SiLU, a pooler's tanh); ``between`` the ones that
+    are function calls. ReLU needs no entry: its gradient already is the identity rule's
+    ``f(x)/x``. A gated MLP (SwiGLU, GeGLU) multiplies ``gates`` (the activation's output) by
+    ``ups`` (a linear projection) elementwise; the rules treat that product like attention's
+    (constant gate under CP-LRP, the uniform 1/2 split under AttnLRP). Every LayerNorm is found
+    by type, and every RMSNorm (see :attr:`Family.rms_offset`). ``unsupported`` names
     optional parts the rules do not cover; a model that has one is refused.
     """
 
-    query: str
-    key: str
-    value: str
+    query: Part
+    key: Part
+    value: Part
     activations: tuple[str, ...] = ()
     between: tuple[Between, ...] = ()
+    gates: tuple[Part, ...] = ()
+    ups: tuple[Part, ...] = ()
     unsupported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Family:
-    """Where one model family keeps its parts."""
+    """Where one model family keeps its parts.
+
+    ``final_norm``: the module of a pre-norm model that normalises the last block's output
+    before any head; the last hidden state Hugging Face reports is taken after it, so layersal
+    reads the last layer at its input instead (every layer is then a residual stream), and the
+    LM head applies it before decoding. ``causal``: a decoder-only model (padded on the right,
+    pooled at the last real token, decoded as next-token predictions). ``rms_offset``: an
+    RMSNorm of the family scales by ``rms_offset + weight`` (1 for Gemma, else 0).
+    """
 
     name: str
     base: str
@@ -71,6 +107,10 @@ class Family:
     default_activation: str = "gelu"
     norm_eps: float | None = None
     propagation: PropagationMap | None = None
+    embeddings: str | None = None
+    final_norm: str | None = None
+    causal: bool = False
+    rms_offset: float = 0.0
 
     def activation(self, config: Any) -> str:
         """Name of the LM head's activation function for ``config``."""
@@ -83,12 +123,12 @@ class Family:
         """Epsilon of the LM head's layer norm."""
         if self.norm_eps is not None:
             return self.norm_eps
-        return float(getattr(config, "layer_norm_eps", 1e-12))
+        return float(getattr(config, "layer_norm_eps", getattr(config, "norm_eps", 1e-12)))
 
     @property
     def embedding_key(self) -> str:
         """State-dict name of the word-embedding matrix (tied decoder)."""
-        return f"{self.base}.embeddings.word_embeddings.weight"
+        return self.embeddings or f"{self.base}.embeddings.word_embeddings.weight"
 
 
 _BERT_HEAD = HeadLayout(
@@ -122,6 +162,31 @@ _BERT_RULES = _bert_attention(("*.intermediate.intermediate_act_fn", "*.pooler.a
 _ROBERTA_RULES = _bert_attention(
     ("*.intermediate.intermediate_act_fn",), (Between("classifier.dense", "classifier.out_proj"),)
 )
+
+_CAUSAL_HEAD = HeadLayout(dense=None, norm=None, bias=(), decoder="lm_head.weight")
+
+
+def _llama_style(name: str, rms_offset: float = 0.0) -> Family:
+    """Llama and its descendants (Qwen2, Mistral, Gemma): pre-RMSNorm blocks, rotary
+    attention, a SwiGLU (GeGLU for Gemma) MLP, a final RMSNorm, a causal-LM head."""
+    return Family(
+        name,
+        "model",
+        (_CAUSAL_HEAD,),
+        embeddings="model.embed_tokens.weight",
+        final_norm="model.norm",
+        causal=True,
+        rms_offset=rms_offset,
+        propagation=PropagationMap(
+            query="*.self_attn.q_proj",
+            key="*.self_attn.k_proj",
+            value="*.self_attn.v_proj",
+            activations=("*.mlp.act_fn",),
+            gates=("*.mlp.act_fn",),
+            ups=("*.mlp.up_proj",),
+        ),
+    )
+
 
 FAMILIES: dict[str, Family] = {
     "bert": Family(
@@ -190,6 +255,48 @@ FAMILIES: dict[str, Family] = {
             unsupported=("*.encoder.conv",),
         ),
     ),
+    "modernbert": Family(
+        "modernbert",
+        "model",
+        (
+            HeadLayout(
+                dense="head.dense",
+                norm="head.norm",
+                bias=("decoder.bias",),
+                decoder="decoder.weight",
+                marker="decoder.bias",
+            ),
+        ),
+        activation_attr="classifier_activation",
+        embeddings="model.embeddings.tok_embeddings.weight",
+        final_norm="model.final_norm",
+        propagation=PropagationMap(
+            query=Chunk("*.attn.Wqkv", 0, 3),
+            key=Chunk("*.attn.Wqkv", 1, 3),
+            value=Chunk("*.attn.Wqkv", 2, 3),
+            activations=("*.mlp.act", "head.act"),
+            gates=("*.mlp.act",),
+            ups=(Chunk("*.mlp.Wi", 1, 2),),
+        ),
+    ),
+    "gpt2": Family(
+        "gpt2",
+        "transformer",
+        (_CAUSAL_HEAD,),
+        embeddings="transformer.wte.weight",
+        final_norm="transformer.ln_f",
+        causal=True,
+        propagation=PropagationMap(
+            query=Chunk("*.attn.c_attn", 0, 3),
+            key=Chunk("*.attn.c_attn", 1, 3),
+            value=Chunk("*.attn.c_attn", 2, 3),
+            activations=("*.mlp.act",),
+        ),
+    ),
+    "llama": _llama_style("llama"),
+    "qwen2": _llama_style("qwen2"),
+    "mistral": _llama_style("mistral"),
+    "gemma": _llama_style("gemma", rms_offset=1.0),
 }
 
 

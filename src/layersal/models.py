@@ -9,6 +9,7 @@ flagged fallback) in the classifier's tied input embeddings.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .decoding import LMHead
+from .decoding import LMHead, Norm
 from .errors import ModelLoadError
 from .families import Family, family_for
 
@@ -53,7 +54,7 @@ class LoadedModel:
 
     @property
     def decoder(self) -> str:
-        """``"mlm_head"`` or ``"embeddings"``: how layers are decoded."""
+        """``"mlm_head"``, ``"lm_head"`` (causal) or ``"embeddings"``: how layers are decoded."""
         return self.lm_head.kind
 
     @property
@@ -139,8 +140,8 @@ def load(
     config = _read_config(path)
     _check_classifier_config(config, model)
     classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
-    tokenizer = _load_tokenizer(path, name=str(model))
     family = family_for(classifier.config)
+    tokenizer = padded_right(_load_tokenizer(path, name=str(model)), classifier.config, family)
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
     classifier.to(device)
     head.to(device)
@@ -217,6 +218,7 @@ def from_objects(
             "character offsets"
         )
     family = family_for(model.config)
+    tokenizer = padded_right(tokenizer, model.config, family)
     saved = folder if folder is not None and _weight_files(folder) != ([], []) else None
     head = resolve_lm_head(model, family, saved, lm_head, allow_pickle=allow_pickle)
     device = next(model.parameters()).device
@@ -231,6 +233,29 @@ def from_objects(
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
     )
+
+
+def padded_right(tokenizer: Any, config: Any, family: Family | None) -> Any:
+    """The tokenizer a decoder-only classifier is explained with: padding on the right with
+    the model's own padding token, so that causal attention keeps padding out of every real
+    token's state (with left padding, positions would shift with the batch) and the model's
+    pooling at the last non-padding token finds the last real one. The caller's tokenizer is
+    left as it is (a copy is changed when it pads otherwise)."""
+    if family is None or not family.causal:
+        return tokenizer
+    pad = getattr(config, "pad_token_id", None)
+    if pad is None:
+        raise ModelLoadError(
+            f"this {family.name} classifier has no padding token (config.pad_token_id is None): "
+            "it pools at the last token that is not padding, so it cannot be run on a batch; "
+            "set model.config.pad_token_id (often to tokenizer.eos_token_id)"
+        )
+    if tokenizer.padding_side == "right" and tokenizer.pad_token_id == pad:
+        return tokenizer
+    own = copy.deepcopy(tokenizer)
+    own.padding_side = "right"
+    own.pad_token = own.convert_ids_to_tokens(int(pad))
+    return own
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -477,32 +502,52 @@ def _lookup(tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
 
 
 def head_from_tensors(
-    tensors: dict[str, torch.Tensor], family: Family, config: Any, source: str
+    tensors: dict[str, torch.Tensor],
+    family: Family,
+    config: Any,
+    source: str,
+    *,
+    tied: bool = True,
 ) -> LMHead | None:
-    """Build the masked-LM head from a state dict, or ``None`` if it holds no head."""
+    """Build the LM head from a state dict, or ``None`` if it holds no head.
+
+    A head without a transform (causal LMs) is found by its decoder tensor; with ``tied`` (an
+    LM checkpoint given as the head), a checkpoint that saved its decoder only as the tied word
+    embeddings counts too. The final norm and next-token flag are the classifier's
+    (:func:`resolve_lm_head` adds them).
+    """
     for layout in family.heads:
-        dense_w = _lookup(tensors, layout.dense + ".weight")
-        norm_w = _lookup(tensors, layout.norm + ".weight")
-        if dense_w is None or norm_w is None:
+        if layout.marker is not None and layout.marker not in tensors:
             continue
-        bias = next((tensors[b] for b in layout.bias if b in tensors), None)
         decoder = tensors.get(layout.decoder) if layout.decoder else None
-        if decoder is None:
+        if decoder is None and (tied or layout.dense is not None):
             decoder = _lookup(tensors, family.embedding_key)
             if decoder is None:
                 decoder = _lookup(tensors, family.embedding_key.split(".", 1)[1])
+        bias = next((tensors[b] for b in layout.bias if b in tensors), None)
+        if layout.dense is None or layout.norm is None:
+            if decoder is None:
+                continue
+            return LMHead(
+                decoder=decoder.float(),
+                bias=None if bias is None else bias.float(),
+                kind="lm_head" if family.causal else "mlm_head",
+                source=source,
+            )
+        dense_w = _lookup(tensors, layout.dense + ".weight")
+        norm_w = _lookup(tensors, layout.norm + ".weight")
+        if dense_w is None or norm_w is None or decoder is None:
+            continue
         dense_b = _lookup(tensors, layout.dense + ".bias")
         norm_b = _lookup(tensors, layout.norm + ".bias")
-        if decoder is None or dense_b is None or norm_b is None:
-            continue
         return LMHead(
             decoder=decoder.float(),
             bias=None if bias is None else bias.float(),
             dense_weight=dense_w.float(),
-            dense_bias=dense_b.float(),
+            dense_bias=None if dense_b is None else dense_b.float(),
             activation=family.activation(config),
             norm_weight=norm_w.float(),
-            norm_bias=norm_b.float(),
+            norm_bias=None if norm_b is None else norm_b.float(),
             norm_eps=family.layer_norm_eps(config),
             kind="mlm_head",
             source=source,
@@ -522,6 +567,20 @@ def embedding_head(model: Any, source: str) -> LMHead:
     return LMHead(decoder=embeddings, kind="embeddings", source=source)
 
 
+def final_norm(model: Any, family: Family | None) -> Norm | None:
+    """A pre-norm classifier's final norm as tensors (``None`` for post-norm families)."""
+    if family is None or family.final_norm is None:
+        return None
+    module = model.get_submodule(family.final_norm)
+    weight = getattr(module, "weight", None)
+    weight = None if weight is None else weight.detach().float().clone()
+    if isinstance(module, torch.nn.LayerNorm):
+        bias = None if module.bias is None else module.bias.detach().float().clone()
+        return Norm(weight, bias, float(module.eps))
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+    return Norm(weight, None, float(eps), rms=True, offset=family.rms_offset)
+
+
 def resolve_lm_head(
     model: Any,
     family: Family | None,
@@ -530,40 +589,52 @@ def resolve_lm_head(
     *,
     allow_pickle: bool = False,
 ) -> LMHead:
-    """The checkpoint's own MLM head, else ``lm_head``'s, else the tied embeddings.
+    """The checkpoint's own LM head, else ``lm_head``'s, else the tied embeddings.
 
     ``path``: the classifier's checkpoint folder (``None``: nothing saved to look in, a model
-    object's). ``lm_head``: a checkpoint name or folder, or a ``*ForMaskedLM`` object.
+    object's). ``lm_head``: a checkpoint name or folder, or a ``*ForMaskedLM`` /
+    ``*ForCausalLM`` object. A pre-norm family's head applies the classifier's final norm
+    first; a causal family's head decodes next-token predictions.
     """
+    head = _saved_or_given_head(model, family, path, lm_head, allow_pickle=allow_pickle)
+    if head is None:
+        head = embedding_head(model, str(path) if path is not None else type(model).__name__)
+    head.pre_norm = final_norm(model, family)
+    head.next_token = family is not None and family.causal
+    return head
+
+
+def _saved_or_given_head(
+    model: Any, family: Family | None, path: Path | None, lm_head: Any, *, allow_pickle: bool
+) -> LMHead | None:
+    """The head saved in the classifier's own folder, else the one ``lm_head`` names."""
     config = model.config
     if lm_head is None and family is not None and path is not None:
-        head = head_from_tensors(
-            read_tensors(path, allow_pickle=allow_pickle), family, config, str(path)
-        )
+        tensors = read_tensors(path, allow_pickle=allow_pickle)
+        head = head_from_tensors(tensors, family, config, str(path), tied=False)
         if head is not None:
             return _checked(head, model, str(path))
-    if lm_head is not None:
-        if family is None:
-            raise ModelLoadError(
-                f"layersal has no LM-head adapter for model type {config.model_type!r}; "
-                "leave `lm_head` out to decode through the input embeddings"
-            )
-        if _is_object(lm_head):
-            source = str(getattr(lm_head.config, "_name_or_path", "") or type(lm_head).__name__)
-            what = f"the {type(lm_head).__name__} object"
-            tensors = {k: v.detach() for k, v in lm_head.state_dict().items()}
-        else:
-            head_path = resolve(lm_head, allow_pickle=allow_pickle)
-            architecture = _read_config(head_path).get("architectures", ["?"])[0]
-            source, what = str(lm_head), f"{str(lm_head)!r} ({architecture})"
-            tensors = read_tensors(head_path, allow_pickle=allow_pickle)
-        head = head_from_tensors(tensors, family, config, source)
-        if head is None:
-            raise ModelLoadError(
-                f"{what} has no masked-LM head weights for the {family.name} layout"
-            )
-        return _checked(head, model, source)
-    return embedding_head(model, str(path) if path is not None else type(model).__name__)
+    if lm_head is None:
+        return None
+    if family is None:
+        raise ModelLoadError(
+            f"layersal has no LM-head adapter for model type {config.model_type!r}; "
+            "leave `lm_head` out to decode through the input embeddings"
+        )
+    if _is_object(lm_head):
+        source = str(getattr(lm_head.config, "_name_or_path", "") or type(lm_head).__name__)
+        what = f"the {type(lm_head).__name__} object"
+        tensors = {k: v.detach() for k, v in lm_head.state_dict().items()}
+    else:
+        head_path = resolve(lm_head, allow_pickle=allow_pickle)
+        architecture = _read_config(head_path).get("architectures", ["?"])[0]
+        source, what = str(lm_head), f"{str(lm_head)!r} ({architecture})"
+        tensors = read_tensors(head_path, allow_pickle=allow_pickle)
+    head = head_from_tensors(tensors, family, config, source)
+    if head is None:
+        kind = "causal-LM" if family.causal else "masked-LM"
+        raise ModelLoadError(f"{what} has no {kind} head weights for the {family.name} layout")
+    return _checked(head, model, source)
 
 
 def _checked(head: LMHead, model: Any, source: str) -> LMHead:

@@ -59,11 +59,22 @@ def forward_backward(
         captured.append(leaf)
         return leaf
 
-    handle = model.get_input_embeddings().register_forward_hook(capture)
+    last: list[torch.Tensor] = []
+    handles = [model.get_input_embeddings().register_forward_hook(capture)]
+    if family is not None and family.final_norm is not None:
+        # the last hidden state Hugging Face reports is taken after the final norm; the last
+        # layer's residual stream is its input
+        handles.append(
+            model.get_submodule(family.final_norm).register_forward_pre_hook(
+                lambda module, args: last.append(args[0])
+            )
+        )
     try:
         with torch.enable_grad(), propagation_rules(model, family, rule):
             out = model(**_on_device(encoded, model), output_hidden_states=True)
             hidden = list(out.hidden_states)
+            if last:
+                hidden[-1] = last[-1]
             logits = out.logits
             if targets is None:
                 targets = logits.detach().argmax(-1)
@@ -71,7 +82,8 @@ def forward_backward(
             target_logit = logits.gather(1, targets.unsqueeze(1)).sum()
             grads = torch.autograd.grad(target_logit, [captured[0], *hidden], allow_unused=True)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     grads32 = [
         torch.zeros_like(h, dtype=torch.float32) if g is None else g.detach().float()
         for h, g in zip([captured[0], *hidden], grads)

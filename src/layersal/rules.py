@@ -15,6 +15,12 @@ input embeddings or at any layer (docs/method.md, step 7):
   the two bilinear attention products: the gradient into the query and key projections is
   scaled by 1/4 and into the value projection by 1/2; the softmax's own gradient is kept.
 
+RMSNorm (Llama-style families) is treated like LayerNorm's scale: its root mean square is the
+constant. A gated MLP (SwiGLU, GeGLU: ``act(gate(x)) * up(x)``) is a multiplicative gate like
+the attention probabilities: under ``cp`` and ``cp_id`` the gate ``act(gate(x))`` is a
+constant (relevance flows through ``up``), under ``attnlrp`` the uniform rule gives each of
+the two factors half the gradient, and the identity rule covers ``act`` as everywhere.
+
 :func:`propagation_rules` installs a rule set as forward hooks for the passes run inside it
 and removes them when it exits, whatever happens. It needs the family's
 :class:`~layersal.families.PropagationMap` to know which modules to touch, and refuses a model
@@ -37,7 +43,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .families import Family
+from .families import Family, Part
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,8 @@ class RuleSet:
     """What one rule set changes in the backward pass.
 
     ``query_key`` and ``value`` scale the gradient into the attention projections (0: the
-    attention probabilities are constants; 1: unchanged).
+    attention probabilities are constants; 1: unchanged); ``gate`` and ``up`` the gradient
+    into the two factors of a gated MLP's product.
     """
 
     name: str
@@ -54,10 +61,13 @@ class RuleSet:
     value: float
     identity: bool
     summary: str
+    gate: float = 1.0
+    up: float = 1.0
 
     @property
     def changes_anything(self) -> bool:
-        return self.constant_std or self.identity or self.query_key != 1.0 or self.value != 1.0
+        factors = (self.query_key, self.value, self.gate, self.up)
+        return self.constant_std or self.identity or any(f != 1.0 for f in factors)
 
 
 RULE_SETS: dict[str, RuleSet] = {
@@ -65,10 +75,21 @@ RULE_SETS: dict[str, RuleSet] = {
     for rule in (
         RuleSet("gradient", False, 1.0, 1.0, False, "plain gradient"),
         RuleSet("ln", True, 1.0, 1.0, False, "LayerNorm std constant"),
-        RuleSet("cp", True, 0.0, 1.0, False, "LayerNorm std and attention constant (CP-LRP)"),
-        RuleSet("cp_id", True, 0.0, 1.0, True, "CP-LRP + identity rule on non-linearities"),
         RuleSet(
-            "attnlrp", True, 0.25, 0.5, True, "AttnLRP: std constant, identity and uniform rules"
+            "cp", True, 0.0, 1.0, False, "LayerNorm std and attention constant (CP-LRP)", gate=0.0
+        ),
+        RuleSet(
+            "cp_id", True, 0.0, 1.0, True, "CP-LRP + identity rule on non-linearities", gate=0.0
+        ),
+        RuleSet(
+            "attnlrp",
+            True,
+            0.25,
+            0.5,
+            True,
+            "AttnLRP: std constant, identity and uniform rules",
+            gate=0.5,
+            up=0.5,
         ),
     )
 }
@@ -143,6 +164,48 @@ class _ConstantStd(torch.autograd.Function):
         return out.to(x.dtype), None, None, None, None
 
 
+class _ConstantRms(torch.autograd.Function):
+    """Forward: RMSNorm's output ``y`` unchanged. Backward: the gradient of
+    ``x / rms * (offset + gamma)`` with ``rms`` a constant, into ``x``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor | None,
+        eps: float,
+        offset: float,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.eps, ctx.offset = eps, offset
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + ctx.eps)
+        g = grad.float() if weight is None else grad.float() * (ctx.offset + weight.float())
+        return (g * rstd).to(x.dtype), None, None, None, None
+
+
+class _ScaledChunk(torch.autograd.Function):
+    """Forward: ``y`` unchanged. Backward: the incoming gradient of chunk ``index`` of
+    ``count`` (along the last dimension) times ``factor``, the rest unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, factor: float, index: int, count: int) -> torch.Tensor:
+        ctx.factor, ctx.index, ctx.count = factor, index, count
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        width = grad.shape[-1] // ctx.count
+        out = grad.clone()
+        out[..., ctx.index * width : (ctx.index + 1) * width] *= ctx.factor
+        return out, None, None, None
+
+
 def scale_gradient(value: torch.Tensor, factor: float) -> torch.Tensor:
     """``value`` unchanged in the forward pass, its incoming gradient multiplied by ``factor``."""
     if factor == 0.0:
@@ -160,6 +223,23 @@ def constant_std_layer_norm(module: nn.LayerNorm, x: torch.Tensor, y: torch.Tens
     """``y = LayerNorm(x)`` with the gradient of ``(x - mean(x)) / sigma * gamma + beta`` for a
     constant ``sigma``: the centring keeps its gradient, the scale does not."""
     return _ConstantStd.apply(x, y, module.weight, module.eps, len(module.normalized_shape))
+
+
+def constant_rms_norm(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, offset: float
+) -> torch.Tensor:
+    """``y = RMSNorm(x)`` with the gradient of ``x / rms * (offset + gamma)`` for a constant
+    ``rms`` (the RMSNorm analogue of :func:`constant_std_layer_norm`)."""
+    eps = float(getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)))
+    return _ConstantRms.apply(x, y, getattr(module, "weight", None), eps, offset)
+
+
+def scale_part(value: torch.Tensor, part: Part, factor: float) -> torch.Tensor:
+    """``value`` unchanged; the gradient into the :class:`~layersal.families.Chunk` ``part``
+    of it (all of it for a plain pattern) multiplied by ``factor``."""
+    if isinstance(part, str) or part.count == 1:
+        return scale_gradient(value, factor)
+    return _ScaledChunk.apply(value, factor, part.index, part.count)
 
 
 @functools.lru_cache(maxsize=256)
@@ -223,6 +303,8 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         for name, module in modules:
             if isinstance(module, nn.LayerNorm):
                 on_output(module, constant_std_layer_norm)
+            elif type(module).__name__.endswith("RMSNorm"):
+                on_output(module, lambda m, x, y: constant_rms_norm(m, x, y, family.rms_offset))
             elif type(module).__name__.endswith("Norm"):
                 raise _refuse(family, f"{name} is a {type(module).__name__}, not a LayerNorm")
     layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
@@ -231,13 +313,11 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         (mapping.key, rules.query_key),
         (mapping.value, rules.value),
     )
-    for pattern, factor in projections:
-        found = _matching(modules, pattern)
+    for part, factor in projections:
+        found = _matching(modules, _name(part))
         if len(found) != layers:
-            raise _refuse(family, f"{len(found)} modules match {pattern!r}, expected {layers}")
-        if factor != 1.0:
-            for _, module in found:
-                on_output(module, lambda m, x, y, f=factor: scale_gradient(y, f))
+            raise _refuse(family, f"{len(found)} modules match {_name(part)!r}, expected {layers}")
+        _scale_outputs(found, part, factor, on_output)
     if rules.identity:
         for pattern in mapping.activations:
             if not _matching(modules, pattern):
@@ -247,6 +327,30 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         named = dict(modules)
         for between in mapping.between:
             _install_between(named, family, between.producer, between.consumer, handles)
+    for parts, factor in ((mapping.gates, rules.gate), (mapping.ups, rules.up)):
+        for part in parts:
+            found = _matching(modules, _name(part))
+            if len(found) != layers:
+                raise _refuse(
+                    family, f"{len(found)} modules match {_name(part)!r}, expected {layers}"
+                )
+            _scale_outputs(found, part, factor, on_output)
+
+
+def _name(part: Part) -> str:
+    return part if isinstance(part, str) else part.pattern
+
+
+def _scale_outputs(
+    found: list[tuple[str, nn.Module]],
+    part: Part,
+    factor: float,
+    on_output: Callable[[nn.Module, Callable[..., Any]], None],
+) -> None:
+    """Scale the gradient into ``part`` of each found module's output by ``factor``."""
+    if factor != 1.0:
+        for _, module in found:
+            on_output(module, lambda m, x, y, f=factor: scale_part(y, part, f))
 
 
 def _install_between(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .encoding import token_pieces
 from .errors import InputError
 from .explanation import Explanation, LayerReport
 from .words import tokens_and_words
@@ -103,7 +104,7 @@ class WindowMerge:
         )
         self.text = text
         self.offsets = [tuple(o) for o in full["offset_mapping"]]
-        self.pieces = tokenizer.convert_ids_to_tokens(full["input_ids"])
+        self.pieces = token_pieces(tokenizer, full["input_ids"])
         self.word_ids = full.word_ids()
         self.slot = {span: i for i, span in enumerate(self.offsets)}
         size = len(self.offsets)

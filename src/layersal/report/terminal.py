@@ -94,7 +94,7 @@ def layer_table(explanation: Explanation, top: int = 3) -> Group:
     for column in ("layer", "coherence", "own token in top-1", "position gradient", "note"):
         summary_table.add_column(column)
     for report in explanation.layers:
-        ranks = report.own_rank or []
+        ranks = [r for r in report.own_rank or [] if r >= 0]  # -1: no next token to predict
         share = sum(r == 0 for r in ranks) / len(ranks) if ranks else 0.0
         marker = " <- used" if report.layer == explanation.layer else ""
         summary_table.add_row(

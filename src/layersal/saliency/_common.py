@@ -165,10 +165,16 @@ def seed_value(value: Any) -> int:
 
 
 def replacement_id(tokenizer: Any, baseline: Any) -> int:
-    """Token id that replaces content tokens: ``"mask"``, ``"pad"`` or ``"unk"``."""
+    """Token id that replaces content tokens: ``"mask"``, ``"pad"`` or ``"unk"``.
+
+    ``"mask"`` on a tokenizer without [MASK] (decoder-only models) is its unknown token, else
+    its padding token, as when metrics hide tokens (:func:`layersal.evaluate.hide_ids`).
+    """
     if baseline not in REPLACEMENTS:
         raise InputError(f"baseline must be one of {', '.join(REPLACEMENTS)}, not {baseline!r}")
-    token_id = getattr(tokenizer, f"{baseline}_token_id", None)
+    fallbacks = ("mask", "unk", "pad") if baseline == "mask" else (baseline,)
+    found = (getattr(tokenizer, f"{name}_token_id", None) for name in fallbacks)
+    token_id = next((i for i in found if i is not None), None)
     if token_id is None:
         raise InputError(f"this model's tokenizer has no {baseline} token; choose another baseline")
     return int(token_id)

@@ -1,4 +1,7 @@
-"""Attention baselines: ``attention`` (last layer, [CLS] row) and ``rollout``.
+"""Attention baselines: ``attention`` (last layer, pooled row) and ``rollout``.
+
+Both read the attention of the position the classifier pools: [CLS] (position 0) for encoders,
+the last real token for decoder-only models (which pad on the right).
 
 Both need the attention probabilities, which PyTorch's fused (sdpa) attention does not
 return: the model is switched to eager attention for the one forward and switched back
@@ -48,6 +51,14 @@ def attention_maps(lm: LoadedModel, encoded: Encoded) -> tuple[torch.Tensor, lis
     return out.logits.float(), [a.float() for a in attentions]
 
 
+def pooled_rows(lm: LoadedModel, encoded: Encoded, maps: torch.Tensor) -> torch.Tensor:
+    """Row of ``maps`` (``(B, n, n)``) at the position each text is pooled at: ``(B, n)``."""
+    if lm.family is not None and lm.family.causal:
+        last = encoded.attention_mask.sum(-1).to(maps.device) - 1
+        return maps[torch.arange(maps.shape[0], device=maps.device), last]
+    return maps[:, 0, :]
+
+
 def _result(
     lm: LoadedModel,
     encoded: Encoded,
@@ -64,13 +75,15 @@ def _result(
 def attention(
     lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None
 ) -> Attribution:
-    """Last layer's attention from position 0 ([CLS]) to each token, averaged over heads.
+    """Last layer's attention from the pooled position to each token, averaged over heads.
 
     The same for every target class.
     """
     with PassCounter(lm.model) as counter:
         logits, maps = attention_maps(lm, encoded)
-    return _result(lm, encoded, targets, maps[-1].mean(1)[:, 0, :], logits, counter)
+    return _result(
+        lm, encoded, targets, pooled_rows(lm, encoded, maps[-1].mean(1)), logits, counter
+    )
 
 
 def rollout_matrix(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -87,7 +100,8 @@ def rollout_matrix(maps: list[torch.Tensor]) -> torch.Tensor:
 
 @register("rollout")
 def rollout(lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None) -> Attribution:
-    """Attention rollout read at the [CLS] row (position 0); the same for every target class."""
+    """Attention rollout read at the pooled row; the same for every target class."""
     with PassCounter(lm.model) as counter:
         logits, maps = attention_maps(lm, encoded)
-    return _result(lm, encoded, targets, rollout_matrix(maps)[:, 0, :], logits, counter)
+    rolled = pooled_rows(lm, encoded, rollout_matrix(maps))
+    return _result(lm, encoded, targets, rolled, logits, counter)

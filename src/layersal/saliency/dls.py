@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..decoding import LayerDecoding, carry_saliency, decode_layer
-from ..encoding import Encoded
+from ..encoding import Encoded, token_pieces
 from ..errors import InputError
 from ..explanation import LayerReport
 from ..models import LoadedModel
@@ -181,7 +181,7 @@ class DLSResult(MethodDetail):
                 and decoding.top_probs is not None
             ):
                 ids = decoding.top_ids[row, content].tolist()
-                top_tokens = [tokenizer.convert_ids_to_tokens(i) for i in ids]
+                top_tokens = [token_pieces(tokenizer, i) for i in ids]
                 top_probs = [
                     [round(p, 6) for p in ps] for ps in decoding.top_probs[row, content].tolist()
                 ]
