@@ -421,7 +421,8 @@ def evaluate_bundle(name: str, out_dir: Path, test: Split, max_length: int, data
 
 
 def write_model_card(out_dir: Path, card: dict) -> None:
-    """Write ``model_card.json``."""
+    """Write ``model_card.json`` (``pairs: false``: these models read one text, not a pair)."""
+    card = {**card, "pairs": False}
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
 
 

@@ -14,7 +14,7 @@ import torch
 from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
 from .errors import InputError, TruncationWarning
 from .explanation import Explanation
-from .inputs import check_texts
+from .inputs import TextItem, TextPair, check_texts, is_pair
 from .models import DEFAULT_MODEL, LoadedModel, load
 from .passes import forward
 from .saliency import (
@@ -27,17 +27,17 @@ from .saliency import (
 )
 from .targets import Target, target_indices
 from .windows import WindowMerge, document_probabilities, window_count, window_overlap
-from .words import WORD_AGGREGATIONS, tokens_and_words
+from .words import WORD_AGGREGATIONS, segmented_tokens_and_words
 
 
 @overload
-def explain(texts: str, model: Any = ..., **kwargs: Any) -> Explanation: ...
+def explain(texts: str | TextPair, model: Any = ..., **kwargs: Any) -> Explanation: ...
 @overload
-def explain(texts: Sequence[str], model: Any = ..., **kwargs: Any) -> list[Explanation]: ...
+def explain(texts: Sequence[TextItem], model: Any = ..., **kwargs: Any) -> list[Explanation]: ...
 
 
 def explain(
-    texts: str | Sequence[str],
+    texts: TextItem | Sequence[TextItem],
     model: Any = None,
     *,
     method: str = "dls",
@@ -55,6 +55,10 @@ def explain(
     """Explain why ``model`` classifies each text as it does.
 
     ``texts``: one string (returns one :class:`Explanation`) or a sequence (returns a list).
+    A pair classifier (natural-language inference, a cross-encoder) reads pairs of texts: one
+    pair is a tuple of two strings, ``(premise, hypothesis)``, and a list of such tuples gives
+    a list of explanations (a list of two strings is two texts, not a pair). Pairs are
+    truncated (the longer text first) rather than split into windows.
     ``model``: a :class:`LoadedModel` from :func:`layersal.load` (load once, reuse), a model
     name or path, a ``*ForSequenceClassification`` model object or a text-classification
     pipeline (wrapped for this call, see :func:`layersal.models.from_objects`), or ``None``
@@ -80,7 +84,7 @@ def explain(
     ``progress(done, total)`` in model rows (a text, or one window of a long one) as they are
     explained, so a single long document reports its progress too.
     """
-    single = isinstance(texts, str)
+    single = isinstance(texts, str) or _is_one_pair(texts)
     items = check_texts([texts] if single else list(texts))
     options = _merge_options(options, method_options)
     check_method(method, options)
@@ -99,14 +103,15 @@ def explain(
         if isinstance(model, LoadedModel)
         else load(DEFAULT_MODEL if model is None else model, lm_head)
     )
+    lm.check_items(items)
     with lm.borrowed():  # eval mode for the passes; a model object is left as it was
         prepared = prepare_options(method, lambda: lm, lambda: items, options, batch_size)
         options = prepared.options
         targets = target_indices(target, len(items), lm.labels)
         size, step, overlap = lm.max_length, lm.max_length, None
-        if long_texts == "windows":
+        if long_texts == "windows" and not is_pair(items[0]):
             size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
-        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        order = sorted(range(len(items)), key=lambda i: _length(items[i]))
         batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         rows = (
             sum(window_count(lm.tokenizer, t, size, step) for t in items)
@@ -142,6 +147,15 @@ def explain(
         for explanation in explanations:  # each its own copy: the record is small (no table)
             explanation.options.update(copy.deepcopy(prepared.recorded))
     return explanations[0] if single else explanations
+
+
+def _is_one_pair(texts: Any) -> bool:
+    """A tuple of two strings is one pair of texts (a list of two strings is two texts)."""
+    return isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def _length(item: TextItem) -> int:
+    return sum(map(len, item)) if isinstance(item, tuple) else len(item)
 
 
 def _warn_on_old_names(method: str, given: dict[str, Any]) -> None:
@@ -188,7 +202,7 @@ class _Run:
     advance: Callable[[int], None]
     inputs: set[str]  # the tensors the model takes (model_input_names), looked up once
 
-    def batch(self, texts: list[str], targets: list[int] | None) -> list[Explanation]:
+    def batch(self, texts: list[TextItem], targets: list[int] | None) -> list[Explanation]:
         """Explanations of ``texts`` (one batch), in order."""
         encoded = encode(self.lm.tokenizer, texts, self.size, self.inputs, overlap=self.overlap)
         if len(encoded) > len(texts):
@@ -295,8 +309,10 @@ def build_explanation(
     word_aggregation: str = "sum",
     options: dict[str, Any] | None = None,
 ) -> Explanation:
-    """One text's :class:`Explanation` from a batch attribution (content tokens only)."""
-    text = encoded.texts[row]
+    """One text's (or pair's) :class:`Explanation` from a batch attribution (content tokens
+    only)."""
+    item = encoded.texts[row]
+    texts = list(item) if is_pair(item) else [item]
     content = encoded.content[row].nonzero().flatten().tolist()
     ids = encoded.input_ids[row, content].tolist()
     pieces = token_pieces(lm.tokenizer, ids)
@@ -304,13 +320,19 @@ def build_explanation(
     offsets = [(int(row_offsets[i][0]), int(row_offsets[i][1])) for i in content]
     scores = attribution.scores[row, content].tolist()
     word_ids = [encoded.word_ids[row][i] for i in content]
-    tokens, words = tokens_and_words(text, pieces, offsets, word_ids, scores, word_aggregation)
+    segments = [0] * len(content)
+    if encoded.segments is not None:
+        segments = [int(encoded.segments[row][i] or 0) for i in content]
+    tokens, words = segmented_tokens_and_words(
+        texts, segments, pieces, offsets, word_ids, scores, word_aggregation
+    )
     probs = torch.softmax(attribution.logits[row], -1).tolist()
     applied = attribution.detail.applied_options()
     recorded = dict(options or {}) if applied is None else applied
     reports = attribution.detail.layer_reports(row, content, lm.tokenizer)
     return Explanation(
-        text=text,
+        text=texts[0],
+        text_pair=texts[1] if len(texts) > 1 else None,
         model=lm.name,
         method=method,
         prediction=lm.labels[int(torch.tensor(probs).argmax())],

@@ -79,6 +79,20 @@ TextColumnOpt = Annotated[
         help="Column/field holding the text (default: text, sentence, review or content).",
     ),
 ]
+PairOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pair",
+        help="Second text of a pair (for pair models: NLI, cross-encoders); one per text argument.",
+        show_default=False,
+    ),
+]
+PairColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pair-column", help="Column/field holding the second text of each pair (pair models)."
+    ),
+]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", help="Read at most N texts from --file.", min=1)
 ]
@@ -169,25 +183,36 @@ class _Texts:
     file: Path | None
     text_column: str | None = None
     limit: int | None = None
+    pairs: list[str] | None = None
+    pair_column: str | None = None
 
-    def read(self) -> list[str]:
-        """The texts, checked."""
+    def read(self) -> list[Any]:
+        """The texts (or pairs of texts), checked."""
         return [text for _, text in self.read_items()]
 
-    def read_items(self) -> list[tuple[int | str, str]]:
-        """``(id, text)`` pairs: the id is the text's row in the file, or its argument position
-        (from 0)."""
+    def read_items(self) -> list[tuple[int | str, Any]]:
+        """``(id, text or pair)``: the id is the text's row in the file, or its argument
+        position (from 0)."""
         from .errors import InputError
         from .inputs import check_texts, read_items
 
         if self.texts and self.file is not None:
             raise InputError("give texts as arguments or with --file, not both")
         if self.file is not None:
-            return read_items(self.file, self.text_column, self.limit)
-        if self.text_column is not None or self.limit is not None:
-            raise InputError("--text-column and --limit apply to --file")
+            if self.pairs:
+                raise InputError("--pair goes with text arguments; for --file use --pair-column")
+            return read_items(self.file, self.text_column, self.limit, self.pair_column)
+        if self.text_column is not None or self.limit is not None or self.pair_column:
+            raise InputError("--text-column, --pair-column and --limit apply to --file")
         if not self.texts:
             raise InputError("no text given: pass a text argument or --file")
+        if self.pairs:
+            if len(self.pairs) != len(self.texts):
+                raise InputError(
+                    f"{len(self.texts)} text(s) and {len(self.pairs)} --pair: give one --pair "
+                    "per text"
+                )
+            return list(enumerate(check_texts(list(zip(self.texts, self.pairs)))))
         return list(enumerate(check_texts(self.texts)))
 
 
@@ -266,6 +291,7 @@ def _run(
     # the method's options made concrete once for all the texts (DLS's layer="auto" on the
     # first 64, as one call would), so that no group of the stream chooses its own
     texts = [text for _, text in items]
+    lm.check_items(texts)  # a pair model given single texts (or the reverse) fails fast
     prepared = prepare_options(
         method, lambda: lm, lambda: texts, options, int(kwargs.get("batch_size", 16))
     )
@@ -312,6 +338,8 @@ def explain(
     file: FileOpt = None,
     text_column: TextColumnOpt = None,
     limit: LimitOpt = None,
+    pair: PairOpt = None,
+    pair_column: PairColumnOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[
@@ -379,7 +407,7 @@ def explain(
         }
         results = _run(
             _Texts(
-                texts, file, text_column, limit
+                texts, file, text_column, limit, pair, pair_column
             ).read_items(),  # first: a missing file fails fast
             model,
             lm_head,
@@ -404,6 +432,8 @@ def layers(
     file: FileOpt = None,
     text_column: TextColumnOpt = None,
     limit: LimitOpt = None,
+    pair: PairOpt = None,
+    pair_column: PairColumnOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     top: Annotated[int, typer.Option(help="Decoded tokens shown per position and layer.")] = 3,
@@ -416,7 +446,7 @@ def layers(
     with _user_errors():
         results = _run(
             _Texts(
-                texts, file, text_column, limit
+                texts, file, text_column, limit, pair, pair_column
             ).read_items(),  # first: a missing file fails fast
             model,
             lm_head,
@@ -617,6 +647,8 @@ def report(
     file: FileOpt = None,
     text_column: TextColumnOpt = None,
     limit: LimitOpt = None,
+    pair: PairOpt = None,
+    pair_column: PairColumnOpt = None,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "report.html"
     ),
@@ -640,7 +672,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML report: heat-maps, every layer, optional metrics."""
     with _user_errors():
-        source = _Texts(texts, file, text_column, limit)
+        source = _Texts(texts, file, text_column, limit, pair, pair_column)
         labels, per_text, scores = _explain_methods(
             source, model, lm_head, allow_pickle, methods, layer, target, batch_size, metrics
         )
@@ -660,6 +692,8 @@ def plot(
     file: FileOpt = None,
     text_column: TextColumnOpt = None,
     limit: LimitOpt = None,
+    pair: PairOpt = None,
+    pair_column: PairColumnOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path(
         "plots"
     ),
@@ -679,7 +713,7 @@ def plot(
 ) -> None:
     """Write PNG plots per text: saliency per layer x word, coherence per layer, deletion curves."""
     with _user_errors():
-        source = _Texts(texts, file, text_column, limit)
+        source = _Texts(texts, file, text_column, limit, pair, pair_column)
         labels, per_text, scores = _explain_methods(
             source, model, lm_head, allow_pickle, methods, layer, target, batch_size, curves
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .inputs import check_texts
+from .inputs import check_texts, is_pair
 
 
 @dataclass
@@ -19,16 +19,20 @@ class Encoded:
     ``content`` marks real input tokens: not padding and not special tokens ([CLS], [SEP], ...).
     ``offsets`` are character spans into ``texts`` (``(0, 0)`` for special tokens and padding).
     ``text_of[r]`` is the index (in the caller's list) of the text row ``r`` belongs to; rows
-    are windows of one text when long texts are split.
+    are windows of one text when long texts are split. For pairs of texts, ``texts`` holds the
+    pairs, ``segments[r][i]`` says which text of the pair token ``i`` comes from (0, 1, or
+    ``None`` for special tokens and padding; offsets index into that text), and word ids run on
+    across the two texts, so that no word of the second shares an id with one of the first.
     """
 
-    texts: list[str]
+    texts: list[Any]
     inputs: dict[str, torch.Tensor]
     offsets: torch.Tensor
     content: torch.Tensor
     word_ids: list[list[int | None]]
     truncated: list[bool]
     text_of: list[int] = field(default_factory=list)
+    segments: list[list[int | None]] | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -68,7 +72,7 @@ def model_input_names(model: Any) -> set[str]:
 
 def encode(
     tokenizer: Any,
-    texts: Sequence[str],
+    texts: Sequence[Any],
     max_length: int,
     model_inputs: Collection[str] | None = None,
     *,
@@ -80,9 +84,11 @@ def encode(
     With an ``overlap`` (tokens shared by neighbouring windows), a long text becomes several
     rows (windows) whose offsets still index the full text; ``text_of[r]`` names each row's
     text. ``model_inputs`` names the optional tensors the model accepts (DistilBERT, for one,
-    takes no ``token_type_ids``).
+    takes no ``token_type_ids``). Pairs of texts (2-tuples) are one row each, never windows.
     """
     texts = check_texts(texts)
+    if is_pair(texts[0]):
+        return _encode_pairs(tokenizer, texts, max_length, model_inputs)
     batch = tokenizer(
         list(texts),
         truncation=True,
@@ -124,6 +130,52 @@ def encode(
     )
 
 
+def _encode_pairs(
+    tokenizer: Any, pairs: Sequence[Any], max_length: int, model_inputs: Collection[str] | None
+) -> Encoded:
+    """Pairs of texts, one row each, the longer text of a pair cut first when too long (pairs
+    are never split into windows)."""
+    firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
+    common = {"split_special_tokens": True, "verbose": False}
+    whole = tokenizer(firsts, seconds, truncation=False, **common)["input_ids"]
+    batch = tokenizer(
+        firsts,
+        seconds,
+        truncation="longest_first",
+        max_length=max_length,
+        padding=True,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_tensors="pt",
+        **common,
+    )
+    special = batch.pop("special_tokens_mask").bool()
+    offsets = batch.pop("offset_mapping")
+    segments = [batch.sequence_ids(r) for r in range(len(pairs))]
+    word_ids = [_running_word_ids(batch.word_ids(r), segments[r]) for r in range(len(pairs))]
+    keep = {"input_ids", "attention_mask"} | set(
+        batch.keys() if model_inputs is None else model_inputs
+    )
+    inputs = {k: v for k, v in batch.items() if k in keep}
+    return Encoded(
+        texts=list(pairs),
+        inputs=inputs,
+        offsets=offsets,
+        content=inputs["attention_mask"].bool() & ~special,
+        word_ids=word_ids,
+        truncated=[len(ids) > max_length for ids in whole],
+        text_of=list(range(len(pairs))),
+        segments=segments,
+    )
+
+
+def _running_word_ids(word_ids: list[int | None], segments: list[int | None]) -> list[int | None]:
+    """Word ids of a pair's row with the second text's ids moved past the first text's."""
+    first = [w for w, s in zip(word_ids, segments) if s == 0 and w is not None]
+    shift = max(first) + 1 if first else 0
+    return [w + shift if w is not None and s == 1 else w for w, s in zip(word_ids, segments)]
+
+
 def select_rows(encoded: Encoded, rows: Sequence[int]) -> Encoded:
     """A sub-batch of ``encoded`` (used to keep window batches to a bounded size)."""
     index = torch.tensor(list(rows))
@@ -136,4 +188,5 @@ def select_rows(encoded: Encoded, rows: Sequence[int]) -> Encoded:
         word_ids=[encoded.word_ids[r][:length] for r in rows],
         truncated=[encoded.truncated[r] for r in rows],
         text_of=[encoded.text_of[r] for r in rows],
+        segments=None if encoded.segments is None else [encoded.segments[r][:length] for r in rows],
     )

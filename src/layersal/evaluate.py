@@ -14,14 +14,20 @@ from .models import LoadedModel
 
 
 def predictor(lm: LoadedModel) -> PredictFn:
-    """``predict(input_ids, attention_mask) -> probabilities`` for ``lm`` (no gradients)."""
+    """``predict(input_ids, attention_mask[, token_type_ids]) -> probabilities`` for ``lm`` (no
+    gradients)."""
     device = lm.device
 
-    def predict(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def predict(
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
         with torch.no_grad(), lm.autocast(), lm.borrowed():
-            logits = lm.model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-            ).logits
+            logits = lm.model(**{k: v.to(device) for k, v in inputs.items()}).logits
         return torch.softmax(logits.float(), dim=-1).cpu()
 
     return predict
@@ -69,5 +75,14 @@ def score_batch(
         word_ids=encoded.word_ids,
         mask_id=mask_id,
         pad_id=pad_id,
+        token_type_ids=segment_ids(encoded),
         **metric_options,
     )
+
+
+def segment_ids(encoded: Encoded) -> torch.Tensor | None:
+    """The batch's ``token_type_ids`` when it holds pairs of texts (the metrics must give them
+    to the model with every perturbed input), else ``None``."""
+    if encoded.segments is None:
+        return None
+    return encoded.inputs.get("token_type_ids")

@@ -38,6 +38,8 @@ class Explanation:
     """Which tokens and words of ``text`` the classifier relied on for ``target``.
 
     Scores cover input tokens only: special tokens ([CLS], [SEP], padding) are never reported.
+    For a pair of texts, ``text`` is the first and ``text_pair`` the second; each token and
+    word says which (``segment`` 0 or 1) and its offsets index into that text.
     """
 
     text: str
@@ -56,6 +58,17 @@ class Explanation:
     layers: list[LayerReport] = field(default_factory=list)
     forward_passes: int = 1
     backward_passes: int = 1
+    text_pair: str | None = None
+
+    @property
+    def item(self) -> str | tuple[str, str]:
+        """What was explained, as :func:`layersal.explain` takes it: the text, or the pair."""
+        return self.text if self.text_pair is None else (self.text, self.text_pair)
+
+    @property
+    def texts(self) -> list[str]:
+        """The segments explained: ``[text]``, or ``[text, text_pair]`` for a pair."""
+        return [self.text] if self.text_pair is None else [self.text, self.text_pair]
 
     @property
     def scores(self) -> list[float]:

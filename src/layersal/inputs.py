@@ -44,13 +44,20 @@ _SNIFF_ROWS = 20
 
 @dataclass
 class Row:
-    """One input row: ``index`` (0-based row number), its id, text and label, or an error."""
+    """One input row: ``index`` (0-based row number), its id, text and label, or an error;
+    ``text_pair``: the second text, when the input has a pair column."""
 
     index: int
     id: int | str
     text: str | None
     label: str | None = None
     error: str | None = None
+    text_pair: str | None = None
+
+    @property
+    def item(self) -> Any:
+        """What :func:`layersal.explain` takes for this row: the text, or the pair."""
+        return self.text if self.text_pair is None else (self.text, self.text_pair)
 
 
 STDIN = "-"
@@ -61,6 +68,7 @@ class Source:
 
     ``label_last``: a table without a header takes its last column as the label (AG News
     style ``text<TAB>label``). Standard input (``-``) is read once, as ``.txt``.
+    ``pair_column``: a second text column (field); each row is then a pair of texts.
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class Source:
         label_column: str | None = None,
         *,
         label_last: bool = False,
+        pair_column: str | None = None,
     ) -> None:
         self.path = Path(path)
         self._stdin: bytes | None = None
@@ -93,12 +102,13 @@ class Source:
         self.text_column = text_column
         self.id_column = id_column
         self.label_column = label_column
+        self.pair_column = pair_column
         self.size = len(self._stdin) if self._stdin is not None else self.path.stat().st_size
         self._position = 0.0
-        if self.format == "txt" and (id_column or label_column):
+        if self.format == "txt" and (id_column or label_column or pair_column):
             raise InputError(
-                f"{self.path}: a .txt file has no columns (`id_column`/`label_column` need "
-                ".tsv/.csv/.jsonl/.parquet)"
+                f"{self.path}: a .txt file has no columns (`id_column`/`label_column`/"
+                "`pair_column` need .tsv/.csv/.jsonl/.parquet)"
             )
         self._columns: dict[str, Any]
         if self.format in ("tsv", "csv"):
@@ -131,6 +141,7 @@ class Source:
             "text_column": self.text_column,
             "id_column": self.id_column,
             "label_column": self.label_column,
+            "pair_column": self.pair_column,
         }
 
     def rows(self) -> Iterator[Row]:
@@ -183,13 +194,17 @@ class Source:
             raise InputError(f"{self.path} contains no rows")
         first = sample[0]
         header = [h.strip().lower() for h in first]
-        named = [c for c in (self.text_column, self.id_column, self.label_column) if c]
+        named = [
+            c for c in (self.text_column, self.id_column, self.label_column, self.pair_column) if c
+        ]
         has_header = (
             bool(named) or any(c in header for c in TEXT_COLUMNS) or _looks_like_header(sample)
         )
         if not has_header:
             last = len(first) - 1 if self.label_last and len(first) > 1 else None
-            return {"header": False, "text": 0, "id": None, "label": last}
+            if self.pair_column:
+                raise InputError(f"{self.path} has no header naming a {self.pair_column!r} column")
+            return {"header": False, "text": 0, "id": None, "label": last, "pair": None}
         names = self._named_columns(first)
         return {"header": True} | {
             key: None if name is None else first.index(name) for key, name in names.items()
@@ -202,7 +217,7 @@ class Source:
         :data:`TEXT_COLUMNS`, the label to ``label`` when there is one.
         """
         lowered = {n.strip().lower(): n for n in names}
-        for column in (self.text_column, self.id_column, self.label_column):
+        for column in (self.text_column, self.id_column, self.label_column, self.pair_column):
             if column and column.lower() not in lowered:
                 raise InputError(
                     f"{self.path} has no column {column!r} (columns: {', '.join(names)})"
@@ -218,6 +233,7 @@ class Source:
             "text": lowered[text.lower()],
             "id": lowered[self.id_column.lower()] if self.id_column else None,
             "label": lowered[label.lower()] if label else None,
+            "pair": lowered[self.pair_column.lower()] if self.pair_column else None,
         }
 
     def _table_rows(self) -> Iterator[Row]:
@@ -235,7 +251,7 @@ class Source:
 
     def _table_row(self, index: int, record: list[str], columns: dict[str, Any]) -> Row:
         values: dict[str, str | None] = {}
-        for key in ("text", "id", "label"):
+        for key in ("text", "pair", "id", "label"):
             column = columns[key]
             if column is None:
                 values[key] = None
@@ -252,7 +268,7 @@ class Source:
                     return Row(index, index, None, error=f"{key} {error}")
                 values[key] = value
         row_id: int | str = index if values["id"] is None else values["id"]
-        return Row(index, row_id, values["text"], values["label"])
+        return Row(index, row_id, values["text"], values["label"], text_pair=values["pair"])
 
     # -- jsonl ------------------------------------------------------------------------------
 
@@ -293,7 +309,12 @@ class Source:
         label = record.get(label_key)
         if self.label_column and label is None:
             return Row(index, row_id, None, error=f"no field {self.label_column!r}")
-        return Row(index, row_id, text, None if label is None else str(label))
+        pair = None
+        if self.pair_column:
+            pair = record.get(self.pair_column)
+            if not isinstance(pair, str):
+                return Row(index, row_id, None, error=f"no string field {self.pair_column!r}")
+        return Row(index, row_id, text, None if label is None else str(label), text_pair=pair)
 
     # -- parquet ----------------------------------------------------------------------------
 
@@ -310,7 +331,9 @@ class Source:
         import pyarrow.parquet as pq
 
         columns = self._columns
-        wanted = [c for c in (columns["text"], columns["id"], columns["label"]) if c]
+        wanted = [
+            c for c in (columns["text"], columns["id"], columns["label"], columns["pair"]) if c
+        ]
         wanted = list(dict.fromkeys(wanted))
         parquet = pq.ParquetFile(self.path)
         total = max(parquet.metadata.num_rows, 1)
@@ -321,9 +344,12 @@ class Source:
                 text = data[columns["text"]][row]
                 row_id = index if columns["id"] is None else data[columns["id"]][row]
                 label = None if columns["label"] is None else data[columns["label"]][row]
-                yield _parquet_row(
+                parsed = _parquet_row(
                     index, row_id, text, label, from_column=columns["id"] is not None
                 )
+                if columns["pair"] is not None and parsed.error is None:
+                    parsed = _with_pair(parsed, data[columns["pair"]][row])
+                yield parsed
                 index += 1
             self._position = index / total
 
@@ -341,12 +367,36 @@ def _looks_like_header(rows: list[list[str]]) -> bool:
     return False
 
 
-def check_texts(texts: Sequence[Any]) -> list[str]:
-    """Reject what cannot be explained (see :func:`check_text`), naming texts by position."""
-    out = [check_text(text, f"text {i}") for i, text in enumerate(texts)]
+TextPair = tuple[str, str]
+TextItem = str | TextPair
+"""What one explanation is of: a text, or a pair of texts (premise and hypothesis, query and
+passage) that a pair classifier reads as two segments."""
+
+
+def check_texts(texts: Sequence[Any]) -> list[Any]:
+    """Reject what cannot be explained (see :func:`check_text`), naming texts by position.
+
+    Items are texts, or pairs of texts (2-tuples or 2-lists; each text is checked), not both.
+    """
+    out = [_check_item(item, f"text {i}") for i, item in enumerate(texts)]
     if not out:
         raise InputError("no texts to explain")
+    if len({isinstance(item, tuple) for item in out}) > 1:
+        raise InputError("the texts mix single texts and pairs of texts; give one kind")
     return out
+
+
+def _check_item(item: Any, name: str) -> TextItem:
+    if isinstance(item, tuple | list) and not isinstance(item, str):
+        if len(item) != 2:
+            raise InputError(f"{name} has {len(item)} parts; a pair of texts has 2")
+        return (check_text(item[0], f"{name} (first)"), check_text(item[1], f"{name} (second)"))
+    return check_text(item, name)
+
+
+def is_pair(item: Any) -> bool:
+    """Whether ``item`` (as returned by :func:`check_texts`) is a pair of texts."""
+    return isinstance(item, tuple)
 
 
 def check_text(text: Any, name: str) -> str:
@@ -381,14 +431,18 @@ def read_texts(
 
 
 def read_items(
-    source: str | Path, text_column: str | None = None, limit: int | None = None
-) -> list[tuple[int | str, str]]:
-    """:func:`read_texts` with each text's id: its row number in the file, from 0."""
+    source: str | Path,
+    text_column: str | None = None,
+    limit: int | None = None,
+    pair_column: str | None = None,
+) -> list[tuple[int | str, Any]]:
+    """:func:`read_texts` with each text's id: its row number in the file, from 0. With a
+    ``pair_column``, each item is a pair of texts."""
     if limit is not None and limit < 1:
         raise InputError(f"`limit` must be at least 1, not {limit}")
-    items: list[tuple[int | str, str]] = []
-    for row in text_rows(Source(source, text_column)):
-        items.append((row.id, check_text(row.text, f"{source}, row {row.index + 1}")))
+    items: list[tuple[int | str, Any]] = []
+    for row in text_rows(Source(source, text_column, pair_column=pair_column)):
+        items.append((row.id, _check_item(row.item, f"{source}, row {row.index + 1}")))
         if limit is not None and len(items) >= limit:
             break
     if not items:
@@ -404,6 +458,18 @@ def text_rows(reader: Source) -> Iterator[Row]:
             raise InputError(f"{reader.path}, row {row.index + 1}: {row.error}")
         if row.text and row.text.strip():
             yield row
+
+
+def _with_pair(row: Row, pair: Any) -> Row:
+    """``row`` with its second text from a Parquet pair column, or an error."""
+    if isinstance(pair, bytes):
+        pair, error = _decode(pair)
+        if error is not None:
+            return Row(row.index, row.id, None, error=f"pair {error}")
+    if not isinstance(pair, str):
+        return Row(row.index, row.id, None, error="pair text is missing (null)")
+    row.text_pair = pair
+    return row
 
 
 def _parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:

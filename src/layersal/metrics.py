@@ -16,7 +16,9 @@ import torch
 
 from .errors import InputError
 
-PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PredictFn = Callable[..., torch.Tensor]
+"""``predict(input_ids, attention_mask) -> (rows, classes)`` probabilities; called with a third
+argument, ``token_type_ids``, when the batch has segment ids (pairs of texts)."""
 """``predict(input_ids (N, n) long, attention_mask (N, n) long) -> probabilities (N, C)``."""
 
 PERTURBATIONS = ("mask", "delete", "pad")
@@ -146,11 +148,31 @@ def perturb(
         return input_ids.masked_fill(hide, needed), attention_mask.clone()
     if perturbation == "pad":
         return input_ids.masked_fill(hide, needed), attention_mask.masked_fill(hide, 0)
-    keep = attention_mask.bool() & ~hide
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-    kept = keep.gather(1, order)
+    order, kept = _packed(attention_mask, hide)
     ids = input_ids.gather(1, order).masked_fill(~kept, needed)
     return ids, kept.to(attention_mask.dtype)
+
+
+def _packed(attention_mask: torch.Tensor, hide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``delete``: the column order that packs the kept positions to the left, and which
+    columns hold a kept position after it."""
+    keep = attention_mask.bool() & ~hide.bool()
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    return order, keep.gather(1, order)
+
+
+def perturb_token_types(
+    token_type_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hide: torch.Tensor,
+    perturbation: str,
+) -> torch.Tensor:
+    """The segment ids (``token_type_ids``) that go with :func:`perturb`'s ids: unchanged where
+    positions stay, moved with their tokens by ``delete`` (0 in the freed tail)."""
+    if perturbation != "delete":
+        return token_type_ids
+    order, kept = _packed(attention_mask, hide)
+    return token_type_ids.gather(1, order).masked_fill(~kept, 0)
 
 
 def trapezoid_area(curve: Sequence[float]) -> float:
@@ -240,6 +262,7 @@ def faithfulness(
     steps: int = 10,
     loo: bool = True,
     batch_size: int = 64,
+    token_type_ids: torch.Tensor | None = None,
 ) -> list[Faithfulness]:
     """Faithfulness metrics of saliency ``scores`` for a padded batch of B texts.
 
@@ -250,7 +273,9 @@ def faithfulness(
     sum of its tokens'). ``perturbation`` is ``mask`` (needs ``mask_id``), ``delete`` or ``pad``
     (need ``pad_id``). ``loo`` adds leave-one-out importance and its Kendall tau with the scores
     (one extra input per unit). Every distinct perturbed input of every text goes through
-    ``predict`` once, in chunks of ``batch_size`` rows mixing texts.
+    ``predict`` once, in chunks of ``batch_size`` rows mixing texts. ``token_type_ids``
+    (pairs of texts) go to ``predict`` with each perturbed input; a pair's separator is never
+    content, so it is never hidden.
     """
     ids, attention, content_np, scores_np, targets_np, labels_np = _check_batch(
         input_ids, attention_mask, content, scores, targets, labels
@@ -279,8 +304,9 @@ def faithfulness(
     rows = np.concatenate([np.full(len(p.hide), b) for b, p in enumerate(plans)])
     hide = np.stack([h for p in plans for h in p.hide])
     probs = _predict_variants(
-        predict, ids, attention, rows, hide, perturbation, mask_id, pad_id, batch_size
-    )
+        predict, ids, attention, rows, hide, perturbation, mask_id, pad_id, batch_size,
+        token_type_ids,
+    )  # fmt: skip
     if int(targets_np.max()) >= probs.shape[1] or int(targets_np.min()) < 0:
         raise InputError(f"targets must be class indices below {probs.shape[1]}")
     starts = np.cumsum([0] + [len(p.hide) for p in plans])
@@ -359,6 +385,7 @@ def erasure_aopc_many(
     budgets: Sequence[float] = ERASER_BUDGETS,
     sufficiency: bool = True,
     batch_size: int = 64,
+    token_type_ids: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Comprehensiveness and sufficiency AOPC of several saliency maps of the same batch.
 
@@ -389,9 +416,11 @@ def erasure_aopc_many(
         for kind in kinds:
             plans[kind].append(per_text[kind])
     rows = np.array(variants.rows)
+    types = None if token_type_ids is None else token_type_ids.cpu()
     probs = _predict_variants(
-        predict, ids, attention, rows, np.stack(variants.hide), "mask", mask_id, None, batch_size
-    )
+        predict, ids, attention, rows, np.stack(variants.hide), "mask", mask_id, None, batch_size,
+        types,
+    )  # fmt: skip
     target = targets.cpu().numpy().astype(int)
     p = probs[np.arange(len(rows)), target[rows]]
     out = {kind: np.zeros((len(score_sets), len(ids))) for kind in kinds}
@@ -412,6 +441,7 @@ def _predict_variants(
     mask_id: int | None,
     pad_id: int | None,
     batch_size: int,
+    token_type_ids: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Probabilities ``(V, C)`` of every perturbed variant, ``batch_size`` rows per call.
 
@@ -436,8 +466,15 @@ def _predict_variants(
             pad_id,
         )
         end = max(int(ends[rows[picked]].max()), 1)
+        extra = []
+        if token_type_ids is not None:
+            hidden = torch.from_numpy(hide[picked])
+            types = perturb_token_types(
+                token_type_ids[chunk], attention_mask[chunk], hidden, perturbation
+            )
+            extra = [types[:, :end]]
         with torch.no_grad():
-            probs = predict(ids[:, :end], mask[:, :end])
+            probs = predict(ids[:, :end], mask[:, :end], *extra)
         if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or len(probs) != len(chunk):
             raise InputError(
                 f"predict must return a (rows, classes) tensor; for {len(chunk)} rows it returned "

@@ -46,6 +46,26 @@ class LoadedModel:
     precision: str = "fp32"
     weights_sha256: str | None = field(default=None, repr=False, compare=False)
     """SHA-256 of the checkpoint's safetensors files, filled in on first use by ``auto``."""
+    pairs: bool | None = None
+    """Whether the model reads pairs of texts (``True``), single texts (``False``), or either
+    (``None``: not known; see :func:`reads_pairs`)."""
+
+    def check_items(self, items: list[Any]) -> None:
+        """A clear error when texts go to a pair model, or pairs to a single-text model."""
+        from .errors import InputError
+        from .inputs import is_pair
+
+        given = is_pair(items[0])
+        if self.pairs is None or self.pairs == given:
+            return
+        if self.pairs:
+            raise InputError(
+                f"{self.name!r} classifies pairs of texts ({', '.join(self.labels)}): give "
+                "(first, second) tuples, or --pair-column on the command line"
+            )
+        raise InputError(
+            f"{self.name!r} classifies single texts, not pairs: give one text per item"
+        )
 
     @property
     def num_layers(self) -> int:
@@ -84,6 +104,28 @@ class LoadedModel:
         return contextlib.nullcontext()
 
 
+_PAIR_LABELS = {"entailment", "contradiction", "not_entailment", "neutral_entailment"}
+
+
+def reads_pairs(labels: list[str], folder: Path | None, pairs: bool | None) -> bool | None:
+    """Whether a classifier reads pairs of texts: ``pairs`` if given, else its model card's
+    ``pairs``, else ``True`` for natural-language-inference labels (entailment,
+    contradiction), else ``None`` (either is accepted)."""
+    if pairs is not None:
+        return pairs
+    card = None if folder is None else folder / "model_card.json"
+    if card is not None and card.is_file():
+        try:
+            value = json.loads(card.read_text(encoding="utf-8")).get("pairs")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, bool):
+            return value
+    if any(label.lower() in _PAIR_LABELS for label in labels):
+        return True
+    return None
+
+
 def model_dirs() -> list[Path]:
     """Where named models live: inside the package, then a source checkout's ``models/``.
 
@@ -117,6 +159,7 @@ def load(
     allow_pickle: bool = False,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    pairs: bool | None = None,
 ) -> LoadedModel:
     """Load a sequence classifier and the LM head that decodes its layers.
 
@@ -128,10 +171,11 @@ def load(
     read from safetensors only; pickle checkpoints need ``allow_pickle=True``. Remote code is
     never executed. ``device``: ``"cpu"``, ``"cuda"`` (``"cuda:1"``, ...) or ``"auto"`` (CUDA
     when torch sees a GPU). ``precision``: ``"fp32"`` or ``"bf16"`` (autocast for the passes).
+    ``pairs``: whether the model reads pairs of texts (default: see :func:`reads_pairs`).
     """
     if _is_object(model) or _is_object(lm_head) or tokenizer is not None:
         return from_objects(
-            model, tokenizer, lm_head, allow_pickle=allow_pickle, precision=precision
+            model, tokenizer, lm_head, allow_pickle=allow_pickle, precision=precision, pairs=pairs
         )
     device = resolve_device(device)
     if precision not in PRECISIONS:
@@ -156,6 +200,7 @@ def load(
         labels=labels,
         max_length=_max_length(tokenizer, classifier.config),
         precision=precision,
+        pairs=reads_pairs(labels, path, pairs),
     )
 
 
@@ -171,6 +216,7 @@ def from_objects(
     *,
     allow_pickle: bool = False,
     precision: str = "fp32",
+    pairs: bool | None = None,
 ) -> LoadedModel:
     """A :class:`LoadedModel` around objects the user already holds, on their device and dtype.
 
@@ -232,6 +278,7 @@ def from_objects(
         labels=label_names(model.config),
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
+        pairs=reads_pairs(label_names(model.config), folder, pairs),
     )
 
 

@@ -9,24 +9,31 @@ from dataclasses import dataclass
 
 @dataclass
 class Token:
-    """A (sub-word) token of the input with its character span and score."""
+    """A (sub-word) token of the input with its character span and score.
+
+    ``segment``: 0, or 1 for a token of the second text of a pair; ``start``/``end`` index into
+    that segment's text.
+    """
 
     text: str
     start: int
     end: int
     score: float
     word: int
+    segment: int = 0
 
 
 @dataclass
 class Word:
-    """A word: its tokens merged, scored by the explanation's ``word_aggregation`` rule."""
+    """A word: its tokens merged, scored by the explanation's ``word_aggregation`` rule
+    (``segment`` and offsets as for :class:`Token`)."""
 
     text: str
     start: int
     end: int
     score: float
     tokens: list[int]
+    segment: int = 0
 
 
 WORD_AGGREGATIONS = ("sum", "mean", "max")
@@ -95,4 +102,39 @@ def tokens_and_words(
         )
         for span in spans
     ]
+    return tokens, words
+
+
+def segmented_tokens_and_words(
+    texts: Sequence[str],
+    segments: Sequence[int],
+    pieces: Sequence[str],
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    scores: Sequence[float],
+    rule: str,
+) -> tuple[list[Token], list[Word]]:
+    """:func:`tokens_and_words` for the tokens of several texts (a pair's two segments): the
+    tokens of segment ``k`` (``segments[i] == k``, in order) belong to ``texts[k]``, and
+    token and word indices run on across segments."""
+    tokens: list[Token] = []
+    words: list[Word] = []
+    for k, text in enumerate(texts):
+        mine = [i for i, segment in enumerate(segments) if segment == k]
+        part_tokens, part_words = tokens_and_words(
+            text,
+            [pieces[i] for i in mine],
+            [offsets[i] for i in mine],
+            [word_ids[i] for i in mine],
+            [scores[i] for i in mine],
+            rule,
+        )
+        for token in part_tokens:
+            token.word += len(words)
+            token.segment = k
+        for word in part_words:
+            word.tokens = [t + len(tokens) for t in word.tokens]
+            word.segment = k
+        tokens += part_tokens
+        words += part_words
     return tokens, words

@@ -38,7 +38,7 @@ def faithfulness_of(
     results: list[Faithfulness] = []
     for start in range(0, len(explanations), batch_size):
         chunk = list(explanations[start : start + batch_size])
-        encoded = encode(lm.tokenizer, [e.text for e in chunk], lm.max_length, inputs)
+        encoded = encode(lm.tokenizer, [e.item for e in chunk], lm.max_length, inputs)
         scores = torch.zeros(encoded.input_ids.shape, dtype=torch.float32)
         targets = []
         for row, explanation in enumerate(chunk):

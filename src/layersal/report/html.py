@@ -133,11 +133,15 @@ def _minus(text: str) -> str:
 
 @dataclass
 class Segment:
+    """A run of text: a scored word, the gap between words, or (``separator``) the mark
+    between the two texts of a pair."""
+
     text: str
     word: bool = False
     background: str = ""
     ink: str = ""
     tip: str = ""
+    separator: bool = False
 
 
 @dataclass
@@ -194,26 +198,31 @@ def _segments(
     scale: Scale,
     layer: LayerReport | None = None,
 ) -> list[Segment]:
-    """The text cut into words (coloured, with a hover tip) and the gaps between them."""
-    text = explanation.text
+    """The text cut into words (coloured, with a hover tip) and the gaps between them; a
+    pair's second text after a separator."""
     out: list[Segment] = []
-    cursor = 0
-    for word, score in zip(explanation.words, scores):
-        if word.start > cursor:
-            out.append(Segment(text[cursor : word.start]))
-        background, ink = scale.colour(score)
-        out.append(
-            Segment(
-                text[word.start : word.end],
-                True,
-                background,
-                ink,
-                _tip(explanation, word.tokens, score, layer),
+    for segment, text in enumerate(explanation.texts):
+        if segment:
+            out.append(Segment(" ‖ ", separator=True))
+        cursor = 0
+        for word, score in zip(explanation.words, scores):
+            if word.segment != segment:
+                continue
+            if word.start > cursor:
+                out.append(Segment(text[cursor : word.start]))
+            background, ink = scale.colour(score)
+            out.append(
+                Segment(
+                    text[word.start : word.end],
+                    True,
+                    background,
+                    ink,
+                    _tip(explanation, word.tokens, score, layer),
+                )
             )
-        )
-        cursor = max(cursor, word.end)
-    if cursor < len(text):
-        out.append(Segment(text[cursor:]))
+            cursor = max(cursor, word.end)
+        if cursor < len(text):
+            out.append(Segment(text[cursor:]))
     return out
 
 

@@ -31,6 +31,11 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
+def quoted(explanation: Explanation) -> str:
+    """The explained text (a pair's two texts joined by ‖), shortened, in quotes."""
+    return f"“{snippet(' ‖ '.join(explanation.texts))}”"
+
+
 def snippet(text: str, limit: int = 60) -> str:
     """The text on one line, cut to ``limit`` characters."""
     flat = " ".join(text.split())
@@ -122,7 +127,7 @@ def layer_heatmap_figure(explanation: Explanation) -> Any | None:
     ax.set_ylabel("layer (0 = embeddings)")
     ax.set_title(
         f"{_method_name(explanation)} saliency per layer, model "
-        f"{explanation.model}\n“{snippet(explanation.text)}”",
+        f"{explanation.model}\n{quoted(explanation)}",
         fontsize=10,
     )
     fig.colorbar(image, ax=ax, label=label, shrink=0.9, pad=0.02)
@@ -188,7 +193,7 @@ def coherence_figure(explanation: Explanation) -> Any | None:
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("coherence (share of decoded\nprobability on input tokens)")
     ax.set_title(
-        f"Semantic coherence per layer, model {explanation.model}\n“{snippet(explanation.text)}”",
+        f"Semantic coherence per layer, model {explanation.model}\n{quoted(explanation)}",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
@@ -229,7 +234,7 @@ def curves_figure(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(
-        f"Deletion and insertion curves, model {explanation.model}\n“{snippet(explanation.text)}”",
+        f"Deletion and insertion curves, model {explanation.model}\n{quoted(explanation)}",
         fontsize=10,
     )
     return fig

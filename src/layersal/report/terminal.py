@@ -32,17 +32,20 @@ def _shade(score: float, scale: float) -> str:
 
 
 def heatmap(explanation: Explanation) -> Text:
-    """The text with each word coloured by its score (relative to the largest |score|)."""
+    """The text with each word coloured by its score (relative to the largest |score|); a
+    pair's two texts on two lines, each under its own marker, on one colour scale."""
     scale = max((abs(w.score) for w in explanation.words), default=0.0)
     out = Text()
-    cursor = 0
-    for word in explanation.words:
-        out.append(visible(explanation.text[cursor : word.start]))
-        out.append(
-            visible(explanation.text[word.start : word.end]), style=_shade(word.score, scale)
-        )
-        cursor = word.end
-    out.append(visible(explanation.text[cursor:]))
+    paired = explanation.text_pair is not None
+    for segment, text in enumerate(explanation.texts):
+        if paired:
+            out.append(("\n" if segment else "") + f"[{segment + 1}] ", style="dim")
+        cursor = 0
+        for word in (w for w in explanation.words if w.segment == segment):
+            out.append(visible(text[cursor : word.start]))
+            out.append(visible(text[word.start : word.end]), style=_shade(word.score, scale))
+            cursor = word.end
+        out.append(visible(text[cursor:]))
     return out
 
 
