@@ -14,7 +14,7 @@ import torch
 from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
 from .errors import InputError, TruncationWarning
 from .explanation import Explanation
-from .inputs import TextItem, TextPair, check_texts, is_pair
+from .inputs import TextItem, TextPair, check_texts, is_pair, item_length
 from .models import DEFAULT_MODEL, LoadedModel, load
 from .passes import forward
 from .saliency import (
@@ -111,7 +111,7 @@ def explain(
         size, step, overlap = lm.max_length, lm.max_length, None
         if long_texts == "windows" and not is_pair(items[0]):
             size, step, overlap = window_overlap(lm.tokenizer, lm.max_length, window, stride)
-        order = sorted(range(len(items)), key=lambda i: _length(items[i]))
+        order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
         batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         rows = (
             sum(window_count(lm.tokenizer, t, size, step) for t in items)
@@ -152,10 +152,6 @@ def explain(
 def _is_one_pair(texts: Any) -> bool:
     """A tuple of two strings is one pair of texts (a list of two strings is two texts)."""
     return isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
-
-
-def _length(item: TextItem) -> int:
-    return sum(map(len, item)) if isinstance(item, tuple) else len(item)
 
 
 def _warn_on_old_names(method: str, given: dict[str, Any]) -> None:

@@ -816,6 +816,7 @@ def explain_dataset(
             help="Column/field of gold labels, copied to the rows (default: 'label' if present)."
         ),
     ] = None,
+    pair_column: PairColumnOpt = None,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[
@@ -892,6 +893,7 @@ def explain_dataset(
                 text_column=text_column,
                 id_column=id_column,
                 label_column=label_column,
+                pair_column=pair_column,
                 engine=engine,
                 num_workers=num_workers,
                 ray_address=ray_address,

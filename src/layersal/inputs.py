@@ -399,6 +399,16 @@ def is_pair(item: Any) -> bool:
     return isinstance(item, tuple)
 
 
+def has_text(item: Any) -> bool:
+    """Whether a text (every text of a pair) has more than whitespace in it."""
+    return all(t.strip() for t in item) if is_pair(item) else bool(item.strip())
+
+
+def item_length(item: Any) -> int:
+    """Characters in a text, or in both texts of a pair (for sorting by length)."""
+    return sum(map(len, item)) if is_pair(item) else len(item)
+
+
 def check_text(text: Any, name: str) -> str:
     """``text``, or an error naming it ``name``: non-strings, texts with nothing visible in
     them (empty, whitespace, NUL or other control characters only) and lone surrogates (not

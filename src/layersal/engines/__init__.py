@@ -21,7 +21,7 @@ from ..errors import InputError
 
 ENGINES = ("local", "ray")
 SHARD_BATCHES = 32
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: text_pair and *_segments columns
 CALIBRATION_TEXTS = 64
 
 
@@ -109,6 +109,7 @@ def explain_dataset(
     text_column: str | None = None,
     id_column: str | None = None,
     label_column: str | None = None,
+    pair_column: str | None = None,
     engine: str = "local",
     num_workers: int | None = None,
     ray_address: str | None = None,
@@ -128,6 +129,7 @@ def explain_dataset(
     row is explained with that configuration; a resumed run reuses it. ``device``
     (``cpu``/``cuda``/``auto``) and ``precision`` (``fp32``/``bf16``) go to
     :func:`layersal.load`.
+    ``pair_column``: the column of each row's second text, for a pair classifier.
     ``shard_rows``: input rows per shard (default ``32 * batch_size``; a resumed run
     keeps the recorded value). Rows that cannot be explained go to ``OUT.errors.jsonl``.
     Rerunning with the same settings continues an interrupted run; other settings are refused
@@ -151,7 +153,7 @@ def explain_dataset(
         raise InputError(f"`num_workers` must be at least 1, not {num_workers}")
     if str(input) == STDIN:
         raise InputError("a dataset run needs a file (resuming re-reads it), not standard input")
-    source = Source(input, text_column, id_column, label_column)
+    source = Source(input, text_column, id_column, label_column, pair_column=pair_column)
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model
     if lm is not None and engine == "ray":
@@ -176,6 +178,7 @@ def explain_dataset(
     )
     labels = lm.labels if lm is not None else _labels_of(job)
     _check_job(job, labels)
+    _check_pairs(lm, job, labels, pair_column)
     settings = {
         **source.describe(),
         "model": model_name,
@@ -252,6 +255,7 @@ def _prepare_job(
     from dataclasses import replace
     from itertools import islice
 
+    from ..inputs import has_text
     from ..saliency import prepare_options
     from .sink import AUTO_LAYER_FILE
 
@@ -274,7 +278,7 @@ def _prepare_job(
         return loaded[0]
 
     def texts() -> list[str]:
-        rows = (r.text for r in source.rows() if r.error is None and r.text and r.text.strip())
+        rows = (r.item for r in source.rows() if r.error is None and r.text and has_text(r.item))
         first = list(islice(rows, CALIBRATION_TEXTS))
         if not first:
             raise InputError(
@@ -303,6 +307,24 @@ def _check_job(job: DatasetJob, labels: list[str]) -> None:
         )
     if job.target is not None:
         target_index(job.target, labels)
+
+
+def _check_pairs(lm: Any, job: DatasetJob, labels: list[str], pair_column: str | None) -> None:
+    """A pair model needs ``pair_column``, a single-text model must not get one: said once
+    here, not as an error on every row."""
+    from ..models import reads_pairs, resolve
+
+    if lm is not None:
+        expected = lm.pairs
+    else:
+        expected = reads_pairs(labels, resolve(job.model, allow_pickle=job.allow_pickle), None)
+    if expected is True and pair_column is None:
+        raise InputError(
+            f"{job.model!r} classifies pairs of texts: name the second text's column with "
+            "`pair_column` (--pair-column)"
+        )
+    if expected is False and pair_column is not None:
+        raise InputError(f"{job.model!r} classifies single texts: leave out `pair_column`")
 
 
 def _labels_of(job: DatasetJob) -> list[str]:

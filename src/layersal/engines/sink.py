@@ -37,13 +37,18 @@ _SHARD = re.compile(r"^part-(\d{6,})\.parquet$")
 
 
 def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> Any:
-    """The Arrow schema of the rows (``id`` is ``int64`` row numbers or ``string``)."""
+    """The Arrow schema of the rows (``id`` is ``int64`` row numbers or ``string``).
+
+    ``text_pair`` is the second text of a pair (null for single texts); ``*_segments`` say
+    which text of the pair each word or token belongs to (its offsets index into that text).
+    """
     import pyarrow as pa
 
     offsets = pa.list_(pa.list_(pa.int32()))
     fields = [
         pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
         pa.field("text", pa.string()),
+        pa.field("text_pair", pa.string()),
         pa.field("label", pa.string()),
         pa.field("prediction", pa.string()),
         pa.field("probabilities", pa.list_(pa.float32())),
@@ -52,9 +57,11 @@ def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> An
         pa.field("words", pa.list_(pa.string())),
         pa.field("word_offsets", offsets),
         pa.field("word_scores", pa.list_(pa.float32())),
+        pa.field("word_segments", pa.list_(pa.int8())),
         pa.field("tokens", pa.list_(pa.string())),
         pa.field("token_offsets", offsets),
         pa.field("token_scores", pa.list_(pa.float32())),
+        pa.field("token_segments", pa.list_(pa.int8())),
         pa.field("method", pa.string()),
         pa.field("model", pa.string()),
     ]
@@ -77,6 +84,7 @@ def rows_table(
     for row, e in zip(rows, explanations):
         columns["id"].append(row.id)
         columns["text"].append(row.text)
+        columns["text_pair"].append(row.text_pair)
         columns["label"].append(row.label)
         columns["prediction"].append(e.prediction)
         columns["probabilities"].append([e.probabilities[label] for label in labels])
@@ -85,9 +93,11 @@ def rows_table(
         columns["words"].append([w.text for w in e.words])
         columns["word_offsets"].append([[w.start, w.end] for w in e.words])
         columns["word_scores"].append([w.score for w in e.words])
+        columns["word_segments"].append([w.segment for w in e.words])
         columns["tokens"].append([t.text for t in e.tokens])
         columns["token_offsets"].append([[t.start, t.end] for t in e.tokens])
         columns["token_scores"].append([t.score for t in e.tokens])
+        columns["token_segments"].append([t.segment for t in e.tokens])
         columns["method"].append(e.method)
         columns["model"].append(e.model)
     return pa.Table.from_pydict(columns, schema=schema(id_type, metadata))

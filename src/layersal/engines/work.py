@@ -71,6 +71,8 @@ def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[
             bad.append((row, "empty text"))
         elif not row.text.strip():
             bad.append((row, "text is only whitespace"))
+        elif row.text_pair is not None and not row.text_pair.strip():
+            bad.append((row, "the pair's second text is empty"))
         else:
             good.append(row)
     explained, explanations = _explain_rows(lm, job, good, bad)
@@ -93,7 +95,7 @@ def _explain_rows(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
             result = explain(
-                [r.text or "" for r in rows],  # rows with no text were set aside as errors
+                [r.item for r in rows],  # rows with no text were set aside as errors
                 lm,
                 method=job.method,
                 target=job.target,

@@ -31,6 +31,7 @@ import torch
 
 from ..encoding import encode, model_input_names
 from ..errors import InputError
+from ..inputs import has_text, item_length
 from ..models import LoadedModel
 from .base import Prepared
 from .dls import INPUT, DLSOptions, candidate_scores
@@ -190,10 +191,10 @@ def calibrate(
     the texts it was measured on; those still running at the end were measured on all of
     them, and the choice is made among those. Returns the table and the number of texts.
     """
-    sample = [t for t in texts if t.strip()][:max_texts]
+    sample = [t for t in texts if has_text(t)][:max_texts]
     if not sample:
         raise InputError("layer='auto' needs at least one non-empty text to calibrate on")
-    sample.sort(key=len)  # batches of similar length: less padding in every perturbed pass
+    sample.sort(key=item_length)  # batches of similar length: less padding in every pass
     if len(sample) > screen:
         step = len(sample) / screen
         first = sorted({int(i * step) for i in range(screen)})

@@ -76,7 +76,8 @@ def loopback_hosts(host: str) -> list[str]:
 
 
 class ExplainRequest(BaseModel):
-    """Explain one text (``text``) or several (``texts``): give exactly one of the two."""
+    """Explain one text (``text``) or several (``texts``): give exactly one of the two. A pair
+    model reads pairs: the second texts go in ``text_pair`` / ``text_pairs``."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -94,6 +95,12 @@ class ExplainRequest(BaseModel):
 
     text: str | None = Field(None, description="One text to explain.")
     texts: list[str] | None = Field(None, description="Several texts, explained in one batch.")
+    text_pair: str | None = Field(
+        None, description="The second text of a pair, with 'text' (pair models: NLI, rerankers)."
+    )
+    text_pairs: list[str] | None = Field(
+        None, description="The second text of each pair, with 'texts' (one per text)."
+    )
     method: str = Field("dls", description="A saliency method: see GET /api/info.")
     layer: int | str | None = Field(
         None,
@@ -122,6 +129,7 @@ class TokenOut(BaseModel):
     end: int
     score: float
     word: int
+    segment: int = 0
 
 
 class WordOut(BaseModel):
@@ -130,6 +138,7 @@ class WordOut(BaseModel):
     end: int
     score: float
     tokens: list[int]
+    segment: int = 0
 
 
 class LayerReportOut(BaseModel):
@@ -162,6 +171,7 @@ class ExplanationOut(BaseModel):
     layers: list[LayerReportOut] = Field(default_factory=list)
     forward_passes: int = 1
     backward_passes: int = 1
+    text_pair: str | None = None
 
 
 class ExplainResponse(BaseModel):
@@ -213,6 +223,9 @@ class InfoResponse(BaseModel):
     )
     decoder: str
     max_length: int = Field(description="Model's maximum tokens; longer texts are truncated.")
+    pairs: bool | None = Field(
+        None, description="Whether the model reads pairs of texts (null: either is accepted)."
+    )
     methods: list[MethodInfo]
     default_method: str
     limits: Limits
@@ -229,14 +242,19 @@ class ErrorOut(BaseModel):
 # ------------------------------------------------------------------------------------- app
 
 
-def request_rows(lm: LoadedModel, method: str, options: dict[str, Any], texts: list[str]) -> int:
+def request_rows(lm: LoadedModel, method: str, options: dict[str, Any], texts: list[Any]) -> int:
     """Model rows explaining ``texts`` will cost: per text, the method's cost for the tokens of
     one row (:func:`~layersal.saliency.method_cost`) times its rows, the windows ``explain``
-    cuts a text longer than the model's maximum into (:func:`~layersal.windows.window_rows`)."""
+    cuts a text longer than the model's maximum into (:func:`~layersal.windows.window_rows`;
+    a pair of texts is one row, truncated)."""
     size, step, _ = window_overlap(lm.tokenizer, lm.max_length, None, None)
     total = 0
     for text in texts:
-        windows, tokens = window_rows(lm.tokenizer, text, size, step)
+        if isinstance(text, tuple):
+            pair = lm.tokenizer(*text, verbose=False, split_special_tokens=True)["input_ids"]
+            windows, tokens = 1, min(len(pair), lm.max_length)
+        else:
+            windows, tokens = window_rows(lm.tokenizer, text, size, step)
         total += method_cost(method, options, tokens) * windows
     return total
 
@@ -334,6 +352,7 @@ def create_app(
         num_layers=model.num_layers,
         decoder=model.decoder,
         max_length=model.max_length,
+        pairs=model.pairs,
         methods=method_infos(model.num_layers),
         default_method="dls",
         limits=limits,
@@ -429,19 +448,31 @@ def create_app(
         ``Explanation.to_dict()``s (tokens, words, per-layer report...)."""
         if (request.text is None) == (request.texts is None):
             return _error(422, "give exactly one of 'text' (a string) and 'texts' (a list)")
-        items = [request.text] if request.text is not None else list(request.texts or [])
+        texts = [request.text] if request.text is not None else list(request.texts or [])
+        seconds = [request.text_pair] if request.text_pair is not None else request.text_pairs
+        if (request.text_pair is not None and request.text is None) or (
+            request.text_pairs is not None and request.texts is None
+        ):
+            return _error(422, "'text_pair' goes with 'text', 'text_pairs' with 'texts'")
+        if seconds is not None and len(seconds) != len(texts):
+            return _error(
+                422, f"{len(texts)} texts but {len(seconds)} text_pairs: give one per text"
+            )
+        items: list[Any] = list(texts) if seconds is None else list(zip(texts, seconds))
         if len(items) > max_batch:
             return _error(
                 413, f"{len(items)} texts in one request; this server takes at most {max_batch}"
             )
-        for i, text in enumerate(items):
+        for i, item in enumerate(items):
+            text = "".join(item) if isinstance(item, tuple) else item
             if len(text) > max_chars:
                 return _error(
                     413,
                     f"text {i} is {len(text)} characters long; this server takes at most "
                     f"{max_chars}",
                 )
-        check_texts(items)
+        items = check_texts(items)
+        model.check_items(items)
         options = dict(request.options)
         layer = int_or_text(request.layer)
         if layer is not None:
@@ -462,7 +493,7 @@ def create_app(
         wanted = {**shown, **options}
         settled_key = (request.method, json.dumps(wanted, sort_keys=True, default=str))
 
-        def job(texts: list[str]) -> list[dict[str, Any]]:
+        def job(texts: list[Any]) -> list[dict[str, Any]]:
             try:
                 # options made concrete once per server (DLS's layer="auto": on the first
                 # request's texts), so a result never depends on what it was batched with

@@ -98,6 +98,8 @@
       target.appendChild(opt);
     }
     $("text").maxLength = info.limits.max_chars;
+    $("text-pair").hidden = info.pairs === false;
+    $("text-pair").maxLength = info.limits.max_chars;
     fillLayers();
   }
 
@@ -117,6 +119,8 @@
       return;
     }
     const body = { text: text, method: $("method").value };
+    const pair = $("text-pair").hidden ? "" : $("text-pair").value;
+    if (pair.trim()) body.text_pair = pair;
     const layer = layerValue();
     if (layer !== null) body.layer = layer;
     if ($("target").value) body.target = $("target").value;
@@ -175,19 +179,25 @@
     const heat = $("heatmap");
     clear(heat);
     const scale = Math.max(0, ...e.words.map((w) => Math.abs(w.score)));
-    let cursor = 0;
-    for (const word of e.words) {
-      if (word.start > cursor) heat.appendChild(document.createTextNode(e.text.slice(cursor, word.start)));
-      const span = el("span", "word", e.text.slice(word.start, word.end));
-      const colour = shade(word.score, scale);
-      span.style.backgroundColor = colour.background;
-      span.style.color = colour.ink;
-      span.title = "score " + word.score.toPrecision(4);
-      span.dataset.score = String(word.score);
-      heat.appendChild(span);
-      cursor = Math.max(cursor, word.end);
-    }
-    if (cursor < e.text.length) heat.appendChild(document.createTextNode(e.text.slice(cursor)));
+    // a pair's second text follows the first after a separator; offsets index into each text
+    const texts = e.text_pair === null || e.text_pair === undefined ? [e.text] : [e.text, e.text_pair];
+    texts.forEach((text, segment) => {
+      if (segment > 0) heat.appendChild(el("span", "pair-sep", " ‖ "));
+      let cursor = 0;
+      for (const word of e.words) {
+        if ((word.segment || 0) !== segment) continue;
+        if (word.start > cursor) heat.appendChild(document.createTextNode(text.slice(cursor, word.start)));
+        const span = el("span", "word", text.slice(word.start, word.end));
+        const colour = shade(word.score, scale);
+        span.style.backgroundColor = colour.background;
+        span.style.color = colour.ink;
+        span.title = "score " + word.score.toPrecision(4);
+        span.dataset.score = String(word.score);
+        heat.appendChild(span);
+        cursor = Math.max(cursor, word.end);
+      }
+      if (cursor < text.length) heat.appendChild(document.createTextNode(text.slice(cursor)));
+    });
     $("scale").textContent = scale > 0 ? "(full colour = |score| " + scale.toPrecision(3) + ")" : "";
   }
 
