@@ -146,7 +146,7 @@ def test_html_and_terminal_show_both_texts(nli):
 
     e = layersal.explain(("a <script>x</script> premise", "the hypothesis"), nli, layer=1)
     page = render_report([e])
-    assert "    assert "&lt;" in page and "<b>" not in pagelt;" in page and "<script>" not in page
+    assert "&lt;" in page and "<script>" not in page
     assert page.index("premise") < page.index('class="sep"') < page.index("hypothesis")
     console = Console(record=True, width=120)
     console.print(summary(e))
