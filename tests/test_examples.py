@@ -25,4 +25,10 @@ def test_objects_in_memory_example():
     assert lines[2].startswith("coherence per layer: 0: ")
     assert "decoder mlm_head" in lines[3]
     assert lines[4] == "the tiny BERT is still in training mode: True"
+    assert lines[5].startswith("pair model (entailment, neutral, contradiction): ")
+    assert " | " in lines[5]  # words of both texts
+    assert "decoder lm_head" in lines[6]
+    assert lines[7].startswith("next-token coherence per layer: 0: ")
+    assert lines[8].startswith("largest change decoding makes to a token score: ")
+    assert lines[9] == "the user's tokenizer still pads on the left"
     assert "Traceback" not in result.stderr

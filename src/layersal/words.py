@@ -92,17 +92,30 @@ def tokens_and_words(
         Token(text=piece, start=start, end=end, score=score, word=word_of[i])
         for i, (piece, (start, end), score) in enumerate(zip(pieces, offsets, scores))
     ]
-    words = [
-        Word(
-            text=text[span.start : span.end],
-            start=span.start,
-            end=span.end,
-            score=aggregate([scores[t] for t in span.tokens], rule),
-            tokens=list(span.tokens),
+    words = []
+    for span in spans:
+        start, end = _trimmed(text, span.start, span.end)
+        words.append(
+            Word(
+                text=text[start:end],
+                start=start,
+                end=end,
+                score=aggregate([scores[t] for t in span.tokens], rule),
+                tokens=list(span.tokens),
+            )
         )
-        for span in spans
-    ]
     return tokens, words
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """A word's span without the whitespace a byte-level tokenizer counts into its first
+    token (GPT-2's ``Ġword`` spans the space before it); a span of only whitespace stays."""
+    inner = text[start:end]
+    stripped = inner.strip()
+    if not stripped:
+        return start, end
+    left = start + len(inner) - len(inner.lstrip())
+    return left, left + len(stripped)
 
 
 def segmented_tokens_and_words(
