@@ -2,11 +2,13 @@
 
 :func:`explain_dataset` streams the input (:mod:`layersal.inputs`), cuts it into shards of
 ``shard_rows`` consecutive rows, explains each shard with :func:`layersal.explain` (which
-sorts the shard by length and batches it ``batch_size`` texts at a time, so padding stays
-small) and commits it as one Parquet file (:mod:`.sink`). Shard ``k`` always holds the same
-input rows, so a restarted run skips the shards whose file exists and loses or repeats
-nothing. Engines: ``"local"`` (:mod:`.local`, this process) and ``"ray"`` (:mod:`.ray`, Ray
-Data actors that load the model once each). See ``docs/scale.md``.
+sorts the shard by length and batches it ``batch_size`` texts at a time, or up to
+``max_batch_tokens`` tokens a batch, so padding stays small) and commits it as one Parquet
+file (:mod:`.sink`). Shard ``k`` always holds the same input rows, so a restarted run skips
+the shards whose file exists and loses or repeats nothing. Engines: ``"local"``
+(:mod:`.local`, this process) and ``"ray"`` (:mod:`.ray`, one pool of Ray Data actors that
+load the model once each and, by default, read their blocks of the input (:mod:`.blocks`) and
+write their shards themselves). See ``docs/scale.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from ..errors import InputError
 
 ENGINES = ("local", "ray")
+RAY_READS = ("auto", "workers", "driver")
 SHARD_BATCHES = 32
 FORMAT_VERSION = 1
 CALIBRATION_TEXTS = 64
@@ -40,6 +43,7 @@ class DatasetJob:
     word_aggregation: str
     batch_size: int
     id_type: str
+    max_batch_tokens: int | None = None
 
     def load(self) -> Any:
         """The model, loaded (once per process or actor)."""
@@ -113,6 +117,8 @@ def explain_dataset(
     num_workers: int | None = None,
     ray_address: str | None = None,
     cpus_per_worker: float = 1,
+    ray_reads: str = "auto",
+    max_batch_tokens: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
     on_shard: ShardCallback | None = None,
@@ -134,7 +140,13 @@ def explain_dataset(
     unless ``overwrite``. Ray engine: ``num_workers`` actors (default: cluster CPUs /
     ``cpus_per_worker``), each with ``cpus_per_worker`` CPUs (and torch threads) and one GPU
     when ``device`` is ``cuda``; ``ray_address`` or ``RAY_ADDRESS`` names the cluster (default:
-    a local Ray). ``on_shard`` is called with a small dict after each committed shard.
+    a local Ray). ``ray_reads``: ``workers`` (the workers read their blocks of the input and
+    write their shards themselves; input and output on a file system every node shares),
+    ``driver`` (this process reads the input and writes the shards) or ``auto`` (``workers``
+    when the whole cluster is this machine); see :mod:`.ray`. ``max_batch_tokens``: form each
+    model pass from texts of similar length up to this many (padded) tokens instead of
+    ``batch_size`` texts (for GPUs). ``on_shard`` is called with a small dict after each
+    committed shard.
     """
     from ..inputs import STDIN, Source
     from .sink import ShardSink, errors_path
@@ -149,6 +161,10 @@ def explain_dataset(
         raise InputError(f"`cpus_per_worker` must be positive, not {cpus_per_worker}")
     if num_workers is not None and num_workers < 1:
         raise InputError(f"`num_workers` must be at least 1, not {num_workers}")
+    if ray_reads not in RAY_READS:
+        raise InputError(f"`ray_reads` must be one of {', '.join(RAY_READS)}, not {ray_reads!r}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise InputError(f"`max_batch_tokens` must be at least 1, not {max_batch_tokens}")
     if str(input) == STDIN:
         raise InputError("a dataset run needs a file (resuming re-reads it), not standard input")
     source = Source(input, text_column, id_column, label_column)
@@ -173,6 +189,7 @@ def explain_dataset(
         word_aggregation=word_aggregation,
         batch_size=batch_size,
         id_type=source.id_type,
+        max_batch_tokens=max_batch_tokens,
     )
     labels = lm.labels if lm is not None else _labels_of(job)
     _check_job(job, labels)
@@ -210,7 +227,7 @@ def explain_dataset(
             else:
                 from .ray import run_ray
 
-                run_ray(*common, num_workers, ray_address, cpus_per_worker)
+                run_ray(*common, num_workers, ray_address, cpus_per_worker, ray_reads)
         summary.seconds = time.perf_counter() - started
         summary.shards = len(sink.done_shards())
         summary.rows = sink.count_rows()
@@ -325,4 +342,4 @@ def _model_id(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-__all__ = ["ENGINES", "DatasetJob", "RunSummary", "explain_dataset"]
+__all__ = ["ENGINES", "RAY_READS", "DatasetJob", "RunSummary", "explain_dataset"]

@@ -1,0 +1,237 @@
+"""Planning a dataset run as blocks that workers read themselves (the distributed Ray mode).
+
+A **block** is shard ``k`` of the local engine: input rows ``k * shard_rows`` onwards, written
+to ``part-<k>.parquet``. The driver plans blocks without explaining anything:
+
+- ``.parquet``: from the footer alone (row counts of the row groups);
+- ``.txt`` / ``.jsonl`` (one row per line): one pass that counts newlines with numpy, noting
+  the byte offset where every ``shard_rows``-th line starts;
+- ``.tsv`` / ``.csv``: one pass with the same parser the local engine uses (a csv record may
+  span lines, a blank line is no row, the first row may be a header), noting the byte offset
+  after every ``shard_rows``-th row.
+
+A worker then reads only its block: a byte range of a text file, parsed by a copy of the run's
+:class:`~layersal.inputs.Source` that reads those bytes, or the row groups of a Parquet file
+that hold the block's rows. Either way the rows, ids (row numbers) and bad-row errors are
+exactly those the local engine reads for shard ``k``, so the two engines write the same files.
+
+Work is handed to workers in **work items** of blocks that share a read: one block of a text
+file, or the blocks that start in one row group of a Parquet file (so a row group is decoded
+once, not once per block).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .sink import PLAN_FILE, _write_atomic
+
+if TYPE_CHECKING:
+    from ..inputs import Row, Source
+
+_CHUNK = 16 << 20  # bytes read at a time while planning a text file
+
+
+@dataclass(frozen=True)
+class Block:
+    """Shard ``number``: ``rows`` input rows from row ``first_row``; for a text file, the byte
+    range ``[start, end)`` that holds them (``end`` None: to the end of the file)."""
+
+    number: int
+    first_row: int
+    rows: int
+    start: int = 0
+    end: int | None = None
+
+
+def plan_blocks(source: Source, shard_rows: int) -> list[Block]:
+    """Every block of ``source``, in order (reads Parquet footers, or the text file once)."""
+    if source.format == "parquet":
+        total = _parquet_file(source).metadata.num_rows
+        return [
+            Block(k, first, min(shard_rows, total - first))
+            for k, first in enumerate(range(0, total, shard_rows))
+        ]
+    if source.format in ("txt", "jsonl"):
+        starts, total = _line_starts(source.path, shard_rows)
+    else:
+        starts, total = _record_starts(source, shard_rows)
+    blocks = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else None
+        first = k * shard_rows
+        blocks.append(Block(k, first, min(shard_rows, total - first), start, end))
+    return [b for b in blocks if b.rows > 0]  # a start after the last row holds none
+
+
+def load_plan(out: Path, shard_rows: int, source: Source) -> list[Block]:
+    """The run's blocks: planned once and kept in ``OUT/_blocks.json`` for a resumed run (the
+    recorded settings already pin the input's path, size and format)."""
+    record = out / PLAN_FILE
+    if record.is_file():
+        kept = json.loads(record.read_text(encoding="utf-8"))
+        if kept.get("shard_rows") == shard_rows:
+            return [Block(**b) for b in kept["blocks"]]
+    blocks = plan_blocks(source, shard_rows)
+    data = {"shard_rows": shard_rows, "blocks": [asdict(b) for b in blocks]}
+    _write_atomic(record, json.dumps(data).encode("utf-8"))
+    return blocks
+
+
+def work_items(source: Source, blocks: list[Block]) -> list[list[Block]]:
+    """Blocks grouped so that each group is read once: per Parquet row group, else one each."""
+    if source.format != "parquet" or not blocks:
+        return [[b] for b in blocks]
+    bounds = _row_group_bounds(_parquet_file(source))
+    items: dict[int, list[Block]] = {}
+    for block in blocks:
+        group = next(g for g, (lo, hi) in enumerate(bounds) if lo <= block.first_row < hi)
+        items.setdefault(group, []).append(block)
+    return list(items.values())
+
+
+def read_block(source: Source, block: Block, parquet: Any = None) -> list[Row]:
+    """The input rows of ``block``, exactly as ``source.rows()`` numbers and reads them.
+
+    ``parquet``: a :class:`ParquetRows` reused across the blocks of one work item.
+    """
+    if source.format == "parquet":
+        reader = parquet if parquet is not None else ParquetRows(source)
+        rows = reader.rows(block.first_row, block.rows)
+    else:
+        rows = _text_block(source, block)
+    if len(rows) != block.rows:
+        raise InputError(
+            f"{source.path}: block {block.number} holds {len(rows)} rows, not the {block.rows} "
+            "planned (was the file changed during the run?)"
+        )
+    return rows
+
+
+def _text_block(source: Source, block: Block) -> list[Row]:
+    """Parse the bytes of a text block with a copy of ``source`` that reads only them."""
+    from ..inputs import Row
+
+    with open(source.path, "rb") as handle:
+        handle.seek(block.start)
+        data = handle.read() if block.end is None else handle.read(block.end - block.start)
+    view = copy.copy(source)
+    view._open = lambda: io.BytesIO(data)  # type: ignore[method-assign]
+    if block.number > 0:
+        # mid-file: no byte-order mark to strip, and no header row to skip
+        view._lines = lambda handle: iter(handle)  # type: ignore[method-assign]
+        if source.format in ("tsv", "csv"):
+            view._columns = {**source._columns, "header": False}
+    shift = block.first_row
+    return [
+        Row(
+            row.index + shift,
+            row.id + shift if isinstance(row.id, int) else row.id,
+            row.text,
+            row.label,
+            row.error,
+        )
+        for row in view.rows()
+    ]
+
+
+class ParquetRows:
+    """Row ranges of a Parquet file, decoding each needed row group once (the last one is
+    kept, since consecutive blocks mostly share it)."""
+
+    def __init__(self, source: Source) -> None:
+        columns = source._columns
+        self.text, self.id, self.label = columns["text"], columns["id"], columns["label"]
+        self.wanted = list(dict.fromkeys(c for c in (self.text, self.id, self.label) if c))
+        self.file = _parquet_file(source)
+        self.bounds = _row_group_bounds(self.file)
+        self._cached: tuple[int, dict[str, list[Any]]] | None = None
+
+    def rows(self, first: int, count: int) -> list[Row]:
+        from ..inputs import _parquet_row
+
+        out = []
+        for index in range(first, first + count):
+            group, offset = self._locate(index)
+            data = self._group(group)
+            text = data[self.text][offset]
+            row_id = index if self.id is None else data[self.id][offset]
+            label = None if self.label is None else data[self.label][offset]
+            out.append(_parquet_row(index, row_id, text, label, from_column=self.id is not None))
+        return out
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        for group, (lo, hi) in enumerate(self.bounds):
+            if lo <= index < hi:
+                return group, index - lo
+        raise InputError(f"row {index} is past the end of the Parquet file")
+
+    def _group(self, group: int) -> dict[str, list[Any]]:
+        if self._cached is None or self._cached[0] != group:
+            table = self.file.read_row_group(group, columns=self.wanted)
+            self._cached = (group, table.to_pydict())
+        return self._cached[1]
+
+
+def _parquet_file(source: Source) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(source.path)
+
+
+def _row_group_bounds(parquet: Any) -> list[tuple[int, int]]:
+    """``(first_row, end_row)`` of every row group."""
+    bounds, first = [], 0
+    for group in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        bounds.append((first, first + rows))
+        first += rows
+    return bounds
+
+
+def _line_starts(path: Path, shard_rows: int) -> tuple[list[int], int]:
+    """Byte offsets where lines ``0, shard_rows, 2 * shard_rows, ...`` start, and the number of
+    lines (a last line without a newline counts), counting newlines a chunk at a time."""
+    import numpy as np
+
+    starts, lines, offset, last = [0], 0, 0, b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            # the line after newline number n (counting from 1) is row n
+            wanted = np.arange(-lines % shard_rows or shard_rows, len(ends) + 1, shard_rows)
+            starts.extend(int(offset + ends[w - 1] + 1) for w in wanted if w >= 1)
+            lines += len(ends)
+            offset += len(chunk)
+            last = chunk[-1:]
+    if last != b"\n":
+        lines += 1
+    return starts, lines
+
+
+def _record_starts(source: Source, shard_rows: int) -> tuple[list[int], int]:
+    """Byte offsets after every ``shard_rows``-th record of a tsv/csv file, and the number of
+    records, from one pass of the source's own parser (which notes where each line ends)."""
+    planner = copy.copy(source)
+    position = [0]
+    lines = planner._lines
+
+    def noting(handle: Any) -> Iterator[bytes]:
+        for line in lines(handle):
+            position[0] = handle.tell()
+            yield line
+
+    planner._lines = noting  # type: ignore[method-assign]
+    starts, count = [0], 0
+    for _ in planner.rows():
+        count += 1
+        if count % shard_rows == 0:
+            starts.append(position[0])
+    return starts, count
