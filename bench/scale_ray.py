@@ -147,8 +147,10 @@ def main() -> None:
         print(f"# {args.rows} rows of {args.data}, model {args.model}, batch {args.batch_size}")
         print(f"# OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs\n")
         results = engines(args, source, work)
-        print("| engine | rows | Ray start s | to first shard s | steady texts/s | per core | "
-              "total s | overall texts/s | bytes/row | driver CPU s |")
+        print(
+            "| engine | rows | Ray start s | to first shard s | steady texts/s | per core | "
+            "total s | overall texts/s | bytes/row | driver CPU s |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, r in results:
             cores = args.workers if name.startswith("Ray") else 1

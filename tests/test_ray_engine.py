@@ -132,39 +132,27 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("reads", ["workers", "driver"])
-def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray, reads):
+@pytest.mark.parametrize(("reads", "suffix"), [("driver", ".jsonl"), ("workers", ".csv")])
+def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray, reads, suffix):
     texts = _synthetic(40, seed=3) + [""]
-    source = _write(tmp_path / "in.jsonl", texts)
+    texts[3] = "a film\nspanning two lines"  # a csv record over two lines
+    source = _write(tmp_path / f"in{suffix}", texts)
     local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
     explain_dataset(source, local, engine="local", **common)
-    summary = explain_dataset(
-        source, remote, engine="ray", num_workers=2, ray_reads=reads, **common
-    )
+    given = source.as_uri() if reads == "workers" else source  # workers open URIs too
+    summary = explain_dataset(given, remote, engine="ray", num_workers=2, ray_reads=reads, **common)
     assert (summary.rows, summary.errors, summary.shards) == (40, 1, 5)
     a, b = _rows(local), _rows(remote)
     assert [r["id"] for r in a] == list(range(40))
+    assert [r["label"] for r in b] == [str(i % 2) for i in range(40)]
     _assert_same(a, b)
     assert _errors(local) == _errors(remote) == [{"id": 40, "reason": "empty text"}]
     assert (remote / "_blocks.json").is_file() == (reads == "workers")
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_workers_read_csv_and_parquet_blocks_like_the_local_engine(tmp_path, local_ray, suffix):
-    texts = _synthetic(30, seed=6)
-    texts[3] = "a film\nspanning two lines"  # a csv record over two lines
-    source = _write(tmp_path / f"in{suffix}", texts)
-    local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
-    common = dict(model="sst2-tiny", batch_size=8, shard_rows=6, **OPTIONS)
-    explain_dataset(source, local, engine="local", **common)
-    explain_dataset(source, remote, engine="ray", num_workers=2, ray_reads="workers", **common)
-    _assert_same(_rows(local), _rows(remote))
-    assert [r["label"] for r in _rows(remote)] == [str(i % 2) for i in range(30)]
-
-
 def test_ray_resumes_a_local_run_and_repeats_nothing(tmp_path, local_ray):
-    source = _write(tmp_path / "in.tsv", _synthetic(50, seed=8))
+    source = _write(tmp_path / "in.parquet", _synthetic(50, seed=8))  # row groups of 4 rows
     out, whole = tmp_path / "out.parquet", tmp_path / "whole.parquet"
     common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
 
@@ -180,3 +168,24 @@ def test_ray_resumes_a_local_run_and_repeats_nothing(tmp_path, local_ray):
     assert (summary.resumed_shards, summary.explained, summary.rows) == (2, 30, 50)
     explain_dataset(source, whole, **common)
     _assert_same(_rows(whole), _rows(out))
+
+
+def test_a_uri_input_reads_like_its_path(tmp_path):
+    from layersal.engines.blocks import uri_source
+
+    for path in _awkward_files(tmp_path):
+        local = Source(path)
+        source, named = uri_source(path.as_uri(), None, None, None, tmp_path)
+        assert named == {"input": path.as_uri(), "input_bytes": path.stat().st_size}
+        blocks = plan_blocks(source, 10)
+        assert blocks == plan_blocks(local, 10)
+        got = [r.__dict__ for b in blocks for r in read_block(source, b)]
+        assert got == [r.__dict__ for r in local.rows()], path.name
+
+
+def test_a_uri_input_needs_the_ray_workers(tmp_path):
+    path = _write(tmp_path / "in.txt", _synthetic(4))
+    with pytest.raises(InputError, match="is a URI"):
+        explain_dataset(path.as_uri(), tmp_path / "o.parquet", **OPTIONS)
+    with pytest.raises(InputError, match="no such file"):
+        explain_dataset((tmp_path / "none.txt").as_uri(), tmp_path / "o.parquet", engine="ray")

@@ -13,6 +13,7 @@ write their shards themselves). See ``docs/scale.md``.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,9 +126,11 @@ def explain_dataset(
 ) -> RunSummary:
     """Explain every row of ``input`` into the Parquet dataset folder ``out``; resumable.
 
-    ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily. ``model``: a name or path
-    (or, for the local engine, a :class:`~layersal.LoadedModel`). ``layer``: for ``dls`` (and
-    ``gradcam``); ``dls`` runs with ``layer_report=False`` (the rows keep no per-layer report).
+    ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily: a path, or for the Ray
+    engine a URI its workers open through pyarrow's file systems (``s3://``, ``gs://``, ...).
+    ``model``: a name or path (or, for the local engine, a :class:`~layersal.LoadedModel`).
+    ``layer``: for ``dls`` (and ``gradcam``); ``dls`` runs with ``layer_report=False`` (the
+    rows keep no per-layer report).
     ``layer="auto"`` (the default for ``dls``) is settled once for the run (the model card,
     else a calibration on the first 64 texts of ``input``, no labels used, cached per model;
     see :mod:`layersal.saliency.layer_choice`), recorded in ``OUT/_auto_layer.json``, and every
@@ -149,6 +152,7 @@ def explain_dataset(
     committed shard.
     """
     from ..inputs import STDIN, Source
+    from .blocks import is_uri, uri_source
     from .sink import ShardSink, errors_path
 
     if engine not in ENGINES:
@@ -167,7 +171,19 @@ def explain_dataset(
         raise InputError(f"`max_batch_tokens` must be at least 1, not {max_batch_tokens}")
     if str(input) == STDIN:
         raise InputError("a dataset run needs a file (resuming re-reads it), not standard input")
-    source = Source(input, text_column, id_column, label_column)
+    scratch = None
+    if is_uri(str(input)):
+        if engine != "ray" or ray_reads == "driver":
+            raise InputError(
+                f"{input} is a URI: the Ray workers read it (`engine='ray'`, `ray_reads` "
+                "'workers' or 'auto'); for the local engine, give a path"
+            )
+        scratch = tempfile.TemporaryDirectory(prefix="layersal-input-")
+        source, named = uri_source(
+            str(input), text_column, id_column, label_column, Path(scratch.name)
+        )
+    else:
+        source, named = Source(input, text_column, id_column, label_column), {}
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model
     if lm is not None and engine == "ray":
@@ -195,6 +211,7 @@ def explain_dataset(
     _check_job(job, labels)
     settings = {
         **source.describe(),
+        **named,
         "model": model_name,
         "lm_head": lm_head_name,
         "method": method,
@@ -239,6 +256,8 @@ def explain_dataset(
         raise
     finally:
         sink.close()
+        if scratch is not None:
+            scratch.cleanup()
     return summary
 
 

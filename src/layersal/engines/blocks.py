@@ -18,6 +18,10 @@ exactly those the local engine reads for shard ``k``, so the two engines write t
 Work is handed to workers in **work items** of blocks that share a read: one block of a text
 file, or the blocks that start in one row group of a Parquet file (so a row group is decoded
 once, not once per block).
+
+The input may be a URI that pyarrow's file systems open (``s3://``, ``gs://``, ``hdfs://``,
+``file://``, ...): :func:`uri_source` makes its :class:`~layersal.inputs.Source` from a sample
+of its head (columns, header) and reads the rest through :func:`open_input`.
 """
 
 from __future__ import annotations
@@ -51,6 +55,103 @@ class Block:
     end: int | None = None
 
 
+def is_uri(location: str) -> bool:
+    """Whether ``location`` is a URI (``scheme://...``) rather than a path."""
+    scheme, sep, _ = location.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
+
+
+def location(source: Source) -> str:
+    """Where workers read ``source``: its URI (set by :func:`uri_source`), else its path."""
+    return str(getattr(source, "uri", None) or source.path)
+
+
+def open_input(where: str) -> Any:
+    """A seekable, buffered binary handle on a path or a URI (through pyarrow's file systems)."""
+    if not is_uri(where):
+        return open(where, "rb")
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(where)
+    return io.BufferedReader(_Raw(filesystem.open_input_file(path)), 1 << 20)
+
+
+class _Raw(io.RawIOBase):
+    """A pyarrow random-access file as a raw stream, so ``io.BufferedReader`` gives it lines."""
+
+    def __init__(self, native: Any) -> None:
+        self.native = native
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.native.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self.native.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self.native.tell())
+
+    def close(self) -> None:
+        self.native.close()
+        super().close()
+
+
+def uri_source(
+    uri: str,
+    text_column: str | None,
+    id_column: str | None,
+    label_column: str | None,
+    folder: Path,
+) -> tuple[Source, dict[str, Any]]:
+    """The :class:`~layersal.inputs.Source` of a URI input, and the settings naming it.
+
+    The source is built on a sample of the input's head saved in ``folder`` (the first MiB of a
+    text file, cut after its last full line; the first rows of a Parquet file), which settles
+    the format and the columns exactly as for a local file; its rows are then read from the
+    URI itself, and :func:`location` gives workers the URI.
+    """
+    from pyarrow import fs
+
+    from ..inputs import FORMATS, Source
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(path)
+    except Exception as exc:  # pyarrow raises several kinds for a bad URI or scheme
+        raise InputError(f"cannot open {uri}: {exc}") from None
+    if info.type != fs.FileType.File:
+        raise InputError(f"no such file: {uri}")
+    suffix = Path(path).suffix.lower() or ".txt"
+    sample = folder / f"head{suffix}"
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with open_input(uri) as handle:
+            parquet = pq.ParquetFile(handle)
+            head = next(parquet.iter_batches(batch_size=1000), None)
+            table = pa.Table.from_batches([head]) if head else parquet.schema_arrow.empty_table()
+            pq.write_table(table, sample)
+    elif suffix in FORMATS:
+        with open_input(uri) as handle:
+            data = handle.read(1 << 20)
+        cut = data.rfind(b"\n") + 1 if len(data) == 1 << 20 else len(data)
+        sample.write_bytes(data[: cut or len(data)])
+    source = Source(sample, text_column, id_column, label_column)
+    source.uri = uri  # type: ignore[attr-defined]
+    source.size = info.size
+    source._open = lambda: open_input(uri)  # type: ignore[method-assign]
+    return source, {"input": uri, "input_bytes": info.size}
+
+
 def plan_blocks(source: Source, shard_rows: int) -> list[Block]:
     """Every block of ``source``, in order (reads Parquet footers, or the text file once)."""
     if source.format == "parquet":
@@ -60,7 +161,7 @@ def plan_blocks(source: Source, shard_rows: int) -> list[Block]:
             for k, first in enumerate(range(0, total, shard_rows))
         ]
     if source.format in ("txt", "jsonl"):
-        starts, total = _line_starts(source.path, shard_rows)
+        starts, total = _line_starts(location(source), shard_rows)
     else:
         starts, total = _record_starts(source, shard_rows)
     blocks = []
@@ -109,8 +210,8 @@ def read_block(source: Source, block: Block, parquet: Any = None) -> list[Row]:
         rows = _text_block(source, block)
     if len(rows) != block.rows:
         raise InputError(
-            f"{source.path}: block {block.number} holds {len(rows)} rows, not the {block.rows} "
-            "planned (was the file changed during the run?)"
+            f"{location(source)}: block {block.number} holds {len(rows)} rows, not the "
+            f"{block.rows} planned (was the file changed during the run?)"
         )
     return rows
 
@@ -119,7 +220,7 @@ def _text_block(source: Source, block: Block) -> list[Row]:
     """Parse the bytes of a text block with a copy of ``source`` that reads only them."""
     from ..inputs import Row
 
-    with open(source.path, "rb") as handle:
+    with open_input(location(source)) as handle:
         handle.seek(block.start)
         data = handle.read() if block.end is None else handle.read(block.end - block.start)
     view = copy.copy(source)
@@ -183,7 +284,8 @@ class ParquetRows:
 def _parquet_file(source: Source) -> Any:
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(source.path)
+    where = location(source)
+    return pq.ParquetFile(open_input(where) if is_uri(where) else where)
 
 
 def _row_group_bounds(parquet: Any) -> list[tuple[int, int]]:
@@ -196,13 +298,13 @@ def _row_group_bounds(parquet: Any) -> list[tuple[int, int]]:
     return bounds
 
 
-def _line_starts(path: Path, shard_rows: int) -> tuple[list[int], int]:
+def _line_starts(where: str, shard_rows: int) -> tuple[list[int], int]:
     """Byte offsets where lines ``0, shard_rows, 2 * shard_rows, ...`` start, and the number of
     lines (a last line without a newline counts), counting newlines a chunk at a time."""
     import numpy as np
 
     starts, lines, offset, last = [0], 0, 0, b"\n"
-    with open(path, "rb") as handle:
+    with open_input(where) as handle:
         while chunk := handle.read(_CHUNK):
             ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
             # the line after newline number n (counting from 1) is row n

@@ -21,8 +21,9 @@ with :mod:`layersal.inputs`, ships shards to the actors in waves (``from_items``
 ``WAVE_SHARDS_PER_WORKER * num_workers`` shards, which bounds the driver's memory, and each wave
 starts a new actor pool.
 
-``"auto"``: ``workers`` when every node of the Ray cluster is this machine (a local Ray, or a
-test cluster), else ``driver``; pass ``"workers"`` for a multi-machine cluster on a shared file
+``"auto"``: ``workers`` when the input is a URI (``s3://...``: see :func:`.blocks.uri_source`)
+or every node of the Ray cluster is this machine (a local Ray, or a test cluster), else
+``driver``; pass ``"workers"`` for a multi-machine cluster on a shared file
 system. Either mode writes the files the local engine writes, so any engine resumes any run.
 
 Ray is optional: ``pip install layersal[ray]``.
@@ -91,7 +92,7 @@ def run_ray(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own bar
         pool = _Pool.size(ray, job, num_workers, cpus_per_worker)
-        mode = reads if reads != "auto" else ("workers" if _one_machine(ray) else "driver")
+        mode = reads if reads != "auto" else _default_reads(ray, source)
         run = _run_distributed if mode == "workers" else _run_driver_routed
         run(ray, pool, job, source, sink, shard_rows, done, summary, progress, on_shard)
     finally:
@@ -129,6 +130,13 @@ class _Pool:
             "num_gpus": self.gpus,
             "batch_format": "numpy",
         }
+
+
+def _default_reads(ray: Any, source: Source) -> str:
+    """``workers`` for a URI input or a cluster that is all this machine, else ``driver``."""
+    from .blocks import is_uri, location
+
+    return "workers" if is_uri(location(source)) or _one_machine(ray) else "driver"
 
 
 def _one_machine(ray: Any) -> bool:
