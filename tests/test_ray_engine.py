@@ -189,3 +189,40 @@ def test_a_uri_input_needs_the_ray_workers(tmp_path):
         explain_dataset(path.as_uri(), tmp_path / "o.parquet", **OPTIONS)
     with pytest.raises(InputError, match="no such file"):
         explain_dataset((tmp_path / "none.txt").as_uri(), tmp_path / "o.parquet", engine="ray")
+
+
+def test_a_worker_failing_on_a_changed_input_says_so(tmp_path, local_ray):
+    from layersal.engines.blocks import load_plan
+
+    source = _write(tmp_path / "in.txt", _synthetic(20, seed=9))
+    out = tmp_path / "out.parquet"
+    common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
+
+    def stop(info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        explain_dataset(source, out, on_shard=stop, **common)  # shard 0 written
+    load_plan(out, 10, Source(source))  # the plan a Ray run made before the file changed
+    data = source.read_bytes()
+    last = data.rindex(b"\n", 0, len(data) - 1)
+    source.write_bytes(data[:last] + b" " + data[last + 1 :])  # same size, one row fewer
+    with pytest.raises(InputError, match="holds 9 rows, not the 10 planned"):
+        explain_dataset(source, out, engine="ray", num_workers=1, ray_reads="workers", **common)
+
+
+def test_worker_mistakes_are_found_behind_rays_wrapping():
+    from layersal.engines.ray import worker_mistake
+
+    class Wrapped(RuntimeError):
+        def __init__(self, cause):
+            super().__init__("ray traceback ...")
+            self.cause = cause
+
+    outer = RuntimeError("ray data")
+    outer.__cause__ = Wrapped(InputError("block 3 holds 9 rows"))
+    found = worker_mistake(outer)
+    assert isinstance(found, InputError) and str(found) == "block 3 holds 9 rows"
+    missing = worker_mistake(Wrapped(FileNotFoundError(2, "No such file", "/in.txt")))
+    assert isinstance(missing, InputError) and "every node shares" in str(missing)
+    assert worker_mistake(Wrapped(ZeroDivisionError())) is None

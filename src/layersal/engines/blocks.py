@@ -256,7 +256,7 @@ class ParquetRows:
         self._cached: tuple[int, dict[str, list[Any]]] | None = None
 
     def rows(self, first: int, count: int) -> list[Row]:
-        from ..inputs import _parquet_row
+        from ..inputs import parquet_row
 
         out = []
         for index in range(first, first + count):
@@ -265,7 +265,7 @@ class ParquetRows:
             text = data[self.text][offset]
             row_id = index if self.id is None else data[self.id][offset]
             label = None if self.label is None else data[self.label][offset]
-            out.append(_parquet_row(index, row_id, text, label, from_column=self.id is not None))
+            out.append(parquet_row(index, row_id, text, label, from_column=self.id is not None))
         return out
 
     def _locate(self, index: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
+from ..errors import InputError, LayersalError
 from .work import RunProgress, release_memory, shards
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ def _run_distributed(
     records = [{"item": json.dumps([asdict(b) for b in item])} for item in items]
     seen: set[int] = set()
     try:
-        explained = _from_items(ray, records, min(len(records), MAX_RAY_BLOCKS)).map_batches(
+        results = _from_items(ray, records, min(len(records), MAX_RAY_BLOCKS)).map_batches(
             BlockExplainer,
             fn_constructor_kwargs={
                 "job": job,
@@ -228,7 +228,7 @@ def _run_distributed(
             },
             **pool.map_args(len(items)),
         )
-        for result in explained.iter_rows():
+        for result in _reported(results):
             number, rows, errors = int(result["number"]), int(result["rows"]), int(result["errors"])
             if number in seen:  # a retried task reports its shards again
                 continue
@@ -241,6 +241,40 @@ def _run_distributed(
     finally:
         bar.close()
     _check_all_written(sink, todo)
+
+
+def _reported(results: Any) -> Iterator[dict[str, Any]]:
+    """The workers' reports; a worker's failure that is the user's to fix (a
+    :class:`~layersal.errors.LayersalError`, or a file it could not open) is raised as that
+    error, not as Ray's traceback."""
+    try:
+        yield from results.iter_rows()
+    except Exception as exc:
+        mistake = worker_mistake(exc)
+        if mistake is None:
+            raise
+        raise mistake from None
+
+
+def worker_mistake(exc: BaseException) -> LayersalError | None:
+    """The user's mistake behind an exception from Ray workers (following Ray's wrapping:
+    ``cause`` and ``__cause__``), or None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        original = cause if isinstance(cause, BaseException) else current
+        if isinstance(original, LayersalError):
+            return type(original)(*original.args)
+        if isinstance(original, OSError):
+            return InputError(
+                f"a Ray worker could not open a file ({original}): input and output must be "
+                "on a file system every node shares, or let the driver read (`--ray-reads "
+                "driver`)"
+            )
+        current = current.__cause__ or (original if original is not current else None)
+    return None
 
 
 def _check_all_written(sink: ShardSink, todo: list[Block]) -> None:
