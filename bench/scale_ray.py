@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/scale_ray.py            # 50,000 rows
     OMP_NUM_THREADS=1 .venv/bin/python bench/scale_ray.py --rows 2000 --rate-rows 500
+    .venv/bin/python bench/scale_ray.py --device cuda --bf16 --max-batch-tokens 16384 --workers 1
 
 1. **Engines**: ``explain_dataset`` over the first ``--rows`` rows of SST-2 train
    (``sst2/train.tsv``), default DLS settings, with the local engine (this process, one torch
@@ -89,7 +90,14 @@ def timed_run(source: Path, out: Path, **options: Any) -> dict[str, Any]:
 
 
 def engines(args: argparse.Namespace, source: Path, work: Path) -> list[tuple[str, dict]]:
-    common = {"model": args.model, "batch_size": args.batch_size, "shard_rows": args.shard_rows}
+    common = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "shard_rows": args.shard_rows,
+        "device": args.device,
+        "precision": "bf16" if args.bf16 else "fp32",
+        "max_batch_tokens": args.max_batch_tokens,
+    }
     results = []
     if "local" in args.engines:
         torch.set_num_threads(1)
@@ -99,7 +107,10 @@ def engines(args: argparse.Namespace, source: Path, work: Path) -> list[tuple[st
         import ray
 
         started = time.perf_counter()
-        ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="WARNING")
+        gpus = args.workers if args.device.startswith("cuda") else 0
+        ray.init(
+            num_cpus=args.workers, num_gpus=gpus, include_dashboard=False, logging_level="WARNING"
+        )
         ray_start = time.perf_counter() - started
         remote = timed_run(
             source,
@@ -111,7 +122,8 @@ def engines(args: argparse.Namespace, source: Path, work: Path) -> list[tuple[st
         )
         remote["ray_init_s"] = ray_start
         ray.shutdown()
-        results.append((f"Ray, {args.workers} workers x 1 CPU", remote))
+        unit = "GPU" if gpus else "CPU"
+        results.append((f"Ray, {args.workers} workers x 1 {unit}", remote))
     return results
 
 
@@ -128,7 +140,16 @@ def worker_rates(args: argparse.Namespace, data: Path, work: Path) -> list[tuple
     rates = []
     for model in args.rate_models:
         out = work / f"rate-{model.replace('/', '_')}.parquet"
-        run = timed_run(source, out, model=model, batch_size=args.batch_size, engine="local")
+        run = timed_run(
+            source,
+            out,
+            model=model,
+            batch_size=args.batch_size,
+            shard_rows=args.rate_rows // 6 or 1,
+            device=args.device,
+            precision="bf16" if args.bf16 else "fp32",
+            max_batch_tokens=args.max_batch_tokens,
+        )
         rates.append((model, run["steady"]))
     return rates
 
@@ -142,6 +163,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-rows", type=int, default=1024)
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
+    parser.add_argument("--device", default="cpu", help="cuda: one Ray actor per GPU")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--max-batch-tokens", type=int, default=None)
     parser.add_argument("--rate-models", nargs="*", default=["sst2-tiny", "sst2-minilm"])
     parser.add_argument("--rate-rows", type=int, default=3000)
     args = parser.parse_args()
