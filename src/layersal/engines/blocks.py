@@ -26,6 +26,7 @@ of its head (columns, header) and reads the rest through :func:`open_input`.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import io
 import json
@@ -190,11 +191,10 @@ def work_items(source: Source, blocks: list[Block]) -> list[list[Block]]:
     """Blocks grouped so that each group is read once: per Parquet row group, else one each."""
     if source.format != "parquet" or not blocks:
         return [[b] for b in blocks]
-    bounds = _row_group_bounds(_parquet_file(source))
+    starts = [first for first, _ in _row_group_bounds(_parquet_file(source))]
     items: dict[int, list[Block]] = {}
     for block in blocks:
-        group = next(g for g, (lo, hi) in enumerate(bounds) if lo <= block.first_row < hi)
-        items.setdefault(group, []).append(block)
+        items.setdefault(bisect.bisect_right(starts, block.first_row), []).append(block)
     return list(items.values())
 
 
@@ -253,6 +253,7 @@ class ParquetRows:
         self.wanted = list(dict.fromkeys(c for c in (self.text, self.id, self.label) if c))
         self.file = _parquet_file(source)
         self.bounds = _row_group_bounds(self.file)
+        self.starts = [first for first, _ in self.bounds]
         self._cached: tuple[int, dict[str, list[Any]]] | None = None
 
     def rows(self, first: int, count: int) -> list[Row]:
@@ -269,10 +270,11 @@ class ParquetRows:
         return out
 
     def _locate(self, index: int) -> tuple[int, int]:
-        for group, (lo, hi) in enumerate(self.bounds):
-            if lo <= index < hi:
-                return group, index - lo
-        raise InputError(f"row {index} is past the end of the Parquet file")
+        """The row group holding row ``index``, and the row's place in it."""
+        group = bisect.bisect_right(self.starts, index) - 1
+        if group < 0 or index >= self.bounds[group][1]:
+            raise InputError(f"row {index} is past the end of the Parquet file")
+        return group, index - self.bounds[group][0]
 
     def _group(self, group: int) -> dict[str, list[Any]]:
         if self._cached is None or self._cached[0] != group:

@@ -88,7 +88,8 @@ def run_ray(
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         started_here = True
     try:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # a worker's exception reaches the caller as one (see _reported): not also as a log
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own bar
         pool = _Pool.size(ray, job, num_workers, cpus_per_worker)
