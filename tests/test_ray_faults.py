@@ -43,6 +43,7 @@ def cluster():
     made.shutdown()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_node_loses_and_repeats_no_row(tmp_path, cluster):
     made, nodes = cluster
     rng = random.Random(0)
