@@ -60,6 +60,27 @@ def test_blocks_read_exactly_the_local_shards(tmp_path):
             assert sum(len(item) for item in work_items(source, blocks)) == len(blocks)
 
 
+def test_parquet_blocks_keep_id_and_label_columns_and_nulls(tmp_path):
+    path = tmp_path / "ids.parquet"
+    texts: list = _synthetic(23, seed=7)
+    texts[5] = None
+    ids: list = [f"r{i}" for i in range(23)]
+    ids[9] = None
+    pq.write_table(
+        pa.table({"text": texts, "rid": ids, "label": [i % 3 for i in range(23)]}),
+        path,
+        row_group_size=5,
+    )
+    source = Source(path, id_column="rid")
+    want = [r.__dict__ for r in source.rows()]
+    got = [r.__dict__ for b in plan_blocks(source, 4) for r in read_block(source, b)]
+    assert got == want
+    assert [r["error"] for r in got if r["error"]] == [
+        "text is missing (null)",
+        "id is missing (null)",
+    ]
+
+
 def test_parquet_blocks_are_grouped_by_row_group(tmp_path):
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": _synthetic(30)}), path, row_group_size=10)

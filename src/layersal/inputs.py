@@ -321,7 +321,9 @@ class Source:
                 text = data[columns["text"]][row]
                 row_id = index if columns["id"] is None else data[columns["id"]][row]
                 label = None if columns["label"] is None else data[columns["label"]][row]
-                yield parquet_row(index, row_id, text, label, from_column=columns["id"] is not None)
+                yield _parquet_row(
+                    index, row_id, text, label, from_column=columns["id"] is not None
+                )
                 index += 1
             self._position = index / total
 
@@ -404,7 +406,7 @@ def text_rows(reader: Source) -> Iterator[Row]:
             yield row
 
 
-def parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:
+def _parquet_row(index: int, row_id: Any, text: Any, label: Any, *, from_column: bool) -> Row:
     if row_id is None:
         return Row(index, index, None, error="id is missing (null)")
     if from_column:  # ids from a column are strings, whatever their Parquet type

@@ -30,8 +30,8 @@ import bisect
 import copy
 import io
 import json
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,8 +218,6 @@ def read_block(source: Source, block: Block, parquet: Any = None) -> list[Row]:
 
 def _text_block(source: Source, block: Block) -> list[Row]:
     """Parse the bytes of a text block with a copy of ``source`` that reads only them."""
-    from ..inputs import Row
-
     with open_input(location(source)) as handle:
         handle.seek(block.start)
         data = handle.read() if block.end is None else handle.read(block.end - block.start)
@@ -230,57 +228,64 @@ def _text_block(source: Source, block: Block) -> list[Row]:
         view._lines = lambda handle: iter(handle)  # type: ignore[method-assign]
         if source.format in ("tsv", "csv"):
             view._columns = {**source._columns, "header": False}
-    shift = block.first_row
-    return [
-        Row(
-            row.index + shift,
-            row.id + shift if isinstance(row.id, int) else row.id,
-            row.text,
-            row.label,
-            row.error,
-        )
-        for row in view.rows()
-    ]
+    return _shifted(view.rows(), block.first_row)
 
 
 class ParquetRows:
-    """Row ranges of a Parquet file, decoding each needed row group once (the last one is
-    kept, since consecutive blocks mostly share it)."""
+    """Row ranges of a Parquet file, read as the run's source reads the whole file: the row
+    groups holding a range are read (the last one is kept: the blocks of a work item share
+    it), the range is cut out and handed, as a small Parquet file in memory, to a copy of the
+    source, so that ids, labels, missing values and every column it reads come out exactly as
+    in a local run."""
 
     def __init__(self, source: Source) -> None:
-        columns = source._columns
-        self.text, self.id, self.label = columns["text"], columns["id"], columns["label"]
-        self.wanted = list(dict.fromkeys(c for c in (self.text, self.id, self.label) if c))
+        self.source = source
         self.file = _parquet_file(source)
         self.bounds = _row_group_bounds(self.file)
         self.starts = [first for first, _ in self.bounds]
-        self._cached: tuple[int, dict[str, list[Any]]] | None = None
+        self.columns = list(
+            dict.fromkeys(c for c in source._columns.values() if isinstance(c, str))
+        )
+        self._cached: tuple[int, Any] | None = None
 
     def rows(self, first: int, count: int) -> list[Row]:
-        from ..inputs import parquet_row
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        out = []
-        for index in range(first, first + count):
-            group, offset = self._locate(index)
-            data = self._group(group)
-            text = data[self.text][offset]
-            row_id = index if self.id is None else data[self.id][offset]
-            label = None if self.label is None else data[self.label][offset]
-            out.append(parquet_row(index, row_id, text, label, from_column=self.id is not None))
-        return out
+        if count < 1:
+            return []
+        lo, hi = self._locate(first), self._locate(first + count - 1)
+        table = pa.concat_tables([self._group(g) for g in range(lo, hi + 1)])
+        buffer = io.BytesIO()
+        pq.write_table(table.slice(first - self.bounds[lo][0], count), buffer)
+        buffer.seek(0)
+        view = copy.copy(self.source)
+        view.path = buffer  # type: ignore[assignment]  # pyarrow reads a file object too
+        return _shifted(view.rows(), first)
 
-    def _locate(self, index: int) -> tuple[int, int]:
-        """The row group holding row ``index``, and the row's place in it."""
+    def _locate(self, index: int) -> int:
+        """The row group holding row ``index``."""
         group = bisect.bisect_right(self.starts, index) - 1
         if group < 0 or index >= self.bounds[group][1]:
             raise InputError(f"row {index} is past the end of the Parquet file")
-        return group, index - self.bounds[group][0]
+        return group
 
-    def _group(self, group: int) -> dict[str, list[Any]]:
+    def _group(self, group: int) -> Any:
         if self._cached is None or self._cached[0] != group:
-            table = self.file.read_row_group(group, columns=self.wanted)
-            self._cached = (group, table.to_pydict())
+            self._cached = (group, self.file.read_row_group(group, columns=self.columns))
         return self._cached[1]
+
+
+def _shifted(rows: Iterable[Row], first: int) -> list[Row]:
+    """Rows read from a block, renumbered from its first row (ids that are row numbers too)."""
+    return [
+        replace(
+            row,
+            index=row.index + first,
+            id=row.id + first if isinstance(row.id, int) else row.id,
+        )
+        for row in rows
+    ]
 
 
 def _parquet_file(source: Source) -> Any:
