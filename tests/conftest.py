@@ -178,3 +178,22 @@ def require_data(*parts: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not found: the shared data folder is absent on this machine")
     return path
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line on whether the Ray engine's tests ran: CI installs Ray, so they must not skip.
+
+    Counts the tests of ``tests/test_ray_*.py`` by outcome, with the seconds of all their
+    phases (set-up, call, tear-down)."""
+    ours = [
+        (key, report)
+        for key, reports in terminalreporter.stats.items()
+        for report in reports
+        if "tests/test_ray_" in getattr(report, "nodeid", "")
+    ]
+    if not ours:
+        return
+    counts = {o: sum(k == o for k, _ in ours) for o in ("passed", "failed", "skipped", "error")}
+    seconds = sum(getattr(report, "duration", 0.0) for _, report in ours)
+    listed = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+    terminalreporter.write_line(f"Ray engine tests: {listed} in {seconds:.0f} s")

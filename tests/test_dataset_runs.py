@@ -1,5 +1,5 @@
 """Dataset runs (`explain-dataset`): formats, equality with `explain`, bad rows, resume,
-refused restarts, flat memory, and the Ray engine against the local one."""
+refused restarts, flat memory (the Ray engine against the local one: ``test_ray_engine.py``)."""
 
 from __future__ import annotations
 
@@ -323,36 +323,6 @@ def test_ray_missing_gives_an_install_hint(tmp_path, sst2_tiny, monkeypatch):
         explain_dataset(
             source, tmp_path / "out.parquet", model="sst2-tiny", engine="ray", **OPTIONS
         )
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        pytest.skip("ray is not installed (pip install 'layersal[ray]'): Ray engine not tested")
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
-def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray):
-    texts = _synthetic(40, seed=3) + [""]
-    source = _write(tmp_path / "in.jsonl", texts)
-    local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
-    common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
-    explain_dataset(source, local, engine="local", **common)
-    summary = explain_dataset(source, remote, engine="ray", num_workers=2, **common)
-    assert (summary.rows, summary.errors, summary.shards) == (40, 1, 5)
-    a, b = _rows(local), _rows(remote)
-    assert [r["id"] for r in a] == [r["id"] for r in b] == list(range(40))
-    for x, y in zip(a, b):
-        assert x["words"] == y["words"] and x["prediction"] == y["prediction"]
-        _assert_close(x["token_scores"], y["token_scores"])
-        _assert_close(x["word_scores"], y["word_scores"])
-        _assert_close(x["probabilities"], y["probabilities"])
-    assert _errors(local) == _errors(remote) == [{"id": 40, "reason": "empty text"}]
 
 
 def test_auto_layer_is_calibrated_once_and_kept_on_resume(tmp_path, bert_tiny, monkeypatch):

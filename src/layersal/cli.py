@@ -859,6 +859,21 @@ def explain_dataset(
     cpus_per_worker: Annotated[
         float, typer.Option(help="CPUs (and torch threads) per Ray actor.")
     ] = 1,
+    ray_reads: Annotated[
+        str,
+        typer.Option(
+            help="Who reads the input and writes the shards on Ray: workers (each reads its "
+            "blocks and writes its shards; paths every node can open), driver (this process), "
+            "or auto (workers when the cluster is this machine).",
+        ),
+    ] = "auto",
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Form model passes of similar-length texts up to this many padded tokens "
+            "instead of --batch-size texts (evenly sized GPU batches).",
+        ),
+    ] = None,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
     overwrite: Annotated[
@@ -898,6 +913,8 @@ def explain_dataset(
                 num_workers=num_workers,
                 ray_address=ray_address,
                 cpus_per_worker=cpus_per_worker,
+                ray_reads=ray_reads,
+                max_batch_tokens=max_batch_tokens,
                 overwrite=overwrite,
                 progress=progress,
             )

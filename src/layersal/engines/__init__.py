@@ -2,15 +2,18 @@
 
 :func:`explain_dataset` streams the input (:mod:`layersal.inputs`), cuts it into shards of
 ``shard_rows`` consecutive rows, explains each shard with :func:`layersal.explain` (which
-sorts the shard by length and batches it ``batch_size`` texts at a time, so padding stays
-small) and commits it as one Parquet file (:mod:`.sink`). Shard ``k`` always holds the same
-input rows, so a restarted run skips the shards whose file exists and loses or repeats
-nothing. Engines: ``"local"`` (:mod:`.local`, this process) and ``"ray"`` (:mod:`.ray`, Ray
-Data actors that load the model once each). See ``docs/scale.md``.
+sorts the shard by length and batches it ``batch_size`` texts at a time, or up to
+``max_batch_tokens`` tokens a batch, so padding stays small) and commits it as one Parquet
+file (:mod:`.sink`). Shard ``k`` always holds the same input rows, so a restarted run skips
+the shards whose file exists and loses or repeats nothing. Engines: ``"local"``
+(:mod:`.local`, this process) and ``"ray"`` (:mod:`.ray`, one pool of Ray Data actors that
+load the model once each and, by default, read their blocks of the input (:mod:`.blocks`) and
+write their shards themselves). See ``docs/scale.md``.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from typing import Any
 from ..errors import InputError
 
 ENGINES = ("local", "ray")
+RAY_READS = ("auto", "workers", "driver")
 SHARD_BATCHES = 32
 FORMAT_VERSION = 2  # 2: text_pair and *_segments columns
 CALIBRATION_TEXTS = 64
@@ -40,6 +44,7 @@ class DatasetJob:
     word_aggregation: str
     batch_size: int
     id_type: str
+    max_batch_tokens: int | None = None
 
     def load(self) -> Any:
         """The model, loaded (once per process or actor)."""
@@ -114,15 +119,19 @@ def explain_dataset(
     num_workers: int | None = None,
     ray_address: str | None = None,
     cpus_per_worker: float = 1,
+    ray_reads: str = "auto",
+    max_batch_tokens: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
     on_shard: ShardCallback | None = None,
 ) -> RunSummary:
     """Explain every row of ``input`` into the Parquet dataset folder ``out``; resumable.
 
-    ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily. ``model``: a name or path
-    (or, for the local engine, a :class:`~layersal.LoadedModel`). ``layer``: for ``dls`` (and
-    ``gradcam``); ``dls`` runs with ``layer_report=False`` (the rows keep no per-layer report).
+    ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily: a path, or for the Ray
+    engine a URI its workers open through pyarrow's file systems (``s3://``, ``gs://``, ...).
+    ``model``: a name or path (or, for the local engine, a :class:`~layersal.LoadedModel`).
+    ``layer``: for ``dls`` (and ``gradcam``); ``dls`` runs with ``layer_report=False`` (the
+    rows keep no per-layer report).
     ``layer="auto"`` (the default for ``dls``) is settled once for the run (the model card,
     else a calibration on the first 64 texts of ``input``, no labels used, cached per model;
     see :mod:`layersal.saliency.layer_choice`), recorded in ``OUT/_auto_layer.json``, and every
@@ -136,9 +145,16 @@ def explain_dataset(
     unless ``overwrite``. Ray engine: ``num_workers`` actors (default: cluster CPUs /
     ``cpus_per_worker``), each with ``cpus_per_worker`` CPUs (and torch threads) and one GPU
     when ``device`` is ``cuda``; ``ray_address`` or ``RAY_ADDRESS`` names the cluster (default:
-    a local Ray). ``on_shard`` is called with a small dict after each committed shard.
+    a local Ray). ``ray_reads``: ``workers`` (the workers read their blocks of the input and
+    write their shards themselves; input and output on a file system every node shares),
+    ``driver`` (this process reads the input and writes the shards) or ``auto`` (``workers``
+    when the whole cluster is this machine); see :mod:`.ray`. ``max_batch_tokens``: form each
+    model pass from texts of similar length up to this many (padded) tokens instead of
+    ``batch_size`` texts (for GPUs). ``on_shard`` is called with a small dict after each
+    committed shard.
     """
     from ..inputs import STDIN, Source
+    from .blocks import is_uri, uri_source
     from .sink import ShardSink, errors_path
 
     if engine not in ENGINES:
@@ -151,9 +167,26 @@ def explain_dataset(
         raise InputError(f"`cpus_per_worker` must be positive, not {cpus_per_worker}")
     if num_workers is not None and num_workers < 1:
         raise InputError(f"`num_workers` must be at least 1, not {num_workers}")
+    if ray_reads not in RAY_READS:
+        raise InputError(f"`ray_reads` must be one of {', '.join(RAY_READS)}, not {ray_reads!r}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise InputError(f"`max_batch_tokens` must be at least 1, not {max_batch_tokens}")
     if str(input) == STDIN:
         raise InputError("a dataset run needs a file (resuming re-reads it), not standard input")
-    source = Source(input, text_column, id_column, label_column, pair_column=pair_column)
+    scratch = None
+    if is_uri(str(input)):
+        if engine != "ray" or ray_reads == "driver":
+            raise InputError(
+                f"{input} is a URI: the Ray workers read it (`engine='ray'`, `ray_reads` "
+                "'workers' or 'auto'); for the local engine, give a path"
+            )
+        scratch = tempfile.TemporaryDirectory(prefix="layersal-input-")
+        source, named = uri_source(
+            str(input), text_column, id_column, label_column, Path(scratch.name), pair_column
+        )
+    else:
+        source = Source(input, text_column, id_column, label_column, pair_column=pair_column)
+        named = {}
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model
     if lm is not None and engine == "ray":
@@ -175,12 +208,14 @@ def explain_dataset(
         word_aggregation=word_aggregation,
         batch_size=batch_size,
         id_type=source.id_type,
+        max_batch_tokens=max_batch_tokens,
     )
     labels = lm.labels if lm is not None else _labels_of(job)
     _check_job(job, labels)
     _check_pairs(lm, job, labels, pair_column)
     settings = {
         **source.describe(),
+        **named,
         "model": model_name,
         "lm_head": lm_head_name,
         "method": method,
@@ -213,7 +248,7 @@ def explain_dataset(
             else:
                 from .ray import run_ray
 
-                run_ray(*common, num_workers, ray_address, cpus_per_worker)
+                run_ray(*common, num_workers, ray_address, cpus_per_worker, ray_reads)
         summary.seconds = time.perf_counter() - started
         summary.shards = len(sink.done_shards())
         summary.rows = sink.count_rows()
@@ -225,6 +260,8 @@ def explain_dataset(
         raise
     finally:
         sink.close()
+        if scratch is not None:
+            scratch.cleanup()
     return summary
 
 
@@ -347,4 +384,4 @@ def _model_id(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-__all__ = ["ENGINES", "DatasetJob", "RunSummary", "explain_dataset"]
+__all__ = ["ENGINES", "RAY_READS", "DatasetJob", "RunSummary", "explain_dataset"]

@@ -6,6 +6,7 @@ Layout of ``--out OUT.parquet`` (a folder, i.e. a Parquet dataset any Parquet re
         part-000000.parquet        rows of input shard 0 (input rows 0 .. S-1), input order
         part-000001.parquet        ...
         _layersal.json             the run's settings, and a summary once complete
+        _blocks.json               where each shard starts in the input (Ray workers' reads)
         .lock                      held (flock) while a run writes here
         _errors/part-000000.jsonl  bad rows of shard 0: {"id": ..., "reason": ...}
     OUT.errors.jsonl               every bad row, gathered when a run ends
@@ -22,6 +23,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ MANIFEST = "_layersal.json"
 ERRORS_DIR = "_errors"
 LOCK = ".lock"
 AUTO_LAYER_FILE = "_auto_layer.json"  # written by explain_dataset for layer="auto"
+PLAN_FILE = "_blocks.json"  # the blocks of a Ray run whose workers read the input
 _SHARD = re.compile(r"^part-(\d{6,})\.parquet$")
 
 
@@ -204,15 +208,7 @@ class ShardSink:
 
     def write_shard(self, number: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
         """Commit shard ``number``: its errors file, then its rows (a table or Parquet bytes)."""
-        errors = list(errors)
-        error_file = self.out / ERRORS_DIR / f"part-{number:06d}.jsonl"
-        if errors:
-            text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
-            _write_atomic(error_file, text.encode("utf-8"))
-        elif error_file.exists():
-            error_file.unlink()
-        data = shard if isinstance(shard, bytes) else table_bytes(shard)
-        _write_atomic(self.out / f"part-{number:06d}.parquet", data)
+        write_shard_files(self.out, number, shard, errors)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Gather the errors into ``OUT.errors.jsonl`` and mark the run complete."""
@@ -304,7 +300,7 @@ class ShardSink:
             p.name
             for p in self.out.iterdir()
             if not (
-                p.name in (MANIFEST, ERRORS_DIR, LOCK, AUTO_LAYER_FILE)
+                p.name in (MANIFEST, ERRORS_DIR, LOCK, AUTO_LAYER_FILE, PLAN_FILE)
                 or _SHARD.match(p.name)
                 or ".tmp-" in p.name
             )
@@ -328,9 +324,33 @@ class ShardSink:
         self.errors_file.unlink(missing_ok=True)
 
 
+def shard_path(out: Path, number: int) -> Path:
+    """The Parquet file of shard ``number`` (it exists exactly when the shard is done)."""
+    return out / f"part-{number:06d}.parquet"
+
+
+def write_shard_files(out: Path, number: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
+    """Commit shard ``number`` into the folder ``out``: its errors file, then its rows (a
+    table or Parquet bytes), each atomically. Called by the driver and by Ray workers that
+    write their own output; writing a shard again (a retried task) replaces it whole."""
+    errors = list(errors)
+    error_file = out / ERRORS_DIR / f"part-{number:06d}.jsonl"
+    if errors:
+        text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
+        _write_atomic(error_file, text.encode("utf-8"))
+    elif error_file.exists():
+        error_file.unlink(missing_ok=True)
+    data = shard if isinstance(shard, bytes) else table_bytes(shard)
+    _write_atomic(shard_path(out, number), data)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file beside ``path``, sync it, rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write ``data`` to a hidden temporary file beside ``path``, sync it, rename it into place.
+
+    The temporary name is unique to this writer (host, process, random part), so two attempts
+    at the same shard on different machines of a shared file system never write one file."""
+    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.name}.tmp-{tag}")
     with tmp.open("wb") as handle:
         handle.write(data)
         handle.flush()

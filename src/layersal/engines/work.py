@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import LayersalError
 from ..inputs import Row
 from .sink import rows_table
 
 if TYPE_CHECKING:
-    from ..inputs import Source
     from . import DatasetJob
 
 
@@ -58,7 +57,9 @@ def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[
     """Explain one shard: ``(arrow_table, errors)``; errors are ``{"id", "reason"}`` dicts.
 
     Rows with a read error or an empty text are not explained. The rest go to
-    :func:`layersal.explain` together (it sorts them by length and batches them); if that
+    :func:`layersal.explain` together (it sorts them by length and batches them
+    ``job.batch_size`` at a time), or, with ``job.max_batch_tokens``, in the batches of
+    :func:`token_batches`, one call each; rows come out in input order either way. If that
     raises a :class:`LayersalError`, the shard is halved until the offending rows are alone,
     and each is recorded with the error's message.
     """
@@ -75,7 +76,17 @@ def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[
             bad.append((row, "the pair's second text is empty"))
         else:
             good.append(row)
-    explained, explanations = _explain_rows(lm, job, good, bad)
+    if job.max_batch_tokens:
+        explained, explanations = [], []
+        for batch in token_batches(lm, good, job.max_batch_tokens):
+            rows, done = _explain_rows(lm, job, batch, bad, batch_size=len(batch))
+            explained += rows
+            explanations += done
+        order = sorted(range(len(explained)), key=lambda i: explained[i].index)
+        explained = [explained[i] for i in order]
+        explanations = [explanations[i] for i in order]
+    else:
+        explained, explanations = _explain_rows(lm, job, good, bad)
     metadata = {"labels": lm.labels, "model": lm.name, "method": job.method, "options": job.options}
     table = rows_table(explained, explanations, lm.labels, job.id_type, metadata)
     bad.sort(key=lambda item: item[0].index)
@@ -83,8 +94,42 @@ def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[
     return table, errors
 
 
+def token_batches(lm: Any, rows: list[Row], max_tokens: int) -> list[list[Row]]:
+    """``rows`` sorted by token length and cut into batches whose padded size (texts x the
+    longest one's tokens) stays within ``max_tokens``: many short texts or a few long ones per
+    model pass, so a GPU gets evenly sized work. A text longer than the model's window counts
+    as its windows' tokens; a text over the budget on its own is a batch of one."""
+    if not rows:
+        return []
+    texts = [r.text or "" for r in rows]
+    pairs = [r.text_pair for r in rows] if rows[0].text_pair is not None else None
+    ids = lm.tokenizer(texts, pairs, add_special_tokens=True, verbose=False)["input_ids"]
+    window = lm.max_length
+    # a long text is cut into windows; a pair is truncated to one
+    cost = [
+        len(i) if len(i) <= window else window * (1 if pairs else -(-len(i) // window)) for i in ids
+    ]
+    order = sorted(range(len(rows)), key=lambda i: cost[i])
+    batches: list[list[Row]] = []
+    batch: list[Row] = []
+    longest = 0
+    for i in order:
+        longest_with = max(longest, cost[i])
+        if batch and longest_with * (len(batch) + 1) > max_tokens:
+            batches.append(batch)
+            batch, longest_with = [], cost[i]
+        batch.append(rows[i])
+        longest = longest_with
+    batches.append(batch)
+    return batches
+
+
 def _explain_rows(
-    lm: Any, job: DatasetJob, rows: list[Row], bad: list[tuple[Row, str]]
+    lm: Any,
+    job: DatasetJob,
+    rows: list[Row],
+    bad: list[tuple[Row, str]],
+    batch_size: int | None = None,
 ) -> tuple[list[Row], list[Any]]:
     from ..api import explain
     from ..errors import TruncationWarning
@@ -100,7 +145,7 @@ def _explain_rows(
                 method=job.method,
                 target=job.target,
                 word_aggregation=job.word_aggregation,
-                batch_size=job.batch_size,
+                batch_size=batch_size or job.batch_size,
                 **job.options,
             )
         return rows, result
@@ -109,15 +154,22 @@ def _explain_rows(
             bad.append((rows[0], str(exc) or type(exc).__name__))
             return [], []
     half = len(rows) // 2
-    first_rows, first = _explain_rows(lm, job, rows[:half], bad)
-    second_rows, second = _explain_rows(lm, job, rows[half:], bad)
+    first_rows, first = _explain_rows(lm, job, rows[:half], bad, batch_size)
+    second_rows, second = _explain_rows(lm, job, rows[half:], bad, batch_size)
     return first_rows + second_rows, first + second
+
+
+class Progressing(Protocol):
+    """What the bar asks how far the run is: a :class:`~layersal.inputs.Source`, or the
+    block count of a Ray run whose workers read the input."""
+
+    def progress(self) -> float: ...
 
 
 class RunProgress:
     """A rich progress bar (share of the input read, texts explained, texts/s) on stderr."""
 
-    def __init__(self, enabled: bool, source: Source, description: str) -> None:
+    def __init__(self, enabled: bool, source: Progressing, description: str) -> None:
         self.source = source
         self.started = time.perf_counter()
         self.explained = 0
