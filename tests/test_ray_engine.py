@@ -141,6 +141,25 @@ def test_unknown_ray_reads_is_refused(tmp_path):
         explain_dataset(source, tmp_path / "o.parquet", engine="ray", ray_reads="nfs", **OPTIONS)
 
 
+def test_blocks_keep_the_second_text_of_pairs(tmp_path):
+    texts = _synthetic(23, seed=7)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(
+        "premise\thypothesis\n" + "".join(f"{t}\tnot {t}\n" for t in texts), encoding="utf-8"
+    )
+    parquet = tmp_path / "pairs.parquet"
+    pq.write_table(
+        pa.table({"premise": texts, "hypothesis": [f"not {t}" for t in texts]}),
+        parquet,
+        row_group_size=5,
+    )
+    for path in (tsv, parquet):
+        source = Source(path, "premise", pair_column="hypothesis")
+        want = [r.__dict__ for _, rows in shards(source.rows(), 4) for r in rows]
+        got = [r.__dict__ for b in plan_blocks(source, 4) for r in read_block(source, b)]
+        assert got == want and [r["text_pair"] for r in got] == [f"not {t}" for t in texts]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     try:
