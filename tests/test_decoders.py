@@ -158,3 +158,25 @@ def test_auto_chooses_a_configuration_for_a_decoder(decoders, family, tmp_path, 
     assert chosen["layer"] is None or 0 <= chosen["layer"] <= lm.num_layers  # None: input
     assert isinstance(chosen["decode"], bool) and chosen["rule"] in rule_names()
     assert all(e.options["auto"] == chosen for e in explanations)
+
+
+def test_a_decoder_family_without_an_adapter_is_refused_clearly(tiny_dirs):
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForSequenceClassification
+
+    config = Qwen3Config(
+        vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=64, num_labels=2, pad_token_id=0,
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["llama"][0])
+    with pytest.raises(ModelLoadError, match=r"'qwen3' is a decoder-only model .* no adapter"):
+        layersal.load(Qwen3ForSequenceClassification(config), tokenizer=tokenizer)
+
+
+def test_a_padding_id_the_tokenizer_lacks_is_refused_clearly(tiny_dirs):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_dirs["llama"][0])
+    model.config.pad_token_id = 29999  # an embedding row the 400-token tokenizer never emits
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["llama"][0])
+    with pytest.raises(ModelLoadError, match="token id 29999"):
+        layersal.load(model, tokenizer=tokenizer)

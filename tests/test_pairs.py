@@ -229,3 +229,26 @@ def test_web_app_explains_a_pair(nli):
     assert uneven.status_code == 422
     page = client.post("/api/report.html", json={"explanations": [e]})
     assert page.status_code == 200 and 'class="sep"' in page.text
+
+
+def test_a_bare_string_in_a_pair_file_is_a_bad_row_not_a_single_text(tmp_path):
+    from layersal.inputs import Source, read_items
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        json.dumps({"text": "a premise", "hyp": "a hypothesis"}) + "\n" + json.dumps("bare") + "\n",
+        encoding="utf-8",
+    )
+    rows = list(Source(data, pair_column="hyp").rows())
+    assert rows[0].item == ("a premise", "a hypothesis")
+    assert rows[1].error is not None and "pair" in rows[1].error
+    with pytest.raises(InputError, match="row 2"):
+        read_items(data, pair_column="hyp")
+
+
+def test_a_long_pair_is_truncated_with_its_own_warning(nli):
+    long_pair = ("short premise", "word " * 600)
+    with pytest.warns(layersal.TruncationWarning, match="pair 0 .* longer of its texts"):
+        e = layersal.explain(long_pair, nli, layer=1)
+    assert e.truncated and len(e.tokens) <= nli.max_length
+    assert {t.segment for t in e.tokens} == {0, 1}  # the premise survives the cut

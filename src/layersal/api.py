@@ -140,6 +140,9 @@ def explain(
                         message = (
                             f"text {index} is longer than {lm.max_length} tokens: explained "
                             f"its first {lm.max_length} tokens only"
+                            if explained[row].text_pair is None
+                            else f"pair {index} is longer than {lm.max_length} tokens: the "
+                            "longer of its texts was cut at the end until it fitted"
                         )
                         warnings.warn(TruncationWarning(message, index), stacklevel=2)
                     results[index] = explained[row]

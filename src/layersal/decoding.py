@@ -142,7 +142,7 @@ def _visible_columns(
     visible = content[rows_b] & (torch.arange(n, device=content.device) <= last.unsqueeze(-1))
     same = input_ids.unsqueeze(-1) == input_ids.unsqueeze(-2)
     same &= content.unsqueeze(-1) & content.unsqueeze(-2)
-    seen = same.cumsum(-1)  # seen[b, j, k]: occurrences of t_j among content positions <= k
+    seen = same.cumsum(-1, dtype=torch.int32)  # seen[b, j, k]: t_j among content <= k
     counts = seen[rows_b, :, last].to(torch.float32).clamp_min(1)
     return visible, counts
 
@@ -178,7 +178,8 @@ def decode_layer(
     position ``i`` may only credit the tokens it has seen and the one it predicts: columns
     ``j <= i + 1`` (duplicates are counted among those). Coherence is then the mean share of
     each position's next-token distribution on the tokens it may credit, and ``own_rank`` is
-    the rank of the *next* token (-1 at the last position, which has none).
+    the rank of the *next* token (-1 where the next position is not an input token: at the
+    last one, or before a separator).
     """
     if weights not in ("prob", "uniform"):
         raise ValueError(f"weights must be 'prob' or 'uniform', not {weights!r}")

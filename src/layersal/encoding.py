@@ -48,8 +48,9 @@ class Encoded:
 
 def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Display text of each token: the tokenizer's own piece (``##ing``, ``▁story``), except
-    that a byte-level BPE piece (GPT-2, Llama 3, Qwen2: ``Ġstory``, ``âĢĻ``) is decoded back
-    to the characters it stands for. An id the tokenizer does not know (models often have more
+    that a byte-level BPE piece (RoBERTa, GPT-2, Llama 3, Qwen2: ``Ġstory``, ``âĢĻ``) is
+    decoded back to the characters it stands for (`` story``; a piece holding part of a
+    character's bytes shows as ``�``). An id the tokenizer does not know (models often have more
     embedding rows than tokens) shows as ``<id N>``."""
     ids = list(ids)
     pieces = tokenizer.convert_ids_to_tokens(ids)

@@ -18,7 +18,7 @@ class LayerReport:
 
     ``coherence``: mean share of each position's decoded probability that lands on the input's
     own tokens. ``own_rank[i]``: rank of token i in its own position's decoded distribution
-    (for a causal head: of token i + 1, -1 at the last position).
+    (for a causal head: of token i + 1; -1 where that is not an input token).
     ``top_tokens[i]`` / ``top_probs[i]``: that position's top decoded tokens. ``scores``: token
     saliency had this layer been chosen.
     """

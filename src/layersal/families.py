@@ -1,8 +1,10 @@
 """The adapter table: where each model family keeps its blocks and its language-model head.
 
 Everything family-specific in layersal lives here. A family is found from
-``config.model_type``; families not listed still work, decoding through the tied input
-embeddings, because hidden states and gradients come from the generic Hugging Face API.
+``config.model_type``; encoder families not listed still work, decoding through the tied
+input embeddings, because hidden states and gradients come from the generic Hugging Face API
+(without propagation rules); decoder-only ones are refused, since padding, pooling and
+decoding differ for them (:func:`layersal.models.check_family`).
 Encoder families (BERT and its kin, ModernBERT) decode through a masked-LM head; decoder-only
 families (GPT-2, Llama, Qwen2, Mistral, Gemma) through a causal-LM head, which predicts the
 *next* token (``Family.causal``; see :mod:`layersal.decoding`).

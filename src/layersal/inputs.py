@@ -290,8 +290,10 @@ class Source:
         except json.JSONDecodeError as exc:
             return Row(index, index, None, error=f"not JSON ({exc.msg})")
         if isinstance(record, str):
-            if self.id_column or self.label_column:
-                return Row(index, index, None, error="a bare JSON string has no id or label field")
+            if self.id_column or self.label_column or self.pair_column:
+                return Row(
+                    index, index, None, error="a bare JSON string has no id, label or pair field"
+                )
             return Row(index, index, record)
         if not isinstance(record, dict):
             return Row(

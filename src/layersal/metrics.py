@@ -19,7 +19,6 @@ from .errors import InputError
 PredictFn = Callable[..., torch.Tensor]
 """``predict(input_ids, attention_mask) -> (rows, classes)`` probabilities; called with a third
 argument, ``token_type_ids``, when the batch has segment ids (pairs of texts)."""
-"""``predict(input_ids (N, n) long, attention_mask (N, n) long) -> probabilities (N, C)``."""
 
 PERTURBATIONS = ("mask", "delete", "pad")
 RANKINGS = ("signed", "abs")

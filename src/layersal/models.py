@@ -61,7 +61,8 @@ class LoadedModel:
         if self.pairs:
             raise InputError(
                 f"{self.name!r} classifies pairs of texts ({', '.join(self.labels)}): give "
-                "(first, second) tuples, or --pair-column on the command line"
+                "(first, second) tuples (on the command line: --pair, or --pair-column with "
+                "--file)"
             )
         raise InputError(
             f"{self.name!r} classifies single texts, not pairs: give one text per item"
@@ -185,6 +186,7 @@ def load(
     _check_classifier_config(config, model)
     classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
     family = family_for(classifier.config)
+    check_family(classifier.config, family)
     tokenizer = padded_right(_load_tokenizer(path, name=str(model)), classifier.config, family)
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
     classifier.to(device)
@@ -223,11 +225,13 @@ def from_objects(
     ``model``: a ``*ForSequenceClassification`` module, or a text-classification pipeline (its
     model and tokenizer are used). ``tokenizer``: the model's fast tokenizer (default: the
     pipeline's, or the one saved in the model's ``name_or_path`` folder). The LM head is
-    resolved as for a folder: ``lm_head`` (a ``*ForMaskedLM`` object, or a checkpoint name or
-    folder), else the masked-LM head saved in the model's ``name_or_path`` folder, else the
-    tied input embeddings. Nothing is copied and nothing about the objects is changed: each
-    pass puts the model in eval mode and restores every module's mode after it
-    (:meth:`LoadedModel.borrowed`); hooks are removed after each pass.
+    resolved as for a folder: ``lm_head`` (a ``*ForMaskedLM`` or ``*ForCausalLM`` object, or a
+    checkpoint name or folder), else the LM head saved in the model's ``name_or_path`` folder,
+    else the tied input embeddings. The model is not copied and nothing about the objects is
+    changed: each pass puts the model in eval mode and restores every module's mode after it
+    (:meth:`LoadedModel.borrowed`); hooks are removed after each pass. A decoder-only model's
+    tokenizer is copied when it pads on the left or with another token (see
+    :func:`padded_right`).
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -264,6 +268,7 @@ def from_objects(
             "character offsets"
         )
     family = family_for(model.config)
+    check_family(model.config, family)
     tokenizer = padded_right(tokenizer, model.config, family)
     saved = folder if folder is not None and _weight_files(folder) != ([], []) else None
     head = resolve_lm_head(model, family, saved, lm_head, allow_pickle=allow_pickle)
@@ -280,6 +285,27 @@ def from_objects(
         precision=precision,
         pairs=reads_pairs(label_names(model.config), folder, pairs),
     )
+
+
+def check_family(config: Any, family: Family | None) -> None:
+    """A decoder-only model type layersal has no family for is refused: explained as an
+    encoder it would be padded, pooled and decoded wrongly, without any error."""
+    if family is not None:
+        return
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        from .families import FAMILIES
+
+        causal = ", ".join(name for name, f in FAMILIES.items() if f.causal)
+        raise ModelLoadError(
+            f"model type {kind!r} is a decoder-only model layersal has no adapter for yet "
+            f"(decoder-only families: {causal}); see DEVELOPERS.md to add one"
+        )
 
 
 def padded_right(tokenizer: Any, config: Any, family: Family | None) -> Any:
@@ -299,9 +325,15 @@ def padded_right(tokenizer: Any, config: Any, family: Family | None) -> Any:
         )
     if tokenizer.padding_side == "right" and tokenizer.pad_token_id == pad:
         return tokenizer
+    token = tokenizer.convert_ids_to_tokens(int(pad))
+    if token is None:
+        raise ModelLoadError(
+            f"this {family.name} classifier pads with token id {pad} (config.pad_token_id), which "
+            "its tokenizer does not have; set config.pad_token_id to one of the tokenizer's ids"
+        )
     own = copy.deepcopy(tokenizer)
     own.padding_side = "right"
-    own.pad_token = own.convert_ids_to_tokens(int(pad))
+    own.pad_token = token
     return own
 
 

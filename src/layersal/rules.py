@@ -76,10 +76,22 @@ RULE_SETS: dict[str, RuleSet] = {
         RuleSet("gradient", False, 1.0, 1.0, False, "plain gradient"),
         RuleSet("ln", True, 1.0, 1.0, False, "LayerNorm std constant"),
         RuleSet(
-            "cp", True, 0.0, 1.0, False, "LayerNorm std and attention constant (CP-LRP)", gate=0.0
+            "cp",
+            True,
+            0.0,
+            1.0,
+            False,
+            "LayerNorm std, attention and MLP gates constant (CP-LRP)",
+            gate=0.0,
         ),
         RuleSet(
-            "cp_id", True, 0.0, 1.0, True, "CP-LRP + identity rule on non-linearities", gate=0.0
+            "cp_id",
+            True,
+            0.0,
+            1.0,
+            True,
+            "CP-LRP + identity rule on non-linearities",
+            gate=0.0,
         ),
         RuleSet(
             "attnlrp",

@@ -403,7 +403,7 @@ def _grouped(
     if len({len(g) for g in groups}) != 1:
         raise InputError("every text needs the same number of methods")
     for g in groups:
-        if any(e.text != g[0].text for e in g):
+        if any(e.item != g[0].item for e in g):
             raise InputError("the explanations of one text must all explain that same text")
     return groups
 

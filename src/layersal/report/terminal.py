@@ -94,7 +94,8 @@ def summary(explanation: Explanation, top: int = 5) -> Group:
 def layer_table(explanation: Explanation, top: int = 3) -> Group:
     """Coherence per layer, then each input token's top decoded tokens at every layer."""
     summary_table = Table(title="semantic coherence per layer", title_justify="left")
-    for column in ("layer", "coherence", "own token in top-1", "position gradient", "note"):
+    own = "next token in top-1" if explanation.decoder == "lm_head" else "own token in top-1"
+    for column in ("layer", "coherence", own, "position gradient", "note"):
         summary_table.add_column(column)
     for report in explanation.layers:
         ranks = [r for r in report.own_rank or [] if r >= 0]  # -1: no next token to predict

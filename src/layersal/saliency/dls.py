@@ -22,7 +22,7 @@ LAYER_CHOICES = ("coherent", "auto", INPUT)
 _NO_GRADIENT_TOL = 1e-6
 _NO_GRADIENT_NOTE = (
     "no gradient reaches the input positions at this layer (the classifier reads only the "
-    "[CLS] vector here), so it carries no position saliency"
+    "vector it pools, [CLS] or the last token, here), so it carries no position saliency"
 )
 
 

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..api import explain
 from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
-from ..inputs import check_texts
+from ..inputs import check_texts, is_pair
 from ..models import LoadedModel
 from ..saliency import (
     Prepared,
@@ -525,7 +525,7 @@ def create_app(
             return [e.to_dict() for e in results]
 
         # requests that may share one model call: the same method, options and target
-        key = (*settled_key, repr(target), request.word_aggregation)
+        key = (*settled_key, repr(target), request.word_aggregation, is_pair(items[0]))
         began = time.monotonic()
         try:
             explanations = await runner.run(key, items, job)

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..inputs import item_length
 from ..models import LoadedModel
 
 Explain = Callable[[list[str]], list[Any]]
@@ -55,7 +56,7 @@ class Job:
 
     @property
     def chars(self) -> int:
-        return sum(len(t) for t in self.texts)
+        return sum(item_length(t) for t in self.texts)
 
 
 class Runner:

@@ -281,7 +281,8 @@
           if (probs[k] !== undefined) span.title = "p = " + fmt(probs[k]);
           cell.appendChild(span);
         });
-        if (r.own_rank && r.own_rank[i] !== undefined) cell.title = "rank of the own token: " + r.own_rank[i];
+        if (r.own_rank && r.own_rank[i] !== undefined && r.own_rank[i] >= 0)
+          cell.title = "rank of the own (causal models: next) token: " + r.own_rank[i];
         row.appendChild(cell);
       }
       table.appendChild(row);
