@@ -252,3 +252,26 @@ def test_a_long_pair_is_truncated_with_its_own_warning(nli):
         e = layersal.explain(long_pair, nli, layer=1)
     assert e.truncated and len(e.tokens) <= nli.max_length
     assert {t.segment for t in e.tokens} == {0, 1}  # the premise survives the cut
+
+
+PAIR_METHODS = {
+    "gradient": {},
+    "input_x_gradient": {},
+    "integrated_gradients": {"n_steps": 4},
+    "occlusion": {},
+    "lime": {"n_samples": 8, "seed": 0},
+    "attention": {},
+    "rollout": {},
+    "gradcam": {},
+    "lrp": {},
+}
+
+
+@pytest.mark.parametrize("method", sorted(PAIR_METHODS))
+def test_every_method_explains_pairs_alike_alone_and_in_a_batch(nli, method):
+    options = PAIR_METHODS[method]
+    together = layersal.explain(PAIRS, nli, method=method, options=options, batch_size=3)
+    for pair, batched in zip(PAIRS, together):
+        alone = layersal.explain(pair, nli, method=method, options=options)
+        assert {t.segment for t in alone.tokens} == {0, 1}
+        np.testing.assert_allclose(alone.scores, batched.scores, atol=1e-6, rtol=1e-4)
