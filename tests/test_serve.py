@@ -519,7 +519,9 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def _explain_in_page(driver, url: str, text: str, method: str | None = None) -> None:
+def _explain_in_page(
+    driver, url: str, text: str, method: str | None = None, pair: str | None = None
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -532,6 +534,9 @@ def _explain_in_page(driver, url: str, text: str, method: str | None = None) -> 
     box = driver.find_element(By.ID, "text")
     box.clear()
     box.send_keys(text)
+    if pair is not None:
+        wait.until(lambda d: d.find_element(By.ID, "text-pair").is_displayed())
+        driver.find_element(By.ID, "text-pair").send_keys(pair)
     driver.find_element(By.ID, "explain").click()
     wait.until(
         lambda d: (
@@ -740,3 +745,25 @@ def test_the_body_timeout_ends_with_the_body():
 
     asyncio.run(BodyTimeout(app, 0.1)({"type": "http"}, receive, send))
     assert sent[0]["status"] == 200
+
+
+def test_page_explains_a_pair_of_texts_for_a_pair_model(browser, sst2_tiny, live_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the single-text page has no second box
+    browser.get(live_server)
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "explain").is_enabled())
+    assert not browser.find_element(By.ID, "text-pair").is_displayed()
+    pair_model = dataclasses.replace(sst2_tiny, pairs=True)
+    app = create_app(pair_model, allowed_hosts=loopback_hosts("127.0.0.1"))
+    first, second = "a man plays a guitar", "someone <b>makes</b> music"
+    with _serving(app) as port:
+        _explain_in_page(browser, f"http://127.0.0.1:{port}/", first, pair=second)
+        heat = browser.find_element(By.ID, "heatmap")
+        assert heat.get_property("textContent") == f"{first} ‖ {second}"
+        shaded = [w.text for w in heat.find_elements(By.CSS_SELECTOR, "span.word")]
+        assert "guitar" in shaded and "makes" in shaded
+        assert not heat.find_elements(By.TAG_NAME, "b")  # the markup stays text
+    direct = layersal.explain((first, second), pair_model)
+    assert browser.find_element(By.ID, "prediction").text == direct.prediction
