@@ -268,16 +268,20 @@
     head.appendChild(el("th", null, "input token"));
     for (const r of layers) head.appendChild(el("th", r.layer === e.layer ? "chosen" : null, "layer " + r.layer));
     table.appendChild(head);
+    // a causal-LM head predicts the next token: that is the one to mark in a position's row
+    const causal = e.decoder === "lm_head";
     e.tokens.forEach((token, i) => {
       const row = el("tr");
       row.appendChild(el("th", null, token.text));
+      const next = e.tokens[i + 1];
+      const expected = causal ? (next && next.segment === token.segment ? next.text : null) : token.text;
       for (const r of layers) {
         const cell = el("td");
         const tops = r.top_tokens[i] || [];
         const probs = (r.top_probs && r.top_probs[i]) || [];
         tops.slice(0, 3).forEach((tok, k) => {
           if (k) cell.appendChild(el("span", "sep", " · "));
-          const span = el("span", tok === token.text ? "own" : null, tok);
+          const span = el("span", tok === expected ? "own" : null, tok);
           if (probs[k] !== undefined) span.title = "p = " + fmt(probs[k]);
           cell.appendChild(span);
         });
