@@ -22,7 +22,15 @@ LAYERS: list[set[str]] = [
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
     {"api", "benchmark"},
-    {"engines", "engines.sink", "engines.work", "engines.local", "engines.ray", "engines.blocks"}
+    {
+        "engines",
+        "engines.sink",
+        "engines.work",
+        "engines.local",
+        "engines.ray",
+        "engines.blocks",
+        "engines.store",
+    }
     | {f"report.{m}" for m in ("bench", "faithfulness_view", "plots", "terminal")}
     | {"report"},
     {

@@ -180,8 +180,10 @@ def test_ray_engine_writes_the_same_rows_as_the_local_one(tmp_path, local_ray, r
     local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     common = dict(model="sst2-tiny", batch_size=8, shard_rows=10, **OPTIONS)
     explain_dataset(source, local, engine="local", **common)
-    given = source.as_uri() if reads == "workers" else source  # workers open URIs too
-    summary = explain_dataset(given, remote, engine="ray", num_workers=2, ray_reads=reads, **common)
+    # workers read an input URI and write to an output URI too
+    given = source.as_uri() if reads == "workers" else source
+    out = remote.as_uri() if reads == "workers" else remote
+    summary = explain_dataset(given, out, engine="ray", num_workers=2, ray_reads=reads, **common)
     assert (summary.rows, summary.errors, summary.shards) == (40, 1, 5)
     a, b = _rows(local), _rows(remote)
     assert [r["id"] for r in a] == list(range(40))
@@ -233,6 +235,7 @@ def test_a_uri_input_needs_the_ray_workers(tmp_path):
 
 def test_a_worker_failing_on_a_changed_input_says_so(tmp_path, local_ray):
     from layersal.engines.blocks import load_plan
+    from layersal.engines.store import store_for
 
     source = _write(tmp_path / "in.txt", _synthetic(20, seed=9))
     out = tmp_path / "out.parquet"
@@ -243,7 +246,7 @@ def test_a_worker_failing_on_a_changed_input_says_so(tmp_path, local_ray):
 
     with pytest.raises(KeyboardInterrupt):
         explain_dataset(source, out, on_shard=stop, **common)  # shard 0 written
-    load_plan(out, 10, Source(source))  # the plan a Ray run made before the file changed
+    load_plan(store_for(out), 10, Source(source))  # the plan made before the file changed
     data = source.read_bytes()
     last = data.rindex(b"\n", 0, len(data) - 1)
     source.write_bytes(data[:last] + b" " + data[last + 1 :])  # same size, one row fewer

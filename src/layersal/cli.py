@@ -784,20 +784,21 @@ def serve(
 @app.command("explain-dataset")
 def explain_dataset(
     input_path: Annotated[
-        Path,
+        str,
         typer.Argument(
             metavar="INPUT",
-            help="Texts: .txt (one per line), .tsv/.csv, .jsonl or .parquet.",
+            help="Texts: .txt (one per line), .tsv/.csv, .jsonl or .parquet; a path, or a URI "
+            "(s3://, gs://, ...) that the Ray workers read.",
             show_default=False,
         ),
     ],
     out_path: Annotated[
-        Path,
+        str,
         typer.Option(
             "--out",
             "-o",
-            help="Output folder of Parquet shards (e.g. results.parquet); bad rows go to "
-            "results.errors.jsonl.",
+            help="Output folder of Parquet shards (e.g. results.parquet), a path or a URI "
+            "(s3://bucket/results.parquet); bad rows go to results.errors.jsonl beside it.",
         ),
     ],
     text_column: Annotated[
@@ -942,7 +943,7 @@ def explain_dataset(
             else (
                 f"; DLS at layer {auto}, rule {summary.settings.get('auto_rule')}, "
                 f"{'decoded' if summary.settings.get('auto_decode') else 'not decoded'} "
-                f"(auto: see {out_path / AUTO_LAYER_FILE})"
+                f"(auto: see {out_path.rstrip('/')}/{AUTO_LAYER_FILE})"
             )
         )
         err.print(

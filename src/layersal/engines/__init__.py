@@ -18,9 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 ENGINES = ("local", "ray")
 RAY_READS = ("auto", "workers", "driver")
@@ -63,8 +66,9 @@ class DatasetJob:
 class RunSummary:
     """How a dataset run went. ``rows``/``errors`` count the whole output, resumed parts too."""
 
-    out: Path
-    errors_file: Path
+    out: Path | str
+    """The output folder: a path, or the URI it was given as."""
+    errors_file: Path | str
     engine: str
     rows: int = 0
     errors: int = 0
@@ -154,8 +158,9 @@ def explain_dataset(
     committed shard.
     """
     from ..inputs import STDIN, Source
-    from .blocks import is_uri, uri_source
+    from .blocks import uri_source
     from .sink import ShardSink, errors_path
+    from .store import is_uri
 
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -231,11 +236,14 @@ def explain_dataset(
         settings, overwrite=overwrite, default_shard_rows=SHARD_BATCHES * batch_size
     )
     summary = RunSummary(
-        out=Path(out), errors_file=errors_path(Path(out)), engine=engine, settings=recorded
+        out=out if is_uri(str(out)) else Path(out),
+        errors_file=errors_path(out),
+        engine=engine,
+        settings=recorded,
     )
     try:
         started = time.perf_counter()
-        job, lm, chosen = _prepare_job(job, lm, source, Path(out))
+        job, lm, chosen = _prepare_job(job, lm, source, sink.store)
         summary.settings = {**recorded, **chosen}
         done = sink.done_shards()
         summary.resumed_shards = len(done)
@@ -278,7 +286,7 @@ def _method_options(
 
 
 def _prepare_job(
-    job: DatasetJob, lm: Any, source: Any, out: Path
+    job: DatasetJob, lm: Any, source: Any, out: Store
 ) -> tuple[DatasetJob, Any, dict[str, Any]]:
     """The job with its method's options made concrete once for the whole run (DLS's
     ``layer="auto"``), recorded in ``out`` so that a resumed run keeps them; also the
@@ -296,9 +304,8 @@ def _prepare_job(
     from ..saliency import prepare_options
     from .sink import AUTO_LAYER_FILE
 
-    record = out / AUTO_LAYER_FILE
-    if record.is_file():
-        kept = json.loads(record.read_text(encoding="utf-8"))
+    if out.exists(AUTO_LAYER_FILE):
+        kept = json.loads(out.read_bytes(AUTO_LAYER_FILE))
         # a record written before auto chose rule and decoding holds only its layer
         chosen = kept.get("options") or {
             "layer": int(kept["layer"]),
@@ -326,10 +333,8 @@ def _prepare_job(
 
     prepared = prepare_options(job.method, model, texts, job.options, job.batch_size)
     if prepared.evidence is not None:
-        temporary = record.with_name(record.name + ".tmp")
         evidence = {**prepared.evidence, "settings": prepared.settings}
-        temporary.write_text(json.dumps(evidence, indent=1), encoding="utf-8")
-        temporary.replace(record)
+        out.commit(AUTO_LAYER_FILE, json.dumps(evidence, indent=1).encode("utf-8"))
     return replace(job, options=prepared.options), loaded[0], prepared.settings
 
 

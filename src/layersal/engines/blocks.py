@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from .sink import PLAN_FILE, _write_atomic
+from .sink import PLAN_FILE
+from .store import Store, is_uri
 
 if TYPE_CHECKING:
     from ..inputs import Row, Source
@@ -54,12 +55,6 @@ class Block:
     rows: int
     start: int = 0
     end: int | None = None
-
-
-def is_uri(location: str) -> bool:
-    """Whether ``location`` is a URI (``scheme://...``) rather than a path."""
-    scheme, sep, _ = location.partition("://")
-    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
 
 
 def location(source: Source) -> str:
@@ -174,17 +169,16 @@ def plan_blocks(source: Source, shard_rows: int) -> list[Block]:
     return [b for b in blocks if b.rows > 0]  # a start after the last row holds none
 
 
-def load_plan(out: Path, shard_rows: int, source: Source) -> list[Block]:
+def load_plan(out: Store, shard_rows: int, source: Source) -> list[Block]:
     """The run's blocks: planned once and kept in ``OUT/_blocks.json`` for a resumed run (the
     recorded settings already pin the input's path, size and format)."""
-    record = out / PLAN_FILE
-    if record.is_file():
-        kept = json.loads(record.read_text(encoding="utf-8"))
+    if out.exists(PLAN_FILE):
+        kept = json.loads(out.read_bytes(PLAN_FILE))
         if kept.get("shard_rows") == shard_rows:
             return [Block(**b) for b in kept["blocks"]]
     blocks = plan_blocks(source, shard_rows)
     data = {"shard_rows": shard_rows, "blocks": [asdict(b) for b in blocks]}
-    _write_atomic(record, json.dumps(data).encode("utf-8"))
+    out.commit(PLAN_FILE, json.dumps(data).encode("utf-8"))
     return blocks
 
 

@@ -36,7 +36,6 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, LayersalError
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from . import DatasetJob, RunSummary, ShardCallback
     from .blocks import Block
     from .sink import ShardSink
+    from .store import Store
 
 WAVE_SHARDS_PER_WORKER = 16
 READS = ("auto", "workers", "driver")
@@ -152,23 +152,23 @@ def _one_machine(ray: Any) -> bool:
 class BlockExplainer:
     """A Ray Data actor: loads the model once, then reads, explains and commits whole blocks."""
 
-    def __init__(self, job: DatasetJob, source: Source, out: str, threads: int = 1) -> None:
+    def __init__(self, job: DatasetJob, source: Source, out: Store, threads: int = 1) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.job, self.source, self.out = job, source, Path(out)
+        self.job, self.source, self.out = job, source, out
         self.lm = job.load()
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from .blocks import Block, ParquetRows, read_block
-        from .sink import shard_path, write_shard_files
+        from .sink import shard_name, write_shard_files
         from .work import explain_shard
 
         for item in batch["item"]:
             blocks = [Block(**b) for b in json.loads(str(item))]
             parquet = ParquetRows(self.source) if self.source.format == "parquet" else None
             for block in blocks:
-                if shard_path(self.out, block.number).exists():  # an earlier attempt wrote it
+                if self.out.exists(shard_name(block.number)):  # an earlier attempt wrote it
                     yield _result(block, errors=-1)
                     continue
                 rows = read_block(self.source, block, parquet)
@@ -209,7 +209,7 @@ def _run_distributed(
     """Plan the blocks, let one actor pool read, explain and write the missing ones."""
     from .blocks import load_plan, work_items
 
-    blocks = load_plan(sink.out, shard_rows, source)
+    blocks = load_plan(sink.store, shard_rows, source)
     todo = [b for b in blocks if b.number not in done]
     items = work_items(source, todo)
     if not items:
@@ -224,7 +224,7 @@ def _run_distributed(
             fn_constructor_kwargs={
                 "job": job,
                 "source": source,
-                "out": str(sink.out),
+                "out": sink.store,
                 "threads": max(1, int(pool.cpus)),
             },
             **pool.map_args(len(items)),
@@ -234,6 +234,7 @@ def _run_distributed(
             if number in seen:  # a retried task reports its shards again
                 continue
             seen.add(number)
+            sink.store.renew()  # the run is alive: keep its claim on the output
             counted.done += 1
             summary.explained += rows
             bar.update(explained=rows, errors=max(errors, 0))
@@ -271,8 +272,8 @@ def worker_mistake(exc: BaseException) -> LayersalError | None:
         if isinstance(original, OSError):
             return InputError(
                 f"a Ray worker could not open a file ({original}): input and output must be "
-                "on a file system every node shares, or let the driver read (`--ray-reads "
-                "driver`)"
+                "URIs (s3://, gs://, ...) or paths on a file system every node shares, or let the "
+                "driver read and write (`--ray-reads driver`)"
             )
         current = current.__cause__ or (original if original is not current else None)
     return None
@@ -281,9 +282,9 @@ def worker_mistake(exc: BaseException) -> LayersalError | None:
 def _check_all_written(sink: ShardSink, todo: list[Block]) -> None:
     """Every planned block's file is in ``OUT`` as the driver sees it; else the workers wrote
     to a folder of their own machine (no shared file system)."""
-    from .sink import shard_path
+    from .sink import shard_name
 
-    missing = [b.number for b in todo if not shard_path(sink.out, b.number).exists()]
+    missing = [b.number for b in todo if not sink.store.exists(shard_name(b.number))]
     if missing:
         raise InputError(
             f"the Ray workers did not leave shards {missing[:5]} in {sink.out}: input and output "

@@ -14,23 +14,21 @@ Layout of ``--out OUT.parquet`` (a folder, i.e. a Parquet dataset any Parquet re
 A shard's Parquet file is written to a hidden temporary file and renamed into place, after
 its errors file; so the file exists exactly when the shard is complete, and a restart redoes
 only the shards without one. Names starting with ``_`` or ``.`` are skipped by Parquet
-readers (pyarrow, pandas, Spark, Ray), so the folder reads as just the rows.
+readers (pyarrow, pandas, Spark, Ray), so the folder reads as just the rows. ``OUT`` may be a
+URI (``s3://bucket/out.parquet``): the same layout through pyarrow's file systems, with a
+lease for the lock (:mod:`.store`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..outputs import writable_folder
+from .store import Store, is_uri, store_for
 
 MANIFEST = "_layersal.json"
 ERRORS_DIR = "_errors"
@@ -38,6 +36,7 @@ LOCK = ".lock"
 AUTO_LAYER_FILE = "_auto_layer.json"  # written by explain_dataset for layer="auto"
 PLAN_FILE = "_blocks.json"  # the blocks of a Ray run whose workers read the input
 _SHARD = re.compile(r"^part-(\d{6,})\.parquet$")
+_ERRORS = re.compile(r"^part-(\d{6,})\.jsonl$")
 
 
 def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> Any:
@@ -117,19 +116,30 @@ def table_bytes(table: Any) -> bytes:
     return buffer.getvalue().to_pybytes()
 
 
-def errors_path(out: Path) -> Path:
-    """``OUT.errors.jsonl`` beside the ``OUT.parquet`` folder."""
-    out = Path(out)
-    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
-    return out.with_name(stem + ".errors.jsonl")
+def errors_name(out: str | Path) -> str:
+    """``OUT.errors.jsonl``: the name of the errors file beside the ``OUT.parquet`` folder."""
+    name = str(out).rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = name[: -len(".parquet")] if name.endswith(".parquet") else name
+    return stem + ".errors.jsonl"
+
+
+def errors_path(out: str | Path) -> str | Path:
+    """Where ``OUT.errors.jsonl`` is: a path beside a local folder, a URI beside a URI's."""
+    if is_uri(str(out)):
+        return str(out).rstrip("/").rsplit("/", 1)[0] + "/" + errors_name(out)
+    return Path(out).with_name(errors_name(out))
 
 
 class ShardSink:
-    """The ``OUT.parquet`` folder of one run: which shards are done, and writing more."""
+    """The ``OUT.parquet`` folder of one run (a path or a URI): which shards are done, and
+    writing more."""
 
     def __init__(self, out: str | Path) -> None:
-        self.out = Path(out)
-        self.errors_file = errors_path(self.out)
+        self.out = out
+        self.store = store_for(out)
+        self.errors_file = errors_path(out)
+        self._errors_name = errors_name(out)
+        self._locked = False
 
     # -- opening and resume state -----------------------------------------------------------
 
@@ -142,25 +152,26 @@ class ShardSink:
         it and starts over). ``settings["shard_rows"]`` may be ``None``: a resumed run keeps the
         recorded value, a new one records ``default_shard_rows``.
         """
-        if self.out.exists() and not self.out.is_dir():
+        store = self.store
+        if store.exists() and not store.is_folder():
             raise InputError(
-                f"`out` {self.out} is a file; give a folder name such as results.parquet"
+                f"`out` {store.location} is a file; give a folder name such as results.parquet"
             )
-        manifest = self.out / MANIFEST
-        if self.out.is_dir() and overwrite:
+        if store.is_folder() and overwrite:
             self._check_ours()
-        elif self.out.is_dir() and not manifest.is_file() and not self._only_a_start():
+        elif store.is_folder() and not store.exists(MANIFEST) and not self._only_a_start():
             raise InputError(
-                f"{self.out} exists and is not a layersal dataset run; choose another `out`"
+                f"{store.location} exists and is not a layersal dataset run; choose another `out`"
             )
-        self.created = not self.out.exists()
-        writable_folder(self.out)
-        self._lock()
+        self.created = not store.exists()
+        store.make_folder()
+        store.lock()
+        self._locked = True
         try:
             if overwrite:
                 self._clear()
-            if manifest.is_file():
-                recorded = json.loads(manifest.read_text(encoding="utf-8"))["settings"]
+            if store.exists(MANIFEST):
+                recorded = json.loads(store.read_bytes(MANIFEST))["settings"]
                 wanted = dict(settings)
                 if wanted.get("shard_rows") is None:
                     wanted["shard_rows"] = recorded.get("shard_rows")
@@ -171,18 +182,18 @@ class ShardSink:
                 ]
                 if differences:
                     raise InputError(
-                        f"{self.out} holds a run with other settings ({'; '.join(differences)}); "
-                        "rerun with the same settings to resume, or pass `overwrite=True` to "
-                        "start over"
+                        f"{store.location} holds a run with other settings "
+                        f"({'; '.join(differences)}); rerun with the same settings to resume, "
+                        "or pass `overwrite=True` to start over"
                     )
                 self._clean_temporary()
                 return recorded
             self._clean_temporary()  # a run killed while writing its first manifest
             if settings.get("shard_rows") is None:
                 settings = {**settings, "shard_rows": default_shard_rows}
-            (self.out / ERRORS_DIR).mkdir(exist_ok=True)
-            _write_atomic(
-                manifest, json.dumps({"settings": settings, "complete": False}, indent=2).encode()
+            store.make_folder(ERRORS_DIR)
+            store.commit(
+                MANIFEST, json.dumps({"settings": settings, "complete": False}, indent=2).encode()
             )
             return settings
         except BaseException:
@@ -192,167 +203,124 @@ class ShardSink:
     def done_shards(self) -> set[int]:
         """Shards whose Parquet file was written (the resume state, read from the folder)."""
         done = set()
-        for path in self.out.iterdir():
-            match = _SHARD.match(path.name)
+        for name in self.store.names():
+            match = _SHARD.match(name)
             if match:
                 done.add(int(match.group(1)))
         return done
 
     def is_complete(self) -> bool:
-        manifest = self.out / MANIFEST
-        return manifest.is_file() and bool(
-            json.loads(manifest.read_text(encoding="utf-8")).get("complete")
+        return self.store.exists(MANIFEST) and bool(
+            json.loads(self.store.read_bytes(MANIFEST)).get("complete")
         )
 
     # -- writing ----------------------------------------------------------------------------
 
     def write_shard(self, number: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
         """Commit shard ``number``: its errors file, then its rows (a table or Parquet bytes)."""
-        write_shard_files(self.out, number, shard, errors)
+        write_shard_files(self.store, number, shard, errors)
+        self.store.renew()
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Gather the errors into ``OUT.errors.jsonl`` and mark the run complete."""
         self.gather_errors()
-        manifest = self.out / MANIFEST
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = json.loads(self.store.read_bytes(MANIFEST))
         data.update(complete=True, summary=summary)
-        _write_atomic(manifest, json.dumps(data, indent=2).encode())
+        self.store.commit(MANIFEST, json.dumps(data, indent=2).encode())
 
     def gather_errors(self) -> int:
         """Rewrite ``OUT.errors.jsonl`` from the committed shards; returns the error count."""
         done = self.done_shards()
-        folder = self.out / ERRORS_DIR
-        parts = sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []
-        count = 0
-        tmp = self.errors_file.with_name(f".{self.errors_file.name}.tmp-{os.getpid()}")
-        with tmp.open("wb") as handle:
-            for part in parts:
-                if int(part.stem.split("-")[1]) not in done:
-                    continue
-                data = part.read_bytes()
-                count += data.count(b"\n")
-                handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.errors_file)
-        return count
+        parts = [n for n in self.store.names(ERRORS_DIR) if _ERRORS.match(n)]
+        chunks = []
+        for name in parts:
+            if int(name.split("-")[1].split(".")[0]) in done:
+                chunks.append(self.store.read_bytes(f"{ERRORS_DIR}/{name}"))
+        data = b"".join(chunks)
+        self.store.parent().commit(self._errors_name, data)
+        return data.count(b"\n")
 
     def count_rows(self) -> int:
         """Rows in the written shards (from the Parquet footers)."""
         import pyarrow.parquet as pq
 
-        return sum(
-            pq.ParquetFile(self.out / f"part-{w:06d}.parquet").metadata.num_rows
-            for w in self.done_shards()
-        )
+        total = 0
+        for number in self.done_shards():
+            with self.store.open_input(shard_name(number)) as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        return total
 
     # -- housekeeping -----------------------------------------------------------------------
 
     def _clean_temporary(self) -> None:
-        for folder in (self.out, self.out / ERRORS_DIR):
-            if folder.is_dir():
-                for path in folder.iterdir():
-                    if path.name.startswith(".") and ".tmp-" in path.name:
-                        path.unlink(missing_ok=True)
-
-    def _lock(self) -> None:
-        """Hold ``OUT/.lock`` for this run: a second run on the same folder is refused.
-
-        The lock goes with the process, however it ends (``kill -9`` included).
-        """
-        import fcntl
-
-        handle = (self.out / LOCK).open("a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise InputError(
-                f"{self.out} is being written by another run right now; wait for it or stop it "
-                "first"
-            ) from None
-        self._lock_handle = handle
+        for folder in ("", ERRORS_DIR):
+            for name in self.store.names(folder):
+                if name.startswith(".") and ".tmp-" in name:
+                    self.store.delete(f"{folder}/{name}" if folder else name)
 
     def discard_if_unstarted(self) -> None:
         """Remove the folder this run created if no shard was written (a run that failed
         before its first shard leaves nothing behind), and release the lock."""
         if getattr(self, "created", False) and not self.done_shards():
             self.close()
-            shutil.rmtree(self.out, ignore_errors=True)
-            self.errors_file.unlink(missing_ok=True)
+            self.store.delete("")
+            self.store.parent().delete(self._errors_name)
 
     def _only_a_start(self) -> bool:
         """Whether the folder holds only what a run writes before its manifest (the lock, the
         errors folder, temporary files): a run killed that early, which the same command
         resumes."""
-        return all(p.name in (LOCK, ERRORS_DIR) or ".tmp-" in p.name for p in self.out.iterdir())
+        return all(n in (LOCK, ERRORS_DIR) or ".tmp-" in n for n in self.store.names())
 
     def close(self) -> None:
         """Release the folder's lock."""
-        handle = getattr(self, "_lock_handle", None)
-        if handle is not None:
-            handle.close()
-            del self._lock_handle
+        if self._locked:
+            self.store.release()
+            self._locked = False
 
     def _check_ours(self) -> None:
         """Refuse ``--overwrite`` on a folder holding files a dataset run does not write."""
         foreign = [
-            p.name
-            for p in self.out.iterdir()
+            n
+            for n in self.store.names()
             if not (
-                p.name in (MANIFEST, ERRORS_DIR, LOCK, AUTO_LAYER_FILE, PLAN_FILE)
-                or _SHARD.match(p.name)
-                or ".tmp-" in p.name
+                n in (MANIFEST, ERRORS_DIR, LOCK, AUTO_LAYER_FILE, PLAN_FILE)
+                or _SHARD.match(n)
+                or ".tmp-" in n
             )
         ]
         if foreign:
             raise InputError(
-                f"`overwrite=True` refuses to delete {self.out}: it holds files a dataset run "
-                f"does not write ({', '.join(sorted(foreign)[:3])})"
+                f"`overwrite=True` refuses to delete {self.store.location}: it holds files a "
+                f"dataset run does not write ({', '.join(sorted(foreign)[:3])})"
             )
 
     def _clear(self) -> None:
         """Delete a previous run's files (the lock stays, held by this run)."""
         self._check_ours()
-        for path in self.out.iterdir():
-            if path.name == LOCK:
-                continue
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        self.errors_file.unlink(missing_ok=True)
+        for name in self.store.names():
+            if name != LOCK:
+                self.store.delete(name)
+        self.store.parent().delete(self._errors_name)
 
 
-def shard_path(out: Path, number: int) -> Path:
+def shard_name(number: int) -> str:
     """The Parquet file of shard ``number`` (it exists exactly when the shard is done)."""
-    return out / f"part-{number:06d}.parquet"
+    return f"part-{number:06d}.parquet"
 
 
-def write_shard_files(out: Path, number: int, shard: Any, errors: Iterable[dict[str, Any]]) -> None:
-    """Commit shard ``number`` into the folder ``out``: its errors file, then its rows (a
+def write_shard_files(
+    store: Store, number: int, shard: Any, errors: Iterable[dict[str, Any]]
+) -> None:
+    """Commit shard ``number`` into the folder ``store``: its errors file, then its rows (a
     table or Parquet bytes), each atomically. Called by the driver and by Ray workers that
     write their own output; writing a shard again (a retried task) replaces it whole."""
     errors = list(errors)
-    error_file = out / ERRORS_DIR / f"part-{number:06d}.jsonl"
+    error_file = f"{ERRORS_DIR}/part-{number:06d}.jsonl"
     if errors:
         text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
-        _write_atomic(error_file, text.encode("utf-8"))
-    elif error_file.exists():
-        error_file.unlink(missing_ok=True)
+        store.commit(error_file, text.encode("utf-8"))
+    else:
+        store.delete(error_file)
     data = shard if isinstance(shard, bytes) else table_bytes(shard)
-    _write_atomic(shard_path(out, number), data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file beside ``path``, sync it, rename it into place.
-
-    The temporary name is unique to this writer (host, process, random part), so two attempts
-    at the same shard on different machines of a shared file system never write one file."""
-    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.name}.tmp-{tag}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    store.commit(shard_name(number), data)
