@@ -110,3 +110,35 @@ def test_a_uri_output_held_by_a_live_run_is_refused(tmp_path):
     (out / ".lock").write_text(json.dumps(lease), encoding="utf-8")
     with pytest.raises(InputError, match="being written by another run"):
         explain_dataset(source, out.as_uri(), model="sst2-tiny", **OPTIONS)
+
+
+def test_stores_travel_to_workers_without_the_drivers_lock(tmp_path):
+    import pickle
+
+    local = store_for(tmp_path / "out.parquet")
+    local.make_folder()
+    local.lock()
+    try:
+        copy = pickle.loads(pickle.dumps(local))
+        assert copy.location == local.location and copy._handle is None
+    finally:
+        local.release()
+    remote = _memory_store()
+    remote._claim = "the driver's"
+    copy = pickle.loads(pickle.dumps(remote))
+    assert copy.location == "mock://bucket/out.parquet" and copy._claim is None
+
+
+def test_the_command_line_writes_to_a_uri(tmp_path):
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    source = _write(tmp_path / "in.txt", _synthetic(6, seed=1))
+    out = (tmp_path / "out.parquet").as_uri()
+    result = CliRunner().invoke(
+        app, ["explain-dataset", str(source), "--out", out, "--layer", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
+    assert out in result.output

@@ -108,6 +108,13 @@ class LocalStore(Store):
         self.location = str(folder)
         self._handle: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The folder only: a copy sent to a Ray worker does not hold the driver's lock."""
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["folder"])  # type: ignore[misc]
+
     def _path(self, name: str) -> Path:
         return self.folder / name if name else self.folder
 
