@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,14 +231,19 @@ class ShardSink:
     def gather_errors(self) -> int:
         """Rewrite ``OUT.errors.jsonl`` from the committed shards; returns the error count."""
         done = self.done_shards()
-        parts = [n for n in self.store.names(ERRORS_DIR) if _ERRORS.match(n)]
-        chunks = []
-        for name in parts:
-            if int(name.split("-")[1].split(".")[0]) in done:
-                chunks.append(self.store.read_bytes(f"{ERRORS_DIR}/{name}"))
-        data = b"".join(chunks)
-        self.store.parent().commit(self._errors_name, data)
-        return data.count(b"\n")
+        count = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal count
+            for name in self.store.names(ERRORS_DIR):
+                match = _ERRORS.match(name)
+                if match and int(match.group(1)) in done:
+                    data = self.store.read_bytes(f"{ERRORS_DIR}/{name}")
+                    count += data.count(b"\n")
+                    yield data
+
+        self.store.parent().commit_chunks(self._errors_name, chunks())
+        return count
 
     def count_rows(self) -> int:
         """Rows in the written shards (from the Parquet footers)."""

@@ -18,6 +18,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,10 @@ class Store:
 
     def commit(self, name: str, data: bytes) -> None:
         """Write ``name`` atomically: it holds all of ``data`` or keeps what it held."""
+        self.commit_chunks(name, [data])
+
+    def commit_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
+        """:meth:`commit` of data that comes in chunks (never all in memory at once)."""
         raise NotImplementedError
 
     def delete(self, name: str) -> None:
@@ -127,11 +132,12 @@ class LocalStore(Store):
     def read_bytes(self, name: str) -> bytes:
         return self._path(name).read_bytes()
 
-    def commit(self, name: str, data: bytes) -> None:
+    def commit_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
         path = self._path(name)
         tmp = path.with_name(f".{path.name}.tmp-{_tag()}")
         with tmp.open("wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -238,11 +244,12 @@ class ArrowStore(Store):
         with self.fs.open_input_stream(self._path(name)) as handle:
             return bytes(handle.read())
 
-    def commit(self, name: str, data: bytes) -> None:
+    def commit_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
         parent, _, base = name.rpartition("/")
         tmp = f"{parent}/.{base}.tmp-{_tag()}" if parent else f".{base}.tmp-{_tag()}"
         with self.fs.open_output_stream(self._path(tmp)) as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
         self.fs.move(self._path(tmp), self._path(name))
 
     def delete(self, name: str) -> None:
