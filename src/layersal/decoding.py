@@ -118,11 +118,15 @@ class LayerDecoding:
     top_probs: torch.Tensor | None  # (B, n, k)
 
 
+def _same_tokens(input_ids: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """``(B, n, n)``: whether content positions j and k hold the same token id."""
+    same = input_ids.unsqueeze(-1) == input_ids.unsqueeze(-2)
+    return same & content.unsqueeze(-1) & content.unsqueeze(-2)
+
+
 def duplicate_counts(input_ids: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """For each content column j, how many content positions hold the same token id."""
-    same = input_ids.unsqueeze(-1) == input_ids.unsqueeze(-2)
-    same &= content.unsqueeze(-1) & content.unsqueeze(-2)
-    return same.sum(-1).clamp_min(1)
+    return _same_tokens(input_ids, content).sum(-1).clamp_min(1)
 
 
 def _visible_columns(
@@ -140,9 +144,8 @@ def _visible_columns(
     n = input_ids.shape[1]
     last = (rows_i + 1).clamp_max(n - 1)
     visible = content[rows_b] & (torch.arange(n, device=content.device) <= last.unsqueeze(-1))
-    same = input_ids.unsqueeze(-1) == input_ids.unsqueeze(-2)
-    same &= content.unsqueeze(-1) & content.unsqueeze(-2)
-    seen = same.cumsum(-1, dtype=torch.int32)  # seen[b, j, k]: t_j among content <= k
+    # seen[b, j, k]: occurrences of t_j among the content positions up to k
+    seen = _same_tokens(input_ids, content).cumsum(-1, dtype=torch.int32)
     counts = seen[rows_b, :, last].to(torch.float32).clamp_min(1)
     return visible, counts
 

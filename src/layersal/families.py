@@ -4,7 +4,7 @@ Everything family-specific in layersal lives here. A family is found from
 ``config.model_type``; encoder families not listed still work, decoding through the tied
 input embeddings, because hidden states and gradients come from the generic Hugging Face API
 (without propagation rules); decoder-only ones are refused, since padding, pooling and
-decoding differ for them (:func:`layersal.models.check_family`).
+decoding differ for them (:func:`layersal.models.known_family`).
 Encoder families (BERT and its kin, ModernBERT) decode through a masked-LM head; decoder-only
 families (GPT-2, Llama, Qwen2, Mistral, Gemma) through a causal-LM head, which predicts the
 *next* token (``Family.causal``; see :mod:`layersal.decoding`).
@@ -300,6 +300,12 @@ FAMILIES: dict[str, Family] = {
     "mistral": _llama_style("mistral"),
     "gemma": _llama_style("gemma", rms_offset=1.0),
 }
+
+
+def norm_eps(module: Any) -> float:
+    """The epsilon of a norm module, whatever the family calls it (``variance_epsilon`` in
+    Llama's RMSNorm, ``eps`` elsewhere)."""
+    return float(getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)))
 
 
 def family_for(config: Any) -> Family | None:

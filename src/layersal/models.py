@@ -20,7 +20,7 @@ import torch
 
 from .decoding import LMHead, Norm
 from .errors import ModelLoadError
-from .families import Family, family_for
+from .families import FAMILIES, Family, family_for, norm_eps
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -105,6 +105,21 @@ class LoadedModel:
         return contextlib.nullcontext()
 
 
+CARD_FILE = "model_card.json"
+
+
+def read_card(folder: Path | None) -> dict[str, Any]:
+    """A checkpoint folder's ``model_card.json`` (its pair flag, ``auto``'s calibration), or
+    ``{}`` when there is none or it cannot be read."""
+    if folder is None:
+        return {}
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
 _PAIR_LABELS = {"entailment", "contradiction", "not_entailment", "neutral_entailment"}
 
 
@@ -114,14 +129,9 @@ def reads_pairs(labels: list[str], folder: Path | None, pairs: bool | None) -> b
     contradiction), else ``None`` (either is accepted)."""
     if pairs is not None:
         return pairs
-    card = None if folder is None else folder / "model_card.json"
-    if card is not None and card.is_file():
-        try:
-            value = json.loads(card.read_text(encoding="utf-8")).get("pairs")
-        except (ValueError, AttributeError):
-            value = None
-        if isinstance(value, bool):
-            return value
+    value = read_card(folder).get("pairs")
+    if isinstance(value, bool):
+        return value
     if any(label.lower() in _PAIR_LABELS for label in labels):
         return True
     return None
@@ -185,8 +195,7 @@ def load(
     config = _read_config(path)
     _check_classifier_config(config, model)
     classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
-    family = family_for(classifier.config)
-    check_family(classifier.config, family)
+    family = known_family(classifier.config)
     tokenizer = padded_right(_load_tokenizer(path, name=str(model)), classifier.config, family)
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
     classifier.to(device)
@@ -267,8 +276,7 @@ def from_objects(
             f"the tokenizer of {name!r} is not a fast (Rust) tokenizer; layersal needs its "
             "character offsets"
         )
-    family = family_for(model.config)
-    check_family(model.config, family)
+    family = known_family(model.config)
     tokenizer = padded_right(tokenizer, model.config, family)
     saved = folder if folder is not None and _weight_files(folder) != ([], []) else None
     head = resolve_lm_head(model, family, saved, lm_head, allow_pickle=allow_pickle)
@@ -287,11 +295,13 @@ def from_objects(
     )
 
 
-def check_family(config: Any, family: Family | None) -> None:
-    """A decoder-only model type layersal has no family for is refused: explained as an
-    encoder it would be padded, pooled and decoded wrongly, without any error."""
+def known_family(config: Any) -> Family | None:
+    """The family of ``config`` (``None``: an encoder layersal has no adapter for, which still
+    works); a decoder-only model type without one is refused: explained as an encoder it
+    would be padded, pooled and decoded wrongly, without any error."""
+    family = family_for(config)
     if family is not None:
-        return
+        return family
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -299,13 +309,12 @@ def check_family(config: Any, family: Family | None) -> None:
 
     kind = getattr(config, "model_type", "")
     if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        from .families import FAMILIES
-
         causal = ", ".join(name for name, f in FAMILIES.items() if f.causal)
         raise ModelLoadError(
             f"model type {kind!r} is a decoder-only model layersal has no adapter for yet "
             f"(decoder-only families: {causal}); see DEVELOPERS.md to add one"
         )
+    return None
 
 
 def padded_right(tokenizer: Any, config: Any, family: Family | None) -> Any:
@@ -656,8 +665,7 @@ def final_norm(model: Any, family: Family | None) -> Norm | None:
     if isinstance(module, torch.nn.LayerNorm):
         bias = None if module.bias is None else module.bias.detach().float().clone()
         return Norm(weight, bias, float(module.eps))
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    return Norm(weight, None, float(eps), rms=True, offset=family.rms_offset)
+    return Norm(weight, None, norm_eps(module), rms=True, offset=family.rms_offset)
 
 
 def resolve_lm_head(

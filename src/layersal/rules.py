@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .families import Family, Part
+from .families import Family, Part, norm_eps
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,7 @@ def constant_rms_norm(
 ) -> torch.Tensor:
     """``y = RMSNorm(x)`` with the gradient of ``x / rms * (offset + gamma)`` for a constant
     ``rms`` (the RMSNorm analogue of :func:`constant_std_layer_norm`)."""
-    eps = float(getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)))
-    return _ConstantRms.apply(x, y, getattr(module, "weight", None), eps, offset)
+    return _ConstantRms.apply(x, y, getattr(module, "weight", None), norm_eps(module), offset)
 
 
 def scale_part(value: torch.Tensor, part: Part, factor: float) -> torch.Tensor:

@@ -135,7 +135,8 @@ class _Pool:
 
 def _default_reads(ray: Any, source: Source) -> str:
     """``workers`` for a URI input or a cluster that is all this machine, else ``driver``."""
-    from .blocks import is_uri, location
+    from .blocks import location
+    from .store import is_uri
 
     return "workers" if is_uri(location(source)) or _one_machine(ray) else "driver"
 

@@ -210,22 +210,25 @@ class ArrowStore(Store):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["location"], state["lease_seconds"])  # type: ignore[misc]
 
-    @property
-    def fs(self) -> Any:
+    def _opened(self) -> tuple[Any, str]:
+        """The file system and the folder's path in it, opened on first use."""
         if self._fs is None:
             from pyarrow import fs
 
             try:
-                self._fs, self._base = fs.FileSystem.from_uri(self.location)
+                self._fs, base = fs.FileSystem.from_uri(self.location)
             except Exception as exc:  # pyarrow raises several kinds for a bad URI or scheme
                 raise InputError(f"cannot open {self.location}: {exc}") from None
-            self._base = self._base.rstrip("/")
-        return self._fs
+            self._base = base.rstrip("/")
+        return self._fs, self._base
+
+    @property
+    def fs(self) -> Any:
+        return self._opened()[0]
 
     def _path(self, name: str) -> str:
-        fs = self.fs  # sets _base
-        del fs
-        return f"{self._base}/{name}" if name else self._base
+        base = self._opened()[1]
+        return f"{base}/{name}" if name else base
 
     def _info(self, name: str) -> Any:
         return self.fs.get_file_info(self._path(name))

@@ -32,7 +32,7 @@ import torch
 from ..encoding import encode, model_input_names
 from ..errors import InputError
 from ..inputs import has_text, item_length
-from ..models import LoadedModel
+from ..models import CARD_FILE, LoadedModel, read_card
 from .base import Prepared
 from .dls import INPUT, DLSOptions, candidate_scores
 
@@ -41,7 +41,6 @@ SCREEN_TEXTS = 8
 KEEP_PER_RULE = 2
 RACE_Z = 2.0
 AUTO_RULES = ("gradient", "cp", "cp_id", "attnlrp")
-CARD_FILE = "model_card.json"
 CRITERION = "comprehensiveness - sufficiency AOPC"
 METRIC = "[MASK], budgets 1/5/10/20/50%, predicted class"
 
@@ -336,11 +335,7 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None
     this LM head, these settings and the unrestricted search."""
     if options.rule is not None or options.decode is not None or lm.path is None:
         return None
-    try:
-        card = json.loads((lm.path / CARD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    entry = card.get("calibration") if isinstance(card, dict) else None
+    entry = read_card(lm.path).get("calibration")
     if not isinstance(entry, dict) or entry.get("settings") != settings_of(options):
         return None
     if entry.get("criterion") != CRITERION or entry.get("decoder") != lm.decoder:
