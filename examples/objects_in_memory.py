@@ -33,20 +33,24 @@ from layersal.models import named_models
 TEXT = "a gripping, beautifully acted film"
 
 
-def build() -> tuple[BertForSequenceClassification, BertForMaskedLM, object]:
-    """A 2-layer, 32-wide classifier and masked-LM with one encoder, and a fast tokenizer."""
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(named_models()["sst2-tiny"])
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
+def bert_config(vocab_size: int, labels: list[str]) -> BertConfig:
+    """A 2-layer, 32-wide BERT config with these class names."""
+    return BertConfig(
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=2,
-        id2label={0: "negative", 1: "positive"},
-        label2id={"negative": 0, "positive": 1},
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
+
+
+def build() -> tuple[BertForSequenceClassification, BertForMaskedLM, object]:
+    """A 2-layer, 32-wide classifier and masked-LM with one encoder, and a fast tokenizer."""
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(named_models()["sst2-tiny"])
+    config = bert_config(tokenizer.vocab_size, ["negative", "positive"])
     masked = BertForMaskedLM(config)
     classifier = BertForSequenceClassification(config)
     classifier.bert.load_state_dict(masked.bert.state_dict(), strict=False)
@@ -57,17 +61,9 @@ def build() -> tuple[BertForSequenceClassification, BertForMaskedLM, object]:
 def nli_model(tokenizer: object) -> BertForSequenceClassification:
     """A tiny random BERT with natural-language-inference labels: it reads pairs of texts."""
     torch.manual_seed(1)
-    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,  # type: ignore[attr-defined]
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-    )
-    return BertForSequenceClassification(config).eval()
+    labels = ["entailment", "neutral", "contradiction"]
+    vocab_size = tokenizer.vocab_size  # type: ignore[attr-defined]
+    return BertForSequenceClassification(bert_config(vocab_size, labels)).eval()
 
 
 def bpe_tokenizer() -> PreTrainedTokenizerFast:
