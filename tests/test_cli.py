@@ -206,6 +206,52 @@ def test_pickle_only_checkpoint_is_refused_from_the_cli(tmp_path, tiny_dirs):
     assert _run("explain", "fine", "--model", str(pickled), "--allow-pickle").exit_code == 0
 
 
+class _RunsACommand:
+    """A pickle payload that would create ``marker`` if it were ever unpickled for real."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("payload", ["random bytes", "runs a command"])
+def test_a_bad_pickle_is_one_line_and_runs_nothing(tmp_path, tiny_dirs, payload):
+    import shutil
+
+    import torch
+
+    classifier_dir, _ = tiny_dirs["bert"]
+    pickled = tmp_path / "pickled"
+    shutil.copytree(classifier_dir, pickled)
+    (pickled / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    if payload == "random bytes":
+        (pickled / "pytorch_model.bin").write_bytes(bytes(range(256)) * 20)
+    else:
+        torch.save({"weight": _RunsACommand(str(marker))}, pickled / "pytorch_model.bin")
+    result = _run("explain", "fine", "--model", str(pickled), "--allow-pickle")
+    _one_line_error(result, "nothing in it was run")
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_fit_the_config_name_the_tensor_not_a_flag(tmp_path, tiny_dirs):
+    import shutil
+
+    classifier_dir, _ = tiny_dirs["bert"]
+    edited = tmp_path / "edited"
+    shutil.copytree(classifier_dir, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["hidden_size"] *= 2
+    (edited / "config.json").write_text(json.dumps(config))
+    result = _run("explain", "fine", "--model", str(edited))
+    _one_line_error(result, "do not fit its config.json")
+    assert "mismatched" not in result.output and "--ignore" not in result.output
+
+
 def test_not_a_classifier_is_a_one_line_error(tiny_dirs):
     _, mlm_dir = tiny_dirs["bert"]
     _one_line_error(_run("explain", "fine", "--model", str(mlm_dir)), "not a sequence classifier")

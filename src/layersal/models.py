@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from .decoding import LMHead, Norm
-from .errors import ModelLoadError
+from .errors import ModelLoadError, foreign_message
 from .families import FAMILIES, Family, family_for, norm_eps
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -490,8 +491,18 @@ def _load_classifier(path: Path, *, allow_pickle: bool, name: str) -> Any:
                 trust_remote_code=False,
                 output_loading_info=True,
             )
+    except (pickle.UnpicklingError, EOFError) as exc:
+        raise ModelLoadError(_unreadable_pickle(pickled[0], name, exc)) from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"could not load {name!r} as a sequence classifier: {exc}") from None
+        mismatch = _shape_mismatch(path, safe) if safe else None
+        if mismatch:
+            raise ModelLoadError(
+                f"could not load {name!r}: its weights do not fit its config.json ({mismatch}); "
+                "the config belongs to another checkpoint, or was edited"
+            ) from None
+        raise ModelLoadError(
+            f"could not load {name!r} as a sequence classifier: {foreign_message(exc)}"
+        ) from None
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     head_missing = [k for k in missing if not _is_encoder_key(k, model)]
     if head_missing:
@@ -501,6 +512,53 @@ def _load_classifier(path: Path, *, allow_pickle: bool, name: str) -> Any:
         )
     model.eval()
     return model
+
+
+def _unreadable_pickle(file: Path, name: str, exc: BaseException) -> str:
+    """One line for a pickle file that the weights-only reader refused (nothing in it ran).
+
+    torch's message is a paragraph; the line that says why (an unsupported operand, a blocked
+    global such as ``posix.system``) is the one kept.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    why = next(
+        (line for line in lines if line.startswith(("Unsupported", "Trying to load"))),
+        foreign_message(exc) if len(lines) == 1 else "damaged or not a checkpoint",
+    )
+    return (
+        f"could not read {file.name} of {name!r} as a checkpoint of tensors "
+        f"({why.rstrip('.')[:160]}); nothing in it was run. Convert a trusted copy to safetensors"
+    )
+
+
+def _shape_mismatch(path: Path, safe: list[Path]) -> str | None:
+    """The first tensor whose shape in the checkpoint differs from the one ``config.json``
+    builds (and how many more do), or ``None``."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        with torch.device("meta"):
+            built = AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+    expected = {key: tuple(value.shape) for key, value in built.state_dict().items()}
+    prefix = getattr(built, "base_model_prefix", "") + "."
+    found: list[str] = []
+    for file in safe:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                wanted = expected.get(key, expected.get(prefix + key))
+                shape = tuple(handle.get_slice(key).get_shape())
+                if wanted is not None and wanted != shape:
+                    found.append(
+                        f"{key} is {list(shape)} in the weights but {list(wanted)} by the config"
+                    )
+    if not found:
+        return None
+    more = f", and {len(found) - 1} more" if len(found) > 1 else ""
+    return found[0] + more
 
 
 def _is_encoder_key(key: str, model: Any) -> bool:
@@ -533,7 +591,9 @@ def _load_tokenizer(path: Path, *, name: str) -> Any:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"could not load the tokenizer of {name!r}: {exc}") from None
+        raise ModelLoadError(
+            f"could not load the tokenizer of {name!r}: {foreign_message(exc)}"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(
             f"the tokenizer of {name!r} is not a fast (Rust) tokenizer; layersal needs its "
@@ -570,7 +630,10 @@ def read_tensors(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.T
             tensors.update(load_file(str(file)))
         return tensors
     if pickled and allow_pickle:
-        return torch.load(pickled[0], map_location="cpu", weights_only=True)
+        try:
+            return torch.load(pickled[0], map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+            raise ModelLoadError(_unreadable_pickle(pickled[0], str(path), exc)) from None
     if pickled:
         raise ModelLoadError(
             f"{path} only has pickle weights ({pickled[0].name}); "
