@@ -286,6 +286,7 @@ def test_resume_after_kill_loses_and_repeats_nothing(tmp_path, sst2_tiny):
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_a_long_run(tmp_path, bert_tiny):
     """RSS sampled after every shard: the last quarter is no higher than the first (+ slack).
 
@@ -426,3 +427,144 @@ def test_an_unwritable_output_is_refused_before_the_work(tmp_path, sst2_tiny, wh
     (tmp_path / "file").write_text("a file, not a folder")
     with pytest.raises(InputError, match="cannot write into"):
         explain_dataset(source, tmp_path / where, model=sst2_tiny, **OPTIONS)
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    return CliRunner().invoke(app, ["explain-dataset", *args, "--no-progress"])
+
+
+def _one_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_resumes(tmp_path, monkeypatch):
+    """The device fills up while the third shard is written: one error line naming the folder
+    and the space still needed, no hidden temporary file, and the same command resumes."""
+    import errno
+
+    from layersal.engines import store
+
+    source = _write(tmp_path / "in.txt", _synthetic(40, seed=3))
+    out, reference = tmp_path / "out.parquet", tmp_path / "reference.parquet"
+    args = ["--layer", "1", "--shard-rows", "10"]
+    assert _cli(str(source), "--out", str(reference), *args).exit_code == 0
+    real_fsync = os.fsync
+
+    def full_at_third_shard(fd: int) -> None:
+        if "part-000002.parquet.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(store.os, "fsync", full_at_third_shard)
+    failed = _cli(str(source), "--out", str(out), *args)
+    line = _one_line(failed)
+    assert failed.exit_code == 2
+    assert line.startswith("error: no space left for " + str(out)), line
+    assert "more for the rest of the run" in line and "rerun the same command" in line
+    assert sorted(p.name for p in out.glob("part-*")) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+    monkeypatch.setattr(store.os, "fsync", real_fsync)  # space was freed
+    resumed = _cli(str(source), "--out", str(out), *args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "2 of them from an earlier run" in resumed.output
+    again, whole = _rows(out), _rows(reference)
+    assert [r["id"] for r in again] == [r["id"] for r in whole] == list(range(40))
+    for a, b in zip(again, whole):
+        _assert_close(a["word_scores"], b["word_scores"])
+
+
+def test_the_estimate_of_the_space_left_scales_with_the_input_unread():
+    from layersal.engines.local import rest_of_run
+
+    # shard 2 (rows 20..29) took 1000 bytes and the input is 30% read: 100 rows in all,
+    # 80 from this shard on
+    assert rest_of_run(1000, 10, 20, 0.3) == 8000
+    assert rest_of_run(1000, 10, 20, 1.0) == 1000  # the last shard
+
+
+def test_an_input_edited_in_place_is_noticed(tmp_path, sst2_tiny):
+    source = _write(tmp_path / "in.txt", TEXTS[:4])
+    out = tmp_path / "out.parquet"
+    explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
+    edited = source.read_text(encoding="utf-8").replace(TEXTS[0], TEXTS[0][::-1], 1)
+    assert len(edited) == len(source.read_text(encoding="utf-8"))
+    source.write_text(edited, encoding="utf-8")  # same size, other content
+    with pytest.raises(InputError, match=r"the content of .*in\.txt changed since the run began"):
+        explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
+
+
+def test_a_large_input_is_fingerprinted_by_its_size_head_and_tail(tmp_path, monkeypatch):
+    from layersal import inputs
+
+    monkeypatch.setattr(inputs, "FINGERPRINT_WHOLE", 64)
+    monkeypatch.setattr(inputs, "FINGERPRINT_EDGE", 16)
+    path = tmp_path / "in.txt"
+    path.write_text("a" * 50 + "\n" + "b" * 50 + "\n")
+    first = inputs.Source(path).fingerprint()
+    path.write_text("a" * 50 + "\n" + "c" * 50 + "\n")  # the tail changed
+    assert inputs.Source(path).fingerprint() != first and first.startswith("sha256-edges:")
+    path.write_text("z" + "a" * 49 + "\n" + "c" * 50 + "\n")  # the head changed
+    assert inputs.Source(path).fingerprint() not in (first,)
+
+
+def test_the_manifest_names_the_label_column_it_copied(tmp_path, sst2_tiny):
+    source = _write(tmp_path / "in.tsv", TEXTS[:4])
+    out = tmp_path / "out.parquet"
+    explain_dataset(source, out, model=sst2_tiny, **OPTIONS)
+    settings = json.loads((out / "_layersal.json").read_text())["settings"]
+    assert settings["label_column"] == "label"
+    assert [r["label"] for r in _rows(out)] == ["0", "1", "0", "1"]
+
+
+def test_a_manifest_from_before_fingerprints_still_resumes(tmp_path, sst2_tiny):
+    source = _write(tmp_path / "in.tsv", TEXTS[:8])
+    out = tmp_path / "out.parquet"
+    explain_dataset(source, out, model=sst2_tiny, shard_rows=4, **OPTIONS)
+    manifest = json.loads((out / "_layersal.json").read_text())
+    del manifest["settings"]["input_fingerprint"]
+    manifest["settings"]["label_column"] = None  # as older runs recorded a found column
+    manifest["complete"] = False
+    (out / "_layersal.json").write_text(json.dumps(manifest))
+    (out / "part-000001.parquet").unlink()
+    summary = explain_dataset(source, out, model=sst2_tiny, shard_rows=4, **OPTIONS)
+    assert (summary.resumed_shards, summary.explained, summary.rows) == (1, 4, 8)
+
+
+def test_the_closing_line_says_what_a_rerun_found(tmp_path):
+    source = _write(tmp_path / "in.txt", TEXTS[:3])
+    out = tmp_path / "out.parquet"
+    first = _one_line(_cli(str(source), "--out", str(out), "--layer", "1"))
+    assert first.startswith("wrote 3 rows in 1 shard to ") and "0 bad rows" in first
+    manifest = json.loads((out / "_layersal.json").read_text())
+    manifest["complete"] = False  # killed after its last shard, before it was marked complete
+    (out / "_layersal.json").write_text(json.dumps(manifest))
+    finished = _one_line(_cli(str(source), "--out", str(out), "--layer", "1"))
+    assert "every shard had been written by the earlier run" in finished
+    assert "already complete" not in finished
+    assert json.loads((out / "_layersal.json").read_text())["complete"] is True
+    again = _one_line(_cli(str(source), "--out", str(out), "--layer", "1"))
+    assert "the run was already complete (3 rows in 1 shard)" in again
+
+
+def test_limit_explains_the_first_rows_and_is_kept_with_the_run(tmp_path, sst2_tiny, reference):
+    source = _write(tmp_path / "in.txt", TEXTS)
+    out = tmp_path / "out.parquet"
+    result = _cli(str(source), "--out", str(out), "--layer", "1", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == [0, 1, 2]
+    for row, expected in zip(rows, reference[:3]):
+        _assert_close(row["word_scores"], [w.score for w in expected.words])
+    changed = _cli(str(source), "--out", str(out), "--layer", "1", "--limit", "4")
+    assert changed.exit_code == 2 and "limit: 4 now, 3 before" in _one_line(changed)
+    with pytest.raises(InputError, match="ray_reads"):
+        explain_dataset(source, out, model="sst2-tiny", engine="ray", ray_reads="workers", limit=3)

@@ -877,6 +877,10 @@ def explain_dataset(
     ] = None,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", help="Explain only the first N rows of INPUT.", min=1),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete an earlier run in --out and start over.")
     ] = False,
@@ -889,7 +893,6 @@ def explain_dataset(
     interruption)."""
     with _user_errors():
         from .engines import explain_dataset as run_dataset
-        from .engines.sink import AUTO_LAYER_FILE
 
         try:
             summary = run_dataset(
@@ -916,6 +919,7 @@ def explain_dataset(
                 cpus_per_worker=cpus_per_worker,
                 ray_reads=ray_reads,
                 max_batch_tokens=max_batch_tokens,
+                limit=limit,
                 overwrite=overwrite,
                 progress=progress,
             )
@@ -925,33 +929,41 @@ def explain_dataset(
                 soft_wrap=True,
             )
             raise
-        except LayersalError as exc:  # keep '[ray]' and paths with brackets out of rich markup
-            from rich.markup import escape
+        err.print(_run_summary(summary, out_path), soft_wrap=True)
 
-            raise type(exc)(escape(str(exc))) from None
-        resumed = (
-            f", {summary.resumed_shards} of them from an earlier run"
-            if summary.resumed_shards
-            else ""
+
+def _run_summary(summary: Any, out_path: str) -> str:
+    """The one line a dataset run ends with: what it wrote, what it found done, bad rows."""
+    from .engines.sink import AUTO_LAYER_FILE
+
+    written = f"{_count(summary.rows, 'row')} in {_count(summary.shards, 'shard')}"
+    bad = f"{_count(summary.errors, 'bad row')} in {summary.errors_file}"
+    auto = summary.settings.get("auto_layer")
+    if auto is not None:
+        decoded = "decoded" if summary.settings.get("auto_decode") else "not decoded"
+        bad += (
+            f"; DLS at layer {auto}, rule {summary.settings.get('auto_rule')}, {decoded} "
+            f"(auto: see {out_path.rstrip('/')}/{AUTO_LAYER_FILE})"
         )
-        if not summary.explained and summary.resumed_shards:
-            resumed = ": the run was already complete"
-        auto = summary.settings.get("auto_layer")
-        chosen = (
-            ""
-            if auto is None
-            else (
-                f"; DLS at layer {auto}, rule {summary.settings.get('auto_rule')}, "
-                f"{'decoded' if summary.settings.get('auto_decode') else 'not decoded'} "
-                f"(auto: see {out_path.rstrip('/')}/{AUTO_LAYER_FILE})"
-            )
+    if summary.already_complete:
+        return f"{out_path}: the run was already complete ({written}); {bad}"
+    if not summary.explained and summary.resumed_shards:
+        return (
+            f"{out_path}: every shard had been written by the earlier run ({written}), which is "
+            f"now marked complete; {bad}"
         )
-        err.print(
-            f"wrote {summary.rows} rows in {summary.shards} shards{resumed} to {out_path} "
-            f"({summary.explained} texts at {summary.texts_per_second:.1f} texts/s); "
-            f"{summary.errors} bad rows in {summary.errors_file}{chosen}",
-            soft_wrap=True,
-        )
+    resumed = (
+        f", {summary.resumed_shards} of them from an earlier run" if summary.resumed_shards else ""
+    )
+    return (
+        f"wrote {written}{resumed} to {out_path} ({_count(summary.explained, 'text')} at "
+        f"{summary.texts_per_second:.1f} texts/s); {bad}"
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 shard``, ``2 shards``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _split_methods(text: str) -> list[str]:

@@ -14,6 +14,45 @@ class InputError(LayersalError):
     """A text, file or option that layersal cannot explain."""
 
 
+class OutputError(LayersalError):
+    """A result could not be written where the user asked (a full disk, say)."""
+
+
+class NoSpaceError(OutputError):
+    """The device holding a dataset run's output is full.
+
+    ``folder``: the output as the user named it; ``attempted``: bytes of the write that failed;
+    ``free``: bytes free at that moment (``None`` where unknown); ``needed``: an estimate of
+    what the rest of the run needs, once the engine has one.
+    """
+
+    def __init__(
+        self, folder: str, attempted: int, free: int | None, needed: int | None = None
+    ) -> None:
+        self.folder, self.attempted, self.free, self.needed = folder, attempted, free, needed
+        free_text = "" if free is None else f" ({size_text(free)} free)"
+        need_text = (
+            f"about {size_text(needed)} more for the rest of the run"
+            if needed is not None
+            else f"at least {size_text(attempted)} more"
+        )
+        super().__init__(
+            f"no space left for {folder}{free_text}: it needs {need_text}; free some space and "
+            "rerun the same command to continue (finished shards are kept), or choose another "
+            "`out`"
+        )
+
+
+def size_text(count: int) -> str:
+    """``count`` bytes for people: ``812 B``, ``3.4 MB``."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
 def foreign_message(exc: BaseException) -> str:
     """The first line of another library's error, fit to be part of one of ours.
 

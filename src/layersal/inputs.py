@@ -16,15 +16,16 @@ any row is read.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from .errors import InputError
 
@@ -61,6 +62,8 @@ class Row:
 
 
 STDIN = "-"
+FINGERPRINT_WHOLE = 64 * 2**20  # inputs up to this size are hashed whole
+FINGERPRINT_EDGE = 4 * 2**20  # larger ones: their size, head and tail
 
 
 class Source:
@@ -69,6 +72,7 @@ class Source:
     ``label_last``: a table without a header takes its last column as the label (AG News
     style ``text<TAB>label``). Standard input (``-``) is read once, as ``.txt``.
     ``pair_column``: a second text column (field); each row is then a pair of texts.
+    ``limit``: read only the first ``limit`` rows (bad rows count).
     """
 
     def __init__(
@@ -80,7 +84,11 @@ class Source:
         *,
         label_last: bool = False,
         pair_column: str | None = None,
+        limit: int | None = None,
     ) -> None:
+        if limit is not None and (isinstance(limit, bool) or limit < 1):
+            raise InputError(f"`limit` must be at least 1, not {limit}")
+        self.limit = limit
         self.path = Path(path)
         self._stdin: bytes | None = None
         self.label_last = label_last
@@ -132,20 +140,55 @@ class Source:
         """Share of the input read so far (0..1)."""
         return self._position
 
+    @property
+    def label_field(self) -> str | None:
+        """The column (field) whose values are copied as gold labels, as it will be read: the
+        one named, else ``label`` where the input has it (JSON lines: each record's ``label``
+        field, where it has one), else the last column of a headerless table when
+        ``label_last``; ``None`` when no label is read."""
+        if self.format == "txt":
+            return None
+        if self.format == "jsonl":
+            return self.label_column or LABEL_COLUMN
+        label = self._columns.get("label_name", self._columns.get("label"))
+        return label if label is None or isinstance(label, str) else f"column {label + 1}"
+
+    def fingerprint(self) -> str:
+        """A digest of the input's content, so that a run notices an input edited in place.
+
+        The rule: SHA-256 of the whole file up to :data:`FINGERPRINT_WHOLE` bytes; above that,
+        of its size, its first and its last :data:`FINGERPRINT_EDGE` bytes (a cheap check for
+        large inputs, which misses an edit in the middle that keeps the size).
+        """
+        digest = hashlib.sha256()
+        with self._open() as handle:
+            if self.size <= FINGERPRINT_WHOLE:
+                for chunk in iter(lambda: handle.read(2**20), b""):
+                    digest.update(chunk)
+                return "sha256:" + digest.hexdigest()
+            digest.update(str(self.size).encode())
+            digest.update(handle.read(FINGERPRINT_EDGE))
+            handle.seek(self.size - FINGERPRINT_EDGE)
+            digest.update(handle.read(FINGERPRINT_EDGE))
+        return "sha256-edges:" + digest.hexdigest()
+
     def describe(self) -> dict[str, Any]:
-        """What identifies this input in a run's recorded settings."""
-        return {
+        """What identifies this input in a run's recorded settings (``label_column``: the
+        column read, named or found; ``limit`` only when set)."""
+        described = {
             "input": str(self.path.resolve()),
             "input_bytes": self.size,
+            "input_fingerprint": self.fingerprint(),
             "format": self.format,
             "text_column": self.text_column,
             "id_column": self.id_column,
-            "label_column": self.label_column,
+            "label_column": self.label_field,
             "pair_column": self.pair_column,
         }
+        return described if self.limit is None else {**described, "limit": self.limit}
 
     def rows(self) -> Iterator[Row]:
-        """Every row of the file, in order, read lazily."""
+        """Every row of the file (the first ``limit`` of them), in order, read lazily."""
         self._position = 0.0
         reader = {
             "txt": self._txt_rows,
@@ -154,7 +197,16 @@ class Source:
             "jsonl": self._jsonl_rows,
             "parquet": self._parquet_rows,
         }[self.format]
-        yield from reader()
+        read = cast(Generator[Row, None, None], reader())  # each reader is a generator
+        try:
+            for count, row in enumerate(read, start=1):
+                yield row
+                if self.limit is not None:
+                    self._position = max(self._position, count / self.limit)
+                    if count >= self.limit:
+                        break
+        finally:
+            read.close()  # a limit stops early: close the file now
         self._position = 1.0
 
     def _open(self) -> BinaryIO:
@@ -206,7 +258,7 @@ class Source:
                 raise InputError(f"{self.path} has no header naming a {self.pair_column!r} column")
             return {"header": False, "text": 0, "id": None, "label": last, "pair": None}
         names = self._named_columns(first)
-        return {"header": True} | {
+        return {"header": True, "label_name": names["label"]} | {
             key: None if name is None else first.index(name) for key, name in names.items()
         }
 

@@ -77,6 +77,8 @@ class RunSummary:
     explained: int = 0
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    already_complete: bool = False
+    """Whether the run was marked complete before this invocation (it then did nothing)."""
 
     @property
     def texts_per_second(self) -> float:
@@ -125,6 +127,7 @@ def explain_dataset(
     cpus_per_worker: float = 1,
     ray_reads: str = "auto",
     max_batch_tokens: int | None = None,
+    limit: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
     on_shard: ShardCallback | None = None,
@@ -154,8 +157,12 @@ def explain_dataset(
     ``driver`` (this process reads the input and writes the shards) or ``auto`` (``workers``
     when the whole cluster is this machine); see :mod:`.ray`. ``max_batch_tokens``: form each
     model pass from texts of similar length up to this many (padded) tokens instead of
-    ``batch_size`` texts (for GPUs). ``on_shard`` is called with a small dict after each
-    committed shard.
+    ``batch_size`` texts (for GPUs). ``limit``: explain only the first ``limit`` rows of
+    ``input`` (recorded with the run; on Ray the driver reads them). ``on_shard`` is called
+    with a small dict after each committed shard.
+
+    The run records a fingerprint of ``input``'s content (:meth:`~layersal.inputs.Source.
+    fingerprint`): rerunning on an input edited since is refused like other changed settings.
     """
     from ..inputs import STDIN, Source
     from .blocks import uri_source
@@ -176,11 +183,22 @@ def explain_dataset(
         raise InputError(f"`ray_reads` must be one of {', '.join(RAY_READS)}, not {ray_reads!r}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise InputError(f"`max_batch_tokens` must be at least 1, not {max_batch_tokens}")
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise InputError(f"`limit` must be at least 1, not {limit}")
+    if limit is not None and engine == "ray":
+        if ray_reads == "workers":
+            raise InputError(
+                "`limit` reads the first rows in this process: use `ray_reads='driver'` (or "
+                "'auto') with it"
+            )
+        ray_reads = "driver"
     if str(input) == STDIN:
         raise InputError("a dataset run needs a file (resuming re-reads it), not standard input")
     scratch = None
     if is_uri(str(input)):
         if engine != "ray" or ray_reads == "driver":
+            if limit is not None:
+                raise InputError(f"{input} is a URI, which the Ray workers read: leave out `limit`")
             raise InputError(
                 f"{input} is a URI: the Ray workers read it (`engine='ray'`, `ray_reads` "
                 "'workers' or 'auto'); for the local engine, give a path"
@@ -190,7 +208,9 @@ def explain_dataset(
             str(input), text_column, id_column, label_column, Path(scratch.name), pair_column
         )
     else:
-        source = Source(input, text_column, id_column, label_column, pair_column=pair_column)
+        source = Source(
+            input, text_column, id_column, label_column, pair_column=pair_column, limit=limit
+        )
         named = {}
     method_options = _method_options(method, layer, options)
     lm = None if isinstance(model, str | Path) else model
@@ -247,7 +267,8 @@ def explain_dataset(
         summary.settings = {**recorded, **chosen}
         done = sink.done_shards()
         summary.resumed_shards = len(done)
-        if not sink.is_complete():
+        summary.already_complete = sink.is_complete()
+        if not summary.already_complete:
             common = (job, source, sink, recorded["shard_rows"], done, summary, progress, on_shard)
             if engine == "local":
                 from .local import run_local

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NoSpaceError
 from .work import RunProgress, explain_shard, release_memory, shards
 
 if TYPE_CHECKING:
@@ -37,7 +38,12 @@ def run_local(
                 bar.update(skipped=len(rows))
                 continue
             table, errors = explain_shard(lm, job, rows)
-            sink.write_shard(number, table, errors)
+            try:
+                sink.write_shard(number, table, errors)
+            except NoSpaceError as exc:
+                first = number * shard_rows  # the shard's first row
+                needed = rest_of_run(exc.attempted, len(rows), first, source.progress())
+                raise NoSpaceError(exc.folder, exc.attempted, exc.free, needed) from None
             summary.explained += len(rows)
             bar.update(explained=len(rows), errors=len(errors))
             info = {
@@ -52,3 +58,11 @@ def run_local(
                 on_shard(info)
     finally:
         bar.close()
+
+
+def rest_of_run(shard_bytes: int, shard_rows: int, first_row: int, read: float) -> int:
+    """Bytes the run still needs from shard ``first_row`` on: this shard's bytes per row times
+    the rows left, the input's total rows estimated from the share of it ``read`` so far."""
+    rows_read = first_row + shard_rows
+    total = rows_read / read if read > 0 else rows_read
+    return int(shard_bytes / max(shard_rows, 1) * max(total - first_row, shard_rows))

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, NoSpaceError
 from .store import Store, is_uri, store_for
 
 MANIFEST = "_layersal.json"
@@ -171,12 +171,14 @@ class ShardSink:
             if overwrite:
                 self._clear()
             if store.exists(MANIFEST):
-                recorded = json.loads(store.read_bytes(MANIFEST))["settings"]
                 wanted = dict(settings)
+                recorded = _upgraded(json.loads(store.read_bytes(MANIFEST))["settings"], wanted)
                 if wanted.get("shard_rows") is None:
                     wanted["shard_rows"] = recorded.get("shard_rows")
                 differences = [
-                    f"{key}: {wanted.get(key)!r} now, {recorded.get(key)!r} before"
+                    f"the content of {wanted.get('input')} changed since the run began"
+                    if key == "input_fingerprint"
+                    else f"{key}: {wanted.get(key)!r} now, {recorded.get(key)!r} before"
                     for key in sorted(set(wanted) | set(recorded))
                     if wanted.get(key) != recorded.get(key)
                 ]
@@ -309,6 +311,22 @@ class ShardSink:
         self.store.parent().delete(self._errors_name)
 
 
+def _upgraded(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a manifest written before inputs were fingerprinted, read as today's.
+
+    Such a run recorded no fingerprint and its label column only as given (``None`` when
+    found by default): it is taken to be of the same input, with the label column found now,
+    so that it still resumes.
+    """
+    if "input_fingerprint" in recorded or "input_fingerprint" not in wanted:
+        return recorded
+    return {
+        **recorded,
+        "input_fingerprint": wanted["input_fingerprint"],
+        "label_column": recorded.get("label_column") or wanted.get("label_column"),
+    }
+
+
 def shard_name(number: int) -> str:
     """The Parquet file of shard ``number`` (it exists exactly when the shard is done)."""
     return f"part-{number:06d}.parquet"
@@ -322,10 +340,13 @@ def write_shard_files(
     write their own output; writing a shard again (a retried task) replaces it whole."""
     errors = list(errors)
     error_file = f"{ERRORS_DIR}/part-{number:06d}.jsonl"
-    if errors:
-        text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
-        store.commit(error_file, text.encode("utf-8"))
-    else:
-        store.delete(error_file)
     data = shard if isinstance(shard, bytes) else table_bytes(shard)
-    store.commit(shard_name(number), data)
+    text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode("utf-8")
+    try:
+        if errors:
+            store.commit(error_file, text)
+        else:
+            store.delete(error_file)
+        store.commit(shard_name(number), data)
+    except NoSpaceError as exc:  # what the whole shard needs, not the one file that failed
+        raise NoSpaceError(exc.folder, len(data) + len(text), exc.free) from None

@@ -12,6 +12,8 @@ object stores: the final name appears whole or not at all), and its lock is a *l
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -22,7 +24,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, NoSpaceError
+
+# errno values that mean the device (or the user's quota on it) is full
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 LEASE_SECONDS = 600.0
 
@@ -133,14 +138,25 @@ class LocalStore(Store):
         return self._path(name).read_bytes()
 
     def commit_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
+        """Write a hidden temporary file, sync it and rename it into place; on any failure the
+        temporary file is removed (a full disk raises :class:`NoSpaceError`)."""
         path = self._path(name)
         tmp = path.with_name(f".{path.name}.tmp-{_tag()}")
-        with tmp.open("wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        written = 0
+        try:
+            with tmp.open("wb") as handle:
+                for chunk in chunks:
+                    written += len(chunk)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _FULL:
+                free = shutil.disk_usage(path.parent).free
+                raise NoSpaceError(self.location, written, free) from None
+            raise
 
     def delete(self, name: str) -> None:
         path = self._path(name)
@@ -250,10 +266,21 @@ class ArrowStore(Store):
     def commit_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
         parent, _, base = name.rpartition("/")
         tmp = f"{parent}/.{base}.tmp-{_tag()}" if parent else f".{base}.tmp-{_tag()}"
-        with self.fs.open_output_stream(self._path(tmp)) as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        self.fs.move(self._path(tmp), self._path(name))
+        written = 0
+        try:
+            with self.fs.open_output_stream(self._path(tmp)) as handle:
+                for chunk in chunks:
+                    written += len(chunk)
+                    handle.write(chunk)
+            self.fs.move(self._path(tmp), self._path(name))
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                self.delete(tmp)
+            if isinstance(exc, OSError) and (
+                exc.errno in _FULL or "No space left" in str(exc) or "quota" in str(exc).lower()
+            ):
+                raise NoSpaceError(self.location, written, None) from None
+            raise
 
     def delete(self, name: str) -> None:
         from pyarrow import fs
