@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "layersal"
 LAYERS: list[set[str]] = [
     {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
-    | {"report.html"},  # the card an Explanation shows itself as in Jupyter: data types only
+    | {"report.html", "report.provenance"},  # the card an Explanation shows itself as in Jupyter: data types only
     {"models", "passes"},
     {"evaluate", "windows"},
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}

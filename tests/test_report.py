@@ -456,3 +456,66 @@ def test_layer_heatmap_labels_do_not_crowd_on_long_texts(sst2_tiny):
     assert labels[0] == "w0" and all(label == f"w{i * step}" for i, label in enumerate(labels))
     assert "labelled" in ax.get_xlabel()
     assert [t.get_text() for t in ax.get_yticklabels()][-1] == "layer 2"  # no long suffix
+
+
+_LAYOUT_PROBE = """<script>
+document.querySelector('main').style.width = '%dpx';
+const words = [...document.querySelectorAll('.w')];
+const probe = document.createElement('pre');
+probe.id = 'probe';
+probe.textContent = JSON.stringify({
+  words: words.length,
+  split: words.filter(w => w.getClientRects().length > 1).length,
+  overflow: document.querySelector('main').scrollWidth - document.querySelector('main').clientWidth,
+});
+document.body.appendChild(probe);
+</script>"""
+
+
+@pytest.mark.parametrize("viewport", [420, 800, 1280])
+def test_words_wrap_as_words_at_every_width(explained, tmp_path, viewport):
+    """Laid out by headless Chromium with the report's column as wide as it is on a screen of
+    ``viewport`` pixels: no word is split across lines, and nothing is wider than the page
+    (a wide metrics table scrolls inside its own box)."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.skip(f"{chromium} not installed (apt-get install chromium)")
+    html = render_report(explained, labels=["dls", "gradient"])
+    probe = _LAYOUT_PROBE % (viewport - 48)  # the body's margins
+    (tmp_path / "report.html").write_text(html.replace("</body>", probe + "</body>"))
+    profile = tmp_path / "profile"
+    command = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu"]
+    command += [f"--user-data-dir={profile}", "--window-size=1280,900", "--dump-dom"]
+    done = subprocess.run(
+        [*command, (tmp_path / "report.html").as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    shutil.rmtree(profile, ignore_errors=True)
+    found = re.search(r'<pre id="probe">([^<]*)</pre>', done.stdout)
+    assert found, done.stderr[-2000:]
+    layout = json.loads(found.group(1))
+    assert layout["words"] > 0, layout
+    assert layout["split"] == 0, layout
+    assert layout["overflow"] <= 0, layout
+
+
+def test_how_it_was_explained_is_one_plain_sentence_with_the_details_folded(sst2_tiny):
+    e = layersal.explain(TEXTS[0], sst2_tiny)  # layer="auto": the model card's choice
+    root = parse(render_report([e]))
+    folded = root.find_all("details", "options")
+    assert len(folded) == 1
+    details = folded[0].text()
+    assert "finalist" in details and "rule" in details  # auto's evidence, one click away
+    visible = " ".join(root.text().replace(details, "").split())
+    assert "Explained with dls on the input embeddings" in visible
+    assert "chosen automatically as the most faithful setting for this model" in visible
+    for jargon in ("finalist", "out after", "AOPC (", "saliency=", "tau="):
+        assert jargon not in visible

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InputError
 from ..metrics import METRICS_SHOWN, Faithfulness
 from ..words import aggregate
+from .provenance import option_details, plain_sentence
 
 if TYPE_CHECKING:  # the types only: an Explanation renders itself through this module
     from ..explanation import Explanation, LayerReport
@@ -447,7 +448,7 @@ def render_report(
             cards=cards,
             models=", ".join(models),
             methods=names,
-            options=_options_text(main),
+            options=_options(main),
             summary=None if metrics is None or len(groups) < 2 else _summary(names, metrics),
             metric_columns=METRIC_COLUMNS,
             metric_setting=metric_setting,
@@ -468,7 +469,7 @@ def render_card(
     return (
         _env()
         .get_template("fragment.html.j2")
-        .render(c=card, metric_columns=METRIC_COLUMNS, options=_options_text(group[0]))
+        .render(c=card, metric_columns=METRIC_COLUMNS, options=_options(group[0]))
     )
 
 
@@ -483,11 +484,12 @@ def write_report(path: str | Path, html: str) -> Path:
     return target
 
 
-def _options_text(explanation: Explanation) -> str:
-    shown = {
-        k: v for k, v in explanation.options.items() if k not in ("auto", "top_k", "layer_report")
+def _options(explanation: Explanation) -> dict[str, Any]:
+    """How the main method ran: one plain sentence, and every option behind a disclosure."""
+    return {
+        "sentence": plain_sentence(explanation),
+        "details": [(k, str(v)) for k, v in option_details(explanation)],
     }
-    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def _version() -> str:

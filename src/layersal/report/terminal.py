@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..explanation import Explanation
+from .provenance import how
 
 # Control characters other than tab and newline (escape sequences, bells, NULs) would act on the
 # terminal: they are shown as \x.. escapes instead.
@@ -49,28 +50,6 @@ def heatmap(explanation: Explanation) -> Text:
     return out
 
 
-def _how(explanation: Explanation) -> list[str]:
-    """Where and how the explanation was computed: layer, rule set, decoding, auto's source."""
-    options = explanation.options
-    layer = next((r for r in explanation.layers if r.layer == explanation.layer), None)
-    where = (
-        "on the input embeddings" if explanation.layer is None else f"at layer {explanation.layer}"
-    )
-    parts = [f"{explanation.method} {where}"]
-    if options.get("rule"):
-        parts.append(f"rule {options['rule']}")
-    if options.get("decode") is False:
-        parts.append("not decoded")
-    elif options.get("decode"):
-        coherence = (
-            f", coherence {layer.coherence:.2f}" if layer and layer.coherence is not None else ""
-        )
-        parts.append(f"decoded ({explanation.decoder}{coherence})")
-    if isinstance(options.get("auto"), dict):
-        parts.append("chosen by auto")
-    return parts
-
-
 def summary(explanation: Explanation, top: int = 5) -> Group:
     """Prediction, probabilities, heat-map, top words and the layer used."""
     probs = ", ".join(f"{label} {p:.3f}" for label, p in explanation.probabilities.items())
@@ -81,7 +60,7 @@ def summary(explanation: Explanation, top: int = 5) -> Group:
     )
     if explanation.target != explanation.prediction:
         head.append(f"  explaining: {explanation.target}", style="bold yellow")
-    detail = Text(", ".join(_how(explanation)) + f", model: {explanation.model}", style="dim")
+    detail = Text(", ".join(how(explanation)) + f", model: {explanation.model}", style="dim")
     tops = Text("top words: ", style="bold")
     for i, word in enumerate(explanation.top_words(top)):
         tops.append(("" if i == 0 else ", ") + f"{visible(word.text)} {word.score:.3g}")
