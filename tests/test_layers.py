@@ -15,7 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "layersal"
 LAYERS: list[set[str]] = [
     {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
-    | {"report.html", "report.provenance"},  # the card an Explanation shows itself as in Jupyter: data types only
+    # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
+    # types only
+    | {"report.html", "report.provenance"},
     {"models", "passes"},
     {"evaluate", "windows"},
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
