@@ -180,20 +180,44 @@ def require_data(*parts: str) -> Path:
     return path
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    """One line on whether the Ray engine's tests ran: CI installs Ray, so they must not skip.
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that drives a browser (the ``browser`` fixture) carries the ``browser``
+    marker, so the summary below can count them."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
-    Counts the tests of ``tests/test_ray_*.py`` by outcome, with the seconds of all their
-    phases (set-up, call, tear-down)."""
-    ours = [
-        (key, report)
-        for key, reports in terminalreporter.stats.items()
-        for report in reports
-        if "tests/test_ray_" in getattr(report, "nodeid", "")
-    ]
-    if not ours:
-        return
-    counts = {o: sum(k == o for k, _ in ours) for o in ("passed", "failed", "skipped", "error")}
-    seconds = sum(getattr(report, "duration", 0.0) for _, report in ours)
-    listed = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
-    terminalreporter.write_line(f"Ray engine tests: {listed} in {seconds:.0f} s")
+
+# (title, which tests, what a skip means): one closing line each, so that a run that quietly
+# lost them says so
+_COUNTED = [
+    ("Ray engine tests", lambda report: "tests/test_ray_" in report.nodeid, ""),
+    (
+        "Browser tests",
+        lambda report: "browser" in report.keywords,
+        " (a skip means /usr/bin/chromium or chromedriver is missing: "
+        "apt-get install chromium chromium-driver)",
+    ),
+]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line each on whether the Ray engine's and the browser tests ran: CI installs Ray,
+    Chromium and chromedriver, so they must not skip there.
+
+    Counts the tests by outcome, with the seconds of all their phases (set-up, call,
+    tear-down)."""
+    for title, chosen, note in _COUNTED:
+        ours = [
+            (key, report)
+            for key, reports in terminalreporter.stats.items()
+            for report in reports
+            if hasattr(report, "nodeid") and chosen(report)
+        ]
+        if not ours:
+            continue
+        counts = {o: sum(k == o for k, _ in ours) for o in ("passed", "failed", "skipped", "error")}
+        seconds = sum(getattr(report, "duration", 0.0) for _, report in ours)
+        listed = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+        skipped = note if counts["skipped"] else ""
+        terminalreporter.write_line(f"{title}: {listed} in {seconds:.0f} s{skipped}")

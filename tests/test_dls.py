@@ -181,13 +181,21 @@ def test_special_tokens_are_never_reported_and_offsets_point_into_the_text(bert_
             assert len(report.scores) == len(pieces)
 
 
-def test_undecoded_scores_are_the_position_saliency(bert_tiny):
+@pytest.mark.parametrize("rule", ["gradient", None])
+def test_undecoded_scores_are_the_position_saliency(bert_tiny, rule):
+    """Under the named rule set; a layer fixed without one gets ``cp_id``, not the plain
+    gradient (which can flip a word's sign at a layer where the rules do not)."""
     text = TEXTS[2]
-    explanation = layersal.explain(text, bert_tiny, layer=1, decode=False, saliency="grad_x_act")
+    explanation = layersal.explain(
+        text, bert_tiny, layer=1, decode=False, saliency="grad_x_act", rule=rule
+    )
+    assert explanation.options["rule"] == (rule or "cp_id")
     encoded = encode(
         bert_tiny.tokenizer, [text], bert_tiny.max_length, model_input_names(bert_tiny.model)
     )
-    result = forward_backward(bert_tiny.model, encoded)
+    result = forward_backward(
+        bert_tiny.model, encoded, family=bert_tiny.family, rule=rule or "cp_id"
+    )
     s = (result.grads[1][0] * result.hidden[1][0]).sum(-1)
     np.testing.assert_allclose(explanation.scores, s[1:-1].numpy(), rtol=1e-5, atol=1e-7)
     assert min(explanation.scores) < 0 < max(explanation.scores)
@@ -276,3 +284,13 @@ def test_long_texts_are_truncated_with_a_warning_when_asked(bert_tiny):
     assert any(issubclass(w.category, layersal.TruncationWarning) for w in caught)
     assert len(explanation.tokens) == bert_tiny.max_length - 2
     assert not layersal.explain("short", bert_tiny).truncated
+
+
+def test_a_fixed_layer_agrees_with_hiding_the_word():
+    """README's example: at layer -2 of agnews-tiny, "Stocks" is the evidence for Business
+    (hiding it takes Business from 0.81 to 0.04); the plain gradient scored it against."""
+    model = layersal.load("agnews-tiny")
+    e = layersal.explain("Stocks fell sharply", model, target="Business", layer=-2)
+    scores = {w.text: w.score for w in e.words}
+    assert max(scores, key=scores.get) == "Stocks" and scores["Stocks"] > 0
+    assert e.options["rule"] == "cp_id"

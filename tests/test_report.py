@@ -472,6 +472,7 @@ document.body.appendChild(probe);
 </script>"""
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("viewport", [420, 800, 1280])
 def test_words_wrap_as_words_at_every_width(explained, tmp_path, viewport):
     """Laid out by headless Chromium with the report's column as wide as it is on a screen of

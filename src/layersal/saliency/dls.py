@@ -40,7 +40,9 @@ class DLSOptions:
       coherence is at least ``rho`` times the embedding layer's.
     - ``rule``: the propagation rule set of the backward pass (:mod:`layersal.rules`:
       ``gradient``, ``ln``, ``cp``, ``cp_id``, ``attnlrp``). ``None``: ``auto``'s choice under
-      ``layer="auto"``, else ``gradient``.
+      ``layer="auto"``; with another ``layer``, ``cp_id`` where the family has a propagation
+      map, else ``gradient`` (settled by :func:`~.layer_choice.prepare`; this class alone,
+      unprepared, runs ``gradient``).
     - ``saliency``: the feature aggregation g: ``grad_x_act`` (gradient . activation per
       position, the default: the relevance the rules are made for), ``gradcam`` (pooled
       gradient . activation) or ``grad_norm``.
