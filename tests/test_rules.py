@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -73,15 +75,15 @@ def test_cp_id_is_exactly_conservative_without_additive_terms(family):
     assert abs(plain - logit) > 1e-3, "plain gradient x input should not be conservative here"
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "deberta-v2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_attnlrp_loses_relevance_only_in_the_softmax(family, monkeypatch):
     """AttnLRP is not conservative by design: its softmax rule R_x = x * J^T g (AttnLRP,
     Prop. 3.1) leaves a bias term out. Every other step (std-constant LayerNorm, identity
     rule, the uniform 1/2 splits of QK^T and AV) is. So, with no additive terms, the input
     relevance plus what each softmax drops, 1/2 (s . g_s - x . g_x), is exactly the logit.
 
-    DeBERTa is left out: its relative-position scores are linear in the query or the key,
-    so the uniform rule's 1/2 under-counts them and the equality does not hold there.
+    DeBERTa's relative-position scores are linear in the query or the key: they get A.V's 1/2
+    only, not the 1/4 of q.k (with 1/4 the equality failed there by 8% of the logit).
     """
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     softmax = torch.nn.functional.softmax
@@ -145,6 +147,74 @@ def test_hooks_are_removed_after_an_exception_inside_the_pass():
         assert _hooks(model) > before
         raise RuntimeError("boom")
     assert _hooks(model) == before
+
+
+def _patched(model: torch.nn.Module) -> int:
+    """Attention modules with a score method of their own (patched by the rules)."""
+    return sum("disentangled_attention_bias" in vars(m) for m in model.modules())
+
+
+def test_deberta_relative_position_scores_get_half_the_gradient_under_attnlrp(monkeypatch):
+    """DeBERTa adds to q.k/s the terms q . k_pos(r) and k . q_pos(r), linear in q or in k; under
+    AttnLRP they get A.V's 1/2 and no split of their own. Reference, built apart from the
+    rules' code: the rules without the patch, and the class's score method returning
+    ``2 f - f.detach()`` (the same values, twice the gradient into q and k through those
+    terms, so 1/4 x 2 = 1/2). Before, those terms got 1/4 like q.k."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.models.deberta_v2 import modeling_deberta_v2 as deberta
+
+    torch.manual_seed(0)
+    config = tiny_config("deberta-v2")
+    config.initializer_range = 0.3  # with biases: the general case
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    encoded = encode(tokenizer, [TEXT, "dull and long"], 64, model_input_names(model))
+    family = family_for(model.config)
+    assert family is not None and family.propagation is not None
+    unpatched = dataclasses.replace(
+        family, propagation=dataclasses.replace(family.propagation, linear_scores=None)
+    )
+
+    def relevance(which) -> torch.Tensor:
+        result = forward_backward(model, encoded, family=which, rule="attnlrp")
+        return (result.embedded * result.embedded_grad).sum(-1) * encoded.attention_mask
+
+    ours, without = relevance(family), relevance(unpatched)
+    assert _patched(model) == 0, "the patch is undone after the pass"
+    original = deberta.DisentangledSelfAttention.disentangled_attention_bias
+
+    def doubled(self, *args, **kwargs):
+        score = original(self, *args, **kwargs)
+        return 2 * score - score.detach()
+
+    monkeypatch.setattr(deberta.DisentangledSelfAttention, "disentangled_attention_bias", doubled)
+    reference = relevance(unpatched)
+    largest = float(reference.abs().max())
+    assert float((without - reference).abs().max()) > 0.01 * largest, "the terms should matter"
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6 * largest)
+
+
+def test_deberta_score_patch_is_scoped_to_the_pass():
+    """The patched score method lives on the attention modules inside the block only, and is
+    undone after an exception; rule sets that leave q and k alone, or freeze them, patch
+    nothing."""
+    from transformers.models.deberta_v2 import modeling_deberta_v2 as deberta
+
+    original = deberta.DisentangledSelfAttention.disentangled_attention_bias
+    model = bias_free("deberta-v2")
+    family = family_for(model.config)
+    for rule, patched in (("attnlrp", 2), ("cp_id", 0), ("ln", 0)):
+        with propagation_rules(model, family, rule):
+            assert _patched(model) == patched, rule
+        assert _patched(model) == 0, rule
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        propagation_rules(model, family, "attnlrp"),
+    ):
+        model(**_inputs(model).inputs)
+        raise RuntimeError("boom")
+    assert _patched(model) == 0 and _hooks(model) == _hooks(bias_free("deberta-v2"))
+    assert deberta.DisentangledSelfAttention.disentangled_attention_bias is original
 
 
 def test_gradient_rule_is_the_plain_gradient(bert_tiny):

@@ -66,6 +66,20 @@ class Between:
 
 
 @dataclass(frozen=True)
+class LinearScores:
+    """A method of the attention modules matching ``pattern`` that adds to the attention scores
+    terms linear in the query or in the key (the other factor a constant of the model), e.g.
+    DeBERTa's relative-position terms: content-to-position ``q . k_pos(r)`` and
+    position-to-content ``k . q_pos(r)``. ``arguments`` name the method's parameters holding the
+    query and key layers. A module hook cannot reach these terms (they are computed from the
+    projections' outputs inside the attention), so the rules patch the method for the pass."""
+
+    pattern: str
+    method: str
+    arguments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PropagationMap:
     """Where a family's propagation rules apply, as module-name patterns (``fnmatch``).
 
@@ -75,9 +89,11 @@ class PropagationMap:
     are function calls. ReLU needs no entry: its gradient already is the identity rule's
     ``f(x)/x``. A gated MLP (SwiGLU, GeGLU) multiplies ``gates`` (the activation's output) by
     ``ups`` (a linear projection) elementwise; the rules treat that product like attention's
-    (constant gate under CP-LRP, the uniform 1/2 split under AttnLRP). Every LayerNorm is found
-    by type, and every RMSNorm (see :attr:`Family.rms_offset`). ``unsupported`` names
-    optional parts the rules do not cover; a model that has one is refused.
+    (constant gate under CP-LRP, the uniform 1/2 split under AttnLRP). ``linear_scores`` is where
+    score terms linear in the query or the key are computed (:class:`LinearScores`), which the
+    uniform rule must not split. Every LayerNorm is found by type, and every RMSNorm (see
+    :attr:`Family.rms_offset`). ``unsupported`` names optional parts the rules do not cover; a
+    model that has one is refused.
     """
 
     query: Part
@@ -88,6 +104,7 @@ class PropagationMap:
     gates: tuple[Part, ...] = ()
     ups: tuple[Part, ...] = ()
     unsupported: tuple[str, ...] = ()
+    linear_scores: LinearScores | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +272,9 @@ FAMILIES: dict[str, Family] = {
             activations=("*.intermediate.intermediate_act_fn",),
             between=(Between("pooler.dense", "classifier"),),
             unsupported=("*.encoder.conv",),
+            linear_scores=LinearScores(
+                "*.attention.self", "disentangled_attention_bias", ("query_layer", "key_layer")
+            ),
         ),
     ),
     "modernbert": Family(

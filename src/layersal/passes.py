@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +21,9 @@ class Pass:
     ``hidden[l]`` and ``grads[l]`` are ``(B, n, K)`` for layer ``l`` (0 = embedding output);
     ``grads[l] = d y_target / d hidden[l]``, all from the same backward pass, under the
     propagation rule ``rule`` (then they are modified gradients, see :mod:`layersal.rules`).
-    ``embedded`` and ``embedded_grad`` are the same at the word-embedding module's output,
-    before position embeddings and the embedding LayerNorm.
+    ``embedded`` and ``embedded_grad`` are the same at the word-embedding module's output on the
+    batch's ``input_ids`` (not on GPT-2's token types, which go through the same module), before
+    position embeddings and the embedding LayerNorm.
     """
 
     logits: torch.Tensor
@@ -54,13 +57,13 @@ def forward_backward(
     """
     captured: list[torch.Tensor] = []
 
-    def capture(module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
-        leaf = output.detach().requires_grad_()
-        captured.append(leaf)
-        return leaf
+    def capture(output: torch.Tensor) -> torch.Tensor:
+        captured.append(output.detach().requires_grad_())
+        return captured[-1]
 
+    inputs = _on_device(encoded, model)
     last: list[torch.Tensor] = []
-    handles = [model.get_input_embeddings().register_forward_hook(capture)]
+    handles: list[Any] = []
     if family is not None and family.final_norm is not None:
         # the last hidden state Hugging Face reports is taken after the final norm; the last
         # layer's residual stream is its input
@@ -70,8 +73,12 @@ def forward_backward(
             )
         )
     try:
-        with torch.enable_grad(), propagation_rules(model, family, rule):
-            out = model(**_on_device(encoded, model), output_hidden_states=True)
+        with (
+            torch.enable_grad(),
+            propagation_rules(model, family, rule),
+            on_input_ids(model, inputs["input_ids"], capture),
+        ):
+            out = model(**inputs, output_hidden_states=True)
             hidden = list(out.hidden_states)
             if last:
                 hidden[-1] = last[-1]
@@ -96,6 +103,59 @@ def forward_backward(
         embedded=captured[0].detach().float(),
         embedded_grad=grads32[0],
     )
+
+
+@contextlib.contextmanager
+def on_input_ids(
+    model: Any, input_ids: torch.Tensor, change: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """Replace the output of ``model``'s word-embedding module by ``change(output)`` on the one
+    call that embeds ``input_ids``, for the forward pass run inside the block.
+
+    The module may run more than once per forward: GPT-2 embeds its token types through it
+    too (``wte(token_type_ids)``), and those calls are left as they are. The call on the
+    batch's ids is recognised by :func:`embeds`; only the first call that matches is changed
+    (one forward per block), and a block whose forward never embedded ``input_ids`` raises,
+    since what ran would not be the forward the caller meant to change.
+    """
+    done: list[bool] = []
+
+    def hook(module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if done or not args or not embeds(args[0], input_ids):
+            return None
+        done.append(True)
+        return change(output)
+
+    handle = model.get_input_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+    if not done:
+        raise RuntimeError("the model's word-embedding module never embedded the batch's input_ids")
+
+
+def embeds(ids: Any, input_ids: torch.Tensor) -> bool:
+    """Whether ``ids``, the argument of one call of the word-embedding module, are the batch's
+    ``input_ids``.
+
+    Identity of the tensor object cannot be relied on: GPT-2 embeds ``input_ids.view(-1, n)``,
+    a new tensor over the same memory. So: the same dtype, device and number of elements, the
+    same length along the last (sequence) dimension, and either the same memory (``data_ptr``:
+    ``input_ids`` or a view of it; a tensor of token types never shares it) or, for a model
+    that copies its ids before embedding them, the same values. Equal values alone could also
+    be a token-type tensor that happens to equal the ids (every id 0 or 1, e.g. all padding),
+    which is why :func:`on_input_ids` takes only the first matching call: every family embeds
+    its words before its token types.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.dtype != input_ids.dtype:
+        return False
+    same_shape = ids.numel() == input_ids.numel() and ids.shape[-1:] == input_ids.shape[-1:]
+    if ids.device != input_ids.device or not same_shape:
+        return False
+    if ids.data_ptr() == input_ids.data_ptr():
+        return True
+    return torch.equal(ids.reshape(input_ids.shape), input_ids)
 
 
 def _on_device(encoded: Encoded, model: Any) -> dict[str, torch.Tensor]:

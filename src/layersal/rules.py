@@ -14,6 +14,11 @@ input embeddings or at any layer (docs/method.md, step 7):
 - ``attnlrp`` (Achtibat et al., ICML 2024): ``ln`` + the identity rule + the uniform rule on
   the two bilinear attention products: the gradient into the query and key projections is
   scaled by 1/4 and into the value projection by 1/2; the softmax's own gradient is kept.
+  A score term linear in the query or the key (DeBERTa's relative-position terms, ``q . k_pos``
+  and ``k . q_pos``, the position factor a constant of the model) is no product of two inputs:
+  it gets only A.V's 1/2, so the rules double the gradient into the query and key through it
+  (1/4 x 2) by patching the method that computes it for the pass
+  (:class:`~layersal.families.LinearScores`).
 
 RMSNorm (Llama-style families) is treated like LayerNorm's scale: its root mean square is the
 constant. A gated MLP (SwiGLU, GeGLU: ``act(gate(x)) * up(x)``) is a multiplicative gate like
@@ -34,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +49,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .families import Family, Part, norm_eps
+from .families import Family, LinearScores, Part, norm_eps
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ class RuleSet:
 
     ``query_key`` and ``value`` scale the gradient into the attention projections (0: the
     attention probabilities are constants; 1: unchanged); ``gate`` and ``up`` the gradient
-    into the two factors of a gated MLP's product.
+    into the two factors of a gated MLP's product; ``linear_scores`` the gradient into the query
+    or the key through a score term linear in it (``query_key`` without the split of q.k).
     """
 
     name: str
@@ -63,10 +70,11 @@ class RuleSet:
     summary: str
     gate: float = 1.0
     up: float = 1.0
+    linear_scores: float = 1.0
 
     @property
     def changes_anything(self) -> bool:
-        factors = (self.query_key, self.value, self.gate, self.up)
+        factors = (self.query_key, self.value, self.gate, self.up, self.linear_scores)
         return self.constant_std or self.identity or any(f != 1.0 for f in factors)
 
 
@@ -83,6 +91,7 @@ RULE_SETS: dict[str, RuleSet] = {
             False,
             "LayerNorm std, attention and MLP gates constant (CP-LRP)",
             gate=0.0,
+            linear_scores=0.0,
         ),
         RuleSet(
             "cp_id",
@@ -92,6 +101,7 @@ RULE_SETS: dict[str, RuleSet] = {
             True,
             "CP-LRP + identity rule on non-linearities",
             gate=0.0,
+            linear_scores=0.0,
         ),
         RuleSet(
             "attnlrp",
@@ -102,6 +112,7 @@ RULE_SETS: dict[str, RuleSet] = {
             "AttnLRP: std constant, identity and uniform rules",
             gate=0.5,
             up=0.5,
+            linear_scores=0.5,
         ),
     )
 }
@@ -277,8 +288,9 @@ def _refuse(family: Family, what: str) -> InputError:
 def propagation_rules(model: nn.Module, family: Family | None, rule: str) -> Iterator[None]:
     """Install rule set ``rule`` on ``model`` for the passes run inside the block.
 
-    ``gradient`` installs nothing. Any other rule needs ``family.propagation``; the hooks are
-    removed on exit, also after an exception, and no parameter, buffer or flag is changed.
+    ``gradient`` installs nothing. Any other rule needs ``family.propagation``; the hooks (and
+    the patched score methods of :class:`~layersal.families.LinearScores`) are removed on exit,
+    also after an exception, and no parameter, buffer or flag is changed.
     """
     rules = check_rule(rule)
     if not rules.changes_anything:
@@ -346,6 +358,11 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
                     family, f"{len(found)} modules match {_name(part)!r}, expected {layers}"
                 )
             _scale_outputs(found, part, factor, on_output)
+    if mapping.linear_scores is not None and rules.query_key != 0.0:
+        # the projection's hook already scales every path into q and k by query_key
+        factor = rules.linear_scores / rules.query_key
+        if factor != 1.0:
+            _patch_linear_scores(modules, family, mapping.linear_scores, factor, layers, handles)
 
 
 def _name(part: Part) -> str:
@@ -362,6 +379,65 @@ def _scale_outputs(
     if factor != 1.0:
         for _, module in found:
             on_output(module, lambda m, x, y, f=factor: scale_part(y, part, f))
+
+
+class _Patched:
+    """One module's method replaced for the pass; ``remove()`` (a hook handle's interface)
+    puts back what the instance had: nothing of its own (the class's method again), or its own
+    attribute."""
+
+    def __init__(self, module: nn.Module, name: str, value: Callable[..., Any]) -> None:
+        self.module, self.name = module, name
+        self.had_own = name in vars(module)
+        self.previous = vars(module).get(name)
+        object.__setattr__(module, name, value)
+
+    def remove(self) -> None:
+        if self.had_own:
+            object.__setattr__(self.module, self.name, self.previous)
+        else:
+            vars(self.module).pop(self.name, None)
+
+
+def _patch_linear_scores(
+    modules: list[tuple[str, nn.Module]],
+    family: Family,
+    where: LinearScores,
+    factor: float,
+    layers: int,
+    handles: list[Any],
+) -> None:
+    """Multiply by ``factor`` the gradient into the query and key arguments of
+    ``where.method`` on each matching attention module (its outputs are unchanged)."""
+    found = _matching(modules, where.pattern)
+    if len(found) != layers:
+        raise _refuse(family, f"{len(found)} modules match {where.pattern!r}, expected {layers}")
+    for name, module in found:
+        method = getattr(module, where.method, None)
+        parameters = inspect.signature(method).parameters if callable(method) else {}
+        if method is None or not all(argument in parameters for argument in where.arguments):
+            raise _refuse(
+                family, f"{name}.{where.method} does not take {', '.join(where.arguments)}"
+            )
+        handles.append(_Patched(module, where.method, _scaling(method, where.arguments, factor)))
+
+
+def _scaling(
+    method: Callable[..., Any], arguments: tuple[str, ...], factor: float
+) -> Callable[..., Any]:
+    """``method`` with the gradient into its tensor ``arguments`` multiplied by ``factor``."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def scaled(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for argument in arguments:
+            value = bound.arguments.get(argument)
+            if isinstance(value, torch.Tensor):
+                bound.arguments[argument] = scale_gradient(value, factor)
+        return method(*bound.args, **bound.kwargs)
+
+    return scaled
 
 
 def _install_between(

@@ -24,6 +24,7 @@ from ..encoding import Encoded
 from ..errors import InputError
 from ..models import LoadedModel
 from ..passes import forward as predict_logits
+from ..passes import on_input_ids
 from .base import Attribution
 
 REPLACEMENTS = ("mask", "pad", "unk")
@@ -238,9 +239,11 @@ class EmbeddingForward(nn.Module):
     """``f(word_embeddings, *model_inputs, content) -> logits`` for Captum's gradient methods.
 
     Runs the classifier on its usual inputs (so position ids, token types and masks are the
-    model's own) and replaces the output of its word-embedding module by the given tensor at
-    content positions; special tokens and padding keep their own embeddings, so no baseline,
-    interpolation or noise ever reaches them and they get zero gradient.
+    model's own) and replaces the output of its word-embedding module on the batch's
+    ``input_ids`` (:func:`layersal.passes.on_input_ids`: not GPT-2's second call, on its token
+    types) by the given tensor at content positions; special tokens and padding keep their own
+    embeddings, so no baseline, interpolation or noise ever reaches them and they get zero
+    gradient.
     """
 
     def __init__(self, lm: LoadedModel, names: Sequence[str]) -> None:
@@ -251,15 +254,13 @@ class EmbeddingForward(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         *model_inputs, content = tensors
+        inputs = dict(zip(self.names, model_inputs))
 
-        def swap(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        def swap(output: torch.Tensor) -> torch.Tensor:
             return torch.where(content.unsqueeze(-1), embeddings.to(output.dtype), output)
 
-        handle = self.model.get_input_embeddings().register_forward_hook(swap)
-        try:
-            logits = self.model(**dict(zip(self.names, model_inputs))).logits.float()
-        finally:
-            handle.remove()
+        with on_input_ids(self.model, inputs["input_ids"], swap):
+            logits = self.model(**inputs).logits.float()
         self.last_logits = logits
         return logits
 
