@@ -28,6 +28,7 @@ import datetime as dt
 import html
 import json
 import logging
+import math
 import random
 import re
 import shutil
@@ -311,18 +312,23 @@ def train(
     select_labels: list[int],
     pad_id: int,
     seed: int,
+    select_score: Callable[[torch.nn.Module], float] | None = None,
+    train_targets: torch.Tensor | None = None,
 ) -> tuple[float, int]:
-    """Fine-tune ``model`` in place, keeping the weights with the best selection accuracy.
+    """Fine-tune ``model`` in place, keeping the weights with the best selection score
+    (accuracy on the selection split, unless ``select_score`` measures something else).
 
-    Returns the best selection accuracy and the optimizer step it was reached at.
+    ``train_targets`` replaces ``train_labels`` as the loss's targets (floats: a regression
+    or multi-label head). Returns the best selection score and the optimizer step it was
+    reached at.
     """
     steps_per_epoch = (len(train_ids) + target.batch_size - 1) // target.batch_size
     total = steps_per_epoch * target.epochs
     optimizer = optimizer_for(model, target.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(target.warmup_ratio * total), total)
     generator = torch.Generator().manual_seed(seed)
-    labels = torch.tensor(train_labels)
-    best = (-1.0, 0)
+    labels = torch.tensor(train_labels) if train_targets is None else train_targets
+    best = (-math.inf, 0)
     best_state: dict[str, torch.Tensor] = {}
     step = 0
     losses: list[float] = []
@@ -342,9 +348,13 @@ def train(
             step += 1
             losses.append(loss.item())
             if step % target.eval_every == 0 or step % steps_per_epoch == 0:
-                accuracy = evaluate(model, select_ids, select_labels, pad_id)
+                accuracy = (
+                    evaluate(model, select_ids, select_labels, pad_id)
+                    if select_score is None
+                    else select_score(model)
+                )
                 log.info(
-                    "[%s] epoch %d step %d/%d loss %.4f selection acc %.4f",
+                    "[%s] epoch %d step %d/%d loss %.4f selection score %.4f",
                     target.name,
                     epoch,
                     step,
