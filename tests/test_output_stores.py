@@ -18,9 +18,21 @@ from layersal.errors import InputError
 from .test_dataset_runs import OPTIONS, _assert_close, _synthetic, _write
 
 
-def _memory_store(base: str = "bucket/out.parquet", lease: float = 600.0) -> ArrowStore:
+class _Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _memory_store(
+    base: str = "bucket/out.parquet", lease: float = 600.0, clock: _Clock | None = None
+) -> ArrowStore:
     """An :class:`ArrowStore` on pyarrow's in-memory file system (object-store-like)."""
-    store = ArrowStore(f"mock://{base}", lease_seconds=lease)
+    store = ArrowStore(f"mock://{base}", lease_seconds=lease, clock=clock or time.time)
     store._fs, store._base = pafs._MockFileSystem(), base
     return store
 
@@ -49,17 +61,20 @@ def test_an_object_store_commits_whole_files_and_lists_them():
 
 
 def test_the_lease_keeps_a_second_run_out_until_it_expires():
-    first = _memory_store(lease=0.3)
+    clock = _Clock()
+    first = _memory_store(lease=60, clock=clock)
     first.make_folder()
     first.lock()
-    second = _memory_store(lease=0.3)
+    second = _memory_store(lease=60, clock=clock)
     second._fs = first._fs  # the same bucket
     with pytest.raises(InputError, match="being written by another run"):
         second.lock()
-    first.renew()  # the run is alive: its claim goes on
+    clock.now += 50
+    first.renew()  # the run is alive: its claim goes on, 60 s from now
+    clock.now += 50  # past the first claim, within the renewed one
     with pytest.raises(InputError, match="being written by another run"):
         second.lock()
-    time.sleep(0.4)  # the first run died without releasing: its lease runs out
+    clock.now += 11  # the first run died without releasing: its lease runs out
     second.lock()
     with pytest.raises(InputError, match="claimed by another run"):
         first.renew()  # a run whose claim was taken stops at its next commit

@@ -20,7 +20,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +211,15 @@ class LocalStore(Store):
 
 class ArrowStore(Store):
     """A folder behind a URI, through pyarrow's file systems (opened lazily, so the store
-    pickles to Ray workers as its URI)."""
+    pickles to Ray workers as its URI). ``clock`` tells the lease's time (seconds since the
+    epoch; tests pass a fake one)."""
 
-    def __init__(self, uri: str, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self, uri: str, lease_seconds: float = LEASE_SECONDS, clock: Callable[[], float] = time.time
+    ) -> None:
         self.location = uri.rstrip("/")
         self.lease_seconds = lease_seconds
+        self._clock = clock
         self._fs: Any = None
         self._base = ""
         self._claim: str | None = None
@@ -325,7 +329,7 @@ class ArrowStore(Store):
                 held = json.loads(self.read_bytes(".lock"))
             except ValueError:
                 held = {}
-            if float(held.get("until", 0)) > time.time():
+            if float(held.get("until", 0)) > self._clock():
                 raise InputError(
                     f"{self.location} is being written by another run ({held.get('run', '?')}) "
                     f"until at least {time.ctime(float(held['until']))}; wait for it or stop "
@@ -336,7 +340,7 @@ class ArrowStore(Store):
         self._check_lease()
 
     def _write_lease(self) -> None:
-        lease = {"run": self._claim, "until": time.time() + self.lease_seconds}
+        lease = {"run": self._claim, "until": self._clock() + self.lease_seconds}
         self.commit(".lock", json.dumps(lease).encode("utf-8"))
 
     def _check_lease(self) -> None:
