@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -169,3 +170,32 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32():
     finally:
         hook.remove()
     assert seen == [True]
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"num_labels": 1}, "a regression head"),
+        ({"problem_type": "regression"}, "a regression head"),
+        ({"problem_type": "multi_label_classification"}, "a multi-label head (3 independent"),
+    ],
+)
+def test_heads_that_are_not_one_softmax_are_refused_not_explained_wrong(
+    tiny_dirs, tmp_path, change, fragment
+):
+    """A softmax over a regression head's one output reads "probability 1.0" and zeroes
+    every metric; a multi-label head's sigmoids are not exclusive classes."""
+    from transformers import AutoModelForSequenceClassification
+
+    classifier_dir, _ = tiny_dirs["bert"]
+    model = AutoModelForSequenceClassification.from_pretrained(
+        classifier_dir, ignore_mismatched_sizes="num_labels" in change, **change
+    )
+    folder = tmp_path / "head"
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(classifier_dir / name, folder / name)
+    with pytest.raises(ModelLoadError, match=re.escape(fragment)):
+        layersal.load(folder)
+    with pytest.raises(ModelLoadError, match=re.escape(fragment)):
+        layersal.load(model, tokenizer=layersal.load(classifier_dir).tokenizer)
