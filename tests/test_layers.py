@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
-    {"api", "benchmark"},
+    {"api", "benchmark", "job"},
     {
         "engines",
         "engines.sink",

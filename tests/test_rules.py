@@ -231,9 +231,12 @@ def test_gradient_rule_is_the_plain_gradient(bert_tiny):
     grads = torch.autograd.grad(target, list(out.hidden_states))
     for ours, theirs in zip(result.grads, grads):
         assert torch.equal(ours, theirs)
+    # a layer fixed without a rule runs under cp_id, not the plain gradient
     default = layersal.explain(TEXT, bert_tiny, layer=1)
-    explicit = layersal.explain(TEXT, bert_tiny, layer=1, rule="gradient", decode=True)
-    assert default.scores == explicit.scores and default.options["rule"] == "gradient"
+    explicit = layersal.explain(TEXT, bert_tiny, layer=1, rule="cp_id", decode=True)
+    plain = layersal.explain(TEXT, bert_tiny, layer=1, rule="gradient", decode=True)
+    assert default.scores == explicit.scores and default.options["rule"] == "cp_id"
+    assert plain.scores != default.scores and plain.options["rule"] == "gradient"
 
 
 def test_lrp_is_input_relevance_under_attnlrp_by_every_route(bert_tiny):

@@ -7,9 +7,9 @@ import warnings
 import pytest
 
 import layersal
-import layersal.api as api
 from layersal.errors import InputError
 from layersal.explanation import Explanation, LayerReport, Token, Word
+from layersal.saliency import Settled
 from layersal.windows import merge_windows, window_overlap
 
 LONG = " ".join(
@@ -28,13 +28,13 @@ def test_window_and_stride_are_checked(bert_tiny):
 
 def test_long_text_gets_one_explanation_over_every_word(bert_tiny, monkeypatch):
     calls = []
-    real = api.run_method
+    real = Settled.run
 
-    def spy(name, lm, encoded, targets, options):
+    def spy(self, lm, encoded, targets):
         calls.append(len(encoded))
-        return real(name, lm, encoded, targets, options)
+        return real(self, lm, encoded, targets)
 
-    monkeypatch.setattr(api, "run_method", spy)
+    monkeypatch.setattr(Settled, "run", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("error", layersal.TruncationWarning)
         explanation = layersal.explain(

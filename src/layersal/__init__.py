@@ -14,6 +14,7 @@ from .version import __version__
 _EXPORTS = {
     "DEFAULT_MODEL": "models",
     "DLSOptions": "saliency.dls",
+    "Explainer": "job",
     "Explanation": "explanation",
     "InputError": "errors",
     "LayerReport": "explanation",
@@ -25,6 +26,7 @@ _EXPORTS = {
     "Word": "explanation",
     "bundled_models": "models",
     "explain": "api",
+    "explainer": "job",
     "load": "models",
     "method_schema": "saliency",
     "methods": "saliency",
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from .api import explain
     from .errors import InputError, LayersalError, ModelLoadError, TruncationWarning
     from .explanation import Explanation, LayerReport, Token, Word
+    from .job import Explainer, explainer
     from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
     from .saliency import method_schema, methods
     from .saliency.dls import DLSOptions

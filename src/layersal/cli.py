@@ -7,7 +7,6 @@ User mistakes end with a one-line ``error:`` message and exit status 2, never a 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import sys
@@ -279,34 +278,32 @@ def _run(
     import layersal
 
     from .errors import TruncationWarning
+    from .inputs import check_texts
+    from .job import Explainer
     from .report.progress import text_progress
-    from .saliency import check_method, prepare_options
+    from .saliency import checked
 
     options = dict(kwargs.pop("options", None) or {})
-    method = kwargs.pop("method", "dls")
-    check_method(method, options)  # before the model loads: a bad option fails fast
+    target = kwargs.pop("target", None)
+    method = checked(kwargs.pop("method", "dls"), options)  # before the model loads
     lm = layersal.load(
         model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
     )
-    # the method's options made concrete once for all the texts (DLS's layer="auto" on the
-    # first 64, as one call would), so that no group of the stream chooses its own
-    texts = [text for _, text in items]
+    job = Explainer(lm, method, **kwargs)
+    # settled once for all the texts (DLS's layer="auto" on the first 64, as one call would),
+    # so that no group of the stream chooses its own
+    texts = check_texts([text for _, text in items])
     lm.check_items(texts)  # a pair model given single texts (or the reverse) fails fast
-    prepared = prepare_options(
-        method, lambda: lm, lambda: texts, options, int(kwargs.get("batch_size", 16))
-    )
+    job.settle(lambda: texts)
     with text_progress(err, len(items)) as progress:
         for start in range(0, len(items), STREAM_TEXTS):
             group = items[start : start + STREAM_TEXTS]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                explanations = layersal.explain(
+                explanations = job.explain(
                     [text for _, text in group],
-                    lm,
-                    method=method,
-                    options=prepared.options,
+                    target=target,
                     progress=progress(start, len(group)),
-                    **kwargs,
                 )
             for warning in caught:  # named by the text's id, not its place in the group
                 index = getattr(warning.message, "index", None)
@@ -315,8 +312,6 @@ def _run(
                     warnings.warn(TruncationWarning(own, index), stacklevel=1)
                 else:
                     warnings.warn(warning.message, warning.category, stacklevel=1)
-            for explanation in explanations:
-                explanation.options.update(copy.deepcopy(prepared.recorded))
             yield from zip([key for key, _ in group], explanations)
 
 

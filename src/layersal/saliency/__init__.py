@@ -6,10 +6,13 @@ Importing this package registers every method with :mod:`layersal.saliency.base`
 from . import attention, dls_method, gradients, perturbation, simple  # methods register on import
 from .base import (
     Attribution,
+    Checked,
     MethodDetail,
     OptionSpec,
     Prepared,
+    Settled,
     check_method,
+    checked,
     method_cost,
     method_options,
     method_schema,
@@ -18,17 +21,21 @@ from .base import (
     register,
     renamed_options,
     run_method,
+    settle,
 )
 from .dls import SALIENCY_KINDS, DLSOptions, position_saliency, run_dls
 
 __all__ = [
     "SALIENCY_KINDS",
     "Attribution",
+    "Checked",
     "DLSOptions",
     "MethodDetail",
     "OptionSpec",
     "Prepared",
+    "Settled",
     "check_method",
+    "checked",
     "dls",
     "method_cost",
     "method_options",
@@ -40,4 +47,5 @@ __all__ = [
     "renamed_options",
     "run_dls",
     "run_method",
+    "settle",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -76,12 +76,13 @@ CostFn = Callable[[dict[str, Any], int], int]
 """``cost(options, n_tokens)``: the model rows (one row: one text through one forward, with or
 without its backward) a method spends on one text of ``n_tokens`` tokens, given its options."""
 PrepareFn = Callable[
-    [Callable[[], Any], Callable[[], list[str]], dict[str, Any], int, bool], Prepared
+    [Callable[[], Any], Callable[[], list[str]], dict[str, Any], Any, int, bool], Prepared
 ]
-"""``prepare(model, texts, options, batch_size, fresh)``: ``model()`` gives the loaded model and
-``texts()`` the job's first texts (a calibration sample), each only when needed (a dataset
-run's driver may not hold the model); ``fresh`` asks for a choice made on those texts, not one
-stored earlier (a model card, a cache)."""
+"""``prepare(model, texts, options, typed, batch_size, fresh)``: ``model()`` gives the loaded
+model and ``texts()`` the job's first texts (a calibration sample), each only when needed (a
+dataset run's driver may not hold the model); ``typed`` is ``options`` as the method's options
+dataclass, already built; ``fresh`` asks for a choice made on those texts, not one stored
+earlier (a model card, a cache)."""
 
 EXPLAIN_PARAMETERS = frozenset(
     {
@@ -190,20 +191,17 @@ def methods() -> list[str]:
 
 def method_options(name: str) -> frozenset[str]:
     """The option names method ``name`` accepts."""
-    check_method(name, {})
-    return _REGISTRY[name].names
+    return _entry(name).names
 
 
 def method_schema(name: str) -> tuple[OptionSpec, ...]:
     """Method ``name``'s options, each with its type and default, in declaration order."""
-    check_method(name, {})
-    return _REGISTRY[name].options
+    return _entry(name).options
 
 
 def renamed_options(name: str) -> dict[str, str]:
     """Old option names of method ``name`` and what they are called now."""
-    check_method(name, {})
-    return dict(_REGISTRY[name].renamed)
+    return dict(_entry(name).renamed)
 
 
 def method_cost(name: str, options: dict[str, Any], n_tokens: int) -> int:
@@ -217,12 +215,18 @@ def method_cost(name: str, options: dict[str, Any], n_tokens: int) -> int:
     return max(1, int(entry.cost(full, max(1, n_tokens))))
 
 
-def check_method(name: str, options: dict[str, Any]) -> None:
-    """Raise a clear error for an unknown method, an option it does not take, or a value of
-    the wrong type."""
+def _entry(name: str) -> _Entry:
+    """The registry's entry of method ``name``; an unknown name is a clear error."""
     if name not in _REGISTRY:
         raise InputError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}")
-    entry = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def check_method(name: str, options: Mapping[str, Any]) -> Any:
+    """Raise a clear error for an unknown method, an option it does not take, or a value of
+    the wrong type. Returns the method's typed options (its options dataclass, built once
+    here: its own checks run) or ``None`` for a method whose options are keywords."""
+    entry = _entry(name)
     for key in sorted(options):
         if key in entry.renamed:
             raise InputError(
@@ -240,7 +244,8 @@ def check_method(name: str, options: dict[str, Any]) -> None:
                 f"not {options[spec.name]!r}"
             )
     if entry.validate is not None:
-        entry.validate(**options)
+        return entry.validate(**options)
+    return None
 
 
 _SIMPLE = {
@@ -276,17 +281,90 @@ def prepare_options(
 ) -> Prepared:
     """Method ``name``'s options for a job, checked and made concrete (unchanged for a method
     that registered no ``prepare``)."""
-    check_method(name, options)
-    prepare = _REGISTRY[name].prepare
-    if prepare is None:
-        return Prepared(dict(options))
-    return prepare(model, texts, dict(options), batch_size, fresh)
+    return settle(checked(name, options), model, texts, batch_size, fresh=fresh).prepared
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A method and its options, checked once (:func:`checked`): ``typed`` is the options
+    dataclass built by the check (``None`` for a method whose options are keywords). No model
+    is needed to check, so a bad option fails before one loads."""
+
+    name: str
+    options: dict[str, Any]
+    typed: Any
+
+
+def checked(name: str, options: Mapping[str, Any]) -> Checked:
+    """Check method ``name`` and its ``options`` (:func:`check_method`), once."""
+    return Checked(name, dict(options), check_method(name, options))
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A method with its options checked and made concrete for one job: what every batch of
+    the job runs, without checking or building its options again.
+
+    ``options``: the concrete options (``auto`` settled); ``typed``: the same as the method's
+    options dataclass (``None`` for a method whose options are keywords); ``prepared``: what
+    the job records of the settling (:class:`Prepared`).
+    """
+
+    name: str
+    options: dict[str, Any]
+    typed: Any
+    prepared: Prepared
+
+    def run(self, lm: Any, encoded: Encoded, targets: torch.Tensor | None) -> Attribution:
+        """The method's attribution of one batch, under the model's autocast (bf16 when
+        loaded so), in eval mode (a model object's own modes restored after)."""
+        return _call(self.name, lm, encoded, targets, self.options, self.typed)
+
+
+def settle(
+    method: Checked,
+    model: Callable[[], Any],
+    texts: Callable[[], list[Any]],
+    batch_size: int,
+    *,
+    fresh: bool = False,
+) -> Settled:
+    """Make a checked method's options concrete for one job (its ``prepare``, if it
+    registered one: DLS's ``layer="auto"``). The options dataclass is built again only when
+    settling changed the options."""
+    name, options, typed = method.name, method.options, method.typed
+    entry = _REGISTRY[name]
+    prepared = (
+        Prepared(dict(options))
+        if entry.prepare is None
+        else entry.prepare(model, texts, dict(options), typed, batch_size, fresh)
+    )
+    if entry.validate is not None and prepared.options != options:
+        typed = entry.validate(**prepared.options)
+    return Settled(name, prepared.options, typed, prepared)
 
 
 def run_method(
     name: str, lm: Any, encoded: Encoded, targets: torch.Tensor | None, options: dict[str, Any]
 ) -> Attribution:
-    """Run method ``name`` on one batch, under the model's autocast (bf16 when loaded so)."""
-    check_method(name, options)
+    """Run method ``name`` on one batch with ``options`` checked here (a one-off call; a job
+    settles its method once, :func:`settle`, and runs :meth:`Settled.run`)."""
+    typed = check_method(name, options)
+    return _call(name, lm, encoded, targets, options, typed)
+
+
+def _call(
+    name: str,
+    lm: Any,
+    encoded: Encoded,
+    targets: torch.Tensor | None,
+    options: dict[str, Any],
+    typed: Any,
+) -> Attribution:
+    """A method registered with an options dataclass gets the built instance (``options=``);
+    the others their options as keywords."""
+    fn = _REGISTRY[name].fn
     with lm.autocast(), lm.borrowed():  # eval mode; a model object's own modes restored after
-        return _REGISTRY[name].fn(lm, encoded, targets, **options)
+        if typed is not None:
+            return fn(lm, encoded, targets, options=typed)
+        return fn(lm, encoded, targets, **options)

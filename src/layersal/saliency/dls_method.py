@@ -6,8 +6,6 @@ Kept apart from :mod:`.dls` (the method's maths) because the choice of layer its
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..encoding import Encoded
@@ -19,10 +17,15 @@ from .layer_choice import prepare
 
 @register("dls", options=DLSOptions, prepare=prepare)
 def dls(
-    lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None = None, **options: Any
+    lm: LoadedModel,
+    encoded: Encoded,
+    targets: torch.Tensor | None = None,
+    *,
+    options: DLSOptions,
 ) -> Attribution:
-    """Decoded Layer Saliency as a registered method: one forward and one backward pass."""
-    result = run_dls(lm, encoded, DLSOptions(**options), targets)
+    """Decoded Layer Saliency as a registered method: one forward and one backward pass
+    (``options`` built once per job by the registry)."""
+    result = run_dls(lm, encoded, options, targets)
     return Attribution(
         scores=result.scores(),
         logits=result.pass_.logits,

@@ -473,6 +473,7 @@ def prepare(
     model: Callable[[], LoadedModel],
     texts: Callable[[], list[str]],
     options: dict[str, Any],
+    parsed: DLSOptions,
     batch_size: int,
     fresh: bool,
 ) -> Prepared:
@@ -483,7 +484,6 @@ def prepare(
     reach it through :func:`~layersal.saliency.base.prepare_options`). Options without
     ``layer="auto"`` come back unchanged.
     """
-    parsed = DLSOptions(**options)
     if parsed.layer != "auto" and parsed.rule is None:
         return Prepared({**options, "rule": default_rule(model())})
     if parsed.layer != "auto":

@@ -1,0 +1,441 @@
+"""One settled job: this model, this method, its options checked once and ``auto`` settled
+once. :func:`layersal.explain` is a thin call of it; the command line, the web app, the dataset
+engines and the benchmark each hold one for their job.
+
+``Explainer.explain(items, target=...)`` gives :class:`~layersal.explanation.Explanation`s
+(long texts as windows, words, progress); ``Explainer.attribute(encoded, targets)`` gives the
+method's :class:`~layersal.saliency.base.Attribution` of one encoded batch (what metrics and
+benchmarks need).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
+from .errors import InputError, TruncationWarning
+from .explanation import Explanation
+from .inputs import TextItem, is_pair, item_length
+from .models import LoadedModel
+from .passes import forward
+from .saliency import Attribution, Checked, Settled, checked, renamed_options, settle
+from .saliency.base import Prepared
+from .targets import Target, target_indices
+from .windows import WindowMerge, document_probabilities, window_count, window_overlap
+from .words import WORD_AGGREGATIONS, segmented_tokens_and_words
+
+LONG_TEXTS = ("windows", "truncate")
+
+
+class Explainer:
+    """One model, one method and its options, settled once for a whole job.
+
+    Built from a :class:`LoadedModel`, a method name and that method's options: the options
+    are checked (and the method's options dataclass built) here, once. What the method settles
+    per job (DLS's ``layer="auto"``: from the model card, a cache, or a calibration on the
+    job's first texts) is settled on first use, or by :meth:`settle` with texts of your
+    choosing, and then kept: :attr:`prepared` records what was chosen and why.
+
+    ``word_aggregation``, ``batch_size``, ``long_texts``, ``window`` and ``stride`` are as in
+    :func:`layersal.explain`.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        method: str | Checked = "dls",
+        options: Mapping[str, Any] | None = None,
+        *,
+        word_aggregation: str = "sum",
+        batch_size: int = 16,
+        long_texts: str = "windows",
+        window: int | None = None,
+        stride: int | None = None,
+    ) -> None:
+        if options is not None and not isinstance(options, Mapping):
+            raise InputError(
+                f"options must be a dict of method options, not {type(options).__name__}"
+            )
+        if word_aggregation not in WORD_AGGREGATIONS:
+            raise InputError(
+                f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, "
+                f"not {word_aggregation!r}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch size must be at least 1, not {batch_size}")
+        if long_texts not in LONG_TEXTS:
+            raise InputError(f"long_texts must be 'windows' or 'truncate', not {long_texts!r}")
+        if isinstance(method, Checked) and options:
+            raise InputError("a checked method carries its options: pass no `options` with it")
+        self.lm = lm
+        self.checked = method if isinstance(method, Checked) else checked(method, options or {})
+        self.method = self.checked.name
+        self.options = self.checked.options
+        self.word_aggregation = word_aggregation
+        self.batch_size = batch_size
+        self.long_texts = long_texts
+        self.window, self.stride = window, stride
+        self._settled: Settled | None = None
+        self._inputs = model_input_names(lm.model)
+
+    # -- settling ---------------------------------------------------------------------------
+
+    def settle(self, texts: Callable[[], list[Any]], *, fresh: bool = False) -> Prepared:
+        """Settle the method's options for this job (once: later calls return the same).
+
+        ``texts()`` gives a calibration sample where the method needs one (DLS's ``auto`` on
+        a model without a card or cache); ``fresh`` asks for a choice made on those texts
+        rather than one stored earlier.
+        """
+        if self._settled is None:
+            with self.lm.borrowed():
+                self._settled = settle(
+                    self.checked, lambda: self.lm, texts, self.batch_size, fresh=fresh
+                )
+        return self._settled.prepared
+
+    @property
+    def settled(self) -> bool:
+        return self._settled is not None
+
+    @property
+    def prepared(self) -> Prepared:
+        """What settling chose and why (settles on the model's own texts if not yet done: a
+        method that needs a calibration sample then raises)."""
+        if self._settled is None:
+            raise InputError("this explainer is not settled yet: call settle(texts) first")
+        return self._settled.prepared
+
+    @property
+    def applied_options(self) -> dict[str, Any]:
+        """The options every batch runs with (``auto`` settled)."""
+        return dict(self.prepared.options)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def attribute(self, encoded: Encoded, targets: torch.Tensor | None = None) -> Attribution:
+        """The method's attribution of one encoded batch (``targets``: one class index per
+        row; ``None``: the predicted classes). Settles on the batch's texts if needed."""
+        if self._settled is None:
+            self.settle(lambda: list(encoded.texts))
+        assert self._settled is not None
+        return self._settled.run(self.lm, encoded, targets)
+
+    def explain(
+        self,
+        items: Sequence[TextItem],
+        target: Target | Sequence[Target] = None,
+        progress: bool | ProgressFn = False,
+    ) -> list[Explanation]:
+        """Explanations of ``items`` (checked texts or pairs), in their order.
+
+        ``target`` and ``progress`` are as in :func:`layersal.explain`. Texts are batched
+        ``batch_size`` at a time, sorted by length to cut padding.
+        """
+        lm = self.lm
+        items = list[Any](items)
+        lm.check_items(items)
+        with lm.borrowed():  # eval mode for the passes; a model object is left as it was
+            self.settle(lambda: items)
+            assert self._settled is not None
+            targets = target_indices(target, len(items), lm.labels)
+            size, step, overlap = lm.max_length, lm.max_length, None
+            if self.long_texts == "windows" and items and not is_pair(items[0]):
+                size, step, overlap = window_overlap(
+                    lm.tokenizer, lm.max_length, self.window, self.stride
+                )
+            order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
+            batch_size = self.batch_size
+            batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+            rows = (
+                sum(window_count(lm.tokenizer, t, size, step) for t in items)
+                if progress is not False and overlap is not None
+                else len(items)
+            )
+            results: list[Explanation | None] = [None] * len(items)
+            with _progress(progress, rows, len(items)) as advance:
+                run = _Run(
+                    lm,
+                    self.method,
+                    self._settled,
+                    batch_size,
+                    self.word_aggregation,
+                    size,
+                    step,
+                    overlap,
+                    advance,
+                    self._inputs,
+                )
+                for batch in batches:
+                    batch_targets = None if targets is None else [targets[i] for i in batch]
+                    explained = run.batch([items[i] for i in batch], batch_targets)
+                    for row, index in enumerate(batch):
+                        if explained[row].truncated:
+                            warnings.warn(
+                                TruncationWarning(_truncated(explained[row], index, lm), index),
+                                stacklevel=3,
+                            )
+                        results[index] = explained[row]
+            explanations = [r for r in results if r is not None]
+            recorded = self._settled.prepared.recorded
+            for explanation in explanations:  # each its own copy: the record is small
+                explanation.options.update(copy.deepcopy(recorded))
+        return explanations
+
+
+def explainer(
+    model: Any = None,
+    method: str = "dls",
+    *,
+    options: Mapping[str, Any] | None = None,
+    lm_head: str | None = None,
+    word_aggregation: str = "sum",
+    batch_size: int = 16,
+    long_texts: str = "windows",
+    window: int | None = None,
+    stride: int | None = None,
+    **method_options: Any,
+) -> Explainer:
+    """An :class:`Explainer` for ``model`` (a :class:`LoadedModel`, a name or path, a model
+    object or a pipeline; ``None``: the bundled default) and ``method`` with its options (the
+    ``options`` dict and/or keywords, as in :func:`layersal.explain`)."""
+    from .models import DEFAULT_MODEL, load
+
+    job = checked(method, merge_options(options, method_options))  # before the model loads
+    _warn_on_old_names(method, {"window": window, "stride": stride})
+    lm = (
+        model
+        if isinstance(model, LoadedModel)
+        else load(DEFAULT_MODEL if model is None else model, lm_head)
+    )
+    return Explainer(
+        lm,
+        job,
+        None,
+        word_aggregation=word_aggregation,
+        batch_size=batch_size,
+        long_texts=long_texts,
+        window=window,
+        stride=stride,
+    )
+
+
+def merge_options(options: Mapping[str, Any] | None, keywords: dict[str, Any]) -> dict[str, Any]:
+    """The method options of an ``explain`` call: the ``options`` dict and keywords, not both
+    naming the same option."""
+    if options is not None and not isinstance(options, Mapping):
+        raise InputError(f"options must be a dict of method options, not {type(options).__name__}")
+    merged = dict(options or {})
+    twice = sorted(set(merged) & set(keywords))
+    if twice:
+        raise InputError(f"method option {twice[0]!r} is given twice: in options and as a keyword")
+    merged.update(keywords)
+    return merged
+
+
+def _warn_on_old_names(method: str, given: dict[str, Any]) -> None:
+    """A parameter of ``explain`` that was once also the name of one of ``method``'s options
+    (occlusion's ``window``) was probably meant for the method: say where it went."""
+    for old, new in renamed_options(method).items():
+        if given.get(old) is not None:
+            warnings.warn(
+                f"{old}={given[old]!r} sets explain()'s long-text {old}, not an option of "
+                f"{method!r}; its option once called {old!r} is now {new!r}: write "
+                f"options={{{new!r}: {given[old]!r}}}",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def _truncated(explanation: Explanation, index: int, lm: LoadedModel) -> str:
+    if explanation.text_pair is None:
+        return (
+            f"text {index} is longer than {lm.max_length} tokens: explained its first "
+            f"{lm.max_length} tokens only"
+        )
+    return (
+        f"pair {index} is longer than {lm.max_length} tokens: the longer of its texts was cut "
+        "at the end until it fitted"
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every batch of one ``explain`` call shares: the model, the settled method,
+    the row size (``size`` tokens, windows every ``step`` content tokens sharing ``overlap``;
+    ``None``: long texts are truncated), and ``advance(rows)`` for progress."""
+
+    lm: LoadedModel
+    method: str
+    settled: Settled
+    batch_size: int
+    word_aggregation: str
+    size: int
+    step: int
+    overlap: int | None
+    advance: Callable[[int], None]
+    inputs: set[str]  # the tensors the model takes (model_input_names), looked up once
+
+    def batch(self, texts: list[TextItem], targets: list[int] | None) -> list[Explanation]:
+        """Explanations of ``texts`` (one batch), in order."""
+        encoded = encode(self.lm.tokenizer, texts, self.size, self.inputs, overlap=self.overlap)
+        if len(encoded) > len(texts):
+            return self._windows(encoded, targets)
+        tensor_targets = None if targets is None else torch.tensor(targets)
+        attribution = self.settled.run(self.lm, encoded, tensor_targets)
+        self.advance(len(texts))
+        return [self._build(encoded, attribution, row) for row in range(len(texts))]
+
+    def _build(self, encoded: Encoded, attribution: Attribution, row: int) -> Explanation:
+        return build_explanation(
+            self.lm,
+            encoded,
+            attribution,
+            row,
+            self.method,
+            self.word_aggregation,
+            self.settled.options,
+        )
+
+    def _windows(self, encoded: Encoded, targets: list[int] | None) -> list[Explanation]:
+        """A batch in which some texts span several windows, ``batch_size`` rows at a time.
+
+        Every window of a text is explained for the text's target: the given one, or the
+        class with the highest mean window probability.
+        """
+        lm = self.lm
+        chunks = [
+            list(range(s, min(s + self.batch_size, len(encoded))))
+            for s in range(0, len(encoded), self.batch_size)
+        ]
+        probs = torch.cat(
+            [torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks]
+        )
+        n_texts = max(encoded.text_of) + 1
+        rows_of = [[r for r, t in enumerate(encoded.text_of) if t == b] for b in range(n_texts)]
+        doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
+        doc_target = targets or [int(p.argmax()) for p in doc_probs]
+        row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
+        # each window is folded into its text's merge as soon as its chunk is explained, so
+        # a long document holds sums over its tokens, not every window's explanation
+        merges = {
+            b: WindowMerge(encoded.texts[rows[0]], lm.tokenizer)
+            for b, rows in enumerate(rows_of)
+            if len(rows) > 1
+        }
+        single: dict[int, Explanation] = {}
+        for chunk in chunks:
+            sub = select_rows(encoded, chunk)
+            attribution = self.settled.run(lm, sub, row_targets[chunk])
+            for row, r in enumerate(chunk):
+                part = self._build(sub, attribution, row)
+                text = encoded.text_of[r]
+                if text in merges:
+                    merges[text].add(part)
+                else:
+                    single[text] = part
+            self.advance(len(chunk))
+        merged = []
+        for b in range(n_texts):
+            if b in single:
+                merged.append(single[b])
+                continue
+            probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
+            prediction = lm.labels[int(doc_probs[b].argmax())]
+            merged.append(merges[b].result(probabilities, prediction, self.size, self.step))
+        return merged
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+@contextmanager
+def _progress(
+    progress: bool | ProgressFn, total: int, n_texts: int
+) -> Iterator[Callable[[int], None]]:
+    """``advance(rows)`` for ``explain``'s ``progress``: nothing, the command line's terminal
+    bar (``True``, when there is more than one row), or the caller's ``progress(done, total)``.
+    """
+    if progress is True and total > 1:
+        from rich.console import Console
+
+        from .report.progress import text_progress
+
+        with (
+            text_progress(Console(stderr=True), n_texts) as part,
+            _progress(part(0, n_texts), total, n_texts) as advance,
+        ):
+            yield advance
+        return
+    if not callable(progress):
+        yield lambda rows: None
+        return
+    done = 0
+
+    def report(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress(done, total)
+
+    yield report
+
+
+def build_explanation(
+    lm: LoadedModel,
+    encoded: Encoded,
+    attribution: Attribution,
+    row: int,
+    method: str,
+    word_aggregation: str = "sum",
+    options: dict[str, Any] | None = None,
+) -> Explanation:
+    """One text's (or pair's) :class:`Explanation` from a batch attribution (content tokens
+    only)."""
+    item = encoded.texts[row]
+    texts = list(item) if is_pair(item) else [item]
+    content = encoded.content[row].nonzero().flatten().tolist()
+    ids = encoded.input_ids[row, content].tolist()
+    pieces = token_pieces(lm.tokenizer, ids)
+    row_offsets = encoded.offsets[row].tolist()
+    offsets = [(int(row_offsets[i][0]), int(row_offsets[i][1])) for i in content]
+    scores = attribution.scores[row, content].tolist()
+    word_ids = [encoded.word_ids[row][i] for i in content]
+    segments = [0] * len(content)
+    if encoded.segments is not None:
+        segments = [int(encoded.segments[row][i] or 0) for i in content]
+    tokens, words = segmented_tokens_and_words(
+        texts, segments, pieces, offsets, word_ids, scores, word_aggregation
+    )
+    probs = torch.softmax(attribution.logits[row], -1).tolist()
+    applied = attribution.detail.applied_options()
+    recorded = dict(options or {}) if applied is None else applied
+    reports = attribution.detail.layer_reports(row, content, lm.tokenizer)
+    return Explanation(
+        text=texts[0],
+        text_pair=texts[1] if len(texts) > 1 else None,
+        model=lm.name,
+        method=method,
+        prediction=lm.labels[int(torch.tensor(probs).argmax())],
+        target=lm.labels[int(attribution.targets[row])],
+        probabilities=dict(zip(lm.labels, probs)),
+        tokens=tokens,
+        words=words,
+        layer=attribution.layers[row],
+        decoder=lm.decoder,
+        word_aggregation=word_aggregation,
+        truncated=encoded.truncated[row],
+        options=recorded,
+        layers=reports,
+        forward_passes=attribution.forward_passes,
+        backward_passes=attribution.backward_passes,
+    )
+
+
+__all__ = ["Explainer", "build_explanation", "explainer", "merge_options"]
