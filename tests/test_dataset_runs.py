@@ -38,6 +38,7 @@ TEXTS = [
     "touching without being sentimental",
 ]
 OPTIONS = {"layer": 1}
+NAMED_RULE = {"rule": "cp_id"}  # a run whose options name the rule of its fixed layer
 TOL = 1e-5
 
 
@@ -528,14 +529,16 @@ def test_the_manifest_names_the_label_column_it_copied(tmp_path, sst2_tiny):
 def test_a_manifest_from_before_fingerprints_still_resumes(tmp_path, sst2_tiny):
     source = _write(tmp_path / "in.tsv", TEXTS[:8])
     out = tmp_path / "out.parquet"
-    explain_dataset(source, out, model=sst2_tiny, shard_rows=4, **OPTIONS)
+    explain_dataset(source, out, model=sst2_tiny, shard_rows=4, options=NAMED_RULE, **OPTIONS)
     manifest = json.loads((out / "_layersal.json").read_text())
     del manifest["settings"]["input_fingerprint"]
     manifest["settings"]["label_column"] = None  # as older runs recorded a found column
     manifest["complete"] = False
     (out / "_layersal.json").write_text(json.dumps(manifest))
     (out / "part-000001.parquet").unlink()
-    summary = explain_dataset(source, out, model=sst2_tiny, shard_rows=4, **OPTIONS)
+    summary = explain_dataset(
+        source, out, model=sst2_tiny, shard_rows=4, options=NAMED_RULE, **OPTIONS
+    )
     assert (summary.resumed_shards, summary.explained, summary.rows) == (1, 4, 8)
 
 
@@ -568,3 +571,26 @@ def test_limit_explains_the_first_rows_and_is_kept_with_the_run(tmp_path, sst2_t
     assert changed.exit_code == 2 and "limit: 4 now, 3 before" in _one_line(changed)
     with pytest.raises(InputError, match="ray_reads"):
         explain_dataset(source, out, model="sst2-tiny", engine="ray", ray_reads="workers", limit=3)
+
+
+def test_an_older_fixed_layer_run_resumes_only_under_the_rule_it_began_with(tmp_path, sst2_tiny):
+    """Before a fixed DLS layer defaulted to cp_id, it ran under the plain gradient: resuming
+    such a run under cp_id would mix two kinds of scores, so it is refused until the rule is
+    named."""
+    source = _write(tmp_path / "in.txt", TEXTS[:8])
+    out = tmp_path / "out.parquet"
+    explain_dataset(
+        source, out, model=sst2_tiny, shard_rows=4, layer=1, options={"rule": "gradient"}
+    )
+    manifest = json.loads((out / "_layersal.json").read_text())
+    del manifest["settings"]["input_fingerprint"]  # written by the older version
+    manifest["settings"]["options"] = {"layer": 1}
+    manifest["complete"] = False
+    (out / "_layersal.json").write_text(json.dumps(manifest))
+    (out / "part-000001.parquet").unlink()
+    with pytest.raises(InputError, match=r"'rule': 'gradient'"):
+        explain_dataset(source, out, model=sst2_tiny, shard_rows=4, layer=1)
+    summary = explain_dataset(
+        source, out, model=sst2_tiny, shard_rows=4, layer=1, options={"rule": "gradient"}
+    )
+    assert (summary.resumed_shards, summary.explained) == (1, 4)

@@ -316,12 +316,20 @@ def _upgraded(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any
 
     Such a run recorded no fingerprint and its label column only as given (``None`` when
     found by default): it is taken to be of the same input, with the label column found now,
-    so that it still resumes.
+    so that it still resumes. A DLS layer it fixed without a rule ran under the plain
+    gradient, then the default: its options read so, and resuming it needs
+    ``rule="gradient"`` named (a different rule would mix two kinds of scores in one output).
     """
     if "input_fingerprint" in recorded or "input_fingerprint" not in wanted:
         return recorded
+    options = dict(recorded.get("options") or {})
+    if recorded.get("method") == "dls" and options.get("layer") not in (None, "auto"):
+        # such a run explained a layer fixed without a rule under the plain gradient (today:
+        # cp_id), so it resumes only as it began: the user's options must name that rule
+        options.setdefault("rule", "gradient")
     return {
         **recorded,
+        "options": options,
         "input_fingerprint": wanted["input_fingerprint"],
         "label_column": recorded.get("label_column") or wanted.get("label_column"),
     }
