@@ -157,16 +157,16 @@ def test_id_and_label_columns(tmp_path, sst2_tiny):
 
 
 def test_bad_rows_go_to_the_errors_file(tmp_path, sst2_tiny, monkeypatch):
-    import layersal.api
+    from layersal.job import Explainer
 
-    real = layersal.api.explain
+    real = Explainer.explain
 
-    def picky(texts, *args, **kwargs):
+    def picky(self, texts, *args, **kwargs):
         if any("POISON" in t for t in texts):
             raise InputError("this text is poisonous")
-        return real(texts, *args, **kwargs)
+        return real(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(layersal.api, "explain", picky)
+    monkeypatch.setattr(Explainer, "explain", picky)
     source = tmp_path / "in.txt"
     source.write_bytes(
         b"good film\n\n   \nbad \xff\xfe bytes\nnice POISON here\nfine acting\ndull\n"

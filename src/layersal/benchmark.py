@@ -21,9 +21,10 @@ from .datasets import LabelledTexts, label_indices
 from .encoding import encode, model_input_names, select_rows
 from .errors import InputError
 from .evaluate import predictor, score_batch
+from .job import Explainer
 from .metrics import Faithfulness, summarise
 from .models import LoadedModel
-from .saliency import check_method, methods, prepare_options, run_method
+from .saliency import checked, methods
 
 
 @dataclass
@@ -80,7 +81,7 @@ def parse_spec(text: str) -> MethodSpec:
         if not sep:
             raise InputError(f"method option {item!r} in {text!r} needs key=value")
         options[key.strip()] = _parse_value(value.strip())
-    check_method(name, options)
+    checked(name, options)  # a bad spec fails here, before any model work
     return MethodSpec(text.strip(), name, options)
 
 
@@ -155,22 +156,18 @@ def run_benchmark(
     ]
     runs = []
     for spec in specs:
-        prepared = prepare_options(
-            spec.method,
-            lambda: lm,
+        job = Explainer(lm, spec.method, spec.options, batch_size=batch_size)
+        prepared = job.settle(
             (lambda: list(calibration))
             if calibration is not None
             else (lambda: list(data.texts[:64])),
-            dict(spec.options),
-            batch_size,
             fresh=calibration is not None,
         )
-        options = prepared.options
         note = " ".join(
             str(v.get("reason", "")) for v in prepared.recorded.values() if isinstance(v, dict)
         )
         try:
-            run_method(spec.method, lm, select_rows(encoded_batches[0], [0]), None, options)
+            job.attribute(select_rows(encoded_batches[0], [0]))
         except InputError:
             pass
         results: list[Faithfulness | None] = [None] * len(data)
@@ -181,7 +178,7 @@ def run_benchmark(
         for batch, encoded in zip(batches, encoded_batches):
             start = time.perf_counter()
             try:
-                attribution = run_method(spec.method, lm, encoded, None, options)
+                attribution = job.attribute(encoded)
             except InputError as exc:
                 skipped = f"not run: {exc}"
                 break

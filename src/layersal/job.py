@@ -133,11 +133,12 @@ class Explainer:
         items: Sequence[TextItem],
         target: Target | Sequence[Target] = None,
         progress: bool | ProgressFn = False,
+        batch_size: int | None = None,
     ) -> list[Explanation]:
         """Explanations of ``items`` (checked texts or pairs), in their order.
 
         ``target`` and ``progress`` are as in :func:`layersal.explain`. Texts are batched
-        ``batch_size`` at a time, sorted by length to cut padding.
+        ``batch_size`` at a time (default: the explainer's), sorted by length to cut padding.
         """
         lm = self.lm
         items = list[Any](items)
@@ -152,7 +153,7 @@ class Explainer:
                     lm.tokenizer, lm.max_length, self.window, self.stride
                 )
             order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
-            batch_size = self.batch_size
+            batch_size = batch_size or self.batch_size
             batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
             rows = (
                 sum(window_count(lm.tokenizer, t, size, step) for t in items)

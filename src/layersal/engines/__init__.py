@@ -49,6 +49,21 @@ class DatasetJob:
     id_type: str
     max_batch_tokens: int | None = None
 
+    def explainer(self, lm: Any) -> Any:
+        """The job's :class:`~layersal.job.Explainer` on the loaded ``lm`` (once per process
+        or actor): its options are the run's, already settled, so settling is a no-op."""
+        from ..job import Explainer
+
+        explainer = Explainer(
+            lm,
+            self.method,
+            self.options,
+            word_aggregation=self.word_aggregation,
+            batch_size=self.batch_size,
+        )
+        explainer.settle(lambda: [])
+        return explainer
+
     def load(self) -> Any:
         """The model, loaded (once per process or actor)."""
         from ..models import load

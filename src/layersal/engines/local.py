@@ -27,6 +27,7 @@ def run_local(
 ) -> None:
     """Explain the shards of ``source`` not yet written to ``sink``, one after another."""
     lm = lm if lm is not None else job.load()
+    explainer = job.explainer(lm)
     bar = RunProgress(
         progress,
         source,
@@ -37,7 +38,7 @@ def run_local(
             if number in done:
                 bar.update(skipped=len(rows))
                 continue
-            table, errors = explain_shard(lm, job, rows)
+            table, errors = explain_shard(explainer, job, rows)
             try:
                 sink.write_shard(number, table, errors)
             except NoSpaceError as exc:

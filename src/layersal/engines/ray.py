@@ -159,6 +159,7 @@ class BlockExplainer:
         torch.set_num_threads(max(1, threads))
         self.job, self.source, self.out = job, source, out
         self.lm = job.load()
+        self.explainer = job.explainer(self.lm)
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from .blocks import Block, ParquetRows, read_block
@@ -173,7 +174,7 @@ class BlockExplainer:
                     yield _result(block, errors=-1)
                     continue
                 rows = read_block(self.source, block, parquet)
-                table, errors = explain_shard(self.lm, self.job, rows)
+                table, errors = explain_shard(self.explainer, self.job, rows)
                 write_shard_files(self.out, block.number, table, errors)
                 del table, rows
                 release_memory()
@@ -307,6 +308,7 @@ class ShardExplainer:
             torch.set_num_threads(threads)
         self.job = job
         self.lm = job.load()
+        self.explainer = job.explainer(self.lm)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from ..inputs import Row
@@ -316,7 +318,7 @@ class ShardExplainer:
         numbers, data, errors_out = [], [], []
         for number, payload in zip(batch["number"], batch["rows"]):
             rows = [Row(**r) for r in json.loads(payload)]
-            table, errors = explain_shard(self.lm, self.job, rows)
+            table, errors = explain_shard(self.explainer, self.job, rows)
             numbers.append(int(number))
             data.append(table_bytes(table))
             errors_out.append(json.dumps(errors, ensure_ascii=False))

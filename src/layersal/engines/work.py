@@ -16,6 +16,7 @@ from ..inputs import Row
 from .sink import rows_table
 
 if TYPE_CHECKING:
+    from ..job import Explainer
     from . import DatasetJob
 
 
@@ -53,16 +54,19 @@ def shards(rows: Iterable[Row], size: int) -> Iterator[tuple[int, list[Row]]]:
         yield number, chunk
 
 
-def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[dict[str, Any]]]:
+def explain_shard(
+    explainer: Explainer, job: DatasetJob, rows: list[Row]
+) -> tuple[Any, list[dict[str, Any]]]:
     """Explain one shard: ``(arrow_table, errors)``; errors are ``{"id", "reason"}`` dicts.
 
-    Rows with a read error or an empty text are not explained. The rest go to
-    :func:`layersal.explain` together (it sorts them by length and batches them
-    ``job.batch_size`` at a time), or, with ``job.max_batch_tokens``, in the batches of
-    :func:`token_batches`, one call each; rows come out in input order either way. If that
-    raises a :class:`LayersalError`, the shard is halved until the offending rows are alone,
-    and each is recorded with the error's message.
+    Rows with a read error or an empty text are not explained. The rest go to the job's
+    ``explainer`` together (it sorts them by length and batches them ``job.batch_size`` at a
+    time), or, with ``job.max_batch_tokens``, in the batches of :func:`token_batches`, one
+    call each; rows come out in input order either way. If that raises a
+    :class:`LayersalError`, the shard is halved until the offending rows are alone, and each
+    is recorded with the error's message.
     """
+    lm = explainer.lm
     bad: list[tuple[Row, str]] = []
     good: list[Row] = []
     for row in rows:
@@ -79,14 +83,14 @@ def explain_shard(lm: Any, job: DatasetJob, rows: list[Row]) -> tuple[Any, list[
     if job.max_batch_tokens:
         explained, explanations = [], []
         for batch in token_batches(lm, good, job.max_batch_tokens):
-            rows, done = _explain_rows(lm, job, batch, bad, batch_size=len(batch))
+            rows, done = _explain_rows(explainer, job, batch, bad, batch_size=len(batch))
             explained += rows
             explanations += done
         order = sorted(range(len(explained)), key=lambda i: explained[i].index)
         explained = [explained[i] for i in order]
         explanations = [explanations[i] for i in order]
     else:
-        explained, explanations = _explain_rows(lm, job, good, bad)
+        explained, explanations = _explain_rows(explainer, job, good, bad)
     metadata = {"labels": lm.labels, "model": lm.name, "method": job.method, "options": job.options}
     table = rows_table(explained, explanations, lm.labels, job.id_type, metadata)
     bad.sort(key=lambda item: item[0].index)
@@ -125,37 +129,30 @@ def token_batches(lm: Any, rows: list[Row], max_tokens: int) -> list[list[Row]]:
 
 
 def _explain_rows(
-    lm: Any,
+    explainer: Explainer,
     job: DatasetJob,
     rows: list[Row],
     bad: list[tuple[Row, str]],
     batch_size: int | None = None,
 ) -> tuple[list[Row], list[Any]]:
-    from ..api import explain
     from ..errors import TruncationWarning
+    from ..inputs import check_texts
 
     if not rows:
         return [], []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
-            result = explain(
-                [r.item for r in rows],  # rows with no text were set aside as errors
-                lm,
-                method=job.method,
-                target=job.target,
-                word_aggregation=job.word_aggregation,
-                batch_size=batch_size or job.batch_size,
-                **job.options,
-            )
+            items = check_texts([r.item for r in rows])  # empty rows were set aside as errors
+            result = explainer.explain(items, target=job.target, batch_size=batch_size)
         return rows, result
     except LayersalError as exc:
         if len(rows) == 1:
             bad.append((rows[0], str(exc) or type(exc).__name__))
             return [], []
     half = len(rows) // 2
-    first_rows, first = _explain_rows(lm, job, rows[:half], bad, batch_size)
-    second_rows, second = _explain_rows(lm, job, rows[half:], bad, batch_size)
+    first_rows, first = _explain_rows(explainer, job, rows[:half], bad, batch_size)
+    second_rows, second = _explain_rows(explainer, job, rows[half:], bad, batch_size)
     return first_rows + second_rows, first + second
 
 
