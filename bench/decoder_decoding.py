@@ -90,8 +90,8 @@ def main() -> None:
     import layersal
     from layersal.decoding import decode_layer
     from layersal.encoding import encode, model_input_names
+    from layersal.evaluate import faithfulness_of
     from layersal.passes import forward_backward
-    from layersal.report.faithfulness_view import faithfulness_of
 
     began = time.perf_counter()
     train_texts, train_labels = read("train.tsv")

@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
         "engines.blocks",
         "engines.store",
     }
-    | {f"report.{m}" for m in ("bench", "faithfulness_view", "plots", "terminal")}
+    | {f"report.{m}" for m in ("bench", "plots", "terminal")}
     | {"report"},
     {
         "serve",

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 import layersal
 from layersal.cli import app
 from layersal.encoding import encode, model_input_names
-from layersal.evaluate import score_batch
-from layersal.report.faithfulness_view import faithfulness_of
+from layersal.evaluate import faithfulness_of, score_batch
 from layersal.report.html import Scale, render_card, render_report, word_scores
 from layersal.report.plots import (
     coherence_figure,

@@ -613,7 +613,7 @@ def _explain_methods(
     labels, per_text = [s.label for s in specs], [list(group) for group in zip(*per_method)]
     if not scored:
         return labels, per_text, None
-    from .report.faithfulness_view import faithfulness_of
+    from .evaluate import faithfulness_of
 
     scores = [faithfulness_of(lm, explained, batch_size=batch_size) for explained in per_method]
     return labels, per_text, [list(row) for row in zip(*scores)]

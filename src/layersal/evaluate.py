@@ -1,16 +1,26 @@
-"""Faithfulness of explanations from a loaded model: the glue between methods and metrics."""
+"""Faithfulness of explanations from a loaded model: the glue between methods and metrics, and
+the one place that scores them (the benchmark, ``layer="auto"``, the report and the command line
+all come here, and :mod:`layersal.metrics` holds the maths).
+
+:func:`faithfulness_of` scores finished explanations: an :class:`~layersal.Explanation` keeps
+scores for content tokens only, and re-encoding its text with the same model puts them back on
+the content positions, where :func:`score_batch` hides them most-salient first.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .encoding import Encoded
+from .encoding import Encoded, encode, model_input_names
 from .errors import InputError
 from .metrics import Faithfulness, PredictFn, faithfulness
 from .models import LoadedModel
+
+if TYPE_CHECKING:
+    from .explanation import Explanation
 
 
 def predictor(lm: LoadedModel) -> PredictFn:
@@ -86,3 +96,44 @@ def segment_ids(encoded: Encoded) -> torch.Tensor | None:
     if encoded.segments is None:
         return None
     return encoded.inputs.get("token_type_ids")
+
+
+def faithfulness_of(
+    lm: LoadedModel,
+    explanations: Sequence[Explanation],
+    *,
+    batch_size: int = 16,
+    **metric_options: Any,
+) -> list[Faithfulness]:
+    """Faithfulness metrics of each explanation (for its own ``target``), in input order.
+
+    ``metric_options`` go to :func:`layersal.metrics.faithfulness` (``level``,
+    ``perturbation``, ``rank_by``, ...); leave-one-out is off unless ``loo=True``.
+    """
+    metric_options.setdefault("loo", False)
+    inputs = model_input_names(lm.model)
+    predict = predictor(lm)
+    results: list[Faithfulness] = []
+    for start in range(0, len(explanations), batch_size):
+        chunk = list(explanations[start : start + batch_size])
+        encoded = encode(lm.tokenizer, [e.item for e in chunk], lm.max_length, inputs)
+        scores = torch.zeros(encoded.input_ids.shape, dtype=torch.float32)
+        targets = []
+        for row, explanation in enumerate(chunk):
+            positions = encoded.content[row].nonzero().flatten()
+            if len(positions) != len(explanation.tokens):
+                raise InputError(
+                    f"the explanation of text {start + row} has {len(explanation.tokens)} tokens "
+                    f"but {lm.name} encodes it as {len(positions)}: explain it with this model"
+                )
+            scores[row, positions] = torch.tensor(explanation.scores, dtype=torch.float32)
+            if explanation.target not in lm.labels:
+                raise InputError(
+                    f"target {explanation.target!r} is not a label of {lm.name} "
+                    f"({', '.join(lm.labels)})"
+                )
+            targets.append(lm.labels.index(explanation.target))
+        results += score_batch(
+            lm, encoded, scores, torch.tensor(targets), predict=predict, **metric_options
+        )
+    return results

@@ -71,17 +71,22 @@ class Faithfulness:
         return asdict(self)
 
 
+PARTS = ("comprehensiveness", "sufficiency", "curves", "log_odds", "loo")
+"""What :func:`faithfulness_many` can compute; each part adds its own perturbed inputs."""
+
+
 @dataclass
 class _Plan:
-    """The distinct hide-masks one text needs, and which metric reads which of them."""
+    """Which of the batch's distinct perturbed inputs (slots of a :class:`_Variants`) each
+    metric of one text and one saliency map reads; a part not asked for reads none."""
 
-    hide: list[np.ndarray]
+    slots: set[int]
     original: int
     comprehensiveness: dict[float, int]
     sufficiency: dict[float, int]
     deletion: list[int]
     insertion: list[int]
-    log_odds: int
+    log_odds: int | None
     loo: list[int] | None
 
 
@@ -249,6 +254,24 @@ def faithfulness(
     content: torch.Tensor,
     scores: torch.Tensor,
     targets: torch.Tensor,
+    **options: Any,
+) -> list[Faithfulness]:
+    """Faithfulness metrics of saliency ``scores`` for a padded batch of B texts: every part
+    of :func:`faithfulness_many` for one saliency map (its options: ``labels``, ``word_ids``,
+    ``level``, ``perturbation``, ``mask_id``, ``pad_id``, ``rank_by``, ``budgets``, ``steps``,
+    ``loo``, ``batch_size``, ``token_type_ids``)."""
+    return faithfulness_many(
+        predict, input_ids, attention_mask, content, [scores], targets, **options
+    )[0]
+
+
+def faithfulness_many(
+    predict: PredictFn,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    content: torch.Tensor,
+    score_sets: Sequence[torch.Tensor],
+    targets: torch.Tensor,
     *,
     labels: torch.Tensor | None = None,
     word_ids: Sequence[Sequence[int | None]] | None = None,
@@ -260,25 +283,36 @@ def faithfulness(
     budgets: Sequence[float] = ERASER_BUDGETS,
     steps: int = 10,
     loo: bool = True,
+    parts: Sequence[str] = PARTS,
     batch_size: int = 64,
     token_type_ids: torch.Tensor | None = None,
-) -> list[Faithfulness]:
-    """Faithfulness metrics of saliency ``scores`` for a padded batch of B texts.
+) -> list[list[Faithfulness]]:
+    """Faithfulness metrics of several saliency maps of the same padded batch of B texts:
+    ``result[s][b]`` for map ``s`` and text ``b``. The one implementation of the metrics.
 
-    ``content`` marks the tokens that may be hidden (never padding or special tokens);
-    ``scores`` are read at content positions only; ``targets`` is the class explained per text
-    (usually the predicted one); ``labels`` (gold classes) adds accuracy curves. ``level="word"``
-    ranks and hides whole words (``word_ids`` as from a fast tokenizer; a word's score is the
-    sum of its tokens'). ``perturbation`` is ``mask`` (needs ``mask_id``), ``delete`` or ``pad``
-    (need ``pad_id``). ``loo`` adds leave-one-out importance and its Kendall tau with the scores
-    (one extra input per unit). Every distinct perturbed input of every text goes through
-    ``predict`` once, in chunks of ``batch_size`` rows mixing texts. ``token_type_ids``
-    (pairs of texts) go to ``predict`` with each perturbed input; a pair's separator is never
-    content, so it is never hidden.
+    ``content`` marks the tokens that may be hidden (never padding or special tokens); each
+    map in ``score_sets`` is read at content positions only; ``targets`` is the class explained
+    per text (usually the predicted one); ``labels`` (gold classes) adds accuracy curves.
+    ``level="word"`` ranks and hides whole words (``word_ids`` as from a fast tokenizer; a
+    word's score is the sum of its tokens'). ``perturbation`` is ``mask`` (needs ``mask_id``),
+    ``delete`` or ``pad`` (need ``pad_id``). ``parts`` chooses what is computed (of
+    :data:`PARTS`; ``loo`` too must be true for leave-one-out importance and its Kendall tau,
+    one extra input per unit); fields of parts left out are ``nan`` or empty. Every distinct
+    perturbed input of the batch goes through ``predict`` once, however many maps, budgets or
+    metrics share it, in chunks of ``batch_size`` rows mixing texts. ``token_type_ids`` (pairs
+    of texts) go to ``predict`` with each perturbed input; a pair's separator is never content,
+    so it is never hidden.
     """
-    ids, attention, content_np, scores_np, targets_np, labels_np = _check_batch(
-        input_ids, attention_mask, content, scores, targets, labels
-    )
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise InputError(f"unknown metric part {unknown[0]!r}; parts are {', '.join(PARTS)}")
+    if not score_sets:
+        raise InputError("no saliency maps to score")
+    checked = [
+        _check_batch(input_ids, attention_mask, content, scores, targets, labels)
+        for scores in score_sets
+    ]
+    ids, attention, content_np, _, targets_np, labels_np = checked[0]
     n = ids.shape[1]
     _check_options(
         level,
@@ -297,28 +331,35 @@ def faithfulness(
         units_of(content_np[b], word_ids[b] if level == "word" and word_ids is not None else None)
         for b in range(len(ids))
     ]
-    unit_scores = [np.array([scores_np[b, u].sum() for u in us]) for b, us in enumerate(units)]
-    orders = [rank_units(s, rank_by) for s in unit_scores]
-    plans = [_plan(us, order, n, budgets, steps, loo) for us, order in zip(units, orders)]
-    rows = np.concatenate([np.full(len(p.hide), b) for b, p in enumerate(plans)])
-    hide = np.stack([h for p in plans for h in p.hide])
+    variants = _Variants(n)
+    planned = []
+    for _, _, _, scores_np, _, _ in checked:
+        unit_scores = [np.array([scores_np[b, u].sum() for u in us]) for b, us in enumerate(units)]
+        plans = [
+            _plan(variants, b, units[b], rank_units(unit_scores[b], rank_by), budgets, steps,
+                  parts, loo)
+            for b in range(len(ids))
+        ]  # fmt: skip
+        planned.append((plans, unit_scores))
     probs = _predict_variants(
-        predict, ids, attention, rows, hide, perturbation, mask_id, pad_id, batch_size,
-        token_type_ids,
+        predict, ids, attention, np.array(variants.rows), np.stack(variants.hide), perturbation,
+        mask_id, pad_id, batch_size, token_type_ids,
     )  # fmt: skip
     if int(targets_np.max()) >= probs.shape[1] or int(targets_np.min()) < 0:
         raise InputError(f"targets must be class indices below {probs.shape[1]}")
-    starts = np.cumsum([0] + [len(p.hide) for p in plans])
     return [
-        _result(
-            plans[b],
-            probs[starts[b] : starts[b + 1]],
-            int(targets_np[b]),
-            None if labels_np is None else int(labels_np[b]),
-            unit_scores[b],
-            rank_by,
-        )
-        for b in range(len(plans))
+        [
+            _result(
+                plans[b],
+                probs,
+                int(targets_np[b]),
+                None if labels_np is None else int(labels_np[b]),
+                unit_scores[b],
+                rank_by,
+            )
+            for b in range(len(ids))
+        ]
+        for plans, unit_scores in planned
     ]
 
 
@@ -346,29 +387,43 @@ class _Variants:
 
 
 def _plan(
+    variants: _Variants,
+    row: int,
     units: list[np.ndarray],
     order: np.ndarray,
-    n: int,
     budgets: Sequence[float],
     steps: int,
+    parts: Sequence[str],
     loo: bool,
 ) -> _Plan:
-    variants = _Variants(n)
+    """The slots one text's metrics read, for one ranking of its units (``order``)."""
+    used: set[int] = set()
 
     def slot(hidden_units: Iterable[int]) -> int:
-        return variants.slot(0, (units[u] for u in hidden_units))
+        index = variants.slot(row, (units[u] for u in hidden_units))
+        used.add(index)
+        return index
 
     m = len(units)
     ranked = [int(u) for u in order]
+    curves = "curves" in parts
     return _Plan(
-        hide=variants.hide,
+        slots=used,
         original=slot([]),
-        comprehensiveness={b: slot(ranked[: budget_size(b, m)]) for b in budgets},
-        sufficiency={b: slot(ranked[budget_size(b, m) :]) for b in budgets},
-        deletion=[slot(ranked[: step_size(i, steps, m)]) for i in range(steps + 1)],
-        insertion=[slot(ranked[step_size(i, steps, m) :]) for i in range(steps + 1)],
-        log_odds=slot(ranked[: budget_size(LOG_ODDS_BUDGET, m)]),
-        loo=[slot([u]) for u in range(m)] if loo else None,
+        comprehensiveness={b: slot(ranked[: budget_size(b, m)]) for b in budgets}
+        if "comprehensiveness" in parts
+        else {},
+        sufficiency={b: slot(ranked[budget_size(b, m) :]) for b in budgets}
+        if "sufficiency" in parts
+        else {},
+        deletion=[slot(ranked[: step_size(i, steps, m)]) for i in range(steps + 1)]
+        if curves
+        else [],
+        insertion=[slot(ranked[step_size(i, steps, m) :]) for i in range(steps + 1)]
+        if curves
+        else [],
+        log_odds=slot(ranked[: budget_size(LOG_ODDS_BUDGET, m)]) if "log_odds" in parts else None,
+        loo=[slot([u]) for u in range(m)] if loo and "loo" in parts else None,
     )
 
 
@@ -386,48 +441,29 @@ def erasure_aopc_many(
     batch_size: int = 64,
     token_type_ids: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
-    """Comprehensiveness and sufficiency AOPC of several saliency maps of the same batch.
-
-    Returns ``{"comprehensiveness": (S, B), "sufficiency": (S, B)}`` (sufficiency only when
-    asked): the same numbers as :func:`faithfulness`'s ``aopc_comprehensiveness`` and
-    ``aopc_sufficiency`` (token level, ``[MASK]``, signed ranking), computed for all
-    ``score_sets`` at once: a perturbed input that several maps share (the same top tokens at
-    a budget) goes through ``predict`` once. Used to compare many configurations cheaply
-    (``layer="auto"``).
-    """
-    ids = input_ids.cpu()
-    attention = attention_mask.cpu()
-    content_np = content.cpu().numpy().astype(bool)
-    variants = _Variants(ids.shape[1])
-    originals = [variants.slot(b, []) for b in range(len(ids))]
+    """Comprehensiveness (and sufficiency) AOPC of several saliency maps of the same batch,
+    as arrays ``(S, B)``: :func:`faithfulness_many` with only those parts (token level,
+    ``[MASK]``, signed ranking). Used to compare many configurations cheaply
+    (``layer="auto"``)."""
     kinds = ("comprehensiveness", "sufficiency") if sufficiency else ("comprehensiveness",)
-    plans: dict[str, list[list[list[int]]]] = {kind: [] for kind in kinds}
-    for scores in score_sets:
-        values = scores.detach().float().cpu().numpy()
-        per_text: dict[str, list[list[int]]] = {kind: [] for kind in kinds}
-        for b in range(len(ids)):
-            positions = np.flatnonzero(content_np[b])
-            order = positions[rank_units(values[b, positions], "signed")]
-            sizes = [budget_size(x, len(order)) for x in budgets]
-            per_text["comprehensiveness"].append([variants.slot(b, [order[:k]]) for k in sizes])
-            if sufficiency:
-                per_text["sufficiency"].append([variants.slot(b, [order[k:]]) for k in sizes])
-        for kind in kinds:
-            plans[kind].append(per_text[kind])
-    rows = np.array(variants.rows)
-    types = None if token_type_ids is None else token_type_ids.cpu()
-    probs = _predict_variants(
-        predict, ids, attention, rows, np.stack(variants.hide), "mask", mask_id, None, batch_size,
-        types,
-    )  # fmt: skip
-    target = targets.cpu().numpy().astype(int)
-    p = probs[np.arange(len(rows)), target[rows]]
-    out = {kind: np.zeros((len(score_sets), len(ids))) for kind in kinds}
-    for kind in kinds:
-        for s, per_text_slots in enumerate(plans[kind]):
-            for b, slots in enumerate(per_text_slots):
-                out[kind][s, b] = float(np.mean([p[originals[b]] - p[i] for i in slots]))
-    return out
+    results = faithfulness_many(
+        predict,
+        input_ids,
+        attention_mask,
+        content,
+        score_sets,
+        targets,
+        mask_id=mask_id,
+        budgets=budgets,
+        parts=kinds,
+        loo=False,
+        batch_size=batch_size,
+        token_type_ids=token_type_ids,
+    )
+    return {
+        kind: np.array([[getattr(r, f"aopc_{kind}") for r in per_map] for per_map in results])
+        for kind in kinds
+    }
 
 
 def _predict_variants(
@@ -499,7 +535,7 @@ def _result(
     sufficiency = {b: p0 - float(p[i]) for b, i in plan.sufficiency.items()}
     deletion = [float(p[i]) for i in plan.deletion]
     insertion = [float(p[i]) for i in plan.insertion]
-    correct = None if label is None else probs.argmax(axis=1) == label
+    correct = None if label is None or not plan.deletion else probs.argmax(axis=1) == label
     loo_importance = None if plan.loo is None else [p0 - float(p[i]) for i in plan.loo]
     kendall = None
     if loo_importance is not None:
@@ -513,20 +549,27 @@ def _result(
         n_units=len(unit_scores),
         comprehensiveness=comprehensiveness,
         sufficiency=sufficiency,
-        aopc_comprehensiveness=float(np.mean(list(comprehensiveness.values()))),
-        aopc_sufficiency=float(np.mean(list(sufficiency.values()))),
+        aopc_comprehensiveness=_mean(comprehensiveness.values()),
+        aopc_sufficiency=_mean(sufficiency.values()),
         deletion_curve=deletion,
         insertion_curve=insertion,
         deletion_accuracy=None if correct is None else [float(correct[i]) for i in plan.deletion],
         insertion_accuracy=None if correct is None else [float(correct[i]) for i in plan.insertion],
-        deletion_area=trapezoid_area(deletion),
-        insertion_area=trapezoid_area(insertion),
-        log_odds_20=math.log(max(float(p[plan.log_odds]), PROBABILITY_FLOOR))
+        deletion_area=trapezoid_area(deletion) if deletion else math.nan,
+        insertion_area=trapezoid_area(insertion) if insertion else math.nan,
+        log_odds_20=math.nan
+        if plan.log_odds is None
+        else math.log(max(float(p[plan.log_odds]), PROBABILITY_FLOOR))
         - math.log(max(p0, PROBABILITY_FLOOR)),
         kendall_loo=kendall,
         loo_importance=loo_importance,
-        forward_passes=len(plan.hide),
+        forward_passes=len(plan.slots),
     )
+
+
+def _mean(values: Iterable[float]) -> float:
+    listed = list(values)
+    return float(np.mean(listed)) if listed else math.nan
 
 
 def _check_batch(
