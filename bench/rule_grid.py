@@ -24,15 +24,10 @@ import numpy as np
 import layersal
 from layersal.datasets import read_labelled
 from layersal.metrics import bootstrap_ci
+from layersal.saliency.auto_configs import CRITERION, config_key, parse_key, rules_for
+from layersal.saliency.auto_race import score_configs
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import (
-    CRITERION,
-    config_key,
-    parse_key,
-    resolve_auto,
-    rules_for,
-    score_configs,
-)
+from layersal.saliency.layer_choice import resolve_auto
 
 
 def main() -> None:

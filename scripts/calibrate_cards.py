@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import layersal
 from build_models import agnews_splits, sst2_splits
-from layersal.models import named_models
+from layersal.models import CARD_FILE, named_models
+from layersal.saliency.auto_configs import choose
+from layersal.saliency.auto_race import calibrate
+from layersal.saliency.auto_store import card_entry
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import CARD_FILE, calibrate, card_entry, choose
 
 SELECTION = {
     "sst2-tiny": ("sst2/dev.tsv (the selection split)", sst2_splits),

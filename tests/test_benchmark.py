@@ -15,8 +15,10 @@ from layersal.encoding import encode, model_input_names
 from layersal.errors import InputError
 from layersal.evaluate import hide_ids, predictor
 from layersal.report.bench import markdown, write
+from layersal.saliency.auto_configs import Measured, choose, parse_key
+from layersal.saliency.auto_race import calibrate, race
+from layersal.saliency.auto_store import cache_file
 from layersal.saliency.dls import DLSOptions
-from layersal.saliency.layer_choice import Measured, cache_file, calibrate, choose, parse_key, race
 from layersal.targets import target_index
 
 TEXTS = [

@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"models", "passes"},
     {"evaluate", "windows"},
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
+    | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
     {"api", "benchmark", "job"},

@@ -17,7 +17,7 @@ from transformers import (
 import layersal
 import layersal.models
 from layersal.errors import ModelLoadError
-from layersal.saliency.layer_choice import tensors_digest
+from layersal.saliency.auto_store import tensors_digest
 
 TEXT = "a gripping, beautifully acted film"
 
