@@ -45,9 +45,9 @@ from typing import Any
 import torch
 
 import layersal
+from layersal.checkpoints import BUNDLED_DIR
 from layersal.datasets import read_labelled
 from layersal.encoding import encode, model_input_names
-from layersal.models import BUNDLED_DIR
 from layersal.passes import forward
 
 ROOT = Path(__file__).resolve().parents[1]

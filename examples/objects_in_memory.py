@@ -28,7 +28,7 @@ from transformers import (
 )
 
 import layersal
-from layersal.models import named_models
+from layersal.checkpoints import named_models
 
 TEXT = "a gripping, beautifully acted film"
 

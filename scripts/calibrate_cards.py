@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import layersal
 from build_models import agnews_splits, sst2_splits
-from layersal.models import CARD_FILE, named_models
+from layersal.checkpoints import CARD_FILE, named_models
 from layersal.saliency.auto_configs import choose
 from layersal.saliency.auto_race import calibrate
 from layersal.saliency.auto_store import card_entry

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import layersal
-from layersal.models import BUNDLED_DIR
+from layersal.checkpoints import BUNDLED_DIR
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOKENIZER_DIR = BUNDLED_DIR / "agnews-tiny"

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
     # types only
     | {"report.html", "report.provenance"},
-    {"models", "passes"},
+    {"checkpoints", "lm_heads", "models", "passes"},
     {"evaluate", "windows"},
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}

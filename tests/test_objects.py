@@ -85,7 +85,7 @@ def test_a_pipeline_is_explained_directly(tiny_dirs):
     assert explanation.prediction == classify(TEXT)[0]["label"]
     assert explanation.words and explanation.model == str(classifier_dir)
     assert explanation.decoder == "embeddings"  # its folder holds no masked-LM head
-    bundled, bundled_tokenizer = _objects(layersal.models.named_models()["sst2-tiny"])
+    bundled, bundled_tokenizer = _objects(layersal.checkpoints.named_models()["sst2-tiny"])
     classify = pipeline("text-classification", model=bundled, tokenizer=bundled_tokenizer)
     with_head = layersal.explain(TEXT, classify)
     assert with_head.decoder == "mlm_head"  # the head saved in the model's own folder

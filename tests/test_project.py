@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import layersal
-from layersal.models import BUNDLED_DIR
+from layersal.checkpoints import BUNDLED_DIR
 
 from .conftest import require_data
 
@@ -101,7 +101,7 @@ MINILM = {"sst2-minilm": 0.86, "agnews-minilm": 0.88}
 def test_minilm_models_are_in_the_checkout_with_their_own_mlm_head(name):
     from safetensors import safe_open
 
-    from layersal.models import CHECKOUT_MODELS_DIR
+    from layersal.checkpoints import CHECKOUT_MODELS_DIR
 
     folder = ROOT / "models" / name
     assert folder.is_dir() and CHECKOUT_MODELS_DIR == ROOT / "models"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 _EXPORTS = {
-    "DEFAULT_MODEL": "models",
+    "DEFAULT_MODEL": "checkpoints",
     "DLSOptions": "saliency.dls",
     "Explainer": "job",
     "Explanation": "explanation",
@@ -24,7 +24,7 @@ _EXPORTS = {
     "Token": "explanation",
     "TruncationWarning": "errors",
     "Word": "explanation",
-    "bundled_models": "models",
+    "bundled_models": "checkpoints",
     "explain": "api",
     "explainer": "job",
     "load": "models",
@@ -36,10 +36,11 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .api import explain
+    from .checkpoints import DEFAULT_MODEL, bundled_models
     from .errors import InputError, LayersalError, ModelLoadError, TruncationWarning
     from .explanation import Explanation, LayerReport, Token, Word
     from .job import Explainer, explainer
-    from .models import DEFAULT_MODEL, LoadedModel, bundled_models, load
+    from .models import LoadedModel, load
     from .saliency import method_schema, methods
     from .saliency.dls import DLSOptions
 

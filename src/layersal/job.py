@@ -207,7 +207,8 @@ def explainer(
     """An :class:`Explainer` for ``model`` (a :class:`LoadedModel`, a name or path, a model
     object or a pipeline; ``None``: the bundled default) and ``method`` with its options (the
     ``options`` dict and/or keywords, as in :func:`layersal.explain`)."""
-    from .models import DEFAULT_MODEL, load
+    from .checkpoints import DEFAULT_MODEL
+    from .models import load
 
     job = checked(method, merge_options(options, method_options))  # before the model loads
     _warn_on_old_names(method, {"window": window, "stride": stride})

@@ -390,7 +390,8 @@ def _check_job(job: DatasetJob, labels: list[str]) -> None:
 def _check_pairs(lm: Any, job: DatasetJob, labels: list[str], pair_column: str | None) -> None:
     """A pair model needs ``pair_column``, a single-text model must not get one: said once
     here, not as an error on every row."""
-    from ..models import reads_pairs, resolve
+    from ..checkpoints import resolve
+    from ..models import reads_pairs
 
     if lm is not None:
         expected = lm.pairs
@@ -409,7 +410,8 @@ def _labels_of(job: DatasetJob) -> list[str]:
     """The model's label names from its config alone (the driver of a Ray run loads no weights)."""
     from transformers import AutoConfig
 
-    from ..models import label_names, resolve
+    from ..checkpoints import resolve
+    from ..models import label_names
 
     path = resolve(job.model, allow_pickle=job.allow_pickle)
     return label_names(AutoConfig.from_pretrained(path))
@@ -417,7 +419,7 @@ def _labels_of(job: DatasetJob) -> list[str]:
 
 def _model_id(name: str) -> str:
     """A bundled name as is, a local folder as its absolute path, anything else (a hub id) as is."""
-    from ..models import bundled_models
+    from ..checkpoints import bundled_models
 
     if name in bundled_models():
         return name

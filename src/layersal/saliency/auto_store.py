@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from ..models import CARD_FILE, LoadedModel, read_card
+from ..checkpoints import CARD_FILE, read_card
+from ..models import LoadedModel
 from .auto_configs import (
     CRITERION,
     METRIC,
