@@ -301,6 +301,27 @@ def test_help_and_argument_parsing_do_not_import_torch():
         _ = __import__("layersal").nonexistent
 
 
+@pytest.mark.parametrize(
+    ("args", "never"),
+    [
+        (["--version"], ("torch", "transformers")),
+        (["--help"], ("torch", "transformers")),
+        (["explain", "--help"], ("torch", "transformers")),
+        (["methods"], ("transformers",)),  # the registry's schemas, no model
+    ],
+)
+def test_light_commands_do_not_import_what_they_do_not_use(args, never):
+    """What a command imports, seen from the process that ran it (issue 24, item 10)."""
+    code = (
+        "import sys\nfrom layersal.cli import app\n"
+        f"sys.argv = ['layersal', *{args!r}]\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print('imported:', *sorted(m for m in {never!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "imported:", done.stdout
+
+
 def test_json_lines_carry_each_text_id_and_read_back(tmp_path):
     data = tmp_path / "texts.txt"
     data.write_text("a fine film\n\ndull\nwarm and funny\n", encoding="utf-8")

@@ -248,13 +248,14 @@ RuleOpt = Annotated[
 def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dict[str, Any]:
     """Options for ``method``: the DLS flags it accepts (for other methods only those changed
     from their defaults), plus ``--option KEY=VALUE`` pairs."""
-    from .benchmark import parse_spec
     from .saliency import method_options
 
     accepted = method_options(method)
     # a flag left at its default leaves the method's own default (the same, for dls)
     options = {k: v for k, v in flags.items() if k in accepted and v != _DLS_FLAG_DEFAULTS[k]}
     if extra:
+        from .benchmark import parse_spec  # only then: the benchmark's imports cost a start-up
+
         options.update(parse_spec(f"{method}:" + ",".join(extra)).options)
     return options
 

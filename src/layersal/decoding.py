@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers.activations import ACT2FN
 
 DecoderKind = str  # "mlm_head", "lm_head" (causal) or "embeddings" (logits = h E^T)
 
@@ -94,6 +93,9 @@ class LMHead:
             return hidden
         x = F.linear(hidden, self.dense_weight, self.dense_bias)
         if self.activation:
+            # here, not at the top: importing the methods (their registry) needs no transformers
+            from transformers.activations import ACT2FN
+
             x = ACT2FN[self.activation](x)
         if self.norm_weight is not None:
             x = F.layer_norm(x, (x.shape[-1],), self.norm_weight, self.norm_bias, self.norm_eps)
