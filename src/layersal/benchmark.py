@@ -24,7 +24,7 @@ from .evaluate import predictor, score_batch
 from .job import Explainer
 from .metrics import Faithfulness, summarise
 from .models import LoadedModel
-from .saliency import checked, methods
+from .saliency import checked, method_options, methods
 
 
 @dataclass
@@ -253,12 +253,13 @@ def machine_info() -> dict[str, Any]:
 
 
 def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
-    """DLS per fixed layer, ``coherent`` and ``auto``: layer(s) used, coherence and AOPC."""
+    """Every run of a method that takes a ``layer`` (DLS per fixed layer, ``coherent`` and
+    ``auto``): layer(s) used, coherence and AOPC."""
     rows = []
     coherence = max((run.coherence for run in bench.runs), key=len, default={})
     fixed = {}
     for run in bench.runs:
-        if run.spec.method != "dls" or not run.results:
+        if "layer" not in method_options(run.spec.method) or not run.results:
             continue
         layer = run.spec.options.get("layer", "auto")
         used = sorted({l for l in run.layers if l is not None})

@@ -43,9 +43,9 @@ def snippet(text: str, limit: int = 60) -> str:
 
 
 def _method_name(explanation: Explanation) -> str:
-    name = explanation.method
+    """The method, with the kind of saliency it aggregated where it has that option."""
     kind = explanation.options.get("saliency")
-    return f"{name} ({kind})" if name == "dls" and kind else name
+    return f"{explanation.method} ({kind})" if kind else explanation.method
 
 
 def layer_heatmap_figure(explanation: Explanation) -> Any | None:
