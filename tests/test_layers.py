@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "layersal"
 LAYERS: list[set[str]] = [
     {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
+    | {"tasks"}
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
     # types only
     | {"report.html", "report.provenance"},

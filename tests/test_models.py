@@ -175,9 +175,9 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32():
 @pytest.mark.parametrize(
     "change, fragment",
     [
-        ({"num_labels": 1}, "a regression head"),
-        ({"problem_type": "regression"}, "a regression head"),
-        ({"problem_type": "multi_label_classification"}, "a multi-label head (3 independent"),
+        ({"num_labels": 1}, "is a regression head (one output"),
+        ({"problem_type": "regression"}, "is a regression head (one output"),
+        ({"problem_type": "multi_label_classification"}, "is a multi-label classifier"),
     ],
 )
 def test_heads_that_are_not_one_softmax_are_refused_not_explained_wrong(

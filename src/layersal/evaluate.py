@@ -38,7 +38,7 @@ def predictor(lm: LoadedModel) -> PredictFn:
             inputs["token_type_ids"] = token_type_ids
         with torch.no_grad(), lm.autocast(), lm.borrowed():
             logits = lm.model(**{k: v.to(device) for k, v in inputs.items()}).logits
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        return lm.task.outputs(logits).cpu()
 
     return predict
 

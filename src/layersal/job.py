@@ -28,7 +28,7 @@ from .passes import forward
 from .saliency import Attribution, Checked, Settled, checked, renamed_options, settle
 from .saliency.base import Prepared
 from .targets import Target, target_indices
-from .windows import WindowMerge, document_probabilities, window_count, window_overlap
+from .windows import WindowMerge, window_count, window_overlap
 from .words import WORD_AGGREGATIONS, segmented_tokens_and_words
 
 LONG_TEXTS = ("windows", "truncate")
@@ -318,12 +318,12 @@ class _Run:
             for s in range(0, len(encoded), self.batch_size)
         ]
         probs = torch.cat(
-            [torch.softmax(forward(lm.model, select_rows(encoded, c)), -1).cpu() for c in chunks]
+            [lm.task.outputs(forward(lm.model, select_rows(encoded, c))).cpu() for c in chunks]
         )
         n_texts = max(encoded.text_of) + 1
         rows_of = [[r for r, t in enumerate(encoded.text_of) if t == b] for b in range(n_texts)]
-        doc_probs = [document_probabilities(probs[rows]) for rows in rows_of]
-        doc_target = targets or [int(p.argmax()) for p in doc_probs]
+        doc_probs = [lm.task.merge_windows(probs[rows]) for rows in rows_of]
+        doc_target = targets or [lm.task.predicted(p)[0] for p in doc_probs]
         row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
         # each window is folded into its text's merge as soon as its chunk is explained, so
         # a long document holds sums over its tokens, not every window's explanation
@@ -350,7 +350,7 @@ class _Run:
                 merged.append(single[b])
                 continue
             probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
-            prediction = lm.labels[int(doc_probs[b].argmax())]
+            prediction = lm.labels[lm.task.predicted(doc_probs[b])[0]]
             merged.append(merges[b].result(probabilities, prediction, self.size, self.step))
         return merged
 
@@ -415,7 +415,8 @@ def build_explanation(
     tokens, words = segmented_tokens_and_words(
         texts, segments, pieces, offsets, word_ids, scores, word_aggregation
     )
-    probs = torch.softmax(attribution.logits[row], -1).tolist()
+    outputs = lm.task.outputs(attribution.logits[row : row + 1])[0]
+    probs = outputs.tolist()
     applied = attribution.detail.applied_options()
     recorded = dict(options or {}) if applied is None else applied
     reports = attribution.detail.layer_reports(row, content, lm.tokenizer)
@@ -424,7 +425,7 @@ def build_explanation(
         text_pair=texts[1] if len(texts) > 1 else None,
         model=lm.name,
         method=method,
-        prediction=lm.labels[int(torch.tensor(probs).argmax())],
+        prediction=lm.labels[lm.task.predicted(outputs)[0]],
         target=lm.labels[int(attribution.targets[row])],
         probabilities=dict(zip(lm.labels, probs)),
         tokens=tokens,

@@ -34,6 +34,7 @@ from .decoding import LMHead
 from .errors import ModelLoadError, foreign_message
 from .families import FAMILIES, Family, family_for
 from .lm_heads import resolve_lm_head
+from .tasks import SINGLE_LABEL, Task, check_explained, task_of
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -57,6 +58,8 @@ class LoadedModel:
     pairs: bool | None = None
     """Whether the model reads pairs of texts (``True``), single texts (``False``), or either
     (``None``: not known; see :func:`reads_pairs`)."""
+    task: Task = SINGLE_LABEL
+    """What is explained: how the outputs become what the user sees (:mod:`layersal.tasks`)."""
 
     def check_items(self, items: list[Any]) -> None:
         """A clear error when texts go to a pair model, or pairs to a single-text model."""
@@ -163,7 +166,8 @@ def load(
     config = read_config(path)
     check_classifier_config(config, model)
     classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
-    check_task(classifier.config, str(model))
+    task = task_of(classifier.config)
+    check_explained(task, str(model))
     family = known_family(classifier.config)
     tokenizer = padded_right(_load_tokenizer(path, name=str(model)), classifier.config, family)
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
@@ -181,6 +185,7 @@ def load(
         max_length=_max_length(tokenizer, classifier.config),
         precision=precision,
         pairs=reads_pairs(labels, path, pairs),
+        task=task,
     )
 
 
@@ -228,7 +233,8 @@ def from_objects(
             f"a {type(model).__name__} is not a sequence classifier (pass a "
             "*ForSequenceClassification model, or this one as `lm_head`?)"
         )
-    check_task(model.config, name)
+    task = task_of(model.config)
+    check_explained(task, name)
     if tokenizer is None:
         if folder is None:
             raise ModelLoadError(
@@ -257,28 +263,7 @@ def from_objects(
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
         pairs=reads_pairs(label_names(model.config), folder, pairs),
-    )
-
-
-def check_task(config: Any, name: str) -> None:
-    """Refuse a head whose outputs are not one softmax over classes.
-
-    A regression head (one output: reward models, similarity scorers) or a multi-label head
-    (independent sigmoids) would otherwise be explained as a single-label classifier: a
-    softmax over one logit reads "probability 1.0", every erasure metric comes out 0, and
-    labels that are not exclusive are treated as if they were.
-    """
-    problem = getattr(config, "problem_type", None)
-    outputs = int(getattr(config, "num_labels", 2))
-    if problem == "regression" or (problem is None and outputs == 1):
-        kind = "a regression head (one output, as reward models and similarity scorers have)"
-    elif problem == "multi_label_classification":
-        kind = f"a multi-label head ({outputs} independent sigmoids)"
-    else:
-        return
-    raise ModelLoadError(
-        f"{name!r} has {kind}: layersal explains single-label classifiers (one softmax over "
-        "the classes) so far; explaining it as one would give wrong probabilities and metrics"
+        task=task,
     )
 
 

@@ -12,6 +12,7 @@ import torch
 from .encoding import Encoded
 from .families import Family
 from .rules import propagation_rules
+from .tasks import SINGLE_LABEL, Task
 
 
 @dataclass
@@ -47,10 +48,12 @@ def forward_backward(
     *,
     family: Family | None = None,
     rule: str = "gradient",
+    task: Task = SINGLE_LABEL,
 ) -> Pass:
     """Run the classifier keeping all hidden states, then differentiate the target logit.
 
-    ``targets`` holds one class index per text; ``None`` explains the predicted class. Samples
+    ``targets`` holds one label index per text; ``None`` explains the ``task``'s default (the
+    predicted class), and the differentiated scalar is the task's objective. Samples
     are independent, so one backward of the summed target logits gives each its own gradient.
     ``rule`` names the propagation rule set applied to this one backward pass (``family``
     says where its modules are).
@@ -84,9 +87,9 @@ def forward_backward(
                 hidden[-1] = last[-1]
             logits = out.logits
             if targets is None:
-                targets = logits.detach().argmax(-1)
+                targets = task.default_targets(logits)
             targets = targets.to(logits.device)
-            target_logit = logits.gather(1, targets.unsqueeze(1)).sum()
+            target_logit = task.objective(logits, targets).sum()
             grads = torch.autograd.grad(target_logit, [captured[0], *hidden], allow_unused=True)
     finally:
         for handle in handles:

@@ -13,8 +13,6 @@ import math
 from collections import Counter
 from typing import Any
 
-import torch
-
 from .encoding import token_pieces
 from .errors import InputError
 from .explanation import Explanation, LayerReport
@@ -62,11 +60,6 @@ def window_rows(tokenizer: Any, text: str, window: int, stride: int) -> tuple[in
     room = window - specials
     windows = 1 if n <= room else math.ceil((n - room) / stride) + 1
     return windows, min(n + specials, window)
-
-
-def document_probabilities(window_probs: torch.Tensor) -> torch.Tensor:
-    """A document's class probabilities: the mean of its windows' probabilities."""
-    return window_probs.mean(0)
 
 
 def merge_windows(

@@ -197,7 +197,9 @@ def prediction(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of the unperturbed batch (one no-grad forward) and the classes to explain."""
     logits = predict_logits(lm.model, encoded)
-    chosen = logits.argmax(-1) if targets is None else targets.to(logits.device).long()
+    chosen = (
+        lm.task.default_targets(logits) if targets is None else targets.to(logits.device).long()
+    )
     return logits, chosen
 
 

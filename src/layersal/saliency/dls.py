@@ -253,7 +253,7 @@ def run_dls(
     at_input = options.layer == INPUT
     fixed = None if isinstance(options.layer, str) else resolve_layer(options.layer, num_layers)
     result = forward_backward(
-        lm.model, encoded, targets, family=lm.family, rule=options.active_rule
+        lm.model, encoded, targets, family=lm.family, rule=options.active_rule, task=lm.task
     )
     batch = _BatchMasks.of(encoded, result.hidden[0].device)
     everything = options.layer_report or options.layer == "coherent"
@@ -358,7 +358,7 @@ def candidate_scores(
     (layer ``None``) and every layer that receives position gradient, decoded and not. Used by
     ``layer="auto"`` to compare configurations on a calibration sample.
     """
-    result = forward_backward(lm.model, encoded, None, family=lm.family, rule=rule)
+    result = forward_backward(lm.model, encoded, None, family=lm.family, rule=rule, task=lm.task)
     batch = _BatchMasks.of(encoded, result.hidden[0].device)
     out: dict[tuple[int | None, bool], torch.Tensor] = {
         (None, False): input_saliency(result, batch, options).scores

@@ -61,8 +61,12 @@ def _single_pass(
     names, args = embedding_arguments(encoded, device)
     forward = EmbeddingForward(lm, names)
     embeddings = word_embeddings(lm, encoded.input_ids.to(device)).requires_grad_()
-    if targets is None:
-        func: Any = lambda *a: forward(*a).max(-1).values  # noqa: E731
+    if targets is None:  # each row's default target, as the task chooses it from its logits
+
+        def func(*a: Any) -> torch.Tensor:
+            logits = forward(*a)
+            return lm.task.objective(logits, lm.task.default_targets(logits))
+
         target = None
     else:
         func, target = forward, targets.to(device).long()
@@ -80,7 +84,7 @@ def _single_pass(
             )
     assert forward.last_logits is not None, "the attribution ran the model"
     logits = forward.last_logits.detach()
-    chosen = logits.argmax(-1) if target is None else target
+    chosen = lm.task.default_targets(logits) if target is None else target
     return counter.result(encoded, scores.detach() * encoded.content.to(device), logits, chosen)
 
 
