@@ -433,6 +433,20 @@ def test_serve_command(monkeypatch):
     assert calls[-1][1]["host"] == "127.0.0.1"
 
 
+def test_serve_takes_a_device(monkeypatch):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    result = CliRunner().invoke(cli_app, ["serve", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    runner = calls[0].state.layersal
+    assert next(runner.lm.model.parameters()).device.type == "cpu"
+    bad = CliRunner().invoke(cli_app, ["serve", "--device", "tpu"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and "tpu" in bad.output
+    assert "--device" in CliRunner().invoke(cli_app, ["serve", "--help"]).output
+
+
 # ------------------------------------------------------------------------ in a browser
 
 CHROMIUM = Path("/usr/bin/chromium")
