@@ -12,8 +12,11 @@ default method (what the page sends), some batches of 4, some requests with
 over the limit, an unknown method: none reaches the model). Reported per client count:
 requests/s answered 200, p50 and p99 latency of the valid requests (every status: a request
 refused at once with 503 counts with its short wait) and of the invalid ones (they must not
-wait behind the model), how many valid requests got 503 (and whether each came with a
-``Retry-After``), the statuses seen, and the server's RSS before and after the row.
+wait behind the model), the same for a probe (a process of its own sending one invalid
+request every 20 ms: in the load's process, 50 client threads share one interpreter lock
+and add their own waits), how many valid requests got 503 (and whether each came with a
+``Retry-After``; a client told to retry after N seconds waits that long before its next
+request), the statuses seen, and the server's RSS before and after the row.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from math import nan
 from pathlib import Path
 from typing import IO
 
@@ -101,6 +105,28 @@ def body(rng: random.Random, texts: list[str]) -> tuple[bool, dict | str]:
     return True, {"text": rng.choice(texts)}
 
 
+PROBE_BODIES = ['{"text": ', '{"texts": 5}', '{"text": "ok", "method": "nope"}']
+
+
+def probe(url: str) -> None:
+    """Invalid requests one at a time, 20 ms apart, until stdin closes: their latencies as
+    JSON on stdout. A process of its own: in the load's process, 50 client threads share
+    one interpreter lock and would add their own waits to what is measured."""
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    latencies = []
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for i in range(1_000_000):
+            if stop.is_set():
+                break
+            headers = {"content-type": "application/json"}
+            began = time.perf_counter()
+            http.post("/api/explain", content=PROBE_BODIES[i % 3], headers=headers)
+            latencies.append(time.perf_counter() - began)
+            stop.wait(0.02)
+    print(json.dumps(latencies))
+
+
 def run(url: str, clients: int, requests: int, texts: list[str], pid: int) -> dict:
     latencies: dict[bool, list[float]] = {True: [], False: []}
     statuses: dict[int, int] = {}
@@ -133,7 +159,16 @@ def run(url: str, clients: int, requests: int, texts: list[str], pid: int) -> di
                         busy["retry_after"] += "retry-after" in response.headers
                     if valid and response.status_code == 200:
                         answered.append(took)
+                retry = response.headers.get("retry-after", "")
+                if response.status_code == 503 and retry.isdigit():  # a polite client waits
+                    time.sleep(int(retry))
 
+    prober = subprocess.Popen(
+        [sys.executable, __file__, "--probe", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     began = time.perf_counter()
     threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
     for thread in threads:
@@ -141,20 +176,22 @@ def run(url: str, clients: int, requests: int, texts: list[str], pid: int) -> di
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
+    probed = sorted(json.loads(prober.communicate(timeout=120)[0]))
     valid = sorted(latencies[True])
     invalid = sorted(latencies[False])
 
     def pct(values: list[float], q: float) -> float:
-        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+        return values[min(len(values) - 1, int(q * len(values)))] if values else nan
 
     return {
         "clients": clients,
         "requests": requests,
         "ok_per_s": len(answered) / wall,
-        "p50": statistics.median(valid) if valid else float("nan"),
+        "p50": statistics.median(valid) if valid else nan,
         "p99": pct(valid, 0.99),
-        "invalid_p50": statistics.median(invalid) if invalid else float("nan"),
+        "invalid_p50": statistics.median(invalid) if invalid else nan,
         "invalid_p99": pct(invalid, 0.99),
+        "probe": (len(probed), statistics.median(probed) if probed else nan, pct(probed, 0.99)),
         "busy": busy,
         "statuses": dict(sorted(statuses.items())),
         "rss": (rss_before, rss_mib(pid)),
@@ -167,7 +204,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=120)
     parser.add_argument("--label", default="", help="name of this run in the table")
     parser.add_argument("--serve-args", default="", help="extra `layersal serve` arguments")
+    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        probe(args.probe)
+        return
     texts = sentences()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -186,15 +227,17 @@ def main() -> None:
     print(f"\n### Server load {args.label} ({os.cpu_count()} cores, loopback)\n")
     print(
         "| clients | requests | 200s/s | valid p50 s | valid p99 s | invalid p50 s "
-        "| invalid p99 s | 503 (with Retry-After) | statuses | RSS MiB before -> after |"
+        "| invalid p99 s | probe: invalid p50 / p99 s (n) | 503 (with Retry-After) | statuses "
+        "| RSS MiB before -> after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        n, p50, p99 = r["probe"]
         print(
             f"| {r['clients']} | {r['requests']} | {r['ok_per_s']:.1f} | {r['p50']:.3f} | "
             f"{r['p99']:.3f} | {r['invalid_p50']:.3f} | {r['invalid_p99']:.3f} | "
-            f"{r['busy']['503']} ({r['busy']['retry_after']}) | {r['statuses']} | "
-            f"{r['rss'][0]:.0f} -> {r['rss'][1]:.0f} |"
+            f"{p50:.3f} / {p99:.3f} ({n}) | {r['busy']['503']} ({r['busy']['retry_after']}) | "
+            f"{r['statuses']} | {r['rss'][0]:.0f} -> {r['rss'][1]:.0f} |"
         )
 
 

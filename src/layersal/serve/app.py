@@ -524,6 +524,15 @@ def create_app(
         }.items()
     }
 
+    def queue_full(full: QueueFull) -> JSONResponse:
+        return _error(
+            503,
+            f"the requests queued ahead would take about {full.wait_s:.0f} s, past this "
+            f"server's time budget ({timeout_s:g} s) with this one; try again in "
+            f"{full.retry_after_s} s",
+            headers={"Retry-After": str(full.retry_after_s)},
+        )
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": _CSP})
@@ -583,6 +592,10 @@ def create_app(
         check_method(request.method, options)
         # the page shows every layer: ask methods that can report layers for the report
         shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
+        try:  # with the queue past the budget already, refused before counting anything
+            runner.check()
+        except QueueFull as full:
+            return queue_full(full)
         # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
         cost = await run_in_threadpool(cost_of, request.method, options, items)
         if cost.rows > max_rows:
@@ -634,13 +647,7 @@ def create_app(
         try:
             explanations = await runner.run(key, items, job, cost.work, request.method)
         except QueueFull as full:
-            return _error(
-                503,
-                f"the requests queued ahead would take about {full.wait_s:.0f} s, past this "
-                f"server's time budget ({timeout_s:g} s) with this one; try again in "
-                f"{full.retry_after_s} s",
-                headers={"Retry-After": str(full.retry_after_s)},
-            )
+            return queue_full(full)
         except ServerBusy:
             return _error(
                 503,

@@ -15,8 +15,8 @@ Admission: each request brings its ``work`` (model row-tokens, counted before it
 the runner keeps, per method, the seconds one unit of work took in the batches it ran. A
 request that the queue ahead of it (and the batch running) would keep waiting past its budget
 is refused at once (:class:`QueueFull`, with the seconds after which to retry) instead of
-after the whole budget. Until a method has run once its cost is unknown, and its requests are
-admitted.
+after the whole budget. Until a method has run once its own cost counts as nothing (only the
+work ahead of it does); a request with nothing ahead of it is always taken.
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ class Job:
     @property
     def chars(self) -> int:
         return sum(item_length(t) for t in self.texts)
+
+
+def _nothing(texts: list[str]) -> list[Any]:
+    return []
 
 
 class Runner:
@@ -152,6 +156,13 @@ class Runner:
         with self._ready:
             return self._backlog(time.monotonic())
 
+    def check(self, work: float = 0.0, kind: str = "") -> None:
+        """Raise ``QueueFull`` where a request of ``work`` of ``kind`` would be refused now
+        (with no work: where the work queued alone is past the budget), so that a server can
+        refuse before it spends anything on the request."""
+        with self._ready:
+            self._admit(Job(None, [], _nothing, 0.0, work, kind))
+
     def _cost(self, job: Job) -> float:
         return job.work * self.seconds_per_work.get(job.kind, 0.0)
 
@@ -167,9 +178,7 @@ class Runner:
         past its budget. Called with ``_ready`` held. A request with nothing ahead of it is
         always taken: it may take long, but the model is free, and running it corrects the
         estimate (one that refused everything would never be measured again)."""
-        own = self._cost(job)
-        if own == 0.0:  # a kind never measured: no estimate to refuse it on
-            return
+        own = self._cost(job)  # 0 for a kind never measured: only the work ahead counts
         wait = self._backlog(time.monotonic())
         if wait > 0.0 and wait + own > self.timeout_s:
             # when the work ahead has shrunk enough for this request to fit its budget
