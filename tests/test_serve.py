@@ -713,7 +713,12 @@ def browser():
 
 
 def _explain_in_page(
-    driver, url: str, text: str, method: str | None = None, pair: str | None = None
+    driver,
+    url: str,
+    text: str,
+    method: str | None = None,
+    pair: str | None = None,
+    layer: str | None = None,
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -724,6 +729,8 @@ def _explain_in_page(
     wait.until(lambda d: d.find_element(By.ID, "explain").is_enabled())
     if method:
         Select(driver.find_element(By.ID, "method")).select_by_value(method)
+    if layer is not None:
+        Select(driver.find_element(By.ID, "layer")).select_by_value(layer)
     box = driver.find_element(By.ID, "text")
     box.clear()
     box.send_keys(text)
@@ -777,6 +784,33 @@ def test_page_explains_a_text_in_a_browser(live_server, browser, sst2_tiny):
     rows = browser.find_elements(By.CSS_SELECTOR, "#top-tokens-table tr")
     assert len(rows) == 1 + len(sst2_tiny.tokenizer.tokenize(text))
     assert "layer 0" in rows[0].text and "gripping" in rows[2].text
+    # where the scores come from, said also when no bar can be outlined (the input embeddings)
+    used = browser.find_element(By.ID, "layer-used").text
+    where = "input embeddings" if direct.layer is None else f"layer {direct.layer}"
+    assert where in used, used
+    # auto's choice in one plain sentence, its measurements behind a disclosure
+    auto = direct.options["auto"]
+    note = browser.find_element(By.ID, "auto-note")
+    assert note.is_displayed() and note.text.startswith("Chosen automatically: ")
+    assert ("the input embeddings" if auto["layer"] is None else f"layer {auto['layer']}") in (
+        note.text
+    )
+    assert note.text.count(". ") == 0 and note.text.endswith(".")  # one sentence
+    for jargon in ("AOPC", "finalist", "comprehensiveness", "out after", "/plain"):
+        assert jargon not in note.text and jargon not in browser.find_element(By.ID, "meta").text
+    details = browser.find_element(By.ID, "auto-details")
+    assert details.tag_name == "details" and not details.get_property("open")
+    assert (
+        browser.find_element(By.ID, "auto-reason").get_property("textContent") == (auto["reason"])
+    )
+    details.find_element(By.TAG_NAME, "summary").click()
+    assert browser.find_element(By.ID, "auto-reason").is_displayed()
+    # a layer chosen by hand: its bar is outlined and named; no auto sentence
+    _explain_in_page(browser, live_server, text, method="dls", layer="1")
+    chosen = browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar.chosen")
+    assert [int(b.get_attribute("data-layer")) for b in chosen] == [1]
+    assert "layer 1" in browser.find_element(By.ID, "layer-used").text
+    assert not browser.find_element(By.ID, "auto-note").is_displayed()
     # an input-level method: no layer to choose, no per-layer report
     _explain_in_page(browser, live_server, "a dull film", method="gradient")
     assert not browser.find_element(By.ID, "layer").is_enabled()
