@@ -582,6 +582,31 @@ def test_a_request_the_queue_cannot_serve_in_time_is_refused_at_once(sst2_tiny):
     assert _explain(http, text="a fine film").status_code == 200
 
 
+def test_work_queued_past_the_budget_refuses_even_an_unmeasured_method(sst2_tiny):
+    """A request of a method never run yet has no cost estimate of its own, but the work
+    ahead of it alone is past its budget: refused at once, before its rows are counted."""
+    app = create_app(sst2_tiny, timeout_s=60)
+    http = TestClient(app)
+    runner = app.state.layersal
+    work = serve_app.RequestCost(sst2_tiny)("dls", {"layer_report": True}, ["a fine film"]).work
+    runner.seconds_per_work["dls"] = 70.0 / work  # this one request: 70 s expected
+    assert runner.lock.acquire(timeout=5)
+    answers: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: answers.update(first=_explain(http, text="a fine film"))
+    )
+    try:
+        first.start()  # nothing ahead: taken, though past the budget on its own
+        assert runner.wait_until(lambda: runner.pending() == 1, timeout=30)
+        refused = _explain(http, text="a dull film", method="gradient")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "10"
+        assert "gradient" not in runner.seconds_per_work and runner.pending() == 1
+    finally:
+        runner.lock.release()
+    first.join(60)
+    assert answers["first"].status_code == 200
+
+
 def test_invalid_requests_never_wait_for_the_model(sst2_tiny):
     """Validation, limits, method options and the row count are checked before a request
     queues: all answered while the model is held busy with requests queued."""
