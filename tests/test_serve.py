@@ -7,9 +7,11 @@ Selenium; it skips with the reason where Chromium, chromedriver or selenium is m
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -260,10 +262,15 @@ def _sent_while_busy(app: Any, bodies: list[dict]) -> list[Any]:
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
-    runner.lock.release()
+    try:
+        # every request has reached the runner: the ones the worker has not taken yet wait
+        # in its queue and go into one model call when the model is free
+        all_in = runner.wait_until(lambda: runner.pending() >= len(bodies), timeout=60)
+        assert all_in, f"{runner.pending()} of {len(bodies)} requests reached the runner"
+    finally:
+        runner.lock.release()
     for thread in threads:
-        thread.join(30)
+        thread.join(60)
     return responses
 
 
@@ -433,6 +440,217 @@ def test_serve_command(monkeypatch):
     assert calls[-1][1]["host"] == "127.0.0.1"
 
 
+# --------------------------------------------------------- hardening (issue 24, items 6-9)
+
+LONG_TEXT = ("a gripping, beautifully acted film that drags at the end. " * 90)[:5000]
+
+
+def test_counting_a_request_beside_the_worker_never_breaks_its_batches(sst2_tiny):
+    """The server counts a request's rows (tokenizing it) while the worker encodes a batch
+    with the model's tokenizer. A fast tokenizer keeps its padding and truncation settings in
+    the object: counting with the same one switched them off under the worker, whose batch of
+    texts of different lengths then came back unpadded (a ValueError: random 500s)."""
+    from layersal.encoding import encode
+
+    http = TestClient(create_app(sst2_tiny, max_rows=1000))
+    refused = {  # 32 texts of 5,000 characters to count: the counting is most of the request
+        "texts": [LONG_TEXT] * 32,
+        "method": "integrated_gradients",
+        "options": {"n_steps": 10000},
+    }
+    texts = ["a gripping, beautifully acted film that drags. " * (1 + i % 5) for i in range(16)]
+    done = threading.Event()
+    statuses: list[int] = []
+
+    def count_rows() -> None:  # counted, then refused: never reaches the worker
+        while not done.is_set():
+            statuses.append(_explain(http, **refused).status_code)
+
+    counter = threading.Thread(target=count_rows)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns often: the race gets its chances
+    counter.start()
+    failures = []
+    try:
+        for _ in range(400):  # the worker's side: what explain() does first
+            try:
+                encode(sst2_tiny.tokenizer, texts, sst2_tiny.max_length)
+            except ValueError as exc:
+                failures.append(exc)
+    finally:
+        sys.setswitchinterval(switch)
+        done.set()
+        counter.join(60)
+    assert not failures, f"{len(failures)} of 400 batches failed: {failures[0]}"
+    assert statuses and set(statuses) == {422}, statuses
+
+
+@pytest.mark.parametrize(
+    "raw, constant",
+    [
+        ('{"text": "good", "target": NaN}', "NaN"),
+        ('{"text": "good", "layer": Infinity}', "Infinity"),
+        ('{"text": "good", "layer": -Infinity}', "-Infinity"),
+        ('{"text": NaN}', "NaN"),
+        ('{"text": "good", "options": {"rho": NaN}}', "NaN"),
+        ('{"texts": ["good", "fine"], "options": {"n_steps": Infinity}}', "Infinity"),
+    ],
+)
+def test_nan_and_infinity_in_the_body_are_a_422(client, raw, constant, caplog):
+    response = client.post(
+        "/api/explain", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error.startswith("invalid request: the body is not JSON at character ")
+    assert f"{constant} is not a JSON number" in error
+    assert raw[int(error.split("character ")[1].split(":")[0]) :].startswith(constant)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], "a traceback was logged"
+
+
+def test_the_report_takes_the_limits_of_explain(client, sst2_tiny):
+    """At most max_batch explanations (3 here), each of a text of at most max_chars (200);
+    a body over its byte limit is refused before it is read or parsed."""
+    one = _explain(client, text="a fine film").json()["explanations"][0]
+    report = "/api/report.html"
+    assert client.post(report, json={"explanations": [one] * 3}).status_code == 200
+    many = client.post(report, json={"explanations": [one] * 4})
+    assert many.status_code == 413
+    assert many.json()["error"] == "4 explanations in one request; this server takes at most 3"
+    long = client.post(report, json={"explanations": [dict(one, text="x" * 201)]})
+    assert long.status_code == 413
+    assert "explanation 0 has a text of 201 characters" in long.json()["error"]
+    pair = client.post(report, json={"explanations": [dict(one, text_pair="y" * 190)]})
+    assert pair.status_code == 413 and "201 characters" in pair.json()["error"]  # 11 + 190
+    # 10,000 explanations: refused from the Content-Length, before the body is read
+    huge = json.dumps({"explanations": [one] * 10_000})
+    headers = {"content-type": "application/json"}
+    refused = client.post(report, content=huge, headers=headers)
+    assert refused.status_code == 413
+    assert f"a request body of {len(huge)} bytes is over" in refused.json()["error"]
+
+    # the same body sent in chunks (no Content-Length): refused once it passes the limit
+    def chunks() -> Iterator[bytes]:
+        data = huge.encode()
+        for start in range(0, len(data), 1 << 20):
+            yield data[start : start + (1 << 20)]
+
+    streamed = client.post(report, content=chunks(), headers=headers)
+    assert streamed.status_code == 413 and "the request body is over" in streamed.json()["error"]
+    nan = client.post(report, content='{"explanations": [NaN]}', headers=headers)
+    assert nan.status_code == 422 and "NaN is not a JSON number" in nan.json()["error"]
+    # /api/explain's body is bounded the same way, from its own limits
+    big = client.post("/api/explain", json={"texts": ["x" * 200] * 2000})
+    assert big.status_code == 413 and "bytes" in big.json()["error"]
+
+
+def test_a_request_the_queue_cannot_serve_in_time_is_refused_at_once(sst2_tiny):
+    """Admission: with the work queued ahead of it past its budget, a request gets a 503 with
+    Retry-After at once, not after waiting out the budget (60 s here)."""
+    app = create_app(sst2_tiny, timeout_s=60)
+    http = TestClient(app)
+    runner = app.state.layersal
+    work = serve_app.RequestCost(sst2_tiny)("dls", {"layer_report": True}, ["a fine film"]).work
+    runner.seconds_per_work["dls"] = 25.0 / work  # as if measured: 25 s per such request
+    assert runner.lock.acquire(timeout=5)  # the model is busy
+    answers: dict[str, Any] = {}
+
+    def send(name: str) -> None:
+        answers[name] = _explain(http, text="a fine film")
+
+    first = threading.Thread(target=send, args=("first",))
+    try:
+        first.start()  # nothing ahead of it: taken (25 s expected)
+        assert runner.wait_until(lambda: runner.pending() == 1, timeout=30)
+        second = threading.Thread(target=send, args=("second",))
+        second.start()  # 25 s ahead + its own 25 s: within the 60 s budget, queued
+        assert runner.wait_until(lambda: runner.pending() == 2, timeout=30)
+        third = threading.Thread(target=send, args=("third",))
+        third.start()  # 50 s ahead + 25 s: past the budget
+        third.join(30)
+        assert not third.is_alive(), "the third request waited for the model"
+        refused = answers["third"]
+        assert refused.status_code == 503 and runner.pending() == 2
+        assert refused.headers["retry-after"] == "15"  # 50 + 25 - 60 s
+        assert "queued ahead would take about 50 s" in refused.json()["error"]
+    finally:
+        runner.lock.release()
+    first.join(60)
+    second.join(60)
+    assert answers["first"].status_code == 200 and answers["second"].status_code == 200
+    assert runner.seconds_per_work["dls"] < 25.0 / work  # measured: far less than assumed
+    assert _explain(http, text="a fine film").status_code == 200
+
+
+def test_work_queued_past_the_budget_refuses_even_an_unmeasured_method(sst2_tiny):
+    """A request of a method never run yet has no cost estimate of its own, but the work
+    ahead of it alone is past its budget: refused at once, before its rows are counted."""
+    app = create_app(sst2_tiny, timeout_s=60)
+    http = TestClient(app)
+    runner = app.state.layersal
+    work = serve_app.RequestCost(sst2_tiny)("dls", {"layer_report": True}, ["a fine film"]).work
+    runner.seconds_per_work["dls"] = 70.0 / work  # this one request: 70 s expected
+    assert runner.lock.acquire(timeout=5)
+    answers: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: answers.update(first=_explain(http, text="a fine film"))
+    )
+    try:
+        first.start()  # nothing ahead: taken, though past the budget on its own
+        assert runner.wait_until(lambda: runner.pending() == 1, timeout=30)
+        refused = _explain(http, text="a dull film", method="gradient")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "10"
+        assert "gradient" not in runner.seconds_per_work and runner.pending() == 1
+    finally:
+        runner.lock.release()
+    first.join(60)
+    assert answers["first"].status_code == 200
+
+
+def test_invalid_requests_never_wait_for_the_model(sst2_tiny):
+    """Validation, limits, method options and the row count are checked before a request
+    queues: all answered while the model is held busy with requests queued."""
+    app = create_app(sst2_tiny, timeout_s=60, max_chars=5000, max_rows=1000)
+    http = TestClient(app)
+    runner = app.state.layersal
+    assert runner.lock.acquire(timeout=5)
+    queued = [threading.Thread(target=_explain, args=(http,), kwargs={"text": "ok"})]
+    try:
+        queued[0].start()
+        assert runner.wait_until(lambda: runner.pending() == 1, timeout=30)
+        for body, status in [
+            ('{"text": ', 422),
+            ('{"text": "good", "target": NaN}', 422),
+            ('{"texts": 5}', 422),
+            (json.dumps({"text": "x" * 5001}), 413),
+            (json.dumps({"text": "ok", "method": "nope"}), 422),
+            (json.dumps({"text": "ok", "layer": "deepest"}), 422),
+            (json.dumps({"text": LONG_TEXT, "method": "occlusion"}), 422),  # too many rows
+        ]:
+            response = http.post(
+                "/api/explain", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == status, (body[:40], response.text)
+        assert runner.pending() == 1  # none of them queued
+    finally:
+        runner.lock.release()
+    queued[0].join(60)
+
+
+def test_serve_takes_a_device(monkeypatch):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    result = CliRunner().invoke(cli_app, ["serve", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    runner = calls[0].state.layersal
+    assert next(runner.lm.model.parameters()).device.type == "cpu"
+    bad = CliRunner().invoke(cli_app, ["serve", "--device", "tpu"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and "tpu" in bad.output
+    assert "--device" in CliRunner().invoke(cli_app, ["serve", "--help"]).output
+
+
 # ------------------------------------------------------------------------ in a browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -520,7 +738,12 @@ def browser():
 
 
 def _explain_in_page(
-    driver, url: str, text: str, method: str | None = None, pair: str | None = None
+    driver,
+    url: str,
+    text: str,
+    method: str | None = None,
+    pair: str | None = None,
+    layer: str | None = None,
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -531,6 +754,8 @@ def _explain_in_page(
     wait.until(lambda d: d.find_element(By.ID, "explain").is_enabled())
     if method:
         Select(driver.find_element(By.ID, "method")).select_by_value(method)
+    if layer is not None:
+        Select(driver.find_element(By.ID, "layer")).select_by_value(layer)
     box = driver.find_element(By.ID, "text")
     box.clear()
     box.send_keys(text)
@@ -584,6 +809,33 @@ def test_page_explains_a_text_in_a_browser(live_server, browser, sst2_tiny):
     rows = browser.find_elements(By.CSS_SELECTOR, "#top-tokens-table tr")
     assert len(rows) == 1 + len(sst2_tiny.tokenizer.tokenize(text))
     assert "layer 0" in rows[0].text and "gripping" in rows[2].text
+    # where the scores come from, said also when no bar can be outlined (the input embeddings)
+    used = browser.find_element(By.ID, "layer-used").text
+    where = "input embeddings" if direct.layer is None else f"layer {direct.layer}"
+    assert where in used, used
+    # auto's choice in one plain sentence, its measurements behind a disclosure
+    auto = direct.options["auto"]
+    note = browser.find_element(By.ID, "auto-note")
+    assert note.is_displayed() and note.text.startswith("Chosen automatically: ")
+    assert ("the input embeddings" if auto["layer"] is None else f"layer {auto['layer']}") in (
+        note.text
+    )
+    assert note.text.count(". ") == 0 and note.text.endswith(".")  # one sentence
+    for jargon in ("AOPC", "finalist", "comprehensiveness", "out after", "/plain"):
+        assert jargon not in note.text and jargon not in browser.find_element(By.ID, "meta").text
+    details = browser.find_element(By.ID, "auto-details")
+    assert details.tag_name == "details" and not details.get_property("open")
+    assert (
+        browser.find_element(By.ID, "auto-reason").get_property("textContent") == (auto["reason"])
+    )
+    details.find_element(By.TAG_NAME, "summary").click()
+    assert browser.find_element(By.ID, "auto-reason").is_displayed()
+    # a layer chosen by hand: its bar is outlined and named; no auto sentence
+    _explain_in_page(browser, live_server, text, method="dls", layer="1")
+    chosen = browser.find_elements(By.CSS_SELECTOR, "#coherence-chart rect.coh-bar.chosen")
+    assert [int(b.get_attribute("data-layer")) for b in chosen] == [1]
+    assert "layer 1" in browser.find_element(By.ID, "layer-used").text
+    assert not browser.find_element(By.ID, "auto-note").is_displayed()
     # an input-level method: no layer to choose, no per-layer report
     _explain_in_page(browser, live_server, "a dull film", method="gradient")
     assert not browser.find_element(By.ID, "layer").is_enabled()
@@ -595,7 +847,8 @@ def test_page_shows_markup_as_text_and_runs_none_of_it(live_server, browser):
     from selenium.webdriver.common.by import By
 
     _explain_in_page(browser, live_server, XSS)  # predicted: the negative class, XSS_LABEL
-    time.sleep(0.3)  # give an injected handler the chance to fire
+    # no element was made from the text (checked below), so no handler of it can ever fire;
+    # and none fired while the page rendered
     assert _no_dialog(browser), "an alert fired: text was inserted as markup"
     assert browser.execute_script("return window.__xss") is None
     # the user's text, the model's name and its label all show literally...

@@ -737,6 +737,7 @@ def serve(
     timeout: Annotated[
         float, typer.Option(help="Seconds one request may take before a 503/504 error.")
     ] = 60.0,
+    device: DeviceOpt = "cpu",
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Local web app: type a text, see its heat-map, layers and decoded tokens (and a JSON API)."""
@@ -751,7 +752,7 @@ def serve(
             from .serve import create_app, is_loopback, loopback_hosts
         except ImportError as exc:
             raise InputError(f"serve needs the fastapi and uvicorn packages ({exc})") from None
-        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device)
         local = is_loopback(host)
         web = create_app(
             lm,

@@ -7,19 +7,25 @@ is bounded before it runs: its texts (``max_chars``, ``max_batch``) and its cost
 rows (``max_rows``). All state lives on the app instance (``app.state.layersal``).
 """
 
+import asyncio
 import copy
 import importlib.resources
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..api import explain
@@ -40,14 +46,18 @@ from ..targets import int_or_text
 from ..version import __version__
 from ..windows import window_overlap, window_rows
 from .card import render_html
-from .runner import ExplanationTimeout, Runner, ServerBusy
-from .stalls import BodyTimeout
+from .runner import ExplanationTimeout, QueueFull, Runner, ServerBusy
+from .stalls import BodyLimit, BodyTimeout
 
 DEFAULT_MAX_CHARS = 5000
 DEFAULT_MAX_BATCH = 32
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_ROWS = 5000
 DEFAULT_BODY_TIMEOUT_S = 15.0
+# bytes a request body may take beyond its texts (options, field names), and per character
+# of text (JSON escapes: up to 12 bytes for a character outside the BMP)
+_BODY_SLACK = 64 * 1024
+_BYTES_PER_CHAR = 12
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _STATIC = "static"
 _STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -242,21 +252,90 @@ class ErrorOut(BaseModel):
 # ------------------------------------------------------------------------------------- app
 
 
-def request_rows(lm: LoadedModel, method: str, options: dict[str, Any], texts: list[Any]) -> int:
-    """Model rows explaining ``texts`` will cost: per text, the method's cost for the tokens of
-    one row (:func:`~layersal.saliency.method_cost`) times its rows, the windows ``explain``
-    cuts a text longer than the model's maximum into (:func:`~layersal.windows.window_rows`;
-    a pair of texts is one row, truncated)."""
-    size, step, _ = window_overlap(lm.tokenizer, lm.max_length, None, None)
-    total = 0
-    for text in texts:
-        if isinstance(text, tuple):
-            pair = lm.tokenizer(*text, verbose=False, split_special_tokens=True)["input_ids"]
-            windows, tokens = 1, min(len(pair), lm.max_length)
-        else:
-            windows, tokens = window_rows(lm.tokenizer, text, size, step)
-        total += method_cost(method, options, tokens) * windows
-    return total
+@dataclass(frozen=True)
+class Cost:
+    """What a request will cost the model, counted before it runs: ``rows`` (a text or a
+    window through one forward pass) and ``work`` (those rows weighted by their tokens)."""
+
+    rows: int
+    work: int
+
+
+class RequestCost:
+    """Counts a request's :class:`Cost` before it runs: per text, the method's cost for the
+    tokens of one row (:func:`~layersal.saliency.method_cost`) times its rows, the windows
+    ``explain`` cuts a text longer than the model's maximum into
+    (:func:`~layersal.windows.window_rows`; a pair of texts is one row, truncated).
+
+    It tokenizes with its own copy of the model's tokenizer: a fast (Rust) tokenizer keeps its
+    truncation and padding settings in the object, so counting with the one the model's
+    worker encodes with, from another thread, can switch them off under the worker (its
+    batch then comes back unpadded and fails). The copy is used by one thread at a time.
+    """
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        self.tokenizer = copy.deepcopy(lm.tokenizer)
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, options: dict[str, Any], texts: list[Any]) -> Cost:
+        with self._lock:
+            tokenizer = self.tokenizer
+            size, step, _ = window_overlap(tokenizer, self.lm.max_length, None, None)
+            rows = work = 0
+            for text in texts:
+                if isinstance(text, tuple):
+                    pair = tokenizer(*text, verbose=False, split_special_tokens=True)["input_ids"]
+                    windows, tokens = 1, min(len(pair), self.lm.max_length)
+                else:
+                    windows, tokens = window_rows(tokenizer, text, size, step)
+                text_rows = method_cost(method, options, tokens) * windows
+                rows += text_rows
+                work += text_rows * tokens
+        return Cost(rows=rows, work=work)
+
+
+class _NotJSON(ValueError):
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(name)
+
+
+def strict_json(body: bytes | str) -> Any:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON, though
+    Python's parser takes them): a ``json.JSONDecodeError`` saying where."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except _NotJSON as exc:
+        raise json.JSONDecodeError(
+            f"{exc.constant} is not a JSON number", text, max(0, text.find(exc.constant))
+        ) from None
+
+
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body may not hold ``NaN`` or ``Infinity``: a 422 like any other
+    malformed body, instead of a value that breaks the first float check (or the JSON
+    error response itself) further on."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict
 
 
 def _local_docs(app: FastAPI) -> None:
@@ -305,8 +384,17 @@ def method_infos(num_layers: int) -> list[MethodInfo]:
     return infos
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def explanation_bytes(lm: LoadedModel, max_chars: int) -> int:
+    """Bytes of JSON an explanation of a text of ``max_chars`` may take as the report's input:
+    its text, and per character room for the tokens, words and every layer's scores and
+    decoded top tokens (a 5,000-character English text on a 2-layer model: 0.64 MB)."""
+    return _BODY_SLACK + max_chars * (_BYTES_PER_CHAR + 48 * (lm.num_layers + 2))
 
 
 def _static(name: str) -> str:
@@ -330,9 +418,11 @@ def create_app(
 
     ``max_chars``: longest text (characters); ``max_batch``: most texts per request;
     ``timeout_s``: time budget of one explanation request, waiting for the model included.
-    ``max_rows``: the most model rows one request may cost (:func:`request_rows`), refused
+    ``max_rows``: the most model rows one request may cost (:class:`RequestCost`), refused
     before it runs. ``body_timeout_s``: a client whose request body stalls that long is
-    answered 408.
+    answered 408. The downloadable report (``POST /api/report.html``) takes the same limits:
+    at most ``max_batch`` explanations, each of a text of at most ``max_chars``.
+    Request bodies are bounded in bytes by the same limits (413 before they are read).
     ``allowed_hosts``: accepted ``Host`` headers (``layersal serve`` sets the loopback names
     when bound to loopback, against DNS rebinding); ``None`` accepts any. ``render`` turns
     explanations into the downloadable HTML page.
@@ -343,6 +433,10 @@ def create_app(
         )
     settled: dict[tuple[str, str], Prepared] = {}  # used by the one worker thread only
     runner = Runner(model, float(timeout_s), max_texts=max_batch, max_chars=max(max_chars, 20_000))
+    cost_of = RequestCost(model)  # its own tokenizer: never the one the worker encodes with
+    explain_bytes = _BODY_SLACK + max_batch * max_chars * _BYTES_PER_CHAR
+    report_bytes = max_batch * explanation_bytes(model, max_chars)
+    renders = asyncio.Semaphore(2)  # reports rendered at once (each may hold its body twice)
     limits = Limits(
         max_chars=max_chars, max_batch=max_batch, timeout_s=float(timeout_s), max_rows=max_rows
     )
@@ -379,10 +473,14 @@ def create_app(
         docs_url=None,  # served below from local files: the default page loads a CDN
         redoc_url=None,
     )
+    app.router.route_class = StrictJSONRoute
     _local_docs(app)
     app.state.layersal = runner
     app.state.limits = limits
     app.add_middleware(BodyTimeout, seconds=body_timeout_s)
+    app.add_middleware(
+        BodyLimit, limits={"/api/explain": explain_bytes, "/api/report.html": report_bytes}
+    )
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -396,6 +494,10 @@ def create_app(
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            where = f"the body is not JSON at character {first.get('loc', ('', '?'))[-1]}"
+            why = (first.get("ctx") or {}).get("error", "")
+            return _error(422, f"invalid request: {where}" + (f": {why}" if why else ""), detail=[])
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         what = first.get("msg", "invalid request")
         message = f"{where}: {what}" if where else what
@@ -416,10 +518,20 @@ def create_app(
             413: "A text longer than max_chars, or more texts than max_batch.",
             422: "Input layersal cannot explain (empty text, unknown method, layer out of "
             "range...).",
-            503: "The model stayed busy with other requests for the whole time budget.",
+            503: "The requests queued ahead would keep this one past the time budget (refused "
+            "at once, with Retry-After), or the model stayed busy for the whole budget.",
             504: "The explanation ran past the time budget and was stopped.",
         }.items()
     }
+
+    def queue_full(full: QueueFull) -> JSONResponse:
+        return _error(
+            503,
+            f"the requests queued ahead would take about {full.wait_s:.0f} s, past this "
+            f"server's time budget ({timeout_s:g} s) with this one; try again in "
+            f"{full.retry_after_s} s",
+            headers={"Retry-After": str(full.retry_after_s)},
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -480,13 +592,18 @@ def create_app(
         check_method(request.method, options)
         # the page shows every layer: ask methods that can report layers for the report
         shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
-        rows = request_rows(model, request.method, options, items)
-        if rows > max_rows:
+        try:  # with the queue past the budget already, refused before counting anything
+            runner.check()
+        except QueueFull as full:
+            return queue_full(full)
+        # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
+        cost = await run_in_threadpool(cost_of, request.method, options, items)
+        if cost.rows > max_rows:
             return _error(
                 422,
-                f"this request would cost {rows} model rows ({request.method} with these options "
-                f"on {len(items)} text(s)); this server takes at most {max_rows} per request: "
-                "send fewer or shorter texts, or fewer steps/samples",
+                f"this request would cost {cost.rows} model rows ({request.method} with these "
+                f"options on {len(items)} text(s)); this server takes at most {max_rows} per "
+                "request: send fewer or shorter texts, or fewer steps/samples",
             )
         target = int_or_text(request.target)
 
@@ -528,12 +645,15 @@ def create_app(
         key = (*settled_key, repr(target), request.word_aggregation, is_pair(items[0]))
         began = time.monotonic()
         try:
-            explanations = await runner.run(key, items, job)
+            explanations = await runner.run(key, items, job, cost.work, request.method)
+        except QueueFull as full:
+            return queue_full(full)
         except ServerBusy:
             return _error(
                 503,
                 "the model stayed busy with other requests for the whole time budget "
                 f"({timeout_s:g} s); try again",
+                headers={"Retry-After": str(max(1, math.ceil(runner.expected_wait())))},
             )
         except ExplanationTimeout:
             return _error(
@@ -543,15 +663,36 @@ def create_app(
             )
         return {"explanations": explanations, "elapsed_s": round(time.monotonic() - began, 4)}
 
-    @app.post(
-        "/api/report.html",
-        response_class=HTMLResponse,
-        responses={200: {"content": {"text/html": {}}, "description": "A standalone HTML page."}},
-        summary="Render explanations as a downloadable HTML page",
-    )
-    async def api_report(request: ReportRequest) -> HTMLResponse:
-        """Takes what POST /api/explain returned and renders it (everything escaped)."""
-        explanations = [_from_model(e) for e in request.explanations]
+    def report_page(body: bytes) -> Response:
+        """The HTML page of a report request's body, or the error; runs in a thread."""
+        try:
+            data = strict_json(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(422, f"invalid request: the body is not JSON: {exc}")
+        found = data.get("explanations") if isinstance(data, dict) else None
+        if isinstance(found, list):  # the limits first: cheap, before any validation
+            if len(found) > max_batch:
+                return _error(
+                    413,
+                    f"{len(found)} explanations in one request; this server takes at most "
+                    f"{max_batch}",
+                )
+            for i, item in enumerate(found):
+                texts = (item.get("text"), item.get("text_pair")) if isinstance(item, dict) else ()
+                chars = sum(len(t) for t in texts if isinstance(t, str))
+                if chars > max_chars:
+                    return _error(
+                        413,
+                        f"explanation {i} has a text of {chars} characters; this server takes "
+                        f"at most {max_chars}",
+                    )
+        try:
+            parsed = ReportRequest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            return _error(422, f"invalid request: {where}: {first.get('msg', '')}")
+        explanations = [_from_model(e) for e in parsed.explanations]
         return HTMLResponse(
             render(explanations),
             headers={
@@ -559,6 +700,33 @@ def create_app(
                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
             },
         )
+
+    report_schema = ReportRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    report_schema.pop("$defs", None)  # ExplanationOut and its parts: already components
+
+    @app.post(
+        "/api/report.html",
+        response_class=HTMLResponse,
+        responses={
+            200: {"content": {"text/html": {}}, "description": "A standalone HTML page."},
+            413: errors[413],
+            422: errors[422],
+        },
+        summary="Render explanations as a downloadable HTML page",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": report_schema}},
+            }
+        },
+    )
+    async def api_report(request: Request) -> Response:
+        """Takes what POST /api/explain returned (``{"explanations": [...]}``, at most
+        ``max_batch`` of texts of at most ``max_chars``) and renders it (everything escaped).
+        Read, checked and rendered in a thread, so that other requests never wait on it."""
+        body = await request.body()
+        async with renders:
+            return await run_in_threadpool(report_page, body)
 
     return app
 
@@ -580,9 +748,20 @@ def jsonable(value: Any) -> Any:
     from fastapi.encoders import jsonable_encoder
 
     try:
-        return jsonable_encoder(value)
+        return _finite(jsonable_encoder(value))
     except Exception:  # pragma: no cover - defensive
         return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as its name (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 __all__ = [

@@ -208,17 +208,37 @@
     else if (e.method === "dls") parts.push("at the input embeddings");
     if (report && report.coherence !== null) parts[parts.length - 1] += " (coherence " + fmt(report.coherence, 2) + ")";
     if (e.options && e.options.rule) parts.push("rule " + e.options.rule);
-    if (e.options && e.options.layer === "auto" && e.options.auto) parts.push("chosen by auto: " + e.options.auto.reason);
     if (e.layers.length) parts.push("decoder: " + e.decoder);
     parts.push(e.forward_passes + " forward / " + e.backward_passes + " backward passes");
     if (elapsed !== undefined) parts.push(elapsed.toFixed(2) + " s on the server");
     $("meta").textContent = parts.join(" · ");
     $("truncated").hidden = !e.truncated;
+    renderAuto(e);
+  }
+
+  function where(layer) {
+    return layer === null || layer === undefined ? "the input embeddings" : "layer " + layer;
+  }
+
+  // layer="auto": one plain sentence, and the measurements behind a disclosure
+  function renderAuto(e) {
+    const auto = e.options && e.options.layer === "auto" ? e.options.auto : null;
+    $("auto-note").hidden = !auto;
+    $("auto-details").hidden = !auto;
+    $("auto-details").open = false;
+    if (!auto) return;
+    $("auto-note").textContent =
+      "Chosen automatically: of the settings tried on " + auto.n_texts + " texts (" +
+      auto.source + "), " + where(auto.layer) + " with the " + auto.rule + " rule" +
+      (auto.decode ? ", decoded through the LM head," : "") +
+      " found the words that matter most to the prediction.";
+    $("auto-reason").textContent = auto.reason;
   }
 
   function renderCoherence(e) {
     const box = $("coherence");
     clear(box);
+    $("layer-used").textContent = "";
     const layers = e.layers.filter((r) => r.coherence !== null && r.coherence !== undefined);
     if (!layers.length) {
       box.appendChild(el("p", "dim small", "The " + e.method + " method gives no per-layer report: choose dls to see one."));
@@ -252,6 +272,12 @@
     });
     chart.appendChild(svg("text", { x: left + plotW / 2, y: H - 2, "text-anchor": "middle" }, "layer"));
     box.appendChild(chart);
+    const shown = layers.some((r) => r.layer === e.layer);
+    $("layer-used").textContent = shown
+      ? "The outlined bar, layer " + e.layer + ", is the layer the scores above come from."
+      : e.layer === null || e.layer === undefined
+        ? "The scores above come from the input embeddings (the word embeddings, before layer 0), not from one of these layers: no bar is outlined."
+        : "The scores above come from layer " + e.layer + ", which has no bar here.";
   }
 
   function renderTopTokens(e) {
