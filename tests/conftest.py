@@ -194,7 +194,7 @@ _COUNTED = [
     ("Ray engine tests", lambda report: "tests/test_ray_" in report.nodeid, ""),
     (
         "Browser tests",
-        lambda report: "browser" in report.keywords,
+        lambda report: "browser" in getattr(report, "keywords", {}),
         " (a skip means /usr/bin/chromium or chromedriver is missing: "
         "apt-get install chromium chromium-driver)",
     ),

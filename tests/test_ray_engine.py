@@ -250,8 +250,15 @@ def test_a_worker_failing_on_a_changed_input_says_so(tmp_path, local_ray):
     data = source.read_bytes()
     last = data.rindex(b"\n", 0, len(data) - 1)
     source.write_bytes(data[:last] + b" " + data[last + 1 :])  # same size, one row fewer
+    ray_run = dict(engine="ray", num_workers=1, ray_reads="workers", **common)
+    with pytest.raises(InputError, match="changed since the run began"):  # its fingerprint
+        explain_dataset(source, out, **ray_run)
+    # a file changed during a run, after its fingerprint was taken: the workers notice too
+    manifest = json.loads((out / "_layersal.json").read_text())
+    manifest["settings"]["input_fingerprint"] = Source(source).fingerprint()
+    (out / "_layersal.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="holds 9 rows, not the 10 planned"):
-        explain_dataset(source, out, engine="ray", num_workers=1, ray_reads="workers", **common)
+        explain_dataset(source, out, **ray_run)
 
 
 def test_worker_mistakes_are_found_behind_rays_wrapping():

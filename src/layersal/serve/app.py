@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,19 +29,17 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..api import explain
 from ..errors import InputError, LayersalError
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..inputs import check_texts, is_pair
+from ..job import Explainer
 from ..models import LoadedModel
 from ..saliency import (
-    Prepared,
     check_method,
     method_cost,
     method_options,
     method_schema,
     methods,
-    prepare_options,
 )
 from ..targets import int_or_text
 from ..version import __version__
@@ -358,6 +357,31 @@ def _local_docs(app: FastAPI) -> None:
         )
 
 
+class _Jobs:
+    """The server's settled jobs (:class:`~layersal.job.Explainer`), one per method, options
+    and word aggregation, the least recently used dropped past :data:`MAX_JOBS`."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.held: OrderedDict[str, Explainer] = OrderedDict()
+
+    def get(self, method: str, options: dict[str, Any], words: str, texts: list[Any]) -> Explainer:
+        """The job for these settings, settled on ``texts`` when it is new."""
+        key = json.dumps([method, options, words], sort_keys=True, default=str)
+        if key in self.held:
+            self.held.move_to_end(key)
+            return self.held[key]
+        job = Explainer(self.model, method, options, word_aggregation=words, batch_size=16)
+        job.settle(lambda: texts)
+        self.held[key] = job
+        while len(self.held) > MAX_JOBS:
+            self.held.popitem(last=False)
+        return job
+
+
+MAX_JOBS = 32
+
+
 def _json_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -431,7 +455,7 @@ def create_app(
         raise InputError(
             "max_chars, max_batch and max_rows must be at least 1 and timeout_s positive"
         )
-    settled: dict[tuple[str, str], Prepared] = {}  # used by the one worker thread only
+    jobs = _Jobs(model)  # used by the one worker thread only
     runner = Runner(model, float(timeout_s), max_texts=max_batch, max_chars=max(max_chars, 20_000))
     cost_of = RequestCost(model)  # its own tokenizer: never the one the worker encodes with
     explain_bytes = _BODY_SLACK + max_batch * max_chars * _BYTES_PER_CHAR
@@ -612,25 +636,13 @@ def create_app(
 
         def job(texts: list[Any]) -> list[dict[str, Any]]:
             try:
-                # options made concrete once per server (DLS's layer="auto": on the first
-                # request's texts), so a result never depends on what it was batched with
-                prepared = settled.get(settled_key)
-                if prepared is None:
-                    prepared = prepare_options(
-                        request.method, lambda: model, lambda: texts, wanted, min(len(texts), 16)
-                    )
-                    settled[settled_key] = prepared
-                results = explain(
-                    texts,
-                    model,
-                    method=request.method,
-                    target=target,
-                    word_aggregation=request.word_aggregation,
-                    batch_size=min(len(texts), 16),
-                    options=prepared.options,
+                # one settled job per method, options and word aggregation for the server's
+                # life (DLS's layer="auto": settled on the first request's texts), so a result
+                # never depends on what it was batched with
+                explainer = jobs.get(request.method, wanted, request.word_aggregation, texts)
+                results = explainer.explain(
+                    check_texts(texts), target=target, batch_size=min(len(texts), 16)
                 )
-                for result in results:
-                    result.options.update(copy.deepcopy(prepared.recorded))
             except (TypeError, ValueError) as exc:
                 if not options:
                     raise
