@@ -1,5 +1,27 @@
-"""Errors raised for user mistakes (the CLI prints them as one line, without a traceback), and
-the warnings layersal gives."""
+"""Errors raised for user mistakes (the CLI prints them as one line, without a traceback; the
+web API answers them with their HTTP status), and the warnings layersal gives.
+
+The tree::
+
+    LayersalError              the user's input, model, options or environment, not a bug
+    +-- ModelLoadError         a model or LM head that cannot be found, read or trusted
+    +-- InputError             a text, file, option or target layersal cannot explain
+    +-- OutputError            a result that cannot be written where asked
+    |   +-- NoSpaceError       the device of a dataset run's output is full
+    +-- ServeError             the web server cannot serve a request now (``status``)
+        +-- ServerBusy         503: the model stayed busy for the whole time budget
+        +-- QueueFull          503 with Retry-After: refused at once, the queue is too long
+        +-- ExplanationTimeout 504: the explanation ran past its time budget
+
+    TruncationWarning          a text longer than the model's maximum lost its tail
+
+Anything else raised is a bug. Other libraries' errors are mapped into the tree where layersal
+calls them, with :func:`foreign_message` keeping their first line: loading
+(``checkpoints``, ``models``, ``lm_heads``: transformers, safetensors, torch's weights-only
+pickle reader), output (``engines.store``: the file system), input (``inputs``: files and
+their formats). The server's ``Cancelled`` is not an error but its worker's signal to drop a
+batch whose requests all gave up.
+"""
 
 
 class LayersalError(Exception):
@@ -62,6 +84,31 @@ def foreign_message(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
     return first.replace("`", "'")
+
+
+class ServeError(LayersalError):
+    """The web server cannot serve a request now; ``status`` is the HTTP status it answers."""
+
+    status = 503
+
+
+class ServerBusy(ServeError):
+    """The model stayed busy for the whole time budget: the request never reached it."""
+
+
+class ExplanationTimeout(ServeError):
+    """The request's explanation ran past its time budget."""
+
+    status = 504
+
+
+class QueueFull(ServeError):
+    """The queue ahead would keep the request waiting past its budget: refused at once."""
+
+    def __init__(self, wait_s: float, retry_after_s: int) -> None:
+        super().__init__(f"about {wait_s:.0f} s of work queued")
+        self.wait_s = wait_s
+        self.retry_after_s = retry_after_s
 
 
 class TruncationWarning(UserWarning):

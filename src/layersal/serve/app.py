@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InputError, LayersalError
+from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
 from ..explanation import Explanation, LayerReport, Token, Word
 from ..inputs import check_texts, is_pair
 from ..job import Explainer
@@ -45,7 +45,7 @@ from ..targets import int_or_text
 from ..version import __version__
 from ..windows import window_overlap, window_rows
 from .card import render_html
-from .runner import ExplanationTimeout, QueueFull, Runner, ServerBusy
+from .runner import Runner
 from .stalls import BodyLimit, BodyTimeout
 
 DEFAULT_MAX_CHARS = 5000
@@ -512,7 +512,7 @@ def create_app(
 
     @app.exception_handler(LayersalError)
     async def layersal_error(request: Request, exc: LayersalError) -> JSONResponse:
-        return _error(422, str(exc))
+        return _error(getattr(exc, "status", 422), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -31,28 +31,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ExplanationTimeout, QueueFull, ServerBusy
 from ..inputs import item_length
 from ..models import LoadedModel
 
 Explain = Callable[[list[str]], list[Any]]
 """Explain some texts: one result per text, in order."""
-
-
-class ServerBusy(Exception):
-    """The model stayed busy for the whole time budget: the request never reached it."""
-
-
-class ExplanationTimeout(Exception):
-    """The request's explanation ran past its time budget."""
-
-
-class QueueFull(Exception):
-    """The queue ahead would keep the request waiting past its budget: refused at once."""
-
-    def __init__(self, wait_s: float, retry_after_s: int) -> None:
-        super().__init__(f"about {wait_s:.0f} s of work queued")
-        self.wait_s = wait_s
-        self.retry_after_s = retry_after_s
 
 
 class Cancelled(Exception):
