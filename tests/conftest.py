@@ -217,6 +217,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
         if not ours:
             continue
         counts = {o: sum(k == o for k, _ in ours) for o in ("passed", "failed", "skipped", "error")}
+        if not any(counts.values()):  # all of them deselected
+            continue
         seconds = sum(getattr(report, "duration", 0.0) for _, report in ours)
         listed = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
         skipped = note if counts["skipped"] else ""

@@ -119,6 +119,7 @@ class _Entry:
     validate: type | None = None
     prepare: PrepareFn | None = None
     cost: CostFn | None = None
+    named: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def names(self) -> frozenset[str]:
@@ -134,6 +135,7 @@ def register(
     renamed: dict[str, str] | None = None,
     prepare: PrepareFn | None = None,
     cost: CostFn | None = None,
+    named: dict[str, tuple[str, ...]] | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
     """Decorator: make ``fn(lm, encoded, targets, **options)`` available as ``method=name``.
 
@@ -145,6 +147,8 @@ def register(
     ``prepare`` makes the options concrete for a job once, before its texts are explained
     (DLS's ``layer="auto"``); see :func:`prepare_options`. ``cost`` says how many model rows
     one text costs under given options (default: one pass); see :func:`method_cost`.
+    ``named`` lists, per option, the words it takes besides numbers (DLS's ``layer``:
+    ``auto``, ``coherent``, ``input``), for faces that offer them; see :func:`named_values`.
     """
 
     def add(fn: MethodFn) -> MethodFn:
@@ -163,7 +167,9 @@ def register(
                 f"method {name!r} cannot have an option named {clash[0]!r}: it is a parameter "
                 "of explain() itself"
             )
-        _REGISTRY[name] = _Entry(fn, specs, dict(renamed or {}), options, prepare, cost)
+        _REGISTRY[name] = _Entry(
+            fn, specs, dict(renamed or {}), options, prepare, cost, dict(named or {})
+        )
         return fn
 
     return add
@@ -197,6 +203,11 @@ def method_options(name: str) -> frozenset[str]:
 def method_schema(name: str) -> tuple[OptionSpec, ...]:
     """Method ``name``'s options, each with its type and default, in declaration order."""
     return _entry(name).options
+
+
+def named_values(name: str, option: str) -> tuple[str, ...]:
+    """The words method ``name``'s ``option`` takes besides numbers (none unless declared)."""
+    return _entry(name).named.get(option, ())
 
 
 def renamed_options(name: str) -> dict[str, str]:

@@ -11,11 +11,13 @@ import torch
 from ..encoding import Encoded
 from ..models import LoadedModel
 from .base import Attribution, register
-from .dls import DLSOptions, run_dls
+from .dls import INPUT, DLSOptions, run_dls
 from .layer_choice import prepare
 
+LAYER_WORDS = ("auto", "coherent", INPUT)  # the order the web page offers them in
 
-@register("dls", options=DLSOptions, prepare=prepare)
+
+@register("dls", options=DLSOptions, prepare=prepare, named={"layer": LAYER_WORDS})
 def dls(
     lm: LoadedModel,
     encoded: Encoded,

@@ -40,6 +40,7 @@ from ..saliency import (
     method_options,
     method_schema,
     methods,
+    named_values,
 )
 from ..targets import int_or_text
 from ..version import __version__
@@ -396,8 +397,7 @@ def method_infos(num_layers: int) -> list[MethodInfo]:
         except InputError:
             takes_layer = False
         choices: list[int | str] = list(range(num_layers + 1)) if takes_layer else []
-        if name == "dls":
-            choices = ["auto", "coherent", "input", *choices]
+        choices = [*named_values(name, "layer"), *choices]
         options = [
             OptionInfo(name=o.name, type=o.type, default=_json_default(o.default))
             for o in method_schema(name)
