@@ -9,12 +9,17 @@ rows (``max_rows``). All state lives on the app instance (``app.state.layersal``
 
 import asyncio
 import copy
+import dataclasses
+import functools
 import importlib.resources
 import json
 import logging
 import math
+import operator
 import threading
 import time
+import types
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
@@ -26,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
@@ -133,68 +138,57 @@ class ExplainRequest(BaseModel):
     )
 
 
-class TokenOut(BaseModel):
-    text: str
-    start: int
-    end: int
-    score: float
-    word: int
-    segment: int = 0
+def response_model(data: type, generated: dict[type, Any]) -> Any:
+    """The pydantic model of result dataclass ``data`` (``<Name>Out``), generated from its
+    fields: the same names, types and defaults, the dataclasses it holds generated too. The
+    API's schema is the result types', never a copy kept by hand."""
+    if data in generated:
+        return generated[data]
+    hints = typing.get_type_hints(data)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(data):
+        annotation = _swapped(hints[f.name], generated)
+        if f.default is not dataclasses.MISSING:
+            fields[f.name] = (annotation, f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            fields[f.name] = (annotation, Field(default_factory=f.default_factory))
+        else:
+            fields[f.name] = (annotation, ...)
+    model = create_model(f"{data.__name__}Out", __doc__=data.__doc__, **fields)
+    generated[data] = model
+    return model
 
 
-class WordOut(BaseModel):
-    text: str
-    start: int
-    end: int
-    score: float
-    tokens: list[int]
-    segment: int = 0
+def _swapped(annotation: Any, generated: dict[type, Any]) -> Any:
+    """``annotation`` with every result dataclass in it replaced by its generated model."""
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return response_model(annotation, generated)
+    arguments = typing.get_args(annotation)
+    if not arguments:
+        return annotation
+    swapped = tuple(_swapped(a, generated) for a in arguments)
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return functools.reduce(operator.or_, swapped)
+    return origin[swapped if len(swapped) > 1 else swapped[0]]
 
 
-class LayerReportOut(BaseModel):
-    layer: int
-    coherence: float | None
-    has_position_gradient: bool
-    scores: list[float]
-    own_rank: list[int] | None = None
-    top_tokens: list[list[str]] | None = None
-    top_probs: list[list[float]] | None = None
-    note: str = ""
-
-
-class ExplanationOut(BaseModel):
-    """``Explanation.to_dict()``: see :class:`layersal.Explanation`."""
-
-    text: str
-    model: str
-    method: str
-    prediction: str
-    target: str
-    probabilities: dict[str, float]
-    tokens: list[TokenOut]
-    words: list[WordOut]
-    layer: int | None
-    decoder: str
-    word_aggregation: str
-    truncated: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
-    layers: list[LayerReportOut] = Field(default_factory=list)
-    forward_passes: int = 1
-    backward_passes: int = 1
-    text_pair: str | None = None
+_GENERATED: dict[type, Any] = {}
+ExplanationOut = response_model(Explanation, _GENERATED)
+TokenOut, WordOut, LayerReportOut = (_GENERATED[t] for t in (Token, Word, LayerReport))
 
 
 class ExplainResponse(BaseModel):
     """One explanation per input text, in input order."""
 
-    explanations: list[ExplanationOut]
+    explanations: list[ExplanationOut]  # type: ignore[valid-type]  # generated at import
     elapsed_s: float = Field(0.0, description="Seconds spent explaining (queueing included).")
 
 
 class ReportRequest(BaseModel):
     """Explanations to render as an HTML page (what POST /api/explain returned)."""
 
-    explanations: list[ExplanationOut]
+    explanations: list[ExplanationOut]  # type: ignore[valid-type]  # generated at import
 
 
 class OptionInfo(BaseModel):
@@ -743,7 +737,7 @@ def create_app(
     return app
 
 
-def _from_model(e: ExplanationOut) -> Explanation:
+def _from_model(e: Any) -> Explanation:
     data = e.model_dump()
     return Explanation(
         **{
