@@ -267,7 +267,7 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
 
 
 def test_calibration_texts_are_read_and_cleaned_like_the_benchmark_data(tmp_path):
-    from layersal.cli import _calibration_texts
+    from layersal.cli.bench import _calibration_texts
 
     agnews = tmp_path / "dev.tsv"
     agnews.write_text(

@@ -59,7 +59,7 @@ def test_method_options_are_their_own_namespace(tiny_args):
 
 
 def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
-    from layersal.cli import as_flags
+    from layersal.cli.common import as_flags
 
     source = tmp_path / "in.txt"
     source.write_text("a fine film\n", encoding="utf-8")
@@ -334,7 +334,7 @@ def test_json_lines_carry_each_text_id_and_read_back(tmp_path):
 
 
 def test_output_streams_in_input_order_across_groups(monkeypatch):
-    from layersal import cli
+    from layersal.cli import common as cli
 
     monkeypatch.setattr(cli, "STREAM_TEXTS", 2)
     texts = ["a fine film", "dull", "warm and funny", "too long", "sweet"]
@@ -381,7 +381,7 @@ def test_json_lines_stay_on_stdout_under_the_progress_bar(capsys):
 
 
 def test_truncation_warnings_name_the_text_across_groups(monkeypatch):
-    from layersal import cli
+    from layersal.cli import common as cli
 
     monkeypatch.setattr(cli, "STREAM_TEXTS", 2)
     long = "word " * 600
@@ -391,7 +391,7 @@ def test_truncation_warnings_name_the_text_across_groups(monkeypatch):
 
 
 def test_auto_is_settled_once_for_all_the_groups(monkeypatch, tiny_args, tmp_path):
-    from layersal import cli
+    from layersal.cli import common as cli
     from layersal.saliency import layer_choice
 
     monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path / "cache"))
