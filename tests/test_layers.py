@@ -43,6 +43,7 @@ LAYERS: list[set[str]] = [
         "serve.card",
         "serve.runner",
         "serve.stalls",
+        "serve.schemas",
         "cli",
         "cli.common",
         "cli.explain",

@@ -33,7 +33,7 @@ import layersal
 from layersal.cli import app as cli_app
 from layersal.explanation import Explanation, LayerReport, Token, Word
 from layersal.serve import app as serve_app
-from layersal.serve import create_app, is_loopback, loopback_hosts
+from layersal.serve import create_app, is_loopback, loopback_hosts, schemas
 from layersal.serve.app import DEFAULT_MAX_ROWS
 
 TEXT = "a gripping, beautifully acted film"
@@ -858,10 +858,10 @@ def test_page_shows_markup_as_text_and_runs_none_of_it(live_server, browser):
 @pytest.mark.parametrize(
     ("model", "data"),
     [
-        (serve_app.ExplanationOut, Explanation),
-        (serve_app.TokenOut, Token),
-        (serve_app.WordOut, Word),
-        (serve_app.LayerReportOut, LayerReport),
+        (schemas.ExplanationOut, Explanation),
+        (schemas.TokenOut, Token),
+        (schemas.WordOut, Word),
+        (schemas.LayerReportOut, LayerReport),
     ],
 )
 def test_web_schema_matches_the_explanation_dataclasses(model, data):

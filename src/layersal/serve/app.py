@@ -9,17 +9,12 @@ rows (``max_rows``). All state lives on the app instance (``app.state.layersal``
 
 import asyncio
 import copy
-import dataclasses
-import functools
 import importlib.resources
 import json
 import logging
 import math
-import operator
 import threading
 import time
-import types
-import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,12 +25,11 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
-from ..explanation import Explanation, LayerReport, Token, Word
+from ..explanation import Explanation
 from ..inputs import check_texts, is_pair
 from ..job import Explainer
 from ..models import LoadedModel
@@ -52,6 +46,19 @@ from ..version import __version__
 from ..windows import window_overlap, window_rows
 from .card import render_html
 from .runner import Runner
+from .schemas import (
+    ErrorOut,
+    ExplainRequest,
+    ExplainResponse,
+    InfoResponse,
+    Limits,
+    MethodInfo,
+    OptionInfo,
+    ReportRequest,
+    StrictJSONRoute,
+    from_model,
+    strict_json,
+)
 from .stalls import BodyLimit, BodyTimeout
 
 DEFAULT_MAX_CHARS = 5000
@@ -88,162 +95,6 @@ def loopback_hosts(host: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- models
-
-
-class ExplainRequest(BaseModel):
-    """Explain one text (``text``) or several (``texts``): give exactly one of the two. A pair
-    model reads pairs: the second texts go in ``text_pair`` / ``text_pairs``."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "text": "a gripping, beautifully acted film",
-                    "method": "dls",
-                    "layer": "coherent",
-                },
-                {"texts": ["a dull film", "a fine film"], "method": "gradient"},
-            ]
-        },
-    )
-
-    text: str | None = Field(None, description="One text to explain.")
-    texts: list[str] | None = Field(None, description="Several texts, explained in one batch.")
-    text_pair: str | None = Field(
-        None, description="The second text of a pair, with 'text' (pair models: NLI, rerankers)."
-    )
-    text_pairs: list[str] | None = Field(
-        None, description="The second text of each pair, with 'texts' (one per text)."
-    )
-    method: str = Field("dls", description="A saliency method: see GET /api/info.")
-    layer: int | str | None = Field(
-        None,
-        description=(
-            "Layer for methods that take one (dls, gradcam): an integer (0 = embeddings, "
-            "negative from the top), 'auto', 'input' or 'coherent' (dls); null: the method's "
-            "default."
-        ),
-    )
-    target: int | str | None = Field(
-        None, description="Class to explain (index or label name); null: the predicted class."
-    )
-    word_aggregation: str = Field("sum", description="Merge sub-word scores: sum, mean or max.")
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description=(
-            "The method's own options, e.g. {'span': 5} for occlusion or {'rule': 'cp'} for dls; "
-            "GET /api/info lists each method's options with their types and defaults."
-        ),
-    )
-
-
-def response_model(data: type, generated: dict[type, Any]) -> Any:
-    """The pydantic model of result dataclass ``data`` (``<Name>Out``), generated from its
-    fields: the same names, types and defaults, the dataclasses it holds generated too. The
-    API's schema is the result types', never a copy kept by hand."""
-    if data in generated:
-        return generated[data]
-    hints = typing.get_type_hints(data)
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(data):
-        annotation = _swapped(hints[f.name], generated)
-        if f.default is not dataclasses.MISSING:
-            fields[f.name] = (annotation, f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            fields[f.name] = (annotation, Field(default_factory=f.default_factory))
-        else:
-            fields[f.name] = (annotation, ...)
-    model = create_model(f"{data.__name__}Out", __doc__=data.__doc__, **fields)
-    generated[data] = model
-    return model
-
-
-def _swapped(annotation: Any, generated: dict[type, Any]) -> Any:
-    """``annotation`` with every result dataclass in it replaced by its generated model."""
-    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        return response_model(annotation, generated)
-    arguments = typing.get_args(annotation)
-    if not arguments:
-        return annotation
-    swapped = tuple(_swapped(a, generated) for a in arguments)
-    origin = typing.get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        return functools.reduce(operator.or_, swapped)
-    return origin[swapped if len(swapped) > 1 else swapped[0]]
-
-
-_GENERATED: dict[type, Any] = {}
-ExplanationOut = response_model(Explanation, _GENERATED)
-TokenOut, WordOut, LayerReportOut = (_GENERATED[t] for t in (Token, Word, LayerReport))
-
-
-class ExplainResponse(BaseModel):
-    """One explanation per input text, in input order."""
-
-    explanations: list[ExplanationOut]  # type: ignore[valid-type]  # generated at import
-    elapsed_s: float = Field(0.0, description="Seconds spent explaining (queueing included).")
-
-
-class ReportRequest(BaseModel):
-    """Explanations to render as an HTML page (what POST /api/explain returned)."""
-
-    explanations: list[ExplanationOut]  # type: ignore[valid-type]  # generated at import
-
-
-class OptionInfo(BaseModel):
-    name: str
-    type: str = Field(description="The option's type as the method declares it, e.g. 'int | None'.")
-    default: Any = None
-
-
-class MethodInfo(BaseModel):
-    name: str
-    takes_layer: bool
-    layer_choices: list[int | str] = Field(
-        default_factory=list, description="Values of 'layer' this method accepts (besides null)."
-    )
-    options: list[OptionInfo] = Field(
-        default_factory=list,
-        description="The method's own options (the request's 'options'), from its registry entry.",
-    )
-
-
-class Limits(BaseModel):
-    max_chars: int = Field(description="Longest text accepted, in characters (longer: 413).")
-    max_batch: int = Field(description="Most texts per request (more: 413).")
-    timeout_s: float = Field(description="Time budget of one request (over it: 503/504).")
-    max_rows: int = Field(
-        description="Most model rows (a text through one forward pass) one request may cost, "
-        "from its method's options, counted before it runs (more: 422)."
-    )
-
-
-class InfoResponse(BaseModel):
-    model: str
-    labels: list[str]
-    num_layers: int = Field(
-        description="Transformer blocks; hidden-state layers are 0..num_layers."
-    )
-    decoder: str
-    max_length: int = Field(description="Model's maximum tokens; longer texts are truncated.")
-    pairs: bool | None = Field(
-        None, description="Whether the model reads pairs of texts (null: either is accepted)."
-    )
-    methods: list[MethodInfo]
-    default_method: str
-    limits: Limits
-    version: str
-
-
-class ErrorOut(BaseModel):
-    error: str
-
-
-# ---------------------------------------------------------------------------------- runner
-
-
-# ------------------------------------------------------------------------------------- app
 
 
 @dataclass(frozen=True)
@@ -287,49 +138,6 @@ class RequestCost:
                 rows += text_rows
                 work += text_rows * tokens
         return Cost(rows=rows, work=work)
-
-
-class _NotJSON(ValueError):
-    def __init__(self, constant: str) -> None:
-        super().__init__(constant)
-        self.constant = constant
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotJSON(name)
-
-
-def strict_json(body: bytes | str) -> Any:
-    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON, though
-    Python's parser takes them): a ``json.JSONDecodeError`` saying where."""
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except _NotJSON as exc:
-        raise json.JSONDecodeError(
-            f"{exc.constant} is not a JSON number", text, max(0, text.find(exc.constant))
-        ) from None
-
-
-class _StrictJSONRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = strict_json(await self.body())
-        return self._json
-
-
-class StrictJSONRoute(APIRoute):
-    """A route whose JSON body may not hold ``NaN`` or ``Infinity``: a 422 like any other
-    malformed body, instead of a value that breaks the first float check (or the JSON
-    error response itself) further on."""
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(_StrictJSONRequest(request.scope, request.receive))
-
-        return strict
 
 
 def _local_docs(app: FastAPI) -> None:
@@ -698,7 +506,7 @@ def create_app(
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             return _error(422, f"invalid request: {where}: {first.get('msg', '')}")
-        explanations = [_from_model(e) for e in parsed.explanations]
+        explanations = [from_model(e) for e in parsed.explanations]
         return HTMLResponse(
             render(explanations),
             headers={
@@ -735,18 +543,6 @@ def create_app(
             return await run_in_threadpool(report_page, body)
 
     return app
-
-
-def _from_model(e: Any) -> Explanation:
-    data = e.model_dump()
-    return Explanation(
-        **{
-            **data,
-            "tokens": [Token(**t) for t in data["tokens"]],
-            "words": [Word(**w) for w in data["words"]],
-            "layers": [LayerReport(**r) for r in data["layers"]],
-        }
-    )
 
 
 def jsonable(value: Any) -> Any:
