@@ -229,6 +229,35 @@ def _static(name: str) -> str:
     )
 
 
+@dataclass
+class _Server:
+    """What the routes of one app share: the model, the runner of its passes, its settled jobs,
+    the row counter (its own tokenizer: never the one the worker encodes with), the limits and
+    the report's renderer."""
+
+    model: LoadedModel
+    runner: Runner
+    jobs: _Jobs  # used by the one worker thread only
+    cost_of: RequestCost
+    max_batch: int
+    max_chars: int
+    max_rows: int
+    timeout_s: float
+    render: Callable[[list[Explanation]], str]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": why}
+    for code, why in {
+        413: "A text longer than max_chars, or more texts than max_batch.",
+        422: "Input layersal cannot explain (empty text, unknown method, layer out of range...).",
+        503: "The requests queued ahead would keep this one past the time budget (refused "
+        "at once, with Retry-After), or the model stayed busy for the whole budget.",
+        504: "The explanation ran past the time budget and was stopped.",
+    }.items()
+}
+
+
 def create_app(
     model: LoadedModel,
     *,
@@ -257,9 +286,7 @@ def create_app(
         raise InputError(
             "max_chars, max_batch and max_rows must be at least 1 and timeout_s positive"
         )
-    jobs = _Jobs(model)  # used by the one worker thread only
     runner = Runner(model, float(timeout_s), max_texts=max_batch, max_chars=max(max_chars, 20_000))
-    cost_of = RequestCost(model)  # its own tokenizer: never the one the worker encodes with
     explain_bytes = _BODY_SLACK + max_batch * max_chars * _BYTES_PER_CHAR
     report_bytes = max_batch * explanation_bytes(model, max_chars)
     renders = asyncio.Semaphore(2)  # reports rendered at once (each may hold its body twice)
@@ -312,6 +339,70 @@ def create_app(
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
+    _add_error_handlers(app)
+    server = _Server(model, runner, _Jobs(model), RequestCost(model), max_batch, max_chars,
+                     max_rows, float(timeout_s), render)  # fmt: skip
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": _CSP})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in assets:
+            return _error(404, f"no static file {name!r}")
+        return Response(assets[name], media_type=_STATIC_FILES[name])
+
+    @app.get(
+        "/api/info", response_model=InfoResponse, summary="Model, labels, layers, methods, limits"
+    )
+    async def api_info() -> InfoResponse:
+        return info
+
+    @app.post(
+        "/api/explain",
+        response_model=ExplainResponse,
+        responses=ERRORS,
+        summary="Explain one text or a batch",
+    )
+    async def api_explain(request: ExplainRequest) -> Any:
+        """Run ``layersal.explain`` on ``text`` or ``texts``; the results are
+        ``Explanation.to_dict()``s (tokens, words, per-layer report...)."""
+        return await _explain(server, request)
+
+    report_schema = ReportRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    report_schema.pop("$defs", None)  # ExplanationOut and its parts: already components
+
+    @app.post(
+        "/api/report.html",
+        response_class=HTMLResponse,
+        responses={
+            200: {"content": {"text/html": {}}, "description": "A standalone HTML page."},
+            413: ERRORS[413],
+            422: ERRORS[422],
+        },
+        summary="Render explanations as a downloadable HTML page",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": report_schema}},
+            }
+        },
+    )
+    async def api_report(request: Request) -> Response:
+        """Takes what POST /api/explain returned (``{"explanations": [...]}``, at most
+        ``max_batch`` of texts of at most ``max_chars``) and renders it (everything escaped).
+        Read, checked and rendered in a thread, so that other requests never wait on it."""
+        body = await request.body()
+        async with renders:
+            return await run_in_threadpool(_report_page, server, body)
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as ``{"error": message}`` with its status."""
+
     @app.exception_handler(LayersalError)
     async def layersal_error(request: Request, exc: LayersalError) -> JSONResponse:
         return _error(getattr(exc, "status", 422), str(exc))
@@ -338,211 +429,149 @@ def create_app(
         log.exception("explanation failed")
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorOut, "description": why}
-        for code, why in {
-            413: "A text longer than max_chars, or more texts than max_batch.",
-            422: "Input layersal cannot explain (empty text, unknown method, layer out of "
-            "range...).",
-            503: "The requests queued ahead would keep this one past the time budget (refused "
-            "at once, with Retry-After), or the model stayed busy for the whole budget.",
-            504: "The explanation ran past the time budget and was stopped.",
-        }.items()
-    }
 
-    def queue_full(full: QueueFull) -> JSONResponse:
+def _queue_full(full: QueueFull, timeout_s: float) -> JSONResponse:
+    return _error(
+        503,
+        f"the requests queued ahead would take about {full.wait_s:.0f} s, past this "
+        f"server's time budget ({timeout_s:g} s) with this one; try again in "
+        f"{full.retry_after_s} s",
+        headers={"Retry-After": str(full.retry_after_s)},
+    )
+
+
+async def _explain(server: _Server, request: ExplainRequest) -> Any:
+    """One ``POST /api/explain``: checked, bounded, refused at once past the queue's budget,
+    then explained by the server's settled job for its method and options."""
+    if (request.text is None) == (request.texts is None):
+        return _error(422, "give exactly one of 'text' (a string) and 'texts' (a list)")
+    texts = [request.text] if request.text is not None else list(request.texts or [])
+    seconds = [request.text_pair] if request.text_pair is not None else request.text_pairs
+    if (request.text_pair is not None and request.text is None) or (
+        request.text_pairs is not None and request.texts is None
+    ):
+        return _error(422, "'text_pair' goes with 'text', 'text_pairs' with 'texts'")
+    if seconds is not None and len(seconds) != len(texts):
+        return _error(422, f"{len(texts)} texts but {len(seconds)} text_pairs: give one per text")
+    items: list[Any] = list(texts) if seconds is None else list(zip(texts, seconds))
+    if len(items) > server.max_batch:
+        return _error(
+            413, f"{len(items)} texts in one request; this server takes at most {server.max_batch}"
+        )
+    for i, item in enumerate(items):
+        text = "".join(item) if isinstance(item, tuple) else item
+        if len(text) > server.max_chars:
+            return _error(
+                413,
+                f"text {i} is {len(text)} characters long; this server takes at most "
+                f"{server.max_chars}",
+            )
+    items = check_texts(items)
+    server.model.check_items(items)
+    options = dict(request.options)
+    layer = int_or_text(request.layer)
+    if layer is not None:
+        options["layer"] = layer
+    check_method(request.method, options)
+    # the page shows every layer: ask methods that can report layers for the report
+    shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
+    try:  # with the queue past the budget already, refused before counting anything
+        server.runner.check()
+    except QueueFull as full:
+        return _queue_full(full, server.timeout_s)
+    # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
+    cost = await run_in_threadpool(server.cost_of, request.method, options, items)
+    if cost.rows > server.max_rows:
+        return _error(
+            422,
+            f"this request would cost {cost.rows} model rows ({request.method} with these "
+            f"options on {len(items)} text(s)); this server takes at most {server.max_rows} per "
+            "request: send fewer or shorter texts, or fewer steps/samples",
+        )
+    target = int_or_text(request.target)
+
+    wanted = {**shown, **options}
+    settled_key = (request.method, json.dumps(wanted, sort_keys=True, default=str))
+
+    def job(texts: list[Any]) -> list[dict[str, Any]]:
+        try:
+            # one settled job per method, options and word aggregation for the server's
+            # life (DLS's layer="auto": settled on the first request's texts), so a result
+            # never depends on what it was batched with
+            explainer = server.jobs.get(request.method, wanted, request.word_aggregation, texts)
+            results = explainer.explain(
+                check_texts(texts), target=target, batch_size=min(len(texts), 16)
+            )
+        except (TypeError, ValueError) as exc:
+            if not options:
+                raise
+            # option values of the wrong type end deep in the method: say which request part
+            raise InputError(
+                f"method {request.method!r} cannot use these options "
+                f"({', '.join(f'{k}={v!r}' for k, v in options.items())}): {exc}"
+            ) from None
+        return [e.to_dict() for e in results]
+
+    # requests that may share one model call: the same method, options and target
+    key = (*settled_key, repr(target), request.word_aggregation, is_pair(items[0]))
+    began = time.monotonic()
+    try:
+        explanations = await server.runner.run(key, items, job, cost.work, request.method)
+    except QueueFull as full:
+        return _queue_full(full, server.timeout_s)
+    except ServerBusy:
         return _error(
             503,
-            f"the requests queued ahead would take about {full.wait_s:.0f} s, past this "
-            f"server's time budget ({timeout_s:g} s) with this one; try again in "
-            f"{full.retry_after_s} s",
-            headers={"Retry-After": str(full.retry_after_s)},
+            "the model stayed busy with other requests for the whole time budget "
+            f"({server.timeout_s:g} s); try again",
+            headers={"Retry-After": str(max(1, math.ceil(server.runner.expected_wait())))},
         )
+    except ExplanationTimeout:
+        return _error(
+            504,
+            f"the explanation took longer than this server's time budget ({server.timeout_s:g} s) "
+            "and was stopped",
+        )
+    return {"explanations": explanations, "elapsed_s": round(time.monotonic() - began, 4)}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Content-Security-Policy": _CSP})
 
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
-        if name not in assets:
-            return _error(404, f"no static file {name!r}")
-        return Response(assets[name], media_type=_STATIC_FILES[name])
-
-    @app.get(
-        "/api/info", response_model=InfoResponse, summary="Model, labels, layers, methods, limits"
-    )
-    async def api_info() -> InfoResponse:
-        return info
-
-    @app.post(
-        "/api/explain",
-        response_model=ExplainResponse,
-        responses=errors,
-        summary="Explain one text or a batch",
-    )
-    async def api_explain(request: ExplainRequest) -> Any:
-        """Run ``layersal.explain`` on ``text`` or ``texts``; the results are
-        ``Explanation.to_dict()``s (tokens, words, per-layer report...)."""
-        if (request.text is None) == (request.texts is None):
-            return _error(422, "give exactly one of 'text' (a string) and 'texts' (a list)")
-        texts = [request.text] if request.text is not None else list(request.texts or [])
-        seconds = [request.text_pair] if request.text_pair is not None else request.text_pairs
-        if (request.text_pair is not None and request.text is None) or (
-            request.text_pairs is not None and request.texts is None
-        ):
-            return _error(422, "'text_pair' goes with 'text', 'text_pairs' with 'texts'")
-        if seconds is not None and len(seconds) != len(texts):
+def _report_page(server: _Server, body: bytes) -> Response:
+    """The HTML page of a report request's body, or the error; runs in a thread."""
+    try:
+        data = strict_json(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _error(422, f"invalid request: the body is not JSON: {exc}")
+    found = data.get("explanations") if isinstance(data, dict) else None
+    if isinstance(found, list):  # the limits first: cheap, before any validation
+        if len(found) > server.max_batch:
             return _error(
-                422, f"{len(texts)} texts but {len(seconds)} text_pairs: give one per text"
+                413,
+                f"{len(found)} explanations in one request; this server takes at most "
+                f"{server.max_batch}",
             )
-        items: list[Any] = list(texts) if seconds is None else list(zip(texts, seconds))
-        if len(items) > max_batch:
-            return _error(
-                413, f"{len(items)} texts in one request; this server takes at most {max_batch}"
-            )
-        for i, item in enumerate(items):
-            text = "".join(item) if isinstance(item, tuple) else item
-            if len(text) > max_chars:
+        for i, item in enumerate(found):
+            texts = (item.get("text"), item.get("text_pair")) if isinstance(item, dict) else ()
+            chars = sum(len(t) for t in texts if isinstance(t, str))
+            if chars > server.max_chars:
                 return _error(
                     413,
-                    f"text {i} is {len(text)} characters long; this server takes at most "
-                    f"{max_chars}",
+                    f"explanation {i} has a text of {chars} characters; this server takes "
+                    f"at most {server.max_chars}",
                 )
-        items = check_texts(items)
-        model.check_items(items)
-        options = dict(request.options)
-        layer = int_or_text(request.layer)
-        if layer is not None:
-            options["layer"] = layer
-        check_method(request.method, options)
-        # the page shows every layer: ask methods that can report layers for the report
-        shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
-        try:  # with the queue past the budget already, refused before counting anything
-            runner.check()
-        except QueueFull as full:
-            return queue_full(full)
-        # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
-        cost = await run_in_threadpool(cost_of, request.method, options, items)
-        if cost.rows > max_rows:
-            return _error(
-                422,
-                f"this request would cost {cost.rows} model rows ({request.method} with these "
-                f"options on {len(items)} text(s)); this server takes at most {max_rows} per "
-                "request: send fewer or shorter texts, or fewer steps/samples",
-            )
-        target = int_or_text(request.target)
-
-        wanted = {**shown, **options}
-        settled_key = (request.method, json.dumps(wanted, sort_keys=True, default=str))
-
-        def job(texts: list[Any]) -> list[dict[str, Any]]:
-            try:
-                # one settled job per method, options and word aggregation for the server's
-                # life (DLS's layer="auto": settled on the first request's texts), so a result
-                # never depends on what it was batched with
-                explainer = jobs.get(request.method, wanted, request.word_aggregation, texts)
-                results = explainer.explain(
-                    check_texts(texts), target=target, batch_size=min(len(texts), 16)
-                )
-            except (TypeError, ValueError) as exc:
-                if not options:
-                    raise
-                # option values of the wrong type end deep in the method: say which request part
-                raise InputError(
-                    f"method {request.method!r} cannot use these options "
-                    f"({', '.join(f'{k}={v!r}' for k, v in options.items())}): {exc}"
-                ) from None
-            return [e.to_dict() for e in results]
-
-        # requests that may share one model call: the same method, options and target
-        key = (*settled_key, repr(target), request.word_aggregation, is_pair(items[0]))
-        began = time.monotonic()
-        try:
-            explanations = await runner.run(key, items, job, cost.work, request.method)
-        except QueueFull as full:
-            return queue_full(full)
-        except ServerBusy:
-            return _error(
-                503,
-                "the model stayed busy with other requests for the whole time budget "
-                f"({timeout_s:g} s); try again",
-                headers={"Retry-After": str(max(1, math.ceil(runner.expected_wait())))},
-            )
-        except ExplanationTimeout:
-            return _error(
-                504,
-                f"the explanation took longer than this server's time budget ({timeout_s:g} s) "
-                "and was stopped",
-            )
-        return {"explanations": explanations, "elapsed_s": round(time.monotonic() - began, 4)}
-
-    def report_page(body: bytes) -> Response:
-        """The HTML page of a report request's body, or the error; runs in a thread."""
-        try:
-            data = strict_json(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(422, f"invalid request: the body is not JSON: {exc}")
-        found = data.get("explanations") if isinstance(data, dict) else None
-        if isinstance(found, list):  # the limits first: cheap, before any validation
-            if len(found) > max_batch:
-                return _error(
-                    413,
-                    f"{len(found)} explanations in one request; this server takes at most "
-                    f"{max_batch}",
-                )
-            for i, item in enumerate(found):
-                texts = (item.get("text"), item.get("text_pair")) if isinstance(item, dict) else ()
-                chars = sum(len(t) for t in texts if isinstance(t, str))
-                if chars > max_chars:
-                    return _error(
-                        413,
-                        f"explanation {i} has a text of {chars} characters; this server takes "
-                        f"at most {max_chars}",
-                    )
-        try:
-            parsed = ReportRequest.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return _error(422, f"invalid request: {where}: {first.get('msg', '')}")
-        explanations = [from_model(e) for e in parsed.explanations]
-        return HTMLResponse(
-            render(explanations),
-            headers={
-                "Content-Disposition": 'attachment; filename="layersal-explanation.html"',
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-            },
-        )
-
-    report_schema = ReportRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    report_schema.pop("$defs", None)  # ExplanationOut and its parts: already components
-
-    @app.post(
-        "/api/report.html",
-        response_class=HTMLResponse,
-        responses={
-            200: {"content": {"text/html": {}}, "description": "A standalone HTML page."},
-            413: errors[413],
-            422: errors[422],
-        },
-        summary="Render explanations as a downloadable HTML page",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": report_schema}},
-            }
+    try:
+        parsed = ReportRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"invalid request: {where}: {first.get('msg', '')}")
+    explanations = [from_model(e) for e in parsed.explanations]
+    return HTMLResponse(
+        server.render(explanations),
+        headers={
+            "Content-Disposition": 'attachment; filename="layersal-explanation.html"',
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
         },
     )
-    async def api_report(request: Request) -> Response:
-        """Takes what POST /api/explain returned (``{"explanations": [...]}``, at most
-        ``max_batch`` of texts of at most ``max_chars``) and renders it (everything escaped).
-        Read, checked and rendered in a thread, so that other requests never wait on it."""
-        body = await request.body()
-        async with renders:
-            return await run_in_threadpool(report_page, body)
-
-    return app
 
 
 def jsonable(value: Any) -> Any:
