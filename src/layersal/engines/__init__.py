@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from ..inputs import Source
+    from .sink import ShardSink
     from .store import Store
 
 ENGINES = ("local", "ray")
@@ -114,6 +116,21 @@ class RunSummary:
 
 
 ShardCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class DatasetRun:
+    """One run as an engine sees it: the job, the input, the output folder, the shard size, the
+    shards already written, the summary it adds to, and how it reports progress."""
+
+    job: DatasetJob
+    source: Source
+    sink: ShardSink
+    shard_rows: int
+    done: set[int]
+    summary: RunSummary
+    progress: bool = False
+    on_shard: ShardCallback | None = None
 
 
 def explain_dataset(
@@ -284,15 +301,17 @@ def explain_dataset(
         summary.resumed_shards = len(done)
         summary.already_complete = sink.is_complete()
         if not summary.already_complete:
-            common = (job, source, sink, recorded["shard_rows"], done, summary, progress, on_shard)
+            run = DatasetRun(
+                job, source, sink, recorded["shard_rows"], done, summary, progress, on_shard
+            )
             if engine == "local":
                 from .local import run_local
 
-                run_local(*common, lm)
+                run_local(run, lm)
             else:
                 from .ray import run_ray
 
-                run_ray(*common, num_workers, ray_address, cpus_per_worker, ray_reads)
+                run_ray(run, num_workers, ray_address, cpus_per_worker, ray_reads)
         summary.seconds = time.perf_counter() - started
         summary.shards = len(sink.done_shards())
         summary.rows = sink.count_rows()

@@ -9,23 +9,13 @@ from ..errors import NoSpaceError
 from .work import RunProgress, explain_shard, release_memory, shards
 
 if TYPE_CHECKING:
-    from ..inputs import Source
-    from . import DatasetJob, RunSummary, ShardCallback
-    from .sink import ShardSink
+    from . import DatasetRun
 
 
-def run_local(
-    job: DatasetJob,
-    source: Source,
-    sink: ShardSink,
-    shard_rows: int,
-    done: set[int],
-    summary: RunSummary,
-    progress: bool,
-    on_shard: ShardCallback | None,
-    lm: Any = None,
-) -> None:
-    """Explain the shards of ``source`` not yet written to ``sink``, one after another."""
+def run_local(run: DatasetRun, lm: Any = None) -> None:
+    """Explain the shards of the run's input not yet written to its output, one after another."""
+    job, source, sink, shard_rows = run.job, run.source, run.sink, run.shard_rows
+    done, summary, progress, on_shard = run.done, run.summary, run.progress, run.on_shard
     lm = lm if lm is not None else job.load()
     explainer = job.explainer(lm)
     bar = RunProgress(

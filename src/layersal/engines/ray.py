@@ -43,7 +43,7 @@ from .work import RunProgress, release_memory, shards
 
 if TYPE_CHECKING:
     from ..inputs import Source
-    from . import DatasetJob, RunSummary, ShardCallback
+    from . import DatasetJob, DatasetRun
     from .blocks import Block
     from .sink import ShardSink
     from .store import Store
@@ -67,20 +67,14 @@ def require_ray() -> Any:
 
 
 def run_ray(
-    job: DatasetJob,
-    source: Source,
-    sink: ShardSink,
-    shard_rows: int,
-    done: set[int],
-    summary: RunSummary,
-    progress: bool,
-    on_shard: ShardCallback | None,
+    run: DatasetRun,
     num_workers: int | None,
     ray_address: str | None,
     cpus_per_worker: float = 1,
     reads: str = "auto",
 ) -> None:
     """Explain the shards not yet written through Ray Data, in the ``reads`` mode."""
+    job, source = run.job, run.source
     ray = require_ray()
     started_here = False
     if not ray.is_initialized():
@@ -94,8 +88,8 @@ def run_ray(
         context.enable_progress_bars = False  # the driver shows its own bar
         pool = _Pool.size(ray, job, num_workers, cpus_per_worker)
         mode = reads if reads != "auto" else _default_reads(ray, source)
-        run = _run_distributed if mode == "workers" else _run_driver_routed
-        run(ray, pool, job, source, sink, shard_rows, done, summary, progress, on_shard)
+        engine = _run_distributed if mode == "workers" else _run_driver_routed
+        engine(ray, pool, run)
     finally:
         if started_here:
             ray.shutdown()
@@ -196,19 +190,10 @@ class _BlocksDone:
         return self.done / self.total
 
 
-def _run_distributed(
-    ray: Any,
-    pool: _Pool,
-    job: DatasetJob,
-    source: Source,
-    sink: ShardSink,
-    shard_rows: int,
-    done: set[int],
-    summary: RunSummary,
-    progress: bool,
-    on_shard: ShardCallback | None,
-) -> None:
+def _run_distributed(ray: Any, pool: _Pool, run: DatasetRun) -> None:
     """Plan the blocks, let one actor pool read, explain and write the missing ones."""
+    job, source, sink, shard_rows = run.job, run.source, run.sink, run.shard_rows
+    done, summary, progress, on_shard = run.done, run.summary, run.progress, run.on_shard
     from .blocks import load_plan, work_items
 
     blocks = load_plan(sink.store, shard_rows, source)
@@ -344,19 +329,10 @@ def _waves(
         yield wave
 
 
-def _run_driver_routed(
-    ray: Any,
-    pool: _Pool,
-    job: DatasetJob,
-    source: Source,
-    sink: ShardSink,
-    shard_rows: int,
-    done: set[int],
-    summary: RunSummary,
-    progress: bool,
-    on_shard: ShardCallback | None,
-) -> None:
+def _run_driver_routed(ray: Any, pool: _Pool, run: DatasetRun) -> None:
     """Stream the input here, explain it in waves on the actors, commit each shard here."""
+    job, source, sink, shard_rows = run.job, run.source, run.sink, run.shard_rows
+    done, summary, progress, on_shard = run.done, run.summary, run.progress, run.on_shard
     bar = RunProgress(progress, source, f"explain-dataset on Ray ({pool.workers} workers)")
     try:
         for wave in _waves(source, shard_rows, done, WAVE_SHARDS_PER_WORKER * pool.workers, bar):
