@@ -70,6 +70,10 @@ class Benchmark:
     runs: list[MethodRun]
     settings: dict[str, Any]
     machine: dict[str, Any]
+    task: str = "single_label"
+    score_scale: float | None = None
+    """For a task that predicts a number: the standard deviation of the model's scores over the
+    texts (sigma), which normalises its AOPCs (``docs/metrics.md``); ``None`` otherwise."""
 
 
 def parse_spec(text: str) -> MethodSpec:
@@ -146,7 +150,8 @@ def run_benchmark(
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
     metric_options = dict(metric_options or {})
-    gold = label_indices(data.labels, lm.labels)
+    # gold classes: only for a task whose outputs are classes' probabilities
+    gold = label_indices(data.labels, lm.labels) if lm.task.probabilistic else None
     inputs = model_input_names(lm.model)
     predict = predictor(lm)
     order = sorted(range(len(data)), key=lambda i: len(data.texts[i]))
@@ -226,7 +231,17 @@ def run_benchmark(
         runs=runs,
         settings={"batch_size": batch_size, **metric_options},
         machine=machine_info(),
+        task=lm.task.name,
+        score_scale=None if lm.task.probabilistic else _score_scale(runs),
     )
+
+
+def _score_scale(runs: list[MethodRun]) -> float | None:
+    """Standard deviation of the model's own score over the texts (every run sees the same)."""
+    scored = next((run for run in runs if run.results), None)
+    if scored is None or len(scored.results) < 2:
+        return None
+    return float(np.std([r.probability for r in scored.results], ddof=1))
 
 
 def _accuracy(runs: list[MethodRun], gold: list[int] | None) -> float | None:

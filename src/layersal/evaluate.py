@@ -16,7 +16,7 @@ import torch
 
 from .encoding import Encoded, encode, model_input_names
 from .errors import InputError
-from .metrics import Faithfulness, PredictFn, faithfulness
+from .metrics import PARTS, Faithfulness, PredictFn, faithfulness
 from .models import LoadedModel
 
 if TYPE_CHECKING:
@@ -72,8 +72,13 @@ def score_batch(
     predict: PredictFn | None = None,
     **metric_options: Any,
 ) -> list[Faithfulness]:
-    """Faithfulness metrics of ``scores`` (``(B, n)``, one batch) for ``lm``'s own targets."""
+    """Faithfulness metrics of ``scores`` (``(B, n)``, one batch) for ``lm``'s own targets, in
+    what its task shows (probabilities, or a regression head's score: then without log-odds
+    and gold-label accuracy, which need probabilities)."""
     mask_id, pad_id = hide_ids(lm)
+    if not lm.task.probabilistic:
+        labels = None
+        metric_options.setdefault("parts", tuple(p for p in PARTS if p != "log_odds"))
     return faithfulness(
         predict or predictor(lm),
         encoded.input_ids,

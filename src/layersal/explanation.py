@@ -59,6 +59,12 @@ class Explanation:
     forward_passes: int = 1
     backward_passes: int = 1
     text_pair: str | None = None
+    task: str = "single_label"
+    """What was explained (:mod:`layersal.tasks`): ``single_label``, ``multi_label`` or
+    ``regression``."""
+    score: float | None = None
+    """The number the model predicted, for a task that predicts one (``regression``); then
+    ``probabilities`` is empty and word scores are in the score's units."""
 
     @property
     def item(self) -> str | tuple[str, str]:

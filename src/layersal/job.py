@@ -349,9 +349,15 @@ class _Run:
             if b in single:
                 merged.append(single[b])
                 continue
-            probabilities = dict(zip(lm.labels, doc_probs[b].tolist()))
-            prediction = lm.labels[lm.task.predicted(doc_probs[b])[0]]
-            merged.append(merges[b].result(probabilities, prediction, self.size, self.step))
+            task, outputs = lm.task, doc_probs[b]
+            whole = merges[b].result(
+                task.probabilities(outputs, lm.labels),
+                task.prediction(outputs, lm.labels),
+                self.size,
+                self.step,
+            )
+            whole.task, whole.score = task.name, task.score(outputs)
+            merged.append(whole)
         return merged
 
 
@@ -416,7 +422,6 @@ def build_explanation(
         texts, segments, pieces, offsets, word_ids, scores, word_aggregation
     )
     outputs = lm.task.outputs(attribution.logits[row : row + 1])[0]
-    probs = outputs.tolist()
     applied = attribution.detail.applied_options()
     recorded = dict(options or {}) if applied is None else applied
     reports = attribution.detail.layer_reports(row, content, lm.tokenizer)
@@ -425,9 +430,9 @@ def build_explanation(
         text_pair=texts[1] if len(texts) > 1 else None,
         model=lm.name,
         method=method,
-        prediction=lm.labels[lm.task.predicted(outputs)[0]],
+        prediction=lm.task.prediction(outputs, lm.labels),
         target=lm.labels[int(attribution.targets[row])],
-        probabilities=dict(zip(lm.labels, probs)),
+        probabilities=lm.task.probabilities(outputs, lm.labels),
         tokens=tokens,
         words=words,
         layer=attribution.layers[row],
@@ -438,6 +443,8 @@ def build_explanation(
         layers=reports,
         forward_passes=attribution.forward_passes,
         backward_passes=attribution.backward_passes,
+        task=lm.task.name,
+        score=lm.task.score(outputs),
     )
 
 

@@ -6,10 +6,10 @@ prediction is, which target a text gets when none is named, and how the windows 
 text merge. Read from the model's config by :func:`task_of`; no other module tests for a
 softmax or an arg-max.
 
-Three tasks are defined here. ``single_label`` (one softmax over exclusive classes) is what
-every face explains today; ``multi_label`` (independent sigmoids) and ``regression`` (one
-output: reward models, similarity scorers) have their maths here and are refused at
-``load()`` until every face speaks them (:data:`EXPLAINED`).
+Three tasks are defined here. ``single_label`` (one softmax over exclusive classes) and
+``regression`` (one output: reward models, similarity scorers) are explained on every face;
+``multi_label`` (independent sigmoids) has its maths here and is refused at ``load()`` until
+every face speaks it (one explanation per active label: :data:`EXPLAINED`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class Task:
 
     name: str = "single_label"
     description: str = "single-label classifier (one softmax over the classes)"
+    probabilistic: bool = True
+    """Whether the outputs are probabilities (log-odds and accuracy apply) or a score."""
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` logits -> what the user sees per label (here: class probabilities)."""
@@ -50,6 +52,18 @@ class Task:
     def merge_windows(self, outputs: torch.Tensor) -> torch.Tensor:
         """``(W, C)`` outputs of a long text's windows -> the text's ``(C,)``: their mean."""
         return outputs.mean(0)
+
+    def probabilities(self, outputs: torch.Tensor, labels: list[str]) -> dict[str, float]:
+        """What an explanation shows per label (here: each class's probability)."""
+        return dict(zip(labels, outputs.tolist()))
+
+    def score(self, outputs: torch.Tensor) -> float | None:
+        """The number the model predicts, for a task that predicts one (else ``None``)."""
+        return None
+
+    def prediction(self, outputs: torch.Tensor, labels: list[str]) -> str:
+        """The prediction as an explanation states it (here: the class's name)."""
+        return ", ".join(labels[i] for i in self.predicted(outputs))
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class Regression(Task):
 
     name: str = "regression"
     description: str = "regression head (one output: a score)"
+    probabilistic: bool = False
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float()
@@ -85,10 +100,19 @@ class Regression(Task):
     def predicted(self, outputs: torch.Tensor) -> list[int]:
         return [0]
 
+    def probabilities(self, outputs: torch.Tensor, labels: list[str]) -> dict[str, float]:
+        return {}  # a score is no probability: it is the explanation's ``score``
+
+    def score(self, outputs: torch.Tensor) -> float | None:
+        return float(outputs[0])
+
+    def prediction(self, outputs: torch.Tensor, labels: list[str]) -> str:
+        return f"{float(outputs[0]):.4g}"
+
 
 SINGLE_LABEL = Task()
 TASKS: dict[str, Task] = {task.name: task for task in (SINGLE_LABEL, MultiLabel(), Regression())}
-EXPLAINED = frozenset({SINGLE_LABEL.name})
+EXPLAINED = frozenset({SINGLE_LABEL.name, "regression"})
 """The tasks every face (explanations, metrics, reports, dataset runs, the web app) speaks."""
 
 
@@ -114,8 +138,8 @@ def check_explained(task: Task, name: str) -> None:
     if task.name not in EXPLAINED:
         raise ModelLoadError(
             f"{name!r} is a {task.description}: layersal explains single-label classifiers "
-            "(one softmax over the classes) so far; explaining it as one would give wrong "
-            "probabilities and metrics"
+            "(one softmax over the classes) and regression heads so far; explaining it as one "
+            "of those would give wrong probabilities and metrics"
         )
 
 

@@ -39,8 +39,13 @@ _SHARD = re.compile(r"^part-(\d{6,})\.parquet$")
 _ERRORS = re.compile(r"^part-(\d{6,})\.jsonl$")
 
 
-def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> Any:
+def schema(
+    id_type: str = "int64", metadata: dict[str, Any] | None = None, scored: bool = False
+) -> Any:
     """The Arrow schema of the rows (``id`` is ``int64`` row numbers or ``string``).
+
+    ``scored``: the model predicts a number (a regression head): a ``score`` column holds it,
+    and ``probabilities`` is null.
 
     ``text_pair`` is the second text of a pair (null for single texts); ``*_segments`` say
     which text of the pair each word or token belongs to (its offsets index into that text).
@@ -55,6 +60,7 @@ def schema(id_type: str = "int64", metadata: dict[str, Any] | None = None) -> An
         pa.field("label", pa.string()),
         pa.field("prediction", pa.string()),
         pa.field("probabilities", pa.list_(pa.float32())),
+        *([pa.field("score", pa.float32())] if scored else []),
         pa.field("target", pa.string()),
         pa.field("layer", pa.int32()),
         pa.field("words", pa.list_(pa.string())),
@@ -78,19 +84,24 @@ def rows_table(
     labels: list[str],
     id_type: str,
     metadata: dict[str, Any],
+    scored: bool = False,
 ) -> Any:
     """An Arrow table of one shard's explained rows (``rows[i]`` explained by
-    ``explanations[i]``)."""
+    ``explanations[i]``); ``scored``: the model predicts a number (see :func:`schema`)."""
     import pyarrow as pa
 
-    columns: dict[str, list[Any]] = {name: [] for name in schema(id_type).names}
+    columns: dict[str, list[Any]] = {name: [] for name in schema(id_type, scored=scored).names}
     for row, e in zip(rows, explanations):
         columns["id"].append(row.id)
         columns["text"].append(row.text)
         columns["text_pair"].append(row.text_pair)
         columns["label"].append(row.label)
         columns["prediction"].append(e.prediction)
-        columns["probabilities"].append([e.probabilities[label] for label in labels])
+        columns["probabilities"].append(
+            [e.probabilities[label] for label in labels] if e.probabilities else None
+        )
+        if scored:
+            columns["score"].append(e.score)
         columns["target"].append(e.target)
         columns["layer"].append(e.layer)
         columns["words"].append([w.text for w in e.words])
@@ -103,7 +114,7 @@ def rows_table(
         columns["token_segments"].append([t.segment for t in e.tokens])
         columns["method"].append(e.method)
         columns["model"].append(e.model)
-    return pa.Table.from_pydict(columns, schema=schema(id_type, metadata))
+    return pa.Table.from_pydict(columns, schema=schema(id_type, metadata, scored))
 
 
 def table_bytes(table: Any) -> bytes:

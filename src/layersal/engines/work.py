@@ -91,8 +91,15 @@ def explain_shard(
         explanations = [explanations[i] for i in order]
     else:
         explained, explanations = _explain_rows(explainer, job, good, bad)
-    metadata = {"labels": lm.labels, "model": lm.name, "method": job.method, "options": job.options}
-    table = rows_table(explained, explanations, lm.labels, job.id_type, metadata)
+    metadata = {
+        "labels": lm.labels,
+        "model": lm.name,
+        "method": job.method,
+        "options": job.options,
+        "task": lm.task.name,
+    }
+    scored = not lm.task.probabilistic
+    table = rows_table(explained, explanations, lm.labels, job.id_type, metadata, scored)
     bad.sort(key=lambda item: item[0].index)
     errors = [{"id": row.id, "reason": reason} for row, reason in bad]
     return table, errors

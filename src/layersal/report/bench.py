@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ..outputs import writable_folder
 
 
 def _cell(stat: tuple[float, float, float] | None) -> str:
-    if stat is None:
+    if stat is None or math.isnan(stat[0]):  # not defined here (log-odds of a score)
         return "-"
     mean, low, high = stat
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -23,11 +24,19 @@ def _cell(stat: tuple[float, float, float] | None) -> str:
 def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     """Method x metric table (mean [95% bootstrap CI]) and the DLS layer table."""
     head = ["method"] + [f"{title} ({better} better)" for _, title, better in METRICS_SHOWN]
+    scale = bench.score_scale
+    if scale:
+        head += ["comp. AOPC / sigma (higher better)", "suff. AOPC / sigma (lower better)"]
     head += ["fwd/expl", "bwd/expl", "s/expl"]
+    target = (
+        f"the model's score (sigma = {scale:.3f} over these texts; AOPCs in its units)"
+        if scale
+        else "the model's predicted class"
+    )
     lines = [
         f"Model `{bench.model}`, data `{bench.data}`, {bench.n_texts} texts"
         + (f", model accuracy {bench.accuracy:.3f}" if bench.accuracy is not None else "")
-        + ". Target: the model's predicted class. Mean [95% bootstrap CI].",
+        + f". Target: {target}. Mean [95% bootstrap CI].",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -38,6 +47,12 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
             continue
         summary = run.summary(resamples=resamples)
         cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in METRICS_SHOWN]
+        if scale:
+            for key in ("aopc_comprehensiveness", "aopc_sufficiency"):
+                stat = summary.get(key)
+                mean, low, high = stat if stat is not None else (0.0, 0.0, 0.0)
+                normalised = (mean / scale, low / scale, high / scale)
+                cells.append("-" if stat is None else _cell(normalised))
         cells += [
             f"{run.forward_passes:.1f}",
             f"{run.backward_passes:.1f}",
@@ -73,6 +88,8 @@ def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
         "data": bench.data,
         "n_texts": bench.n_texts,
         "accuracy": bench.accuracy,
+        "task": bench.task,
+        "score_scale": bench.score_scale,
         "settings": bench.settings,
         "machine": bench.machine,
         "methods": [

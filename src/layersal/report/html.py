@@ -175,6 +175,7 @@ class Card:
     text: str
     model: str
     prediction: str
+    scored: bool
     target: str
     probabilities: list[tuple[str, float, str, bool]]
     rows: list[Row]
@@ -345,7 +346,8 @@ def _card(
         text=main.text,
         model=main.model,
         prediction=main.prediction,
-        target=main.target,
+        target=main.target if main.score is None else main.prediction,
+        scored=main.score is not None,
         probabilities=[
             (label, p, f"{100 * p:.1f}", label == main.prediction)
             for label, p in main.probabilities.items()

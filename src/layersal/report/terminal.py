@@ -52,17 +52,26 @@ def heatmap(explanation: Explanation) -> Text:
 
 def summary(explanation: Explanation, top: int = 5) -> Group:
     """Prediction, probabilities, heat-map, top words and the layer used."""
-    probs = ", ".join(f"{label} {p:.3f}" for label, p in explanation.probabilities.items())
-    head = Text.assemble(
-        ("prediction: ", "bold"),
-        (explanation.prediction, "bold green"),
-        f"  ({probs})",
-    )
-    if explanation.target != explanation.prediction:
+    if explanation.score is not None:  # a task that predicts a number
+        head = Text.assemble(("score: ", "bold"), (explanation.prediction, "bold green"))
+        head.append("  (word scores in its units: + raised it, - lowered it)", style="dim")
+    else:
+        probs = ", ".join(f"{label} {p:.3f}" for label, p in explanation.probabilities.items())
+        head = Text.assemble(
+            ("prediction: ", "bold"),
+            (explanation.prediction, "bold green"),
+            f"  ({probs})",
+        )
+    if explanation.score is None and explanation.target != explanation.prediction:
         head.append(f"  explaining: {explanation.target}", style="bold yellow")
     detail = Text(", ".join(how(explanation)) + f", model: {explanation.model}", style="dim")
     tops = Text("top words: ", style="bold")
-    for i, word in enumerate(explanation.top_words(top)):
+    ranked = (  # a score's words: those that moved it most, either way
+        sorted(explanation.words, key=lambda w: -abs(w.score))[:top]
+        if explanation.score is not None
+        else explanation.top_words(top)
+    )
+    for i, word in enumerate(ranked):
         tops.append(("" if i == 0 else ", ") + f"{visible(word.text)} {word.score:.3g}")
     parts = [head, heatmap(explanation), tops, detail]
     if explanation.truncated:

@@ -300,6 +300,7 @@ def create_app(
         decoder=model.decoder,
         max_length=model.max_length,
         pairs=model.pairs,
+        task=model.task.name,
         methods=method_infos(model.num_layers),
         default_method="dls",
         limits=limits,

@@ -163,6 +163,11 @@ class InfoResponse(BaseModel):
     pairs: bool | None = Field(
         None, description="Whether the model reads pairs of texts (null: either is accepted)."
     )
+    task: str = Field(
+        "single_label",
+        description="What the model predicts: single_label (one softmax over the labels), "
+        "multi_label (independent sigmoids) or regression (a score).",
+    )
     methods: list[MethodInfo]
     default_method: str
     limits: Limits

@@ -327,8 +327,12 @@
     $("no-layers").hidden = hasLayers;
     $("no-layers").textContent = hasLayers ? "" :
       "The " + e.method + " method works on the input only: no per-layer coherence or decoded tokens (choose dls to see them).";
+    const scored = e.score !== null && e.score !== undefined; // a regression head's number
+    $("prediction-kind").textContent = scored ? "score" : "prediction";
     $("prediction").textContent = e.prediction;
-    $("target-note").textContent = e.target !== e.prediction ? "explaining: " + e.target : "";
+    $("target-note").textContent = scored
+      ? "word scores in its units: + raised it, - lowered it"
+      : e.target !== e.prediction ? "explaining: " + e.target : "";
     renderProbs(e);
     renderHeatmap(e);
     renderMeta(e, last ? last.elapsed_s : undefined);
