@@ -159,14 +159,14 @@ def test_id_and_label_columns(tmp_path, sst2_tiny):
 def test_bad_rows_go_to_the_errors_file(tmp_path, sst2_tiny, monkeypatch):
     from layersal.job import Explainer
 
-    real = Explainer.explain
+    real = Explainer.explain_grouped
 
     def picky(self, texts, *args, **kwargs):
         if any("POISON" in t for t in texts):
             raise InputError("this text is poisonous")
         return real(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(Explainer, "explain", picky)
+    monkeypatch.setattr(Explainer, "explain_grouped", picky)
     source = tmp_path / "in.txt"
     source.write_bytes(
         b"good film\n\n   \nbad \xff\xfe bytes\nnice POISON here\nfine acting\ndull\n"

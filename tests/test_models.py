@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import pytest
@@ -172,29 +171,19 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32():
     assert seen == [True]
 
 
-@pytest.mark.parametrize(
-    "change, fragment",
-    [
-        ({"problem_type": "multi_label_classification"}, "is a multi-label classifier"),
-    ],
-)
-def test_heads_that_are_not_one_softmax_are_refused_not_explained_wrong(
-    tiny_dirs, tmp_path, change, fragment
-):
-    """A multi-label head's sigmoids are not exclusive classes: until every face speaks that
-    task, it is refused rather than explained as one softmax (a regression head is explained
-    as what it is: tests/test_regression_task.py)."""
+def test_the_task_is_read_from_the_config_or_named(tiny_dirs, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     classifier_dir, _ = tiny_dirs["bert"]
+    assert layersal.load(classifier_dir).task.name == "single_label"
     model = AutoModelForSequenceClassification.from_pretrained(
-        classifier_dir, ignore_mismatched_sizes="num_labels" in change, **change
+        classifier_dir, problem_type="multi_label_classification"
     )
     folder = tmp_path / "head"
     model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(classifier_dir / name, folder / name)
-    with pytest.raises(ModelLoadError, match=re.escape(fragment)):
-        layersal.load(folder)
-    with pytest.raises(ModelLoadError, match=re.escape(fragment)):
-        layersal.load(model, tokenizer=layersal.load(classifier_dir).tokenizer)
+    assert layersal.load(folder).task.name == "multi_label"
+    assert layersal.load(folder, task="single_label").task.name == "single_label"
+    with pytest.raises(ModelLoadError, match="unknown task 'ner'"):
+        layersal.load(folder, task="ner")

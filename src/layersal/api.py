@@ -39,6 +39,10 @@ def explain(
     """Explain why ``model`` classifies each text as it does.
 
     ``texts``: one string (returns one :class:`Explanation`) or a sequence (returns a list).
+    A multi-label model explains each label it predicts for a text (every label whose sigmoid
+    is at least 0.5, else the top one), one explanation each: one text then returns a list,
+    and a list of texts returns their explanations in order, a text's labels together
+    (``target=`` names one label for all instead).
     A pair classifier (natural-language inference, a cross-encoder) reads pairs of texts: one
     pair is a tuple of two strings, ``(premise, hypothesis)``, and a list of such tuples gives
     a list of explanations (a list of two strings is two texts, not a pair). Pairs are
@@ -82,8 +86,10 @@ def explain(
         stride=stride,
         **method_options,
     )
-    explanations = job.explain(items, target=target, progress=progress)
-    return explanations[0] if single else explanations
+    grouped = job.explain_grouped(items, target=target, progress=progress)
+    if single:  # one text: its explanation, or a multi-label model's list, one per label
+        return grouped[0][0] if target is not None or not job.lm.task.several else grouped[0]
+    return [e for group in grouped for e in group]
 
 
 def _is_one_pair(texts: Any) -> bool:

@@ -150,8 +150,9 @@ def run_benchmark(
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
     metric_options = dict(metric_options or {})
-    # gold classes: only for a task whose outputs are classes' probabilities
-    gold = label_indices(data.labels, lm.labels) if lm.task.probabilistic else None
+    # gold classes: only for a task whose outputs are exclusive classes' probabilities
+    exclusive = lm.task.probabilistic and not lm.task.several
+    gold = label_indices(data.labels, lm.labels) if exclusive else None
     inputs = model_input_names(lm.model)
     predict = predictor(lm)
     order = sorted(range(len(data)), key=lambda i: len(data.texts[i]))

@@ -135,11 +135,66 @@ class Explainer:
         progress: bool | ProgressFn = False,
         batch_size: int | None = None,
     ) -> list[Explanation]:
-        """Explanations of ``items`` (checked texts or pairs), in their order.
+        """Explanations of ``items`` (checked texts or pairs), in their order: one per item,
+        or, for a task that explains several labels of a text by default (multi-label), one
+        per predicted label of each item (:meth:`explain_grouped` keeps them apart).
 
         ``target`` and ``progress`` are as in :func:`layersal.explain`. Texts are batched
         ``batch_size`` at a time (default: the explainer's), sorted by length to cut padding.
         """
+        grouped = self.explain_grouped(items, target, progress, batch_size)
+        return [e for group in grouped for e in group]
+
+    def explain_grouped(
+        self,
+        items: Sequence[TextItem],
+        target: Target | Sequence[Target] = None,
+        progress: bool | ProgressFn = False,
+        batch_size: int | None = None,
+    ) -> list[list[Explanation]]:
+        """The explanations of each item: one, or with no ``target`` on a multi-label model
+        one per label it predicts (every label at or above its threshold, else the top one)."""
+        items = list[Any](items)
+        if target is not None or not self.lm.task.several:
+            return [[e] for e in self._explain(items, target, progress, batch_size)]
+        self.lm.check_items(items)
+        labels = [self.lm.task.predicted(o) for o in self.document_outputs(items)]
+        flat = self._explain(
+            [item for item, own in zip(items, labels) for _ in own],
+            [label for own in labels for label in own],
+            progress,
+            batch_size,
+        )
+        groups, start = [], 0
+        for own in labels:
+            groups.append(flat[start : start + len(own)])
+            start += len(own)
+        return groups
+
+    def document_outputs(self, items: Sequence[TextItem]) -> list[torch.Tensor]:
+        """What the task shows for each item (probabilities, sigmoids, the score), over the
+        whole text: a long text's windows merged as its explanation merges them."""
+        lm = self.lm
+        size, overlap = lm.max_length, None
+        if self.long_texts == "windows" and items and not is_pair(items[0]):
+            size, _, overlap = window_overlap(lm.tokenizer, lm.max_length, self.window, self.stride)
+        found: list[torch.Tensor] = []
+        with lm.borrowed(), lm.autocast():
+            for start in range(0, len(items), self.batch_size):
+                chunk = list(items[start : start + self.batch_size])
+                encoded = encode(lm.tokenizer, chunk, size, self._inputs, overlap=overlap)
+                outputs = lm.task.outputs(forward(lm.model, encoded)).cpu()
+                rows = torch.tensor(encoded.text_of)
+                found += [lm.task.merge_windows(outputs[rows == b]) for b in range(len(chunk))]
+        return found
+
+    def _explain(
+        self,
+        items: list[Any],
+        target: Target | Sequence[Target],
+        progress: bool | ProgressFn,
+        batch_size: int | None,
+    ) -> list[Explanation]:
         lm = self.lm
         items = list[Any](items)
         lm.check_items(items)

@@ -142,6 +142,7 @@ def load(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     pairs: bool | None = None,
+    task: str | None = None,
 ) -> LoadedModel:
     """Load a sequence classifier and the LM head that decodes its layers.
 
@@ -154,10 +155,18 @@ def load(
     never executed. ``device``: ``"cpu"``, ``"cuda"`` (``"cuda:1"``, ...) or ``"auto"`` (CUDA
     when torch sees a GPU). ``precision``: ``"fp32"`` or ``"bf16"`` (autocast for the passes).
     ``pairs``: whether the model reads pairs of texts (default: see :func:`reads_pairs`).
+    ``task``: what is explained (``single_label``, ``multi_label``, ``regression``; default:
+    read from the config, :func:`layersal.tasks.task_of`).
     """
     if is_object(model) or is_object(lm_head) or tokenizer is not None:
         return from_objects(
-            model, tokenizer, lm_head, allow_pickle=allow_pickle, precision=precision, pairs=pairs
+            model,
+            tokenizer,
+            lm_head,
+            allow_pickle=allow_pickle,
+            precision=precision,
+            pairs=pairs,
+            task=task,
         )
     device = resolve_device(device)
     if precision not in PRECISIONS:
@@ -166,8 +175,8 @@ def load(
     config = read_config(path)
     check_classifier_config(config, model)
     classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
-    task = task_of(classifier.config)
-    check_explained(task, str(model))
+    what = task_of(classifier.config, task)
+    check_explained(what, str(model))
     family = known_family(classifier.config)
     tokenizer = padded_right(_load_tokenizer(path, name=str(model)), classifier.config, family)
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
@@ -185,7 +194,7 @@ def load(
         max_length=_max_length(tokenizer, classifier.config),
         precision=precision,
         pairs=reads_pairs(labels, path, pairs),
-        task=task,
+        task=what,
     )
 
 
@@ -197,6 +206,7 @@ def from_objects(
     allow_pickle: bool = False,
     precision: str = "fp32",
     pairs: bool | None = None,
+    task: str | None = None,
 ) -> LoadedModel:
     """A :class:`LoadedModel` around objects the user already holds, on their device and dtype.
 
@@ -233,8 +243,8 @@ def from_objects(
             f"a {type(model).__name__} is not a sequence classifier (pass a "
             "*ForSequenceClassification model, or this one as `lm_head`?)"
         )
-    task = task_of(model.config)
-    check_explained(task, name)
+    what = task_of(model.config, task)
+    check_explained(what, name)
     if tokenizer is None:
         if folder is None:
             raise ModelLoadError(
@@ -263,7 +273,7 @@ def from_objects(
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
         pairs=reads_pairs(label_names(model.config), folder, pairs),
-        task=task,
+        task=what,
     )
 
 

@@ -6,10 +6,11 @@ prediction is, which target a text gets when none is named, and how the windows 
 text merge. Read from the model's config by :func:`task_of`; no other module tests for a
 softmax or an arg-max.
 
-Three tasks are defined here. ``single_label`` (one softmax over exclusive classes) and
-``regression`` (one output: reward models, similarity scorers) are explained on every face;
-``multi_label`` (independent sigmoids) has its maths here and is refused at ``load()`` until
-every face speaks it (one explanation per active label: :data:`EXPLAINED`).
+Three tasks are defined here and explained on every face: ``single_label`` (one softmax
+over exclusive classes), ``multi_label`` (independent sigmoids; by default each label a text
+predicts is explained, one explanation each) and ``regression`` (one output: reward models,
+similarity scorers). A task added here is refused at ``load()`` until it is in
+:data:`EXPLAINED`, once every face speaks it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Task:
     description: str = "single-label classifier (one softmax over the classes)"
     probabilistic: bool = True
     """Whether the outputs are probabilities (log-odds and accuracy apply) or a score."""
+    several: bool = False
+    """Whether a text is explained once per predicted label by default (multi-label)."""
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` logits -> what the user sees per label (here: class probabilities)."""
@@ -72,6 +75,7 @@ class MultiLabel(Task):
 
     name: str = "multi_label"
     description: str = "multi-label classifier (independent sigmoids)"
+    several: bool = True
     threshold: float = 0.5
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -112,7 +116,7 @@ class Regression(Task):
 
 SINGLE_LABEL = Task()
 TASKS: dict[str, Task] = {task.name: task for task in (SINGLE_LABEL, MultiLabel(), Regression())}
-EXPLAINED = frozenset({SINGLE_LABEL.name, "regression"})
+EXPLAINED = frozenset(TASKS)
 """The tasks every face (explanations, metrics, reports, dataset runs, the web app) speaks."""
 
 

@@ -272,7 +272,7 @@ def _run(
             group = items[start : start + STREAM_TEXTS]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                explanations = job.explain(
+                explained = job.explain_grouped(
                     [text for _, text in group],
                     target=target,
                     progress=progress(start, len(group)),
@@ -284,7 +284,9 @@ def _run(
                     warnings.warn(TruncationWarning(own, index), stacklevel=1)
                 else:
                     warnings.warn(warning.message, warning.category, stacklevel=1)
-            yield from zip([key for key, _ in group], explanations)
+            for (key, _), explanations in zip(group, explained):  # a multi-label text: several
+                for explanation in explanations:
+                    yield key, explanation
 
 
 def _count(number: int, noun: str) -> str:

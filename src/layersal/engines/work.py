@@ -151,8 +151,9 @@ def _explain_rows(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
             items = check_texts([r.item for r in rows])  # empty rows were set aside as errors
-            result = explainer.explain(items, target=job.target, batch_size=batch_size)
-        return rows, result
+            grouped = explainer.explain_grouped(items, target=job.target, batch_size=batch_size)
+        # a multi-label text explained for each label it predicts: a row for each
+        return [r for r, g in zip(rows, grouped) for _ in g], [e for g in grouped for e in g]
     except LayersalError as exc:
         if len(rows) == 1:
             bad.append((rows[0], str(exc) or type(exc).__name__))

@@ -349,7 +349,7 @@ def _card(
         target=main.target if main.score is None else main.prediction,
         scored=main.score is not None,
         probabilities=[
-            (label, p, f"{100 * p:.1f}", label == main.prediction)
+            (label, p, f"{100 * p:.1f}", label in main.prediction.split(", "))
             for label, p in main.probabilities.items()
         ],
         rows=[

@@ -494,13 +494,13 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
     wanted = {**shown, **options}
     settled_key = (request.method, json.dumps(wanted, sort_keys=True, default=str))
 
-    def job(texts: list[Any]) -> list[dict[str, Any]]:
+    def job(texts: list[Any]) -> list[list[dict[str, Any]]]:
         try:
             # one settled job per method, options and word aggregation for the server's
             # life (DLS's layer="auto": settled on the first request's texts), so a result
             # never depends on what it was batched with
             explainer = server.jobs.get(request.method, wanted, request.word_aggregation, texts)
-            results = explainer.explain(
+            grouped = explainer.explain_grouped(
                 check_texts(texts), target=target, batch_size=min(len(texts), 16)
             )
         except (TypeError, ValueError) as exc:
@@ -511,7 +511,7 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
                 f"method {request.method!r} cannot use these options "
                 f"({', '.join(f'{k}={v!r}' for k, v in options.items())}): {exc}"
             ) from None
-        return [e.to_dict() for e in results]
+        return [[e.to_dict() for e in group] for group in grouped]  # a list per text
 
     # requests that may share one model call: the same method, options and target
     key = (*settled_key, repr(target), request.word_aggregation, is_pair(items[0]))
@@ -533,7 +533,8 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
             f"the explanation took longer than this server's time budget ({server.timeout_s:g} s) "
             "and was stopped",
         )
-    return {"explanations": explanations, "elapsed_s": round(time.monotonic() - began, 4)}
+    flat = [e for per_text in explanations for e in per_text]  # a multi-label text: several
+    return {"explanations": flat, "elapsed_s": round(time.monotonic() - began, 4)}
 
 
 def _report_page(server: _Server, body: bytes) -> Response:
