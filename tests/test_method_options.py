@@ -81,3 +81,31 @@ def test_schema_has_types_and_defaults():
     dls = {o.name: o for o in method_schema("dls")}
     assert (dls["layer"].type, dls["layer"].default) == ("int | str", "auto")
     check_method("lime", {"alpha": 1})  # an int where a float is declared is fine
+
+
+def test_layer_is_one_method_option_on_every_face(sst2_tiny, tmp_path):
+    """``layer`` is a method option; ``layer=`` (explain_dataset, the web request, the CLI's
+    --layer) is its shorthand, and giving it both ways is refused, never one silently kept."""
+    from layersal.engines import explain_dataset
+
+    source = tmp_path / "in.txt"
+    source.write_text("fine\n")
+    with pytest.raises(InputError, match="'layer' is given twice"):
+        explain_dataset(
+            source, tmp_path / "o.parquet", model=sst2_tiny, layer=0, options={"layer": 1}
+        )
+    done = explain_dataset(source, tmp_path / "o.parquet", model=sst2_tiny, options={"layer": 1})
+    assert done.rows == 1
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from layersal.serve import create_app
+
+    with TestClient(create_app(sst2_tiny)) as client:
+        twice = client.post(
+            "/api/explain", json={"text": "fine", "layer": 0, "options": {"layer": 1}}
+        )
+        once = client.post("/api/explain", json={"text": "fine", "options": {"layer": 1}})
+    assert twice.status_code == 422 and "given twice" in twice.json()["error"]
+    assert once.status_code == 200 and once.json()["explanations"][0]["layer"] == 1

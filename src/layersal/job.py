@@ -292,7 +292,9 @@ def merge_options(options: Mapping[str, Any] | None, keywords: dict[str, Any]) -
     merged = dict(options or {})
     twice = sorted(set(merged) & set(keywords))
     if twice:
-        raise InputError(f"method option {twice[0]!r} is given twice: in options and as a keyword")
+        raise InputError(
+            f"method option {twice[0]!r} is given twice: in options and on its own; give it once"
+        )
     merged.update(keywords)
     return merged
 

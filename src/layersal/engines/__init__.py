@@ -331,11 +331,11 @@ def explain_dataset(
 def _method_options(
     method: str, layer: int | str | None, options: dict[str, Any] | None
 ) -> dict[str, Any]:
+    from ..job import merge_options
     from ..saliency import check_method
 
-    merged = dict(options or {})
-    if layer is not None:
-        merged["layer"] = layer
+    # ``layer`` is a method option; ``layer=`` is its shorthand, never given both ways
+    merged = merge_options(options, {} if layer is None else {"layer": layer})
     check_method(method, merged)
     return merged
 

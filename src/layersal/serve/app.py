@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
 from ..explanation import Explanation
 from ..inputs import check_texts, is_pair
-from ..job import Explainer
+from ..job import Explainer, merge_options
 from ..models import LoadedModel
 from ..saliency import (
     check_method,
@@ -470,9 +470,8 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
     items = check_texts(items)
     server.model.check_items(items)
     options = dict(request.options)
-    layer = int_or_text(request.layer)
-    if layer is not None:
-        options["layer"] = layer
+    layer = int_or_text(request.layer)  # the shorthand of the method option, never both
+    options = merge_options(options, {} if layer is None else {"layer": layer})
     check_method(request.method, options)
     # the page shows every layer: ask methods that can report layers for the report
     shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
