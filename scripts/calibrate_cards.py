@@ -30,18 +30,30 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import layersal
-from build_models import agnews_splits, sst2_splits
+from build_models import Split, agnews_splits, sst2_splits
 from layersal.checkpoints import CARD_FILE, named_models
 from layersal.saliency.auto_configs import choose
 from layersal.saliency.auto_race import calibrate
 from layersal.saliency.auto_store import card_entry
 from layersal.saliency.dls import DLSOptions
 
+
+def mix_splits(data: Path, seed: int) -> tuple[None, Split, None, None]:
+    """The multi-label model's selection inputs (SST-2 dev x the AG News hold-out), as
+    ``scripts/task_models.py`` made them for choosing its weights."""
+    from task_models import mix_data
+
+    made = mix_data(data, seed, train_rows=1)
+    return None, Split(made.select, [0] * len(made.select), "selection mixes"), None, None
+
+
 SELECTION = {
     "sst2-tiny": ("sst2/dev.tsv (the selection split)", sst2_splits),
     "sst2-minilm": ("sst2/dev.tsv (the selection split)", sst2_splits),
     "agnews-tiny": ("agnews/dev.tsv (the 1,000 rows held out from training)", agnews_splits),
     "agnews-minilm": ("agnews/dev.tsv (the 1,000 rows held out from training)", agnews_splits),
+    "sst2-minilm-reward": ("sst2/dev.tsv (the selection split)", sst2_splits),
+    "mix-minilm-multilabel": ("the selection mixes of scripts/task_models.py", mix_splits),
 }
 
 
