@@ -124,8 +124,14 @@ def test_every_face_says_score(reward, regression_dir, tmp_path):
     )
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith("score: ") and "prediction" not in shown.output
-    card = render_card(layersal.explain(TEXTS[0], reward, layer="input"))
+    from layersal.evaluate import faithfulness_of
+
+    explained = layersal.explain(TEXTS[0], reward, layer="input")
+    (scored,) = faithfulness_of(reward, [explained])
+    card = render_card(explained, metrics=[scored])
     assert "score: <b>" in card and "prediction:" not in card
+    assert "p(explained class)" not in card  # the deletion plot's axis is the score's range
+    assert f"{max(scored.deletion_curve):.3g}</text>" in card
     source = tmp_path / "in.txt"
     source.write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "out.parquet"

@@ -160,6 +160,21 @@ class Row:
     coherence_text: str = ""
 
 
+@dataclass(frozen=True)
+class Axis:
+    """The deletion plot's y axis: probabilities on [0, 1], or a regression head's score on
+    the range its curves span (labelled in its units)."""
+
+    low: float = 0.0
+    high: float = 1.0
+    title: str = "p(explained class)"
+
+    @property
+    def ticks(self) -> tuple[str, str, str]:
+        middle = (self.low + self.high) / 2
+        return f"{self.high:.3g}", f"{middle:.3g}", f"{self.low:.3g}"
+
+
 @dataclass
 class MetricLine:
     label: str
@@ -183,6 +198,7 @@ class Card:
     strip_method: str
     strip_note: str
     metrics: list[MetricLine]
+    axis: Axis
     metric_setting: str
     truncated: bool
     footnote: str = ""
@@ -192,6 +208,7 @@ class Card:
 class Summary:
     n_texts: int
     lines: list[MetricLine] = field(default_factory=list)
+    axis: Axis = field(default_factory=Axis)
 
 
 def _segments(
@@ -299,24 +316,34 @@ def _strip(explanation: Explanation) -> list[Row]:
     return rows
 
 
-def _curve_points(curve: Sequence[float]) -> str:
-    """SVG polyline points of a curve on [0, 1] x [0, 1], in a 240 x 120 plot box at (44, 10)."""
+def _axis(curves: Sequence[Sequence[float]], scored: bool) -> Axis:
+    if not scored:
+        return Axis()
+    values = [v for c in curves for v in c if math.isfinite(v)] or [0.0]
+    low, high = min(values), max(values)
+    return Axis(low, high if high > low else low + 1.0, "score")
+
+
+def _curve_points(curve: Sequence[float], axis: Axis) -> str:
+    """SVG polyline points of a curve on [0, 1] x the axis's range, in a 240 x 120 plot box at
+    (44, 10)."""
     n = len(curve) - 1
     points = []
-    for i, y in enumerate(curve):
+    for i, value in enumerate(curve):
         x = i / n if n else 0.0
-        y = min(1.0, max(0.0, y)) if math.isfinite(y) else 0.0
+        y = (value - axis.low) / (axis.high - axis.low) if math.isfinite(value) else 0.0
+        y = min(1.0, max(0.0, y))
         points.append(f"{44 + 240 * x:.1f},{10 + 120 * (1 - y):.1f}")
     return " ".join(points)
 
 
-def _metric_line(label: str, index: int, result: Faithfulness) -> MetricLine:
+def _metric_line(label: str, index: int, result: Faithfulness, axis: Axis) -> MetricLine:
     values = [_fixed(getattr(result, key)) for key, _, _ in METRIC_COLUMNS]
     return MetricLine(
         label,
         METHOD_COLOURS[index % len(METHOD_COLOURS)],
         values,
-        _curve_points(result.deletion_curve),
+        _curve_points(result.deletion_curve, axis),
     )
 
 
@@ -341,6 +368,7 @@ def _card(
         strip_note = f"{names[0]} works at the input: no per-layer view"
     else:
         strip_note = "no per-layer report (explained with layer_report=False)"
+    axis = _axis([m.deletion_curve for m in metrics or []], main.score is not None)
     return Card(
         index=index,
         text=main.text,
@@ -361,15 +389,19 @@ def _card(
         strip_note=strip_note,
         metrics=[]
         if metrics is None
-        else [_metric_line(n, i, m) for i, (n, m) in enumerate(zip(names, metrics))],
+        else [_metric_line(n, i, m, axis) for i, (n, m) in enumerate(zip(names, metrics))],
+        axis=axis,
         metric_setting=metric_setting,
         truncated=main.truncated,
         footnote=f"decoder: {main.decoder}; words: {main.word_aggregation} of their pieces",
     )
 
 
-def _summary(labels: Sequence[str], metrics: Sequence[Sequence[Faithfulness]]) -> Summary:
+def _summary(
+    labels: Sequence[str], metrics: Sequence[Sequence[Faithfulness]], scored: bool
+) -> Summary:
     lines = []
+    axis = _axis([r.deletion_curve for per_text in metrics for r in per_text], scored)
     for m, label in enumerate(labels):
         values = []
         for key, _, _ in METRIC_COLUMNS:
@@ -380,9 +412,11 @@ def _summary(labels: Sequence[str], metrics: Sequence[Sequence[Faithfulness]]) -
         width = min(len(c) for c in curves)
         mean = [sum(c[i] for c in curves) / len(curves) for i in range(width)]
         lines.append(
-            MetricLine(label, METHOD_COLOURS[m % len(METHOD_COLOURS)], values, _curve_points(mean))
+            MetricLine(
+                label, METHOD_COLOURS[m % len(METHOD_COLOURS)], values, _curve_points(mean, axis)
+            )
         )
-    return Summary(len(metrics), lines)
+    return Summary(len(metrics), lines, axis)
 
 
 def _env() -> Any:
@@ -451,7 +485,9 @@ def render_report(
             models=", ".join(models),
             methods=names,
             options=_options(main),
-            summary=None if metrics is None or len(groups) < 2 else _summary(names, metrics),
+            summary=None
+            if metrics is None or len(groups) < 2
+            else _summary(names, metrics, groups[0][0].score is not None),
             metric_columns=METRIC_COLUMNS,
             metric_setting=metric_setting,
             version=_version(),

@@ -207,7 +207,8 @@ def curves_figure(
     explanation: Explanation,
     level: str = "token",
 ) -> Any | None:
-    """Deletion and insertion curves (probability of the explained class) per method."""
+    """Deletion and insertion curves (probability of the explained class, or a regression
+    head's score) per method."""
     if not results:
         return None
     if len(results) != len(labels):
@@ -227,7 +228,7 @@ def curves_figure(
     insertion.set_title("insertion: reveal most salient first (higher area is better)", fontsize=9)
     deletion.set_xlabel(f"share of {units} hidden")
     insertion.set_xlabel(f"share of {units} revealed")
-    deletion.set_ylabel(f"p({explanation.target})")
+    deletion.set_ylabel("score" if explanation.score is not None else f"p({explanation.target})")
     for ax in (deletion, insertion):
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(0, 1)
