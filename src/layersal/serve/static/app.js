@@ -329,6 +329,8 @@
       "The " + e.method + " method works on the input only: no per-layer coherence or decoded tokens (choose dls to see them).";
     const scored = e.score !== null && e.score !== undefined; // a regression head's number
     $("prediction-kind").textContent = scored ? "score" : "prediction";
+    $("legend-neg").textContent = scored ? "lowered the score" : "against the class";
+    $("legend-pos").textContent = scored ? "raised the score" : "towards the class";
     $("prediction").textContent = e.prediction;
     $("target-note").textContent = scored
       ? "word scores in its units: + raised it, - lowered it"
