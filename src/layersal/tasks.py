@@ -34,6 +34,8 @@ class Task:
     """Whether the outputs are probabilities (log-odds and accuracy apply) or a score."""
     several: bool = False
     """Whether a text is explained once per predicted label by default (multi-label)."""
+    explained: str = "the model's predicted class"
+    """What a benchmark's metrics watch, in words."""
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` logits -> what the user sees per label (here: class probabilities)."""
@@ -76,6 +78,7 @@ class MultiLabel(Task):
     name: str = "multi_label"
     description: str = "multi-label classifier (independent sigmoids)"
     several: bool = True
+    explained: str = "the model's top label, its sigmoid"
     threshold: float = 0.5
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -94,6 +97,7 @@ class Regression(Task):
     name: str = "regression"
     description: str = "regression head (one output: a score)"
     probabilistic: bool = False
+    explained: str = "the model's score"
 
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float()

@@ -12,6 +12,7 @@ import numpy as np
 from ..benchmark import Benchmark, layer_analysis
 from ..metrics import METRICS_SHOWN
 from ..outputs import writable_folder
+from ..tasks import TASKS
 
 
 def _cell(stat: tuple[float, float, float] | None) -> str:
@@ -28,10 +29,8 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     if scale:
         head += ["comp. AOPC / sigma (higher better)", "suff. AOPC / sigma (lower better)"]
     head += ["fwd/expl", "bwd/expl", "s/expl"]
-    target = (
-        f"the model's score (sigma = {scale:.3f} over these texts; AOPCs in its units)"
-        if scale
-        else "the model's predicted class"
+    target = TASKS[bench.task].explained + (
+        f" (sigma = {scale:.3f} over these texts; AOPCs in its units)" if scale else ""
     )
     lines = [
         f"Model `{bench.model}`, data `{bench.data}`, {bench.n_texts} texts"
