@@ -155,6 +155,26 @@ def build_tiny(root: Path, family: str, seed: int = 0) -> tuple[Path, Path]:
     return classifier_dir, mlm_dir
 
 
+def tiny_head(
+    tiny_dirs, folder: Path, labels: list[str], seed: int = 0, **config: object
+) -> tuple[Path, Path]:
+    """The tiny BERT with a fresh head of ``labels`` (and ``config`` changes such as
+    ``problem_type``), saved with its tokenizer in ``folder``: (classifier_dir, lm_dir)."""
+    from transformers import AutoModelForSequenceClassification
+
+    classifier_dir, mlm_dir = tiny_dirs["bert"]
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        classifier_dir, num_labels=len(labels), ignore_mismatched_sizes=True, **config
+    )
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {name: i for i, name in enumerate(labels)}
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(classifier_dir / name, folder / name)
+    return folder, mlm_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("tiny")

@@ -3,8 +3,6 @@ one explanation each, its probability the label's sigmoid, on every face."""
 
 from __future__ import annotations
 
-import shutil
-
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,6 +12,8 @@ import layersal
 from layersal.encoding import encode, model_input_names
 from layersal.evaluate import score_batch
 
+from .conftest import tiny_head
+
 TEXTS = ["a gripping, beautifully acted film", "dull and far too long"]
 LABELS = ["sports", "film", "money", "praise"]
 ON = {"film", "praise"}  # the head's biases put these two on, whatever the text
@@ -21,24 +21,17 @@ ON = {"film", "praise"}  # the head's biases put these two on, whatever the text
 
 @pytest.fixture(scope="module")
 def multi_dir(tiny_dirs, tmp_path_factory):
-    from transformers import AutoModelForSequenceClassification
-
-    classifier_dir, mlm_dir = tiny_dirs["bert"]
-    torch.manual_seed(5)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        classifier_dir,
-        num_labels=4,
+    folder, mlm_dir = tiny_head(
+        tiny_dirs,
+        tmp_path_factory.mktemp("multi") / "multi",
+        LABELS,
+        5,
         problem_type="multi_label_classification",
-        ignore_mismatched_sizes=True,
     )
-    model.config.id2label = dict(enumerate(LABELS))
-    model.config.label2id = {name: i for i, name in enumerate(LABELS)}
-    with torch.no_grad():
+    model = layersal.load(folder, lm_head=mlm_dir).model
+    with torch.no_grad():  # the head's biases put two labels on, whatever the text
         model.classifier.bias.copy_(torch.tensor([-6.0, 6.0, -6.0, 6.0]))
-    folder = tmp_path_factory.mktemp("multi") / "multi"
     model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(classifier_dir / name, folder / name)
     return folder, mlm_dir
 
 

@@ -5,7 +5,6 @@ measure the change of the score."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,24 +16,14 @@ from layersal.encoding import encode, model_input_names
 from layersal.evaluate import score_batch
 from layersal.report.html import render_card
 
+from .conftest import tiny_head
+
 TEXTS = ["a gripping, beautifully acted film", "dull and far too long", "fine"]
 
 
 @pytest.fixture(scope="module")
 def regression_dir(tiny_dirs, tmp_path_factory):
-    from transformers import AutoModelForSequenceClassification
-
-    classifier_dir, mlm_dir = tiny_dirs["bert"]
-    torch.manual_seed(3)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        classifier_dir, num_labels=1, ignore_mismatched_sizes=True
-    )
-    model.config.id2label, model.config.label2id = {0: "score"}, {"score": 0}
-    folder = tmp_path_factory.mktemp("regression") / "reward"
-    model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(classifier_dir / name, folder / name)
-    return folder, mlm_dir
+    return tiny_head(tiny_dirs, tmp_path_factory.mktemp("regression") / "reward", ["score"], 3)
 
 
 @pytest.fixture(scope="module")
