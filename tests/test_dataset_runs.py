@@ -594,3 +594,35 @@ def test_an_older_fixed_layer_run_resumes_only_under_the_rule_it_began_with(tmp_
         source, out, model=sst2_tiny, shard_rows=4, layer=1, options={"rule": "gradient"}
     )
     assert (summary.resumed_shards, summary.explained) == (1, 4)
+
+
+def test_columns_and_ray_options_are_grouped_and_the_flat_spellings_still_work(tmp_path, sst2_tiny):
+    from layersal.engines import Columns, RayOptions
+
+    source = tmp_path / "in.tsv"
+    source.write_text("key\tbody\tlabel\n7\tfine work\t1\n8\tdull\t0\n")
+    grouped = explain_dataset(
+        source, tmp_path / "a.parquet", model=sst2_tiny, options=OPTIONS,
+        columns=Columns(text="body", id="key"), ray=RayOptions(cpus_per_worker=1),
+    )  # fmt: skip
+    flat = explain_dataset(
+        source,
+        tmp_path / "b.parquet",
+        model=sst2_tiny,
+        text_column="body",
+        id_column="key",
+        **OPTIONS,
+    )
+    assert grouped.rows == flat.rows == 2
+    assert [r["id"] for r in _rows(tmp_path / "a.parquet")] == ["7", "8"]
+    assert _rows(tmp_path / "a.parquet") == _rows(tmp_path / "b.parquet")
+    with pytest.raises(InputError, match="has no parameter 'text_colum'"):
+        explain_dataset(source, tmp_path / "c.parquet", model=sst2_tiny, text_colum="body")
+    with pytest.raises(InputError, match="grouped or flat, not both"):
+        explain_dataset(
+            source,
+            tmp_path / "c.parquet",
+            model=sst2_tiny,
+            columns=Columns(text="body"),
+            id_column="key",
+        )

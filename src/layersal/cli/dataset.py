@@ -135,6 +135,7 @@ def explain_dataset(
     """Explain a whole file into Parquet shards; resumable (rerun the same command after an
     interruption)."""
     with _user_errors():
+        from ..engines import Columns, RayOptions
         from ..engines import explain_dataset as run_dataset
 
         try:
@@ -147,20 +148,14 @@ def explain_dataset(
                 device=device,
                 precision=_precision(bf16),
                 method=method,
-                layer=int_or_text(layer),
+                options=None if layer is None else {"layer": int_or_text(layer)},
                 target=int_or_text(target),
                 word_aggregation=word_aggregation,
                 batch_size=batch_size,
                 shard_rows=shard_rows,
-                text_column=text_column,
-                id_column=id_column,
-                label_column=label_column,
-                pair_column=pair_column,
+                columns=Columns(text_column, id_column, label_column, pair_column),
                 engine=engine,
-                num_workers=num_workers,
-                ray_address=ray_address,
-                cpus_per_worker=cpus_per_worker,
-                ray_reads=ray_reads,
+                ray=RayOptions(num_workers, ray_address, cpus_per_worker, ray_reads),
                 max_batch_tokens=max_batch_tokens,
                 limit=limit,
                 overwrite=overwrite,

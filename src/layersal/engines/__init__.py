@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +118,61 @@ class RunSummary:
 ShardCallback = Callable[[dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which column (field) of each input row holds what; ``None``: the default (the text:
+    the first of ``text``, ``sentence``, ``review``, ``content``; ids: the row number; labels:
+    a ``label`` column if there is one; no second text)."""
+
+    text: str | None = None
+    id: str | None = None
+    label: str | None = None
+    pair: str | None = None
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the Ray engine runs: ``num_workers`` actors (default: cluster CPUs /
+    ``cpus_per_worker``), each with ``cpus_per_worker`` CPUs (and torch threads) and one GPU
+    when the device is ``cuda``; ``address`` (or ``RAY_ADDRESS``) names the cluster (default: a
+    local Ray); ``reads``: ``workers`` (the workers read their blocks of the input and write
+    their shards themselves; input and output on a file system every node shares),
+    ``driver`` (this process reads the input and writes the shards) or ``auto`` (``workers``
+    when the whole cluster is this machine); see :mod:`.ray`."""
+
+    num_workers: int | None = None
+    address: str | None = None
+    cpus_per_worker: float = 1
+    reads: str = "auto"
+
+
+# the flat spellings explain_dataset still takes, and where each goes
+_COLUMN_WORDS = {"text_column": "text", "id_column": "id", "label_column": "label"}
+_COLUMN_WORDS["pair_column"] = "pair"
+_RAY_WORDS = {"num_workers": "num_workers", "ray_address": "address"}
+_RAY_WORDS.update(cpus_per_worker="cpus_per_worker", ray_reads="reads")
+
+
+def _grouped(
+    columns: Columns | None, ray: RayOptions | None, spelled: dict[str, Any]
+) -> tuple[Columns, RayOptions, Any]:
+    """``columns``, ``ray`` and ``layer`` from the grouped arguments and the flat spellings;
+    a name explain_dataset does not know, or a group given both ways, is refused."""
+    known = set(_COLUMN_WORDS) | set(_RAY_WORDS) | {"layer"}
+    unknown = sorted(set(spelled) - known)
+    if unknown:
+        raise InputError(f"explain_dataset() has no parameter {unknown[0]!r}")
+    flat_columns = {v: spelled[k] for k, v in _COLUMN_WORDS.items() if k in spelled}
+    flat_ray = {v: spelled[k] for k, v in _RAY_WORDS.items() if k in spelled}
+    if (flat_columns and columns is not None) or (flat_ray and ray is not None):
+        raise InputError("give the columns (or the Ray options) once: grouped or flat, not both")
+    return (
+        replace(columns or Columns(), **flat_columns),
+        replace(ray or RayOptions(), **flat_ray),
+        spelled.get("layer"),
+    )
+
+
 @dataclass
 class DatasetRun:
     """One run as an engine sees it: the job, the input, the output folder, the shard size, the
@@ -143,51 +198,44 @@ def explain_dataset(
     device: str = "cpu",
     precision: str = "fp32",
     method: str = "dls",
-    layer: int | str | None = None,
     target: int | str | None = None,
     options: dict[str, Any] | None = None,
     word_aggregation: str = "sum",
     batch_size: int = 32,
     shard_rows: int | None = None,
-    text_column: str | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-    pair_column: str | None = None,
+    columns: Columns | None = None,
     engine: str = "local",
-    num_workers: int | None = None,
-    ray_address: str | None = None,
-    cpus_per_worker: float = 1,
-    ray_reads: str = "auto",
+    ray: RayOptions | None = None,
     max_batch_tokens: int | None = None,
     limit: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
     on_shard: ShardCallback | None = None,
+    **spelled: Any,
 ) -> RunSummary:
     """Explain every row of ``input`` into the Parquet dataset folder ``out``; resumable.
 
     ``input``: .txt / .tsv / .csv / .jsonl / .parquet, read lazily: a path, or for the Ray
     engine a URI its workers open through pyarrow's file systems (``s3://``, ``gs://``, ...).
     ``model``: a name or path (or, for the local engine, a :class:`~layersal.LoadedModel`).
-    ``layer``: for ``dls`` (and ``gradcam``); ``dls`` runs with ``layer_report=False`` (the
-    rows keep no per-layer report).
+    ``options``: the method's options (``{"layer": 1}``); ``dls`` runs with
+    ``layer_report=False`` (the rows keep no per-layer report). ``columns``: which column
+    (field) holds the text, the row ids, the gold labels and a pair's second text
+    (:class:`Columns`; default: found by name). ``ray``: how the Ray engine runs
+    (:class:`RayOptions`). The flat spellings of these stay accepted: ``layer=``,
+    ``text_column=``, ``id_column=``, ``label_column=``, ``pair_column=``, ``num_workers=``,
+    ``ray_address=``, ``cpus_per_worker=`` and ``ray_reads=`` (each once: not also in the
+    group).
     ``layer="auto"`` (the default for ``dls``) is settled once for the run (the model card,
     else a calibration on the first 64 texts of ``input``, no labels used, cached per model;
     see :mod:`layersal.saliency.layer_choice`), recorded in ``OUT/_auto_layer.json``, and every
     row is explained with that configuration; a resumed run reuses it. ``device``
     (``cpu``/``cuda``/``auto``) and ``precision`` (``fp32``/``bf16``) go to
     :func:`layersal.load`.
-    ``pair_column``: the column of each row's second text, for a pair classifier.
     ``shard_rows``: input rows per shard (default ``32 * batch_size``; a resumed run
     keeps the recorded value). Rows that cannot be explained go to ``OUT.errors.jsonl``.
     Rerunning with the same settings continues an interrupted run; other settings are refused
-    unless ``overwrite``. Ray engine: ``num_workers`` actors (default: cluster CPUs /
-    ``cpus_per_worker``), each with ``cpus_per_worker`` CPUs (and torch threads) and one GPU
-    when ``device`` is ``cuda``; ``ray_address`` or ``RAY_ADDRESS`` names the cluster (default:
-    a local Ray). ``ray_reads``: ``workers`` (the workers read their blocks of the input and
-    write their shards themselves; input and output on a file system every node shares),
-    ``driver`` (this process reads the input and writes the shards) or ``auto`` (``workers``
-    when the whole cluster is this machine); see :mod:`.ray`. ``max_batch_tokens``: form each
+    unless ``overwrite``. ``max_batch_tokens``: form each
     model pass from texts of similar length up to this many (padded) tokens instead of
     ``batch_size`` texts (for GPUs). ``limit``: explain only the first ``limit`` rows of
     ``input`` (recorded with the run; on Ray the driver reads them). ``on_shard`` is called
@@ -200,6 +248,13 @@ def explain_dataset(
     from .blocks import uri_source
     from .sink import ShardSink, errors_path
     from .store import is_uri
+
+    columns, ray, layer = _grouped(columns, ray, spelled)
+    text_column, id_column, label_column, pair_column = (
+        columns.text, columns.id, columns.label, columns.pair
+    )  # fmt: skip
+    num_workers, ray_address = ray.num_workers, ray.address
+    cpus_per_worker, ray_reads = ray.cpus_per_worker, ray.reads
 
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -352,7 +407,6 @@ def _prepare_job(
     only if the method needs it for the choice (the Ray driver too).
     """
     import json
-    from dataclasses import replace
     from itertools import islice
 
     from ..inputs import has_text
@@ -446,4 +500,13 @@ def _model_id(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-__all__ = ["ENGINES", "RAY_READS", "DatasetJob", "RunSummary", "explain_dataset"]
+__all__ = [
+    "ENGINES",
+    "RAY_READS",
+    "Columns",
+    "DatasetJob",
+    "DatasetRun",
+    "RayOptions",
+    "RunSummary",
+    "explain_dataset",
+]
