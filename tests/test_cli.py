@@ -405,3 +405,15 @@ def test_auto_is_settled_once_for_all_the_groups(monkeypatch, tiny_args, tmp_pat
     assert len(calls) == 1  # not once per group of the stream
     layers = {json.loads(line)["layer"] for line in result.stdout.splitlines()}
     assert len(layers) == 1
+
+
+def test_the_text_source_options_are_declared_once_for_every_command():
+    """explain, layers, report and plot take the same texts options, from one declaration."""
+    import inspect
+
+    from layersal.cli import explain as commands
+    from layersal.cli.common import _TEXT_SOURCE
+
+    wanted = [name for name, _ in _TEXT_SOURCE]
+    for command in (commands.explain, commands.layers, commands.report, commands.plot):
+        assert list(inspect.signature(command).parameters)[: len(wanted)] == wanted

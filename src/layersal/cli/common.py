@@ -4,9 +4,12 @@ texts, and printing results."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -108,6 +111,16 @@ TextArg = Annotated[
     list[str] | None, typer.Argument(help="Text(s) to explain.", show_default=False)
 ]
 
+# the options of text_source, in the order _Texts takes them
+_TEXT_SOURCE = [
+    ("texts", TextArg),
+    ("file", FileOpt),
+    ("text_column", TextColumnOpt),
+    ("limit", LimitOpt),
+    ("pair", PairOpt),
+    ("pair_column", PairColumnOpt),
+]
+
 
 def as_flags(message: str) -> str:
     """A library message in command-line terms: the parameters it names in backticks become
@@ -184,6 +197,34 @@ class _Texts:
                 )
             return list(enumerate(check_texts(list(zip(self.texts, self.pairs)))))
         return list(enumerate(check_texts(self.texts)))
+
+
+def text_source(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the options that say where its texts come from, declared once here:
+    the texts as arguments, or ``--file`` with ``--text-column`` and ``--limit``, and the
+    pairs' ``--pair`` / ``--pair-column``. The command receives them as one ``source:
+    _Texts`` (its first keyword parameter), so every command reads texts alike."""
+    hints = typing.get_type_hints(command, include_extras=True)  # objects, not strings
+    given = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
+        for p in inspect.signature(command).parameters.values()
+        if p.name != "source"
+    ]
+    options = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=None)
+        for name, kind in _TEXT_SOURCE
+    ]
+
+    @functools.wraps(command)
+    def with_source(**kwargs: Any) -> Any:
+        found = [kwargs.pop(name, None) for name, _ in _TEXT_SOURCE]
+        return command(source=_Texts(*found), **kwargs)
+
+    signature = inspect.Signature([*options, *given])
+    with_source.__signature__ = signature  # type: ignore[attr-defined]
+    with_source.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    del with_source.__wrapped__  # typer must read the signature above, not the command's
+    return with_source
 
 
 def _precision(bf16: bool) -> str:

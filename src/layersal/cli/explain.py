@@ -13,18 +13,12 @@ from .common import (
     _DLS_FLAG_DEFAULTS,
     Bf16Opt,
     DeviceOpt,
-    FileOpt,
     LayerOpt,
-    LimitOpt,
     LmHeadOpt,
     ModelOpt,
-    PairColumnOpt,
-    PairOpt,
     PickleOpt,
     RuleOpt,
     TargetOpt,
-    TextArg,
-    TextColumnOpt,
     WordsOpt,
     _method_options,
     _print,
@@ -36,6 +30,7 @@ from .common import (
     app,
     err,
     out,
+    text_source,
 )
 
 
@@ -52,13 +47,9 @@ def methods() -> None:
 
 
 @app.command()
+@text_source
 def explain(
-    texts: TextArg = None,
-    file: FileOpt = None,
-    text_column: TextColumnOpt = None,
-    limit: LimitOpt = None,
-    pair: PairOpt = None,
-    pair_column: PairColumnOpt = None,
+    source: _Texts,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[
@@ -125,9 +116,7 @@ def explain(
             "tau": tau,
         }
         results = _run(
-            _Texts(
-                texts, file, text_column, limit, pair, pair_column
-            ).read_items(),  # first: a missing file fails fast
+            source.read_items(),  # first: a missing file fails fast
             model,
             lm_head,
             allow_pickle,
@@ -146,13 +135,9 @@ def explain(
 
 
 @app.command()
+@text_source
 def layers(
-    texts: TextArg = None,
-    file: FileOpt = None,
-    text_column: TextColumnOpt = None,
-    limit: LimitOpt = None,
-    pair: PairOpt = None,
-    pair_column: PairColumnOpt = None,
+    source: _Texts,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     top: Annotated[int, typer.Option(help="Decoded tokens shown per position and layer.")] = 3,
@@ -164,9 +149,7 @@ def layers(
     """Per-layer semantic coherence and each position's top decoded tokens."""
     with _user_errors():
         results = _run(
-            _Texts(
-                texts, file, text_column, limit, pair, pair_column
-            ).read_items(),  # first: a missing file fails fast
+            source.read_items(),  # first: a missing file fails fast
             model,
             lm_head,
             allow_pickle,
@@ -256,13 +239,9 @@ def _write_plots(
 
 
 @app.command()
+@text_source
 def report(
-    texts: TextArg = None,
-    file: FileOpt = None,
-    text_column: TextColumnOpt = None,
-    limit: LimitOpt = None,
-    pair: PairOpt = None,
-    pair_column: PairColumnOpt = None,
+    source: _Texts,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "report.html"
     ),
@@ -286,7 +265,6 @@ def report(
 ) -> None:
     """Write one self-contained HTML report: heat-maps, every layer, optional metrics."""
     with _user_errors():
-        source = _Texts(texts, file, text_column, limit, pair, pair_column)
         labels, per_text, scores = _explain_methods(
             source, model, lm_head, allow_pickle, methods, layer, target, batch_size, metrics
         )
@@ -301,13 +279,9 @@ def report(
 
 
 @app.command()
+@text_source
 def plot(
-    texts: TextArg = None,
-    file: FileOpt = None,
-    text_column: TextColumnOpt = None,
-    limit: LimitOpt = None,
-    pair: PairOpt = None,
-    pair_column: PairColumnOpt = None,
+    source: _Texts,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path(
         "plots"
     ),
@@ -327,7 +301,6 @@ def plot(
 ) -> None:
     """Write PNG plots per text: saliency per layer x word, coherence per layer, deletion curves."""
     with _user_errors():
-        source = _Texts(texts, file, text_column, limit, pair, pair_column)
         labels, per_text, scores = _explain_methods(
             source, model, lm_head, allow_pickle, methods, layer, target, batch_size, curves
         )
