@@ -102,13 +102,8 @@ class Explainer:
         return self._settled.prepared
 
     @property
-    def settled(self) -> bool:
-        return self._settled is not None
-
-    @property
     def prepared(self) -> Prepared:
-        """What settling chose and why (settles on the model's own texts if not yet done: a
-        method that needs a calibration sample then raises)."""
+        """What settling chose and why (an error before :meth:`settle` or a first use)."""
         if self._settled is None:
             raise InputError("this explainer is not settled yet: call settle(texts) first")
         return self._settled.prepared
@@ -157,7 +152,7 @@ class Explainer:
         items = list[Any](items)
         if target is not None or not self.lm.task.several:
             return [[e] for e in self._explain(items, target, progress, batch_size)]
-        self.lm.check_items(items)
+        self.lm.check_items(items)  # before the forward that finds each text's labels
         labels = [self.lm.task.predicted(o) for o in self.document_outputs(items)]
         flat = self._explain(
             [item for item, own in zip(items, labels) for _ in own],
@@ -175,9 +170,7 @@ class Explainer:
         """What the task shows for each item (probabilities, sigmoids, the score), over the
         whole text: a long text's windows merged as its explanation merges them."""
         lm = self.lm
-        size, overlap = lm.max_length, None
-        if self.long_texts == "windows" and items and not is_pair(items[0]):
-            size, _, overlap = window_overlap(lm.tokenizer, lm.max_length, self.window, self.stride)
+        size, _, overlap = self._rows(items)
         found: list[torch.Tensor] = []
         with lm.borrowed(), lm.autocast():
             for start in range(0, len(items), self.batch_size):
@@ -187,6 +180,14 @@ class Explainer:
                 rows = torch.tensor(encoded.text_of)
                 found += [lm.task.merge_windows(outputs[rows == b]) for b in range(len(chunk))]
         return found
+
+    def _rows(self, items: Sequence[TextItem]) -> tuple[int, int, int | None]:
+        """How ``items`` become model rows: ``(size, step, overlap)``, windows of ``size``
+        tokens every ``step`` sharing ``overlap`` (``None``: truncated to one row; pairs are)."""
+        lm = self.lm
+        if self.long_texts == "windows" and items and not is_pair(items[0]):
+            return window_overlap(lm.tokenizer, lm.max_length, self.window, self.stride)
+        return lm.max_length, lm.max_length, None
 
     def _explain(
         self,
@@ -202,11 +203,7 @@ class Explainer:
             self.settle(lambda: items)
             assert self._settled is not None
             targets = target_indices(target, len(items), lm.labels)
-            size, step, overlap = lm.max_length, lm.max_length, None
-            if self.long_texts == "windows" and items and not is_pair(items[0]):
-                size, step, overlap = window_overlap(
-                    lm.tokenizer, lm.max_length, self.window, self.stride
-                )
+            size, step, overlap = self._rows(items)
             order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
             batch_size = batch_size or self.batch_size
             batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
@@ -412,8 +409,9 @@ class _Run:
                 task.prediction(outputs, lm.labels),
                 self.size,
                 self.step,
+                task=task.name,
+                score=task.score(outputs),
             )
-            whole.task, whole.score = task.name, task.score(outputs)
             merged.append(whole)
         return merged
 

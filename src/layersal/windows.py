@@ -137,9 +137,17 @@ class WindowMerge:
                         values[i] = mine[t]
 
     def result(
-        self, probabilities: dict[str, float], prediction: str, window: int, stride: int
+        self,
+        probabilities: dict[str, float],
+        prediction: str,
+        window: int,
+        stride: int,
+        *,
+        task: str = "single_label",
+        score: float | None = None,
     ) -> Explanation:
-        """The merged explanation of the whole text."""
+        """The merged explanation of the whole text (what the task shows of it: ``task``,
+        ``probabilities``, ``prediction`` and a regression head's ``score``)."""
         first = self.first
         if first is None:
             raise ValueError("no window was added")
@@ -171,6 +179,8 @@ class WindowMerge:
             layers=[self._report(m) for m in self.reports],
             forward_passes=self.passes[0],
             backward_passes=self.passes[1],
+            task=task,
+            score=score,
         )
 
     def _empty(self, report: LayerReport) -> dict[str, Any]:

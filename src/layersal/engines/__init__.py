@@ -147,10 +147,18 @@ class RayOptions:
 
 
 # the flat spellings explain_dataset still takes, and where each goes
-_COLUMN_WORDS = {"text_column": "text", "id_column": "id", "label_column": "label"}
-_COLUMN_WORDS["pair_column"] = "pair"
-_RAY_WORDS = {"num_workers": "num_workers", "ray_address": "address"}
-_RAY_WORDS.update(cpus_per_worker="cpus_per_worker", ray_reads="reads")
+_COLUMN_WORDS = {
+    "text_column": "text",
+    "id_column": "id",
+    "label_column": "label",
+    "pair_column": "pair",
+}
+_RAY_WORDS = {
+    "num_workers": "num_workers",
+    "ray_address": "address",
+    "cpus_per_worker": "cpus_per_worker",
+    "ray_reads": "reads",
+}
 
 
 def _grouped(

@@ -316,15 +316,18 @@ class Settled:
     """A method with its options checked and made concrete for one job: what every batch of
     the job runs, without checking or building its options again.
 
-    ``options``: the concrete options (``auto`` settled); ``typed``: the same as the method's
-    options dataclass (``None`` for a method whose options are keywords); ``prepared``: what
-    the job records of the settling (:class:`Prepared`).
+    ``options``: the concrete options (``auto`` settled; ``prepared.options``); ``typed``:
+    the same as the method's options dataclass (``None`` for a method whose options are
+    keywords); ``prepared``: what the job records of the settling (:class:`Prepared`).
     """
 
     name: str
-    options: dict[str, Any]
     typed: Any
     prepared: Prepared
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.prepared.options
 
     def run(self, lm: Any, encoded: Encoded, targets: torch.Tensor | None) -> Attribution:
         """The method's attribution of one batch, under the model's autocast (bf16 when
@@ -352,7 +355,7 @@ def settle(
     )
     if entry.validate is not None and prepared.options != options:
         typed = entry.validate(**prepared.options)
-    return Settled(name, prepared.options, typed, prepared)
+    return Settled(name, typed, prepared)
 
 
 def run_method(
