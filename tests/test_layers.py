@@ -13,7 +13,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "layersal"
 LAYERS: list[set[str]] = [
-    {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"},
+    {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"}
+    | {"entities"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
     | {"tasks"}
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
@@ -25,7 +26,7 @@ LAYERS: list[set[str]] = [
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
-    {"api", "benchmark", "job"},
+    {"api", "benchmark", "job", "rows"},
     {
         "engines",
         "engines.sink",

@@ -10,6 +10,7 @@ from .errors import TruncationWarning
 from .explanation import Explanation
 from .inputs import TextItem, TextPair, check_texts
 from .job import Explainer, ProgressFn, build_explanation, explainer
+from .rows import gives_several
 from .saliency import methods
 from .targets import Target
 
@@ -34,6 +35,9 @@ def explain(
     window: int | None = None,
     stride: int | None = None,
     options: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+    template: str | None = None,
+    multi_label: bool = False,
     **method_options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain why ``model`` classifies each text as it does.
@@ -62,7 +66,17 @@ def explain(
     this model (shipped in the bundled models' cards; calibrated once on the first texts and
     cached for other models) at the cost of one forward and one backward pass.
     ``target``: class to explain (index or label name, one for all or one per text);
-    ``None`` explains the predicted class. ``word_aggregation`` (``sum``/``mean``/``max``)
+    ``None`` explains the predicted class.
+    A token classifier (NER, a ``*ForTokenClassification`` model or a token-classification
+    pipeline) explains entities: one explanation per entity it predicts in a text (always a
+    list, maybe empty), each with its ``entity`` (span, label, probability); ``target`` names
+    a span instead: a word index (``3``), character offsets (``(10, 16)``, ``"10:16"``), with
+    or without a label (``"10:16=ORG"``). A zero-shot classifier (a natural-language-inference
+    model with ``labels=[...]``, or a zero-shot-classification pipeline with them) explains a
+    text's top label, its hypothesis ``template.format(label)`` (default ``"This example is
+    {}."``) as the pair's second text; ``target`` names a label, or a list of labels (then a
+    list comes back); ``multi_label`` scores labels independently, as the pipeline does.
+    ``word_aggregation`` (``sum``/``mean``/``max``)
     merges sub-word scores into word scores. Texts are batched ``batch_size`` at a time,
     sorted by length to cut padding; results come back in input order.
     ``long_texts``: ``"windows"`` explains a text longer than the model's maximum as
@@ -84,11 +98,14 @@ def explain(
         long_texts=long_texts,
         window=window,
         stride=stride,
+        labels=labels,
+        template=template,
+        multi_label=multi_label,
         **method_options,
     )
     grouped = job.explain_grouped(items, target=target, progress=progress)
     if single:  # one text: its explanation, or a multi-label model's list, one per label
-        return grouped[0][0] if target is not None or not job.lm.task.several else grouped[0]
+        return grouped[0] if gives_several(job.lm.task, target) else grouped[0][0]
     return [e for group in grouped for e in group]
 
 

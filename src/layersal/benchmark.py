@@ -21,9 +21,11 @@ from .datasets import LabelledTexts, label_indices
 from .encoding import encode, model_input_names, select_rows
 from .errors import InputError
 from .evaluate import predictor, score_batch
+from .inputs import check_texts, item_length
 from .job import Explainer
 from .metrics import Faithfulness, summarise
 from .models import LoadedModel
+from .rows import PlannedRow, row_plan
 from .saliency import checked, method_options, methods
 
 
@@ -71,6 +73,8 @@ class Benchmark:
     settings: dict[str, Any]
     machine: dict[str, Any]
     task: str = "single_label"
+    """What was explained; ``n_texts`` counts explained rows (a token classifier's entities,
+    each text's top zero-shot label)."""
     score_scale: float | None = None
     """For a task that predicts a number: the standard deviation of the model's scores over the
     texts (sigma), which normalises its AOPCs (``docs/metrics.md``); ``None`` otherwise."""
@@ -150,23 +154,30 @@ def run_benchmark(
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
     metric_options = dict(metric_options or {})
-    # gold classes: only for a task whose outputs are exclusive classes' probabilities
-    exclusive = lm.task.probabilistic and not lm.task.several
+    rows = bench_rows(Explainer(lm, "gradient", batch_size=batch_size), data.texts)
+    # gold classes: only for a task whose rows' outputs are exclusive classes' probabilities
+    exclusive = lm.task.probabilistic and not lm.task.several and not lm.task.hypotheses
     gold = label_indices(data.labels, lm.labels) if exclusive else None
     inputs = model_input_names(lm.model)
     predict = predictor(lm)
-    order = sorted(range(len(data)), key=lambda i: len(data.texts[i]))
+    order = sorted(range(len(rows)), key=lambda i: item_length(rows[i].item))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     encoded_batches = [
-        encode(lm.tokenizer, [data.texts[i] for i in b], lm.max_length, inputs) for b in batches
+        encode(lm.tokenizer, [rows[i].item for i in b], lm.max_length, inputs) for b in batches
+    ]
+    row_targets = [
+        None
+        if any(rows[i].target is None for i in b)
+        else torch.tensor([rows[i].target for i in b])
+        for b in batches
     ]
     runs = []
     for spec in specs:
         job = Explainer(lm, spec.method, spec.options, batch_size=batch_size)
         prepared = job.settle(
-            (lambda: list(calibration))
+            (lambda: [r.item for r in bench_rows(job, list(calibration))])
             if calibration is not None
-            else (lambda: list(data.texts[:64])),
+            else (lambda: [r.item for r in rows[:64]]),
             fresh=calibration is not None,
         )
         note = " ".join(
@@ -176,15 +187,15 @@ def run_benchmark(
             job.attribute(select_rows(encoded_batches[0], [0]))
         except InputError:
             pass
-        results: list[Faithfulness | None] = [None] * len(data)
-        layers: list[int | None] = [None] * len(data)
+        results: list[Faithfulness | None] = [None] * len(rows)
+        layers: list[int | None] = [None] * len(rows)
         coherence: dict[int, list[float]] = {}
         seconds = forward = backward = 0.0
         skipped = None
-        for batch, encoded in zip(batches, encoded_batches):
+        for batch, encoded, targets in zip(batches, encoded_batches, row_targets):
             start = time.perf_counter()
             try:
-                attribution = job.attribute(encoded)
+                attribution = job.attribute(encoded, targets)
             except InputError as exc:
                 skipped = f"not run: {exc}"
                 break
@@ -209,7 +220,7 @@ def run_benchmark(
                 on_progress(spec.label, len(batch))
         if skipped is not None:
             if on_progress is not None:
-                on_progress(spec.label, len(data) - sum(r is not None for r in results))
+                on_progress(spec.label, len(rows) - sum(r is not None for r in results))
             runs.append(MethodRun(spec, [], [], 0.0, 0.0, 0.0, note=skipped))
             continue
         runs.append(
@@ -218,8 +229,8 @@ def run_benchmark(
                 results=[r for r in results if r is not None],
                 layers=layers,
                 seconds=seconds,
-                forward_passes=forward / len(data),
-                backward_passes=backward / len(data),
+                forward_passes=forward / max(1, len(rows)),
+                backward_passes=backward / max(1, len(rows)),
                 coherence={layer: float(np.mean(v)) for layer, v in sorted(coherence.items())},
                 note=note,
             )
@@ -227,7 +238,7 @@ def run_benchmark(
     return Benchmark(
         model=lm.name,
         data=data.source,
-        n_texts=len(data),
+        n_texts=len(rows),
         accuracy=_accuracy(runs, gold),
         runs=runs,
         settings={"batch_size": batch_size, **metric_options},
@@ -235,6 +246,17 @@ def run_benchmark(
         task=lm.task.name,
         score_scale=None if lm.task.probabilistic else _score_scale(runs),
     )
+
+
+def bench_rows(job: Explainer, texts: Sequence[str]) -> list[PlannedRow]:
+    """The rows a benchmark explains and scores: one per text, for the model's prediction;
+    for a task whose rows look at a span or a label's hypothesis, the rows :func:`row_plan`
+    gives (every predicted entity; each text's top zero-shot label)."""
+    task = job.lm.task
+    if not (task.focused or task.hypotheses):
+        return [PlannedRow(text, None) for text in texts]
+    items = check_texts(list(texts))
+    return [row for own in row_plan(job, items, None) for row in own]
 
 
 def _score_scale(runs: list[MethodRun]) -> float | None:

@@ -117,7 +117,8 @@ def check_classifier_config(config: dict[str, Any], model: str | Path) -> None:
             "version does not know; layersal never runs remote code (trust_remote_code)"
         )
     architectures = config.get("architectures") or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+    heads = ("ForSequenceClassification", "ForTokenClassification")
+    if architectures and not any(a.endswith(heads) for a in architectures):
         raise ModelLoadError(
             f"model {str(model)!r} is a {architectures[0]}, not a sequence classifier "
             "(pass it as `lm_head` instead?)"

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from .inputs import check_texts, is_pair
+from .inputs import Focused, check_texts, is_pair
+from .tasks import FOCUS
 
 
 @dataclass
@@ -87,6 +88,8 @@ def encode(
     text. ``model_inputs`` names the optional tensors the model accepts (DistilBERT, for one,
     takes no ``token_type_ids``). Pairs of texts (2-tuples) are one row each, never windows.
     """
+    if texts and isinstance(texts[0], Focused):
+        return _encode_focused(tokenizer, list(texts), max_length, model_inputs, overlap)
     texts = check_texts(texts)
     if is_pair(texts[0]):
         return _encode_pairs(tokenizer, texts, max_length, model_inputs)
@@ -129,6 +132,38 @@ def encode(
         truncated=truncated,
         text_of=[sample[r] for r in chosen],
     )
+
+
+def _encode_focused(
+    tokenizer: Any,
+    items: list[Any],
+    max_length: int,
+    model_inputs: Collection[str] | None,
+    overlap: int | None,
+) -> Encoded:
+    """Items read with a focus (:class:`~layersal.inputs.Focused`): encoded as their inner
+    texts, with a :data:`~layersal.tasks.FOCUS` input that is, per row, the item's ``offset``
+    on the content tokens of its span (of its first text), or on every attended position when
+    it names no span. ``texts`` keep the focused items."""
+    if not all(isinstance(item, Focused) for item in items):
+        raise TypeError("a batch mixes focused items with plain ones")
+    inner = encode(tokenizer, [item.item for item in items], max_length, model_inputs,
+                   overlap=overlap)  # fmt: skip
+    focus = torch.zeros(inner.input_ids.shape, dtype=torch.float32)
+    for r, b in enumerate(inner.text_of):
+        item = items[b]
+        if item.start is None:
+            focus[r] = inner.attention_mask[r].float()
+        else:
+            segments = inner.segments[r] if inner.segments is not None else [0] * focus.shape[1]
+            first = torch.tensor([s == 0 for s in segments])
+            starts, ends = inner.offsets[r, :, 0], inner.offsets[r, :, 1]
+            inside = (starts < item.end) & (ends > item.start)
+            focus[r] = (inner.content[r] & first & inside).float()
+        focus[r] *= item.weight
+    inner.inputs[FOCUS] = focus
+    inner.texts = [items[b] for b in inner.text_of]
+    return inner
 
 
 def _encode_pairs(

@@ -18,22 +18,24 @@ from .encoding import Encoded, encode, model_input_names
 from .errors import InputError
 from .metrics import PARTS, Faithfulness, PredictFn, faithfulness
 from .models import LoadedModel
+from .tasks import FOCUS
 
 if TYPE_CHECKING:
     from .explanation import Explanation
 
 
 def predictor(lm: LoadedModel) -> PredictFn:
-    """``predict(input_ids, attention_mask[, token_type_ids]) -> probabilities`` for ``lm`` (no
-    gradients)."""
+    """``predict(input_ids, attention_mask[, token_type_ids], **row_inputs) -> probabilities``
+    for ``lm`` (no gradients; ``row_inputs``: a task's focus, see :func:`row_inputs`)."""
     device = lm.device
 
     def predict(
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        **row_inputs: torch.Tensor,
     ) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **row_inputs}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         with torch.no_grad(), lm.autocast(), lm.borrowed():
@@ -83,7 +85,7 @@ def score_batch(
         predict or predictor(lm),
         encoded.input_ids,
         encoded.attention_mask,
-        encoded.content,
+        lm.task.hideable(encoded),
         scores.detach().cpu(),
         targets.cpu(),
         labels=None if labels is None else torch.tensor(list(labels)),
@@ -91,8 +93,15 @@ def score_batch(
         mask_id=mask_id,
         pad_id=pad_id,
         token_type_ids=segment_ids(encoded),
+        row_inputs=row_inputs(encoded),
         **metric_options,
     )
+
+
+def row_inputs(encoded: Encoded) -> dict[str, torch.Tensor]:
+    """The batch's inputs that the metrics must give the model with every perturbed input
+    besides ids, mask and segment ids: a task's focus (:data:`layersal.tasks.FOCUS`)."""
+    return {FOCUS: encoded.inputs[FOCUS]} if FOCUS in encoded.inputs else {}
 
 
 def segment_ids(encoded: Encoded) -> torch.Tensor | None:
@@ -121,7 +130,7 @@ def faithfulness_of(
     results: list[Faithfulness] = []
     for start in range(0, len(explanations), batch_size):
         chunk = list(explanations[start : start + batch_size])
-        encoded = encode(lm.tokenizer, [e.item for e in chunk], lm.max_length, inputs)
+        encoded = encode(lm.tokenizer, [e.row_item for e in chunk], lm.max_length, inputs)
         scores = torch.zeros(encoded.input_ids.shape, dtype=torch.float32)
         targets = []
         for row, explanation in enumerate(chunk):

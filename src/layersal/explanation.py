@@ -65,6 +65,24 @@ class Explanation:
     score: float | None = None
     """The number the model predicted, for a task that predicts one (``regression``); then
     ``probabilities`` is empty and word scores are in the score's units."""
+    entity: dict[str, Any] | None = None
+    """For a token classifier, the entity explained: ``start``, ``end`` (characters of
+    ``text``), ``label`` (its type), ``word`` (``text[start:end]``) and ``probability``."""
+    focus: dict[str, Any] | None = None
+    """What the explained row looked at, for a task with a view: an entity's span (``start``,
+    ``end``) or a zero-shot label's whole pair, and its ``weight``; ``None`` otherwise."""
+
+    @property
+    def row_item(self) -> Any:
+        """What the model read for this explanation: :attr:`item`, focused as it was
+        (:class:`layersal.inputs.Focused`) for a task with a view; re-encoding it gives the
+        explained row back (the metrics of :func:`layersal.evaluate.faithfulness_of`)."""
+        if self.focus is None:
+            return self.item
+        from .inputs import Focused
+
+        return Focused(self.item, self.focus.get("start"), self.focus.get("end"),
+                       float(self.focus.get("weight", 1.0)))  # fmt: skip
 
     @property
     def item(self) -> str | tuple[str, str]:

@@ -93,7 +93,10 @@ class PropagationMap:
     score terms linear in the query or the key are computed (:class:`LinearScores`), which the
     uniform rule must not split. Every LayerNorm is found by type, and every RMSNorm (see
     :attr:`Family.rms_offset`). ``unsupported`` names optional parts the rules do not cover; a
-    model that has one is refused.
+    model that has one is refused. ``head_activations`` and ``head_between`` are the same for
+    the sequence-classification head (a pooler's tanh, a dense layer's activation): applied
+    where the model has them, and absent from a token classifier, whose head is one linear
+    layer.
     """
 
     query: Part
@@ -105,6 +108,8 @@ class PropagationMap:
     ups: tuple[Part, ...] = ()
     unsupported: tuple[str, ...] = ()
     linear_scores: LinearScores | None = None
+    head_activations: tuple[str, ...] = ()
+    head_between: tuple[Between, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,22 +170,21 @@ _ROBERTA_HEAD = HeadLayout(
 
 
 def _bert_attention(
-    activations: tuple[str, ...], between: tuple[Between, ...] = ()
+    head_activations: tuple[str, ...] = (), head_between: tuple[Between, ...] = ()
 ) -> PropagationMap:
     """The BERT layout of the attention projections (BERT, RoBERTa, ELECTRA, MiniLM)."""
     return PropagationMap(
         query="*.attention.self.query",
         key="*.attention.self.key",
         value="*.attention.self.value",
-        activations=activations,
-        between=between,
+        activations=("*.intermediate.intermediate_act_fn",),
+        head_activations=head_activations,
+        head_between=head_between,
     )
 
 
-_BERT_RULES = _bert_attention(("*.intermediate.intermediate_act_fn", "*.pooler.activation"))
-_ROBERTA_RULES = _bert_attention(
-    ("*.intermediate.intermediate_act_fn",), (Between("classifier.dense", "classifier.out_proj"),)
-)
+_BERT_RULES = _bert_attention(("*.pooler.activation",))
+_ROBERTA_RULES = _bert_attention(head_between=(Between("classifier.dense", "classifier.out_proj"),))
 
 _CAUSAL_HEAD = HeadLayout(dense=None, norm=None, bias=(), decoder="lm_head.weight")
 
@@ -248,9 +252,7 @@ FAMILIES: dict[str, Family] = {
                 decoder="generator_lm_head.weight",
             ),
         ),
-        propagation=_bert_attention(
-            ("*.intermediate.intermediate_act_fn", "classifier.activation")
-        ),
+        propagation=_bert_attention(("classifier.activation",)),
     ),
     "deberta-v2": Family(
         "deberta-v2",
@@ -270,7 +272,7 @@ FAMILIES: dict[str, Family] = {
             key="*.attention.self.key_proj",
             value="*.attention.self.value_proj",
             activations=("*.intermediate.intermediate_act_fn",),
-            between=(Between("pooler.dense", "classifier"),),
+            head_between=(Between("pooler.dense", "classifier"),),
             unsupported=("*.encoder.conv",),
             linear_scores=LinearScores(
                 "*.attention.self", "disentangled_attention_bias", ("query_layer", "key_layer")
@@ -296,7 +298,8 @@ FAMILIES: dict[str, Family] = {
             query=Chunk("*.attn.Wqkv", 0, 3),
             key=Chunk("*.attn.Wqkv", 1, 3),
             value=Chunk("*.attn.Wqkv", 2, 3),
-            activations=("*.mlp.act", "head.act"),
+            activations=("*.mlp.act",),
+            head_activations=("head.act",),
             gates=("*.mlp.act",),
             ups=(Chunk("*.mlp.Wi", 1, 2),),
         ),

@@ -423,6 +423,21 @@ def _looks_like_header(rows: list[list[str]]) -> bool:
 
 TextPair = tuple[str, str]
 TextItem = str | TextPair
+
+
+@dataclass(frozen=True)
+class Focused:
+    """An item as one explained row of a task with a view (:mod:`layersal.tasks`): the text
+    or pair ``item``, and what the row looks at: characters ``start:end`` of its first text
+    (an entity), or with no span the whole row (a zero-shot label's pair). ``weight`` is the
+    row's focus value, which the task's view reads (1, or a zero-shot row's offset)."""
+
+    item: TextItem
+    start: int | None = None
+    end: int | None = None
+    weight: float = 1.0
+
+
 """What one explanation is of: a text, or a pair of texts (premise and hypothesis, query and
 passage) that a pair classifier reads as two segments."""
 
@@ -449,17 +464,24 @@ def _check_item(item: Any, name: str) -> TextItem:
 
 
 def is_pair(item: Any) -> bool:
-    """Whether ``item`` (as returned by :func:`check_texts`) is a pair of texts."""
-    return isinstance(item, tuple)
+    """Whether ``item`` (as returned by :func:`check_texts`, or focused) is a pair of texts."""
+    return isinstance(unfocused(item), tuple)
+
+
+def unfocused(item: Any) -> Any:
+    """The text or pair of an item, focused (:class:`Focused`) or not."""
+    return item.item if isinstance(item, Focused) else item
 
 
 def has_text(item: Any) -> bool:
     """Whether a text (every text of a pair) has more than whitespace in it."""
+    item = unfocused(item)
     return all(t.strip() for t in item) if is_pair(item) else bool(item.strip())
 
 
 def item_length(item: Any) -> int:
     """Characters in a text, or in both texts of a pair (for sorting by length)."""
+    item = unfocused(item)
     return sum(map(len, item)) if is_pair(item) else len(item)
 
 

@@ -22,12 +22,14 @@ import torch
 from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
 from .errors import InputError, TruncationWarning
 from .explanation import Explanation
-from .inputs import TextItem, is_pair, item_length
+from .inputs import Focused, TextItem, is_pair, item_length, unfocused
 from .models import LoadedModel
 from .passes import forward
+from .rows import PlannedRow, Shown, row_plan
 from .saliency import Attribution, Checked, Settled, checked, renamed_options, settle
 from .saliency.base import Prepared
-from .targets import Target, target_indices
+from .targets import Target
+from .tasks import FOCUS
 from .windows import WindowMerge, window_count, window_overlap
 from .words import WORD_AGGREGATIONS, segmented_tokens_and_words
 
@@ -121,7 +123,8 @@ class Explainer:
         if self._settled is None:
             self.settle(lambda: list(encoded.texts))
         assert self._settled is not None
-        return self._settled.run(self.lm, encoded, targets)
+        with self.lm.borrowed():  # a task's view, eval mode
+            return self._settled.run(self.lm, encoded, targets)
 
     def explain(
         self,
@@ -147,26 +150,22 @@ class Explainer:
         progress: bool | ProgressFn = False,
         batch_size: int | None = None,
     ) -> list[list[Explanation]]:
-        """The explanations of each item: one, or with no ``target`` on a multi-label model
-        one per label it predicts (every label at or above its threshold, else the top one)."""
+        """The explanations of each item: one; or, with no ``target``, on a multi-label model
+        one per label it predicts (every label at or above its threshold, else the top one),
+        on a token classifier one per entity it predicts (none for a text without one), on a
+        zero-shot classifier one for its top label (``target``: a label, or a list of labels
+        each text is explained for)."""
         items = list[Any](items)
-        if target is not None or not self.lm.task.several:
-            return [[e] for e in self._explain(items, target, progress, batch_size)]
-        self.lm.check_items(items)  # before the forward that finds each text's labels
-        labels = [self.lm.task.predicted(o) for o in self.document_outputs(items)]
-        flat = self._explain(
-            [item for item, own in zip(items, labels) for _ in own],
-            [label for own in labels for label in own],
-            progress,
-            batch_size,
-        )
+        self.lm.check_items(items)  # before any forward pass
+        rows = row_plan(self, items, target)
+        flat = self._explain([r for own in rows for r in own], progress, batch_size)
         groups, start = [], 0
-        for own in labels:
+        for own in rows:
             groups.append(flat[start : start + len(own)])
             start += len(own)
         return groups
 
-    def document_outputs(self, items: Sequence[TextItem]) -> list[torch.Tensor]:
+    def document_outputs(self, items: Sequence[Any]) -> list[torch.Tensor]:
         """What the task shows for each item (probabilities, sigmoids, the score), over the
         whole text: a long text's windows merged as its explanation merges them."""
         lm = self.lm
@@ -181,7 +180,22 @@ class Explainer:
                 found += [lm.task.merge_windows(outputs[rows == b]) for b in range(len(chunk))]
         return found
 
-    def _rows(self, items: Sequence[TextItem]) -> tuple[int, int, int | None]:
+    def raw_outputs(self, item: Any) -> list[tuple[Encoded, torch.Tensor]]:
+        """One item's model rows (its windows, or one) as encoded chunks of at most
+        ``batch_size`` rows, each with the model's own logits, no view (a token classifier's
+        ``(rows, n, tags)``)."""
+        lm = self.lm
+        size, _, overlap = self._rows([item])
+        found = []
+        with lm.borrowed(), lm.autocast():
+            encoded = encode(lm.tokenizer, [item], size, self._inputs, overlap=overlap)
+            for start in range(0, len(encoded), self.batch_size):
+                end = min(start + self.batch_size, len(encoded))
+                chunk = select_rows(encoded, range(start, end))
+                found.append((chunk, forward(lm.model, chunk).cpu()))
+        return found
+
+    def _rows(self, items: Sequence[Any]) -> tuple[int, int, int | None]:
         """How ``items`` become model rows: ``(size, step, overlap)``, windows of ``size``
         tokens every ``step`` sharing ``overlap`` (``None``: truncated to one row; pairs are)."""
         lm = self.lm
@@ -190,25 +204,22 @@ class Explainer:
         return lm.max_length, lm.max_length, None
 
     def _explain(
-        self,
-        items: list[Any],
-        target: Target | Sequence[Target],
-        progress: bool | ProgressFn,
-        batch_size: int | None,
+        self, planned: list[PlannedRow], progress: bool | ProgressFn, batch_size: int | None
     ) -> list[Explanation]:
         lm = self.lm
-        items = list[Any](items)
-        lm.check_items(items)
+        if not planned:
+            return []
+        items = [row.item for row in planned]
         with lm.borrowed():  # eval mode for the passes; a model object is left as it was
             self.settle(lambda: items)
             assert self._settled is not None
-            targets = target_indices(target, len(items), lm.labels)
             size, step, overlap = self._rows(items)
             order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
             batch_size = batch_size or self.batch_size
             batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+            texts = [unfocused(item) for item in items]
             rows = (
-                sum(window_count(lm.tokenizer, t, size, step) for t in items)
+                sum(window_count(lm.tokenizer, t, size, step) for t in texts)
                 if progress is not False and overlap is not None
                 else len(items)
             )
@@ -227,8 +238,7 @@ class Explainer:
                     self._inputs,
                 )
                 for batch in batches:
-                    batch_targets = None if targets is None else [targets[i] for i in batch]
-                    explained = run.batch([items[i] for i in batch], batch_targets)
+                    explained = run.batch([planned[i] for i in batch])
                     for row, index in enumerate(batch):
                         if explained[row].truncated:
                             warnings.warn(
@@ -254,21 +264,35 @@ def explainer(
     long_texts: str = "windows",
     window: int | None = None,
     stride: int | None = None,
+    labels: Sequence[str] | None = None,
+    template: str | None = None,
+    multi_label: bool = False,
     **method_options: Any,
 ) -> Explainer:
     """An :class:`Explainer` for ``model`` (a :class:`LoadedModel`, a name or path, a model
     object or a pipeline; ``None``: the bundled default) and ``method`` with its options (the
-    ``options`` dict and/or keywords, as in :func:`layersal.explain`)."""
+    ``options`` dict and/or keywords, as in :func:`layersal.explain`). ``labels``,
+    ``template`` and ``multi_label`` make a zero-shot classifier of a natural-language-
+    inference model (see :func:`layersal.load`)."""
     from .checkpoints import DEFAULT_MODEL
-    from .models import load
+    from .models import DEFAULT_TEMPLATE, load
 
     job = checked(method, merge_options(options, method_options))  # before the model loads
     _warn_on_old_names(method, {"window": window, "stride": stride})
-    lm = (
-        model
-        if isinstance(model, LoadedModel)
-        else load(DEFAULT_MODEL if model is None else model, lm_head)
-    )
+    zero_shot = labels is not None or template is not None or multi_label
+    if isinstance(model, LoadedModel):
+        if zero_shot:
+            raise InputError(
+                "labels, template and multi_label make a zero-shot classifier when a model is "
+                "loaded: give them to layersal.load(model, task='zero-shot', labels=[...])"
+            )
+        lm = model
+    else:
+        chosen: dict[str, Any] = {}
+        if zero_shot:
+            chosen = {"task": "zero-shot", "labels": labels, "multi_label": multi_label}
+            chosen["template"] = template or DEFAULT_TEMPLATE
+        lm = load(DEFAULT_MODEL if model is None else model, lm_head, **chosen)
     return Explainer(
         lm,
         job,
@@ -339,17 +363,21 @@ class _Run:
     advance: Callable[[int], None]
     inputs: set[str]  # the tensors the model takes (model_input_names), looked up once
 
-    def batch(self, texts: list[TextItem], targets: list[int] | None) -> list[Explanation]:
-        """Explanations of ``texts`` (one batch), in order."""
+    def batch(self, planned: list[PlannedRow]) -> list[Explanation]:
+        """Explanations of ``planned`` rows (one batch), in order."""
+        texts = [row.item for row in planned]
         encoded = encode(self.lm.tokenizer, texts, self.size, self.inputs, overlap=self.overlap)
         if len(encoded) > len(texts):
-            return self._windows(encoded, targets)
-        tensor_targets = None if targets is None else torch.tensor(targets)
+            return self._windows(encoded, planned)
+        targets = [row.target for row in planned]
+        tensor_targets = None if None in targets else torch.tensor(targets)
         attribution = self.settled.run(self.lm, encoded, tensor_targets)
         self.advance(len(texts))
-        return [self._build(encoded, attribution, row) for row in range(len(texts))]
+        return [self._build(encoded, attribution, row, planned[row]) for row in range(len(texts))]
 
-    def _build(self, encoded: Encoded, attribution: Attribution, row: int) -> Explanation:
+    def _build(
+        self, encoded: Encoded, attribution: Attribution, row: int, planned: PlannedRow
+    ) -> Explanation:
         return build_explanation(
             self.lm,
             encoded,
@@ -358,41 +386,51 @@ class _Run:
             self.method,
             self.word_aggregation,
             self.settled.options,
+            shown=planned.shown,
         )
 
-    def _windows(self, encoded: Encoded, targets: list[int] | None) -> list[Explanation]:
+    def _windows(self, encoded: Encoded, planned: list[PlannedRow]) -> list[Explanation]:
         """A batch in which some texts span several windows, ``batch_size`` rows at a time.
 
         Every window of a text is explained for the text's target: the given one, or the
-        class with the highest mean window probability.
+        class with the highest mean window probability. A row that looks at a span (an
+        entity) is explained in one window only, the one in which its span sits most
+        centrally (the most context on both sides): the model's prediction for the span
+        comes from the windows that hold it, and words outside that window get 0.
         """
         lm = self.lm
-        chunks = [
-            list(range(s, min(s + self.batch_size, len(encoded))))
-            for s in range(0, len(encoded), self.batch_size)
-        ]
-        probs = torch.cat(
-            [lm.task.outputs(forward(lm.model, select_rows(encoded, c))).cpu() for c in chunks]
-        )
         n_texts = max(encoded.text_of) + 1
         rows_of = [[r for r, t in enumerate(encoded.text_of) if t == b] for b in range(n_texts)]
+        focused = [isinstance(row.item, Focused) and row.item.start is not None for row in planned]
+        rows_of = [
+            [central_window(encoded, rows)] if focused[b] and len(rows) > 1 else rows
+            for b, rows in enumerate(rows_of)
+        ]
+        kept = [r for rows in rows_of for r in rows]
+        chunks = [kept[s : s + self.batch_size] for s in range(0, len(kept), self.batch_size)]
+        probs = torch.zeros(len(encoded), len(lm.labels))
+        for c in chunks:
+            probs[c] = lm.task.outputs(forward(lm.model, select_rows(encoded, c))).cpu()
         doc_probs = [lm.task.merge_windows(probs[rows]) for rows in rows_of]
-        doc_target = targets or [lm.task.predicted(p)[0] for p in doc_probs]
+        doc_target = [
+            row.target if row.target is not None else lm.task.predicted(doc_probs[b])[0]
+            for b, row in enumerate(planned)
+        ]
         row_targets = torch.tensor([doc_target[t] for t in encoded.text_of])
         # each window is folded into its text's merge as soon as its chunk is explained, so
         # a long document holds sums over its tokens, not every window's explanation
         merges = {
-            b: WindowMerge(encoded.texts[rows[0]], lm.tokenizer)
+            b: WindowMerge(unfocused(encoded.texts[rows[0]]), lm.tokenizer)
             for b, rows in enumerate(rows_of)
-            if len(rows) > 1
+            if len(rows) > 1 or focused[b]
         }
         single: dict[int, Explanation] = {}
         for chunk in chunks:
             sub = select_rows(encoded, chunk)
             attribution = self.settled.run(lm, sub, row_targets[chunk])
             for row, r in enumerate(chunk):
-                part = self._build(sub, attribution, row)
                 text = encoded.text_of[r]
+                part = self._build(sub, attribution, row, planned[text])
                 if text in merges:
                     merges[text].add(part)
                 else:
@@ -404,6 +442,8 @@ class _Run:
                 merged.append(single[b])
                 continue
             task, outputs = lm.task, doc_probs[b]
+            first = merges[b].first
+            assert first is not None
             whole = merges[b].result(
                 task.probabilities(outputs, lm.labels),
                 task.prediction(outputs, lm.labels),
@@ -411,9 +451,28 @@ class _Run:
                 self.step,
                 task=task.name,
                 score=task.score(outputs),
+                entity=first.entity,
             )
             merged.append(whole)
         return merged
+
+
+def central_window(encoded: Encoded, rows: list[int]) -> int:
+    """Of a text's window ``rows``, the one whose focus (span) has the most tokens on its
+    shorter side: the span sits most centrally in it. A span no window holds whole keeps the
+    window holding most of it."""
+
+    def key(r: int) -> tuple[int, int]:
+        focus = encoded.inputs[FOCUS][r] != 0
+        content = encoded.content[r].nonzero().flatten()
+        inside = focus.nonzero().flatten()
+        if not len(inside) or not len(content):
+            return (0, -1)
+        before = int((content < inside[0]).sum())
+        after = int((content > inside[-1]).sum())
+        return (len(inside), min(before, after))
+
+    return max(rows, key=key)
 
 
 ProgressFn = Callable[[int, int], None]
@@ -458,10 +517,14 @@ def build_explanation(
     method: str,
     word_aggregation: str = "sum",
     options: dict[str, Any] | None = None,
+    *,
+    shown: Shown | None = None,
 ) -> Explanation:
     """One text's (or pair's) :class:`Explanation` from a batch attribution (content tokens
-    only)."""
-    item = encoded.texts[row]
+    only). ``shown``: what the explanation shows of the item as a whole, where one row does
+    not hold it (a zero-shot label's row: the scores of every label; an entity)."""
+    focused = encoded.texts[row]
+    item = unfocused(focused)
     texts = list(item) if is_pair(item) else [item]
     content = encoded.content[row].nonzero().flatten().tolist()
     ids = encoded.input_ids[row, content].tolist()
@@ -477,6 +540,15 @@ def build_explanation(
         texts, segments, pieces, offsets, word_ids, scores, word_aggregation
     )
     outputs = lm.task.outputs(attribution.logits[row : row + 1])[0]
+    shown = shown or Shown()
+    probabilities = (
+        shown.probabilities
+        if shown.probabilities is not None
+        else lm.task.probabilities(outputs, lm.labels)
+    )
+    prediction = (
+        shown.prediction if shown.prediction is not None else lm.task.prediction(outputs, lm.labels)
+    )
     applied = attribution.detail.applied_options()
     recorded = dict(options or {}) if applied is None else applied
     reports = attribution.detail.layer_reports(row, content, lm.tokenizer)
@@ -485,9 +557,9 @@ def build_explanation(
         text_pair=texts[1] if len(texts) > 1 else None,
         model=lm.name,
         method=method,
-        prediction=lm.task.prediction(outputs, lm.labels),
+        prediction=prediction,
         target=lm.labels[int(attribution.targets[row])],
-        probabilities=lm.task.probabilities(outputs, lm.labels),
+        probabilities=probabilities,
         tokens=tokens,
         words=words,
         layer=attribution.layers[row],
@@ -500,7 +572,16 @@ def build_explanation(
         backward_passes=attribution.backward_passes,
         task=lm.task.name,
         score=lm.task.score(outputs),
+        entity=None if shown.entity is None else shown.entity.to_dict(),
+        focus=focus_of(focused),
     )
+
+
+def focus_of(item: Any) -> dict[str, Any] | None:
+    """What a focused row looked at, as an explanation records it (``None``: a plain row)."""
+    if not isinstance(item, Focused):
+        return None
+    return {"start": item.start, "end": item.end, "weight": item.weight}
 
 
 __all__ = ["Explainer", "build_explanation", "explainer", "merge_options"]

@@ -7,7 +7,7 @@ Model-agnostic and pure: the model is reached only through a ``predict`` functio
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,7 +18,8 @@ from .errors import InputError
 
 PredictFn = Callable[..., torch.Tensor]
 """``predict(input_ids, attention_mask) -> (rows, classes)`` probabilities; called with a third
-argument, ``token_type_ids``, when the batch has segment ids (pairs of texts)."""
+argument, ``token_type_ids``, when the batch has segment ids (pairs of texts), and with the
+batch's ``row_inputs`` as keywords (a task's focus, :data:`layersal.tasks.FOCUS`)."""
 
 PERTURBATIONS = ("mask", "delete", "pad")
 RANKINGS = ("signed", "abs")
@@ -286,6 +287,7 @@ def faithfulness_many(
     parts: Sequence[str] = PARTS,
     batch_size: int = 64,
     token_type_ids: torch.Tensor | None = None,
+    row_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> list[list[Faithfulness]]:
     """Faithfulness metrics of several saliency maps of the same padded batch of B texts:
     ``result[s][b]`` for map ``s`` and text ``b``. The one implementation of the metrics.
@@ -301,7 +303,8 @@ def faithfulness_many(
     perturbed input of the batch goes through ``predict`` once, however many maps, budgets or
     metrics share it, in chunks of ``batch_size`` rows mixing texts. ``token_type_ids`` (pairs
     of texts) go to ``predict`` with each perturbed input; a pair's separator is never content,
-    so it is never hidden.
+    so it is never hidden. ``row_inputs`` (``(B, n)`` each, per position) go to ``predict`` as
+    keywords, cut and moved with their rows as the segment ids are.
     """
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -343,7 +346,7 @@ def faithfulness_many(
         planned.append((plans, unit_scores))
     probs = _predict_variants(
         predict, ids, attention, np.array(variants.rows), np.stack(variants.hide), perturbation,
-        mask_id, pad_id, batch_size, token_type_ids,
+        mask_id, pad_id, batch_size, token_type_ids, row_inputs,
     )  # fmt: skip
     if int(targets_np.max()) >= probs.shape[1] or int(targets_np.min()) < 0:
         raise InputError(f"targets must be class indices below {probs.shape[1]}")
@@ -440,6 +443,7 @@ def erasure_aopc_many(
     sufficiency: bool = True,
     batch_size: int = 64,
     token_type_ids: torch.Tensor | None = None,
+    row_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Comprehensiveness (and sufficiency) AOPC of several saliency maps of the same batch,
     as arrays ``(S, B)``: :func:`faithfulness_many` with only those parts (token level,
@@ -459,6 +463,7 @@ def erasure_aopc_many(
         loo=False,
         batch_size=batch_size,
         token_type_ids=token_type_ids,
+        row_inputs=row_inputs,
     )
     return {
         kind: np.array([[getattr(r, f"aopc_{kind}") for r in per_map] for per_map in results])
@@ -477,6 +482,7 @@ def _predict_variants(
     pad_id: int | None,
     batch_size: int,
     token_type_ids: torch.Tensor | None = None,
+    row_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Probabilities ``(V, C)`` of every perturbed variant, ``batch_size`` rows per call.
 
@@ -508,8 +514,15 @@ def _predict_variants(
                 token_type_ids[chunk], attention_mask[chunk], hidden, perturbation
             )
             extra = [types[:, :end]]
+        hidden = torch.from_numpy(hide[picked])
+        keywords = {
+            name: perturb_token_types(value[chunk], attention_mask[chunk], hidden, perturbation)[
+                :, :end
+            ]
+            for name, value in (row_inputs or {}).items()
+        }
         with torch.no_grad():
-            probs = predict(ids[:, :end], mask[:, :end], *extra)
+            probs = predict(ids[:, :end], mask[:, :end], *extra, **keywords)
         if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or len(probs) != len(chunk):
             raise InputError(
                 f"predict must return a (rows, classes) tensor; for {len(chunk)} rows it returned "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,12 @@ from .decoding import LMHead
 from .errors import ModelLoadError, foreign_message
 from .families import FAMILIES, Family, family_for
 from .lm_heads import resolve_lm_head
-from .tasks import SINGLE_LABEL, Task, check_explained, task_of
+from .tasks import SINGLE_LABEL, Task, check_explained, task_of, zero_shot
+
+PIPELINES = ("text-classification", "sentiment-analysis", "token-classification", "ner",
+             "zero-shot-classification")  # fmt: skip
+DEFAULT_TEMPLATE = "This example is {}."
+"""The hypothesis template of a zero-shot classifier, as the transformers pipeline's."""
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -60,6 +65,7 @@ class LoadedModel:
     (``None``: not known; see :func:`reads_pairs`)."""
     task: Task = SINGLE_LABEL
     """What is explained: how the outputs become what the user sees (:mod:`layersal.tasks`)."""
+    _borrowed: int = field(default=0, init=False, repr=False, compare=False)
 
     def check_items(self, items: list[Any]) -> None:
         """A clear error when texts go to a pair model, or pairs to a single-text model."""
@@ -100,9 +106,16 @@ class LoadedModel:
         """
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
+        depth = self._borrowed
+        self._borrowed += 1
         try:
-            yield
+            if depth:
+                yield
+            else:
+                with self.task.viewing(self.model):  # a task's view, for these passes only
+                    yield
         finally:
+            self._borrowed -= 1
             for module, training in modes:
                 module.training = training
 
@@ -143,8 +156,11 @@ def load(
     precision: str = "fp32",
     pairs: bool | None = None,
     task: str | None = None,
+    labels: Sequence[str] | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    multi_label: bool = False,
 ) -> LoadedModel:
-    """Load a sequence classifier and the LM head that decodes its layers.
+    """Load a sequence or token classifier and the LM head that decodes its layers.
 
     ``model`` is a bundled name (see :func:`bundled_models`), a local folder, a hub id, or an
     object in memory: a ``*ForSequenceClassification`` model (with its ``tokenizer``) or a
@@ -155,8 +171,12 @@ def load(
     never executed. ``device``: ``"cpu"``, ``"cuda"`` (``"cuda:1"``, ...) or ``"auto"`` (CUDA
     when torch sees a GPU). ``precision``: ``"fp32"`` or ``"bf16"`` (autocast for the passes).
     ``pairs``: whether the model reads pairs of texts (default: see :func:`reads_pairs`).
-    ``task``: what is explained (``single_label``, ``multi_label``, ``regression``; default:
-    read from the config, :func:`layersal.tasks.task_of`).
+    ``task``: what is explained (``single_label``, ``multi_label``, ``regression``,
+    ``token_classification``; default: read from the config, :func:`layersal.tasks.task_of`),
+    or ``"zero-shot"``: a natural-language-inference model read as a zero-shot classifier of
+    ``labels``, each label's hypothesis ``template.format(label)``, scored as
+    ``pipeline("zero-shot-classification")`` scores it (``multi_label`` as there; see
+    :class:`layersal.tasks.ZeroShot`).
     """
     if is_object(model) or is_object(lm_head) or tokenizer is not None:
         return from_objects(
@@ -167,6 +187,9 @@ def load(
             precision=precision,
             pairs=pairs,
             task=task,
+            labels=labels,
+            template=template,
+            multi_label=multi_label,
         )
     device = resolve_device(device)
     if precision not in PRECISIONS:
@@ -174,15 +197,15 @@ def load(
     path = resolve(model, allow_pickle=allow_pickle)
     config = read_config(path)
     check_classifier_config(config, model)
-    classifier = _load_classifier(path, allow_pickle=allow_pickle, name=str(model))
-    what = task_of(classifier.config, task)
+    classifier = _load_classifier(path, config, allow_pickle=allow_pickle, name=str(model))
+    what = chosen_task(classifier.config, task, labels, template, multi_label)
     check_explained(what, str(model))
     family = known_family(classifier.config)
     tokenizer = padded_right(_load_tokenizer(path, name=str(model)), classifier.config, family)
     head = resolve_lm_head(classifier, family, path, lm_head, allow_pickle=allow_pickle)
     classifier.to(device)
     head.to(device)
-    labels = label_names(classifier.config)
+    own = label_names(classifier.config)
     return LoadedModel(
         name=path.name if str(model) in bundled_models() else str(model),
         path=path,
@@ -190,12 +213,31 @@ def load(
         tokenizer=tokenizer,
         family=family,
         lm_head=head,
-        labels=labels,
+        labels=what.labels_of(own),
         max_length=_max_length(tokenizer, classifier.config),
         precision=precision,
-        pairs=reads_pairs(labels, path, pairs),
+        pairs=False if what.hypotheses else reads_pairs(own, path, pairs),
         task=what,
     )
+
+
+def chosen_task(
+    config: Any,
+    task: str | None,
+    labels: Sequence[str] | None,
+    template: str = DEFAULT_TEMPLATE,
+    multi_label: bool = False,
+) -> Task:
+    """The task a model is explained as: ``task`` (``"zero-shot"`` with its ``labels``), or the
+    config's (:func:`layersal.tasks.task_of`); ``labels`` without zero-shot is an error."""
+    if task is not None and task.replace("-", "_") == "zero_shot":
+        return zero_shot(label_names(config), labels or [], template, multi_label)
+    if labels is not None:
+        raise ModelLoadError(
+            "labels= names the candidate labels of a zero-shot classifier: pass "
+            "task='zero-shot' with them"
+        )
+    return task_of(config, task)
 
 
 def from_objects(
@@ -207,27 +249,38 @@ def from_objects(
     precision: str = "fp32",
     pairs: bool | None = None,
     task: str | None = None,
+    labels: Sequence[str] | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    multi_label: bool = False,
 ) -> LoadedModel:
     """A :class:`LoadedModel` around objects the user already holds, on their device and dtype.
 
-    ``model``: a ``*ForSequenceClassification`` module, or a text-classification pipeline (its
-    model and tokenizer are used). ``tokenizer``: the model's fast tokenizer (default: the
-    pipeline's, or the one saved in the model's ``name_or_path`` folder). The LM head is
-    resolved as for a folder: ``lm_head`` (a ``*ForMaskedLM`` or ``*ForCausalLM`` object, or a
-    checkpoint name or folder), else the LM head saved in the model's ``name_or_path`` folder,
-    else the tied input embeddings. The model is not copied and nothing about the objects is
-    changed: each pass puts the model in eval mode and restores every module's mode after it
-    (:meth:`LoadedModel.borrowed`); hooks are removed after each pass. A decoder-only model's
-    tokenizer is copied when it pads on the left or with another token (see
+    ``model``: a ``*ForSequenceClassification`` or ``*ForTokenClassification`` module, or a
+    text-classification, token-classification or zero-shot-classification pipeline (its
+    model and tokenizer are used; a zero-shot pipeline needs ``labels``). ``tokenizer``: the
+    model's fast tokenizer (default: the pipeline's, or the one saved in the model's
+    ``name_or_path`` folder). The LM head is resolved as for a folder: ``lm_head`` (a
+    ``*ForMaskedLM`` or ``*ForCausalLM`` object, or a checkpoint name or folder), else the
+    LM head saved in the model's ``name_or_path`` folder, else the tied input embeddings.
+    The model is not copied and nothing about the objects is changed: each pass puts the
+    model in eval mode and restores every module's mode after it
+    (:meth:`LoadedModel.borrowed`); hooks are removed after each pass. A decoder-only
+    model's tokenizer is copied when it pads on the left or with another token (see
     :func:`padded_right`).
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if hasattr(model, "task") and hasattr(model, "model"):  # a transformers pipeline
-        if model.task not in ("text-classification", "sentiment-analysis"):
+        if model.task not in PIPELINES:
             raise ModelLoadError(
-                f"a {model.task!r} pipeline: layersal explains text-classification pipelines"
+                f"a {model.task!r} pipeline: layersal explains {', '.join(PIPELINES)} pipelines"
             )
+        if model.task == "zero-shot-classification":
+            task = "zero-shot"
+            if labels is None:
+                raise ModelLoadError(
+                    "a zero-shot-classification pipeline needs its candidate labels: labels=[...]"
+                )
         tokenizer = tokenizer if tokenizer is not None else model.tokenizer
         model = model.model
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
@@ -238,12 +291,15 @@ def from_objects(
         )
     name = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
     folder = Path(name) if name and Path(name).is_dir() else None
-    if not type(model).__name__.endswith("ForSequenceClassification"):
+    if not type(model).__name__.endswith(("ForSequenceClassification", "ForTokenClassification")):
         raise ModelLoadError(
-            f"a {type(model).__name__} is not a sequence classifier (pass a "
-            "*ForSequenceClassification model, or this one as `lm_head`?)"
+            f"a {type(model).__name__} is not a sequence or token classifier (pass a "
+            "*ForSequenceClassification or *ForTokenClassification model, or this one as "
+            "`lm_head`?)"
         )
-    what = task_of(model.config, task)
+    if type(model).__name__.endswith("ForTokenClassification") and task is None:
+        task = "token_classification"
+    what = chosen_task(model.config, task, labels, template, multi_label)
     check_explained(what, name)
     if tokenizer is None:
         if folder is None:
@@ -269,10 +325,10 @@ def from_objects(
         tokenizer=tokenizer,
         family=family,
         lm_head=head.to(device),
-        labels=label_names(model.config),
+        labels=what.labels_of(label_names(model.config)),
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
-        pairs=reads_pairs(label_names(model.config), folder, pairs),
+        pairs=False if what.hypotheses else reads_pairs(label_names(model.config), folder, pairs),
         task=what,
     )
 
@@ -353,8 +409,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _load_classifier(path: Path, *, allow_pickle: bool, name: str) -> Any:
-    from transformers import AutoModelForSequenceClassification
+def _load_classifier(path: Path, config: dict[str, Any], *, allow_pickle: bool, name: str) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    architectures = config.get("architectures") or []
+    tokens = any(str(a).endswith("ForTokenClassification") for a in architectures)
+    auto = AutoModelForTokenClassification if tokens else AutoModelForSequenceClassification
 
     safe, pickled = weight_files(path)
     if not safe and not pickled:
@@ -367,7 +427,7 @@ def _load_classifier(path: Path, *, allow_pickle: bool, name: str) -> Any:
         )
     try:
         with quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = auto.from_pretrained(
                 path,
                 dtype=torch.float32,
                 use_safetensors=bool(safe),

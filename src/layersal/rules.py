@@ -345,10 +345,11 @@ def _install(model: nn.Module, family: Family, rules: RuleSet, handles: list[Any
         for pattern in mapping.activations:
             if not _matching(modules, pattern):
                 raise _refuse(family, f"no module matches {pattern!r}")
-        for _, module in _matching(modules, *mapping.activations):
+        for _, module in _matching(modules, *mapping.activations, *mapping.head_activations):
             on_output(module, lambda m, x, y: identity_rule(x, y))
         named = dict(modules)
-        for between in mapping.between:
+        present = [b for b in mapping.head_between if b.producer in named]
+        for between in (*mapping.between, *present):
             _install_between(named, family, between.producer, between.consumer, handles)
     for parts, factor in ((mapping.gates, rules.gate), (mapping.ups, rules.up)):
         for part in parts:

@@ -145,6 +145,7 @@ class WindowMerge:
         *,
         task: str = "single_label",
         score: float | None = None,
+        entity: dict[str, Any] | None = None,
     ) -> Explanation:
         """The merged explanation of the whole text (what the task shows of it: ``task``,
         ``probabilities``, ``prediction`` and a regression head's ``score``)."""
@@ -181,6 +182,8 @@ class WindowMerge:
             backward_passes=self.passes[1],
             task=task,
             score=score,
+            entity=entity,
+            focus=first.focus,
         )
 
     def _empty(self, report: LayerReport) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def score_configs(
 ) -> dict[str, dict[str, list[float]]]:
     """Per configuration that ``options`` allow (all, or those in ``only``): each text's
     comprehensiveness and sufficiency AOPC, ``{key: {metric: [per text]}}``."""
-    from ..evaluate import hide_ids, predictor, segment_ids
+    from ..evaluate import hide_ids, predictor, row_inputs, segment_ids
     from ..metrics import erasure_aopc_many
 
     predict = predictor(lm)
@@ -136,11 +136,12 @@ def score_configs(
             predict,
             encoded.input_ids,
             encoded.attention_mask,
-            encoded.content,
+            lm.task.hideable(encoded),
             score_sets,
             targets,
             mask_id=hide_ids(lm)[0],
             token_type_ids=segment_ids(encoded),
+            row_inputs=row_inputs(encoded),
         )
         for s, key in enumerate(keys):
             into = per_config.setdefault(key, {metric: [] for metric in aopc})
