@@ -154,7 +154,8 @@ def run_benchmark(
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
     metric_options = dict(metric_options or {})
-    rows = bench_rows(Explainer(lm, "gradient", batch_size=batch_size), data.texts)
+    planner = Explainer(lm, "gradient", batch_size=batch_size)  # finds a task's rows
+    rows = bench_rows(planner, data.texts)
     # gold classes: only for a task whose rows' outputs are exclusive classes' probabilities
     exclusive = lm.task.probabilistic and not lm.task.several and not lm.task.hypotheses
     gold = label_indices(data.labels, lm.labels) if exclusive else None
@@ -175,7 +176,7 @@ def run_benchmark(
     for spec in specs:
         job = Explainer(lm, spec.method, spec.options, batch_size=batch_size)
         prepared = job.settle(
-            (lambda: [r.item for r in bench_rows(job, list(calibration))])
+            (lambda: [r.item for r in bench_rows(planner, list(calibration))])
             if calibration is not None
             else (lambda: [r.item for r in rows[:64]]),
             fresh=calibration is not None,

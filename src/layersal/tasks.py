@@ -290,7 +290,7 @@ def zero_shot(
         )
     candidates = tuple(str(label) for label in labels)
     if not candidates or any(not label.strip() for label in candidates):
-        raise ModelLoadError("zero-shot classification needs candidate labels: labels=[...]")
+        raise ModelLoadError("zero-shot classification needs its candidate labels: labels=[...]")
     if len(set(candidates)) != len(candidates):
         raise ModelLoadError("the zero-shot labels repeat a label: give each once")
     if template.count("{}") != 1:
