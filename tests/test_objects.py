@@ -116,7 +116,7 @@ def test_objects_that_cannot_be_explained_are_clear_errors(tiny_dirs):
     masked = AutoModelForMaskedLM.from_pretrained(mlm_dir)
     cases = [
         (lambda: layersal.load({"weights": 1}), "cannot explain a dict"),
-        (lambda: layersal.load(masked, tokenizer=tokenizer), "not a sequence classifier"),
+        (lambda: layersal.load(masked, tokenizer=tokenizer), "not a sequence or token classifier"),
         (
             lambda: layersal.load(pipeline("fill-mask", model=masked, tokenizer=tokenizer)),
             "'fill-mask' pipeline",

@@ -96,6 +96,9 @@ EXPLAIN_PARAMETERS = frozenset(
         "long_texts",
         "window",
         "stride",
+        "labels",
+        "template",
+        "multi_label",
     }
 )
 """``explain()``'s own keyword parameters: no method option may take one of these names, so
