@@ -320,3 +320,16 @@ def test_cp_id_conserves_a_token_logit_of_every_token_head(family):
         (grad,) = torch.autograd.grad(logit, captured)
     assert abs(float(logit)) > 0.05
     assert float((captured[0] * grad).sum()) == pytest.approx(float(logit), rel=1e-4, abs=1e-5)
+
+
+def test_auto_calibrates_on_entity_rows_and_keys_its_cache_by_task(tokens, tmp_path, monkeypatch):
+    """layer='auto' on a token classifier judges configurations on entity rows (their scalar,
+    their focus), and a calibration of whole texts is not taken for them."""
+    from layersal.saliency.auto_store import read_cache, task_key
+
+    monkeypatch.setenv("LAYERSAL_CACHE", str(tmp_path))
+    texts = [TEXT, "Apple and Google met in Paris", "Berlin hosts Siemens and Bayer"] * 6
+    found = layersal.explain(texts, tokens)
+    assert found and all(e.options["auto"]["source"] == "calibrated" for e in found)
+    assert "TokenClassification" in task_key(tokens)
+    assert read_cache(), "18 texts' entities are enough rows to cache the choice"

@@ -64,6 +64,17 @@ def tensors_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
+_PLAIN = "whole texts"
+
+
+def task_key(lm: LoadedModel) -> str:
+    """What rows a calibration was measured on: whole texts (or pairs), for every task that
+    explains a text as a whole; else the task, as built (a token classifier's tags, a
+    zero-shot classifier's labels, template and scoring), since its rows differ."""
+    task = lm.task
+    return repr(task) if task.focused or task.hypotheses else _PLAIN
+
+
 def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None:
     """The calibration table shipped in the model's card, when it applies to these weights,
     this LM head, these settings and the unrestricted search."""
@@ -73,6 +84,8 @@ def card_table(lm: LoadedModel, options: DLSOptions) -> tuple[Table, int] | None
     if not isinstance(entry, dict) or entry.get("settings") != settings_of(options):
         return None
     if entry.get("criterion") != CRITERION or entry.get("decoder") != lm.decoder:
+        return None
+    if entry.get("task", _PLAIN) != task_key(lm):  # calibrated on another task's rows
         return None
     if lm.lm_head.source != str(lm.path):
         return None
@@ -96,6 +109,7 @@ def card_entry(
     """What ``scripts/calibrate_cards.py`` writes into a card (``texts`` says which texts)."""
     best = choose(table, options, n_texts, "model card")
     return {
+        "task": task_key(lm),
         "weights_sha256": model_digest(lm),
         "decoder": lm.decoder,
         "settings": settings_of(options),
@@ -127,6 +141,8 @@ def cache_key(lm: LoadedModel, options: DLSOptions) -> str:
                 digest.update(file.read_bytes())
     digest.update(lm.lm_head.source.encode())
     space = [settings_of(options), rules_for(options, lm), options.decode, CRITERION]
+    if task_key(lm) != _PLAIN:
+        space.append(task_key(lm))
     digest.update(json.dumps(space, sort_keys=True).encode())
     return digest.hexdigest()[:24]
 
