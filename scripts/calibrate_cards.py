@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import layersal
 from build_models import Split, agnews_splits, sst2_splits
+from layersal.benchmark import bench_rows
 from layersal.checkpoints import CARD_FILE, named_models
 from layersal.saliency.auto_configs import choose
 from layersal.saliency.auto_race import calibrate
@@ -47,6 +48,27 @@ def mix_splits(data: Path, seed: int) -> tuple[None, Split, None, None]:
     return None, Split(made.select, [0] * len(made.select), "selection mixes"), None, None
 
 
+def nli_splits(data: Path, seed: int) -> tuple[None, Split, None, None]:
+    """The NLI model's selection pairs: the 1,000 of ``esnli/dev.tsv`` held out from training
+    by ``scripts/pair_token_models.py``."""
+    from pair_token_models import holdout, read_esnli
+
+    pairs, labels = read_esnli(data / "esnli" / "dev.tsv")
+    _, held = holdout(len(pairs), seed)
+    return None, Split([pairs[i] for i in held], [labels[i] for i in held], "held out"), None, None
+
+
+def ner_splits(data: Path, seed: int) -> tuple[None, Split, None, None]:
+    """The NER model's selection texts: the 1,000 of ``agnews-ner/train.jsonl`` held out from
+    training by ``scripts/pair_token_models.py`` (calibrated on their predicted entities)."""
+    from pair_token_models import holdout, read_ner
+
+    records = read_ner(data / "agnews-ner" / "train.jsonl")
+    _, held = holdout(len(records), seed)
+    texts = [records[i]["text"] for i in held]
+    return None, Split(texts, [0] * len(texts), "held out"), None, None
+
+
 SELECTION = {
     "sst2-tiny": ("sst2/dev.tsv (the selection split)", sst2_splits),
     "sst2-minilm": ("sst2/dev.tsv (the selection split)", sst2_splits),
@@ -54,6 +76,12 @@ SELECTION = {
     "agnews-minilm": ("agnews/dev.tsv (the 1,000 rows held out from training)", agnews_splits),
     "sst2-minilm-reward": ("sst2/dev.tsv (the selection split)", sst2_splits),
     "mix-minilm-multilabel": ("the selection mixes of scripts/task_models.py", mix_splits),
+    "esnli-minilm-nli": ("esnli/dev.tsv (the 1,000 pairs held out from training)", nli_splits),
+    "agnews-minilm-ner": (
+        "agnews-ner/train.jsonl (the 1,000 texts held out from training), every entity the "
+        "model predicts in them",
+        ner_splits,
+    ),
 }
 
 
@@ -84,6 +112,10 @@ def main() -> None:
     for name in args.only:
         lm = layersal.load(name)
         texts, described = calibration_texts(name, args.data, args.texts, args.seed)
+        if lm.task.focused:  # a token classifier calibrates on its entities' rows
+            planner = layersal.explainer(lm, "gradient", batch_size=64)
+            texts = [row.item for row in bench_rows(planner, texts)][: args.texts]
+            described += f": {len(texts)} entity rows"
         options = DLSOptions()
         started = time.perf_counter()
         table, n_texts = calibrate(
