@@ -180,20 +180,18 @@ class Explainer:
                 found += [lm.task.merge_windows(outputs[rows == b]) for b in range(len(chunk))]
         return found
 
-    def raw_outputs(self, item: Any) -> list[tuple[Encoded, torch.Tensor]]:
-        """One item's model rows (its windows, or one) as encoded chunks of at most
+    def raw_outputs(self, items: Sequence[Any]) -> Iterator[tuple[Encoded, torch.Tensor]]:
+        """The items' model rows (each text's windows, or one row) in encoded chunks of at most
         ``batch_size`` rows, each with the model's own logits, no view (a token classifier's
-        ``(rows, n, tags)``)."""
+        ``(rows, n, tags)``); a chunk's ``text_of`` indexes ``items``."""
         lm = self.lm
-        size, _, overlap = self._rows([item])
-        found = []
+        size, _, overlap = self._rows(items)
         with lm.borrowed(), lm.autocast():
-            encoded = encode(lm.tokenizer, [item], size, self._inputs, overlap=overlap)
+            encoded = encode(lm.tokenizer, list(items), size, self._inputs, overlap=overlap)
             for start in range(0, len(encoded), self.batch_size):
                 end = min(start + self.batch_size, len(encoded))
                 chunk = select_rows(encoded, range(start, end))
-                found.append((chunk, forward(lm.model, chunk).cpu()))
-        return found
+                yield chunk, forward(lm.model, chunk).cpu()
 
     def _rows(self, items: Sequence[Any]) -> tuple[int, int, int | None]:
         """How ``items`` become model rows: ``(size, step, overlap)``, windows of ``size``

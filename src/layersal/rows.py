@@ -91,25 +91,31 @@ class TokenOutputs:
     words: list[tuple[int, int]]  # each word's character span, in word order
 
 
-def token_outputs(job: Explainer, text: str) -> TokenOutputs:
-    """One text's :class:`TokenOutputs` (one forward per window, ``batch_size`` at a time)."""
-    totals: dict[tuple[int, int], torch.Tensor] = {}
-    counts: dict[tuple[int, int], int] = {}
-    words: dict[int, list[int]] = {}
-    for encoded, logits in job.raw_outputs(text):
+def token_outputs(job: Explainer, texts: list[str]) -> list[TokenOutputs]:
+    """Each text's :class:`TokenOutputs`: one forward per window, ``batch_size`` rows at a
+    time across the texts."""
+    totals: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in texts]
+    counts: list[dict[tuple[int, int], int]] = [{} for _ in texts]
+    words: list[dict[int, list[int]]] = [{} for _ in texts]
+    for encoded, logits in job.raw_outputs(texts):
         probs = torch.softmax(logits.float(), dim=-1)
-        for r in range(len(encoded)):
+        for r, b in enumerate(encoded.text_of):
             for i in encoded.content[r].nonzero().flatten().tolist():
                 span = (int(encoded.offsets[r, i, 0]), int(encoded.offsets[r, i, 1]))
-                totals[span] = totals.get(span, 0) + probs[r, i]
-                counts[span] = counts.get(span, 0) + 1
+                totals[b][span] = totals[b].get(span, 0) + probs[r, i]
+                counts[b][span] = counts[b].get(span, 0) + 1
                 word = encoded.word_ids[r][i]
                 if word is not None:
-                    known = words.setdefault(word, [span[0], span[1]])
+                    known = words[b].setdefault(word, [span[0], span[1]])
                     known[0], known[1] = min(known[0], span[0]), max(known[1], span[1])
-    offsets = sorted(totals)
-    stacked = torch.stack([totals[o] / counts[o] for o in offsets])
-    return TokenOutputs(offsets, stacked, [tuple(words[w]) for w in sorted(words)])  # type: ignore[misc]
+    found = []
+    for total, count, spans in zip(totals, counts, words):
+        offsets = sorted(total)
+        stacked = torch.stack([total[o] / count[o] for o in offsets])
+        found.append(
+            TokenOutputs(offsets, stacked, [(s[0], s[1]) for _, s in sorted(spans.items())])
+        )
+    return found
 
 
 def entity_rows(job: Explainer, items: list[Any], target: Any) -> list[list[PlannedRow]]:
@@ -127,8 +133,7 @@ def entity_rows(job: Explainer, items: list[Any], target: Any) -> list[list[Plan
     else:
         targets = [entity_target(target, labels)] * len(items)
     plans = []
-    for text, wanted in zip(items, targets):
-        outputs = token_outputs(job, text)
+    for text, wanted, outputs in zip(items, targets, token_outputs(job, items)):
         predicted = decode_entities(text, list(task.tags), outputs.probs, outputs.offsets)
         if wanted is None:
             chosen = predicted
