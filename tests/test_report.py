@@ -519,3 +519,166 @@ def test_how_it_was_explained_is_one_plain_sentence_with_the_details_folded(sst2
     assert "chosen automatically as the most faithful setting for this model" in visible
     for jargon in ("finalist", "out after", "AOPC (", "saliency=", "tau="):
         assert jargon not in visible
+
+
+# ------------------------------------------------------------- entities and zero-shot labels
+
+ENTITY_TEXT = "Angela Merkel met Apple in Berlin and Apple again"
+
+
+@pytest.fixture(scope="module")
+def entity_model(tiny_dirs, tmp_path_factory):
+    """A tiny token classifier whose biases tag every token an entity (ORG): words and pieces
+    of words (``Mer``, ``kel``) each their own entity."""
+    from .test_entities import token_classifier
+
+    folder = token_classifier(
+        tmp_path_factory.mktemp("entities"), bias=[0.0, 0.3, 0.1, 0.9, 0.8, 0.2, 0.1]
+    )
+    return layersal.load(folder, lm_head=tiny_dirs["bert"][1])
+
+
+@pytest.fixture(scope="module")
+def entities(entity_model):
+    found = layersal.explain(ENTITY_TEXT, entity_model, layer=1, layer_report=True)
+    assert len(found) > 2, "the biases should make several entities"
+    return found
+
+
+def _underlines(heat: Node) -> list[Node]:
+    return heat.find_all("span", "ent")
+
+
+def test_a_card_per_entity_its_characters_underlined_in_the_whole_text(entities):
+    root = parse(render_report(entities))
+    cards = root.find_all("section", "card")
+    assert len(cards) == len(entities)
+    meta = " ".join(root.find_all("p", "meta")[0].text().split())
+    assert meta.endswith(f"{len(entities)} entities in 1 text"), meta
+    for card, e in zip(cards, entities):
+        start, end, label = e.entity["start"], e.entity["end"], e.entity["label"]
+        head = " ".join(card.find_all("div", "head")[0].text().split())
+        assert f"entity: {e.entity['word']} {label} p = {e.entity['probability']:.3f}" in head
+        assert f"characters {start}–{end}" in head
+        heats = card.find_all("td", "heat")
+        assert len(heats) == 1 + len(e.layers)  # the method's row and every layer's
+        for heat in heats:
+            assert heat.text() == ENTITY_TEXT, "the whole text, every character once"
+            marks = _underlines(heat)
+            assert len(marks) == 1
+            assert marks[0].text() == ENTITY_TEXT[start:end] == e.entity["word"]
+            assert marks[0].attrs["data-tag"] == f"{label} {e.entity['probability']:.3f}"
+            assert label in marks[0].attrs["title"]
+            # what comes before the underline is exactly the text before the entity
+            before = heat.text().split(marks[0].text())[0]
+            assert ENTITY_TEXT.startswith(before) and len(before) <= start
+        words = heats[0].find_all("span", "w")
+        assert "".join(w.text() for w in words) == "".join(w.text for w in e.words)
+
+
+def test_an_entity_inside_a_word_splits_the_word_at_its_edges(entities):
+    """An entity of a word's pieces (``Mer`` of ``Merkel``) underlines those characters only;
+    the word's two halves keep the word's colour and hover tip."""
+    e = entities[0]
+    merkel = next(w for w in e.words if w.text == "Merkel")
+    inside = dataclasses.replace(
+        e, entity={**e.entity, "start": 7, "end": 10, "word": "Mer"}, layers=[]
+    )
+    heat = parse(render_card(inside)).find_all("td", "heat")[0]
+    mark = _underlines(heat)[0]
+    assert mark.text() == "Mer"
+    halves = [s for s in heat.find_all("span", "w") if s.text() in ("Mer", "kel")]
+    assert [s.text() for s in halves] == ["Mer", "kel"]
+    assert halves[0].parent is mark and halves[1].parent is not mark
+    assert halves[0].attrs == halves[1].attrs, "one word: one colour, one tip"
+    assert f"{merkel.score:+.4g}".replace("-", "−") in halves[0].attrs["title"]
+
+
+def test_entity_text_and_types_are_escaped(entity_model):
+    text = "<script>alert(1)</script> met Apple"
+    e = layersal.explain(text, entity_model, target="0:8=ORG", layer=1)[0]
+    hostile_type = '<img src=x onerror="alert(2)">'
+    hostile = dataclasses.replace(e, entity={**e.entity, "label": hostile_type})
+    for html in (render_report([hostile]), render_card(hostile)):
+        assert "<script>" not in html and "<img" not in html
+        root = parse(html)
+        assert not {n.tag for n in root.iter()} & {"script", "img"}
+        for node in root.iter():
+            assert not any(name.startswith("on") for name in node.attrs), (node.tag, node.attrs)
+        heat = root.find_all("td", "heat")[0]
+        assert heat.text() == text
+        mark = _underlines(heat)[0]
+        assert mark.text() == text[e.entity["start"] : e.entity["end"]]
+        assert mark.text().startswith("<script")  # shown literally
+        assert mark.attrs["data-tag"].startswith(hostile_type)
+        assert hostile_type in root.text()
+        _no_external_refs(html)
+
+
+def test_explanations_of_different_entities_are_not_one_card(entities):
+    with pytest.raises(layersal.InputError, match="same entity"):
+        render_report([[entities[0], entities[1]]])
+
+
+@pytest.fixture(scope="module")
+def zero_shot_model(tiny_dirs, tmp_path_factory):
+    from .conftest import tiny_head
+
+    folder, mlm_dir = tiny_head(
+        tiny_dirs, tmp_path_factory.mktemp("nli"), ["entailment", "neutral", "contradiction"]
+    )
+    return layersal.load(
+        folder, lm_head=mlm_dir, task="zero-shot", labels=["sports", "<b>politics</b>"]
+    )
+
+
+def test_a_zero_shot_card_shows_the_text_and_the_hypothesis_apart(zero_shot_model):
+    text = "the <i>team</i> won the match"
+    e = layersal.explain(text, zero_shot_model, target="<b>politics</b>", layer=1)
+    assert e.task == "zero_shot" and e.text_pair == "This example is <b>politics</b>."
+    html = render_card(e)
+    root = parse(html)
+    assert "<i>" not in html and "<b>politics" not in html, "labels and text stay text"
+    head = " ".join(root.find_all("div", "head")[0].text().split())
+    assert f"zero-shot label: {e.prediction}" in head
+    assert f"hypothesis: “{e.text_pair}”" in head
+    if e.prediction != e.target:
+        assert "explaining: <b>politics</b>" in head
+    for label, p in e.probabilities.items():  # every label's score
+        assert label in head and f"{p:.3f}" in head
+    for heat in root.find_all("td", "heat"):
+        hypothesis = heat.find_all("span", "hyp")
+        assert len(hypothesis) == 1
+        assert hypothesis[0].text() == "hypothesis" + e.text_pair
+        assert heat.text() == text + "hypothesis" + e.text_pair, "the text, then the hypothesis"
+        assert not heat.find_all("span", "sep"), "no pair separator: the hypothesis is apart"
+        assert {n.tag for n in heat.iter()} <= {"td", "span"}
+    words = root.find_all("td", "heat")[0].find_all("span", "w")
+    assert [w.text() for w in words] == [w.text for w in e.words]  # both texts' words scored
+
+
+def test_cli_report_of_a_token_classifier_has_a_card_per_entity(entity_model, tiny_dirs, tmp_path):
+    out = tmp_path / "entities.html"
+    args = ["report", ENTITY_TEXT, "--model", str(entity_model.path), "--lm-head"]
+    args += [str(tiny_dirs["bert"][1]), "--layer", "1", "--methods", "dls,gradient", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    root = parse(out.read_text(encoding="utf-8"))
+    direct = layersal.explain(ENTITY_TEXT, entity_model, layer=1)
+    cards = root.find_all("section", "card")
+    assert len(cards) == len(direct)
+    for card, e in zip(cards, direct):
+        rows = card.find_all("table", "methods")[0].find_all("td", "heat")
+        assert len(rows) == 2  # both methods explain this card's entity
+        assert {_underlines(r)[0].text() for r in rows} == {e.entity["word"]}
+
+
+def test_the_report_counts_texts_and_their_explanations(explained, entities):
+    def counted(html: str) -> str:
+        return " ".join(parse(html).find_all("p", "meta")[0].text().split()).rsplit("; ", 1)[1]
+
+    grad = [group[1] for group in explained]
+    assert counted(render_report(grad)) == "2 texts"
+    labels = [grad[0], dataclasses.replace(grad[0], target="negative"), grad[1]]
+    assert counted(render_report(labels)) == "3 explanations of 2 texts"  # a text's labels
+    assert counted(render_report(entities[:1])) == "1 entity in 1 text"

@@ -1010,3 +1010,229 @@ def test_page_explains_a_pair_of_texts_for_a_pair_model(browser, sst2_tiny, live
         assert not heat.find_elements(By.TAG_NAME, "b")  # the markup stays text
     direct = layersal.explain((first, second), pair_model)
     assert browser.find_element(By.ID, "prediction").text == direct.prediction
+
+
+# --------------------------------------------------------- entities and zero-shot labels
+
+ENTITY_TEXT = "Angela Merkel met Apple in Berlin and Apple again"
+# a hostile entity type: the model's tags are user data too
+XSS_TYPE = '<img src=x onerror="window.__xss=6;alert(6)">'
+
+
+@pytest.fixture(scope="module")
+def entity_model(tiny_dirs, tmp_path_factory) -> layersal.LoadedModel:
+    """A tiny token classifier whose biases tag every token an entity; its ORG type renamed
+    to markup."""
+    from transformers import AutoConfig
+
+    from .test_entities import token_classifier
+
+    folder = token_classifier(
+        tmp_path_factory.mktemp("entities"), bias=[0.0, 0.3, 0.1, 0.9, 0.8, 0.2, 0.1]
+    )
+    config = AutoConfig.from_pretrained(folder)
+    config.id2label = {i: t.replace("ORG", XSS_TYPE) for i, t in config.id2label.items()}
+    config.label2id = {t: i for i, t in config.id2label.items()}
+    config.save_pretrained(folder)
+    return layersal.load(folder, lm_head=tiny_dirs["bert"][1])
+
+
+@pytest.fixture(scope="module")
+def zero_shot_model(tiny_dirs, tmp_path_factory) -> layersal.LoadedModel:
+    from .conftest import tiny_head
+
+    folder, mlm_dir = tiny_head(
+        tiny_dirs, tmp_path_factory.mktemp("nli"), ["entailment", "neutral", "contradiction"]
+    )
+    return layersal.load(folder, lm_head=mlm_dir, task="zero-shot", labels=["sports", "politics"])
+
+
+@contextmanager
+def _no_entities(lm: layersal.LoadedModel) -> Iterator[None]:
+    """While inside, the token classifier tags every token O."""
+    bias = lm.model.classifier.bias
+    kept = bias.detach().clone()
+    with torch.no_grad():
+        bias.copy_(torch.tensor([20.0] + [0.0] * (len(kept) - 1)))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            bias.copy_(kept)
+
+
+def test_the_api_gives_a_token_classifiers_entities(entity_model):
+    http = TestClient(create_app(entity_model, timeout_s=60))
+    info = http.get("/api/info").json()
+    assert info["task"] == "token_classification"
+    assert info["labels"] == ["O", "PER", XSS_TYPE, "LOC"]
+    # the default method and layer ("auto"), settled on the entities' rows
+    answer = _explain(http, text=ENTITY_TEXT)
+    assert answer.status_code == 200, answer.text
+    found = answer.json()["explanations"]
+    direct = layersal.explain(ENTITY_TEXT, entity_model, layer=1)  # the same entities
+    spans = [{k: v for k, v in e["entity"].items() if k != "probability"} for e in found]
+    assert spans == [{k: v for k, v in e.entity.items() if k != "probability"} for e in direct]
+    assert [e["entity"]["probability"] for e in found] == pytest.approx(
+        [e.entity["probability"] for e in direct], rel=1e-4
+    )
+    for e in found:
+        span = e["entity"]
+        assert e["task"] == "token_classification" and e["target"] == span["label"]
+        assert ENTITY_TEXT[span["start"] : span["end"]] == span["word"]
+        assert e["focus"] == {"start": span["start"], "end": span["end"], "weight": 1.0}
+        assert [w["text"] for w in e["words"]] == ENTITY_TEXT.split()  # the whole text scored
+    # a span named as the target: that entity only
+    named = _explain(http, text=ENTITY_TEXT, target="27:33=LOC", layer=1).json()["explanations"]
+    assert [(e["entity"]["word"], e["target"]) for e in named] == [("Berlin", "LOC")]
+    # a text without an entity: none, not an error
+    with _no_entities(entity_model):
+        none = _explain(http, text=ENTITY_TEXT, layer=1)
+    assert none.status_code == 200 and none.json()["explanations"] == []
+    # the download: a card per entity
+    page = http.post("/api/report.html", json={"explanations": found})
+    assert page.status_code == 200
+    assert page.text.count('<section class="card">') == len(found)
+    assert "<img" not in page.text
+
+
+def test_the_api_gives_a_zero_shot_label_with_its_hypothesis(zero_shot_model):
+    http = TestClient(create_app(zero_shot_model, timeout_s=60))
+    info = http.get("/api/info").json()
+    assert info["task"] == "zero_shot" and info["labels"] == ["sports", "politics"]
+    answer = _explain(http, text="the team won the match", target="politics")
+    assert answer.status_code == 200, answer.text
+    (e,) = answer.json()["explanations"]
+    assert e["task"] == "zero_shot" and e["target"] == "politics"
+    assert e["text"] == "the team won the match"
+    assert e["text_pair"] == "This example is politics."
+    assert set(e["probabilities"]) == {"sports", "politics"}
+    assert sum(e["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert e["entity"] is None and e["focus"] is not None
+
+
+def _selected(driver) -> list[int]:
+    from selenium.webdriver.common.by import By
+
+    return [
+        int(b.get_attribute("data-index"))
+        for b in driver.find_elements(By.CSS_SELECTOR, "#picker button[aria-selected=true]")
+    ]
+
+
+def test_page_lists_the_entities_and_explains_the_one_clicked(browser, entity_model):
+    from selenium.webdriver.common.by import By
+
+    direct = layersal.explain(ENTITY_TEXT, entity_model, layer=1)
+    words = [e.entity["word"] for e in direct]
+    app = create_app(entity_model, allowed_hosts=loopback_hosts("127.0.0.1"))
+    with _serving(app) as port:
+        url = f"http://127.0.0.1:{port}/"
+        _explain_in_page(browser, url, ENTITY_TEXT, layer="1")
+        # no class to pick and no second text for a token classifier
+        assert not browser.find_element(By.ID, "target").is_displayed()
+        assert not browser.find_element(By.ID, "text-pair").is_displayed()
+        assert "entity types PER / " in browser.find_element(By.ID, "model-info").text
+        # the text with its entities underlined, each a button; and a picker button each
+        listed = browser.find_element(By.ID, "entity-text")
+        assert listed.get_property("textContent") == ENTITY_TEXT
+        marks = listed.find_elements(By.CSS_SELECTOR, "button.entity")
+        assert [m.get_property("textContent") for m in marks] == words
+        picks = browser.find_elements(By.CSS_SELECTOR, "#picker button")
+        assert len(picks) == len(direct)
+        assert all(XSS_TYPE in p.get_property("textContent") for p in picks)  # as text
+        assert f"{len(direct)} entities" in browser.find_element(By.ID, "picker-title").text
+
+        def shown(index: int) -> None:
+            e = direct[index]
+            assert _selected(browser) == [index]
+            assert browser.find_element(By.ID, "prediction").text == e.entity["word"]
+            assert browser.find_element(By.ID, "prediction-kind").text == "entity"
+            heat = browser.find_element(By.ID, "heatmap")
+            assert heat.get_property("textContent") == ENTITY_TEXT  # the whole text
+            (mark,) = heat.find_elements(By.CSS_SELECTOR, "span.ent")
+            assert (
+                mark.get_property("textContent") == ENTITY_TEXT[e.entity["start"] : e.entity["end"]]
+            )
+            assert mark.get_attribute("data-tag").startswith(e.entity["label"] + " ")
+            assert len(heat.find_elements(By.CSS_SELECTOR, "span.word")) >= len(e.words)
+
+        shown(0)  # the first entity, at first
+        marks[3].click()  # an entity in the text
+        shown(3)
+        picks[len(picks) - 1].click()  # one in the list
+        shown(len(picks) - 1)
+        # nothing the model named became markup, and none of it ran
+        assert not browser.find_elements(By.CSS_SELECTOR, "img")
+        assert browser.execute_script("return window.__xss") is None and _no_dialog(browser)
+        # a text without an entity says so
+        with _no_entities(entity_model):
+            _explain_in_page(browser, url, ENTITY_TEXT, layer="1")
+        none = browser.find_element(By.ID, "none-found")
+        assert none.is_displayed() and "no entity" in none.text
+        assert not browser.find_element(By.ID, "explained").is_displayed()
+        assert not browser.find_element(By.ID, "picker-box").is_displayed()
+
+
+def test_page_shows_a_zero_shot_label_with_its_hypothesis_apart(browser, zero_shot_model):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    text = "the team won the match"
+    app = create_app(zero_shot_model, allowed_hosts=loopback_hosts("127.0.0.1"))
+    with _serving(app) as port:
+        url = f"http://127.0.0.1:{port}/"
+        browser.get(url)
+        _explain_in_page(browser, url, text, layer="1")
+        assert browser.find_element(By.ID, "target-name").text == "explain label"
+        assert not browser.find_element(By.ID, "text-pair").is_displayed()
+        assert not browser.find_element(By.ID, "picker-box").is_displayed()  # one label
+        direct = layersal.explain(text, zero_shot_model, layer=1)
+        assert browser.find_element(By.ID, "prediction-kind").text == "zero-shot label"
+        assert browser.find_element(By.ID, "prediction").text == direct.prediction
+        heat = browser.find_element(By.ID, "heatmap")
+        assert heat.get_property("textContent") == text  # the text alone
+        hypothesis = browser.find_element(By.ID, "hypothesis")
+        assert hypothesis.is_displayed()
+        assert hypothesis.get_property("textContent") == (
+            f"hypothesis of {direct.target}This example is {direct.target}."
+        )
+        probs = browser.find_element(By.ID, "probs").get_property("textContent")
+        assert "sports" in probs and "politics" in probs
+        # another label, chosen: its hypothesis
+        other = next(label for label in ("sports", "politics") if label != direct.target)
+        Select(browser.find_element(By.ID, "target")).select_by_value(other)
+        browser.find_element(By.ID, "explain").click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 60).until(
+            lambda d: other in d.find_element(By.ID, "hypothesis").get_property("textContent")
+        )
+        assert f"explaining: {other}" in browser.find_element(By.ID, "target-note").text
+
+
+def test_page_picks_among_a_multi_label_texts_labels(browser, tiny_dirs, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from .conftest import tiny_head
+
+    folder, mlm_dir = tiny_head(
+        tiny_dirs, tmp_path / "multi", ["a", "b", "c"], problem_type="multi_label_classification"
+    )
+    multi = layersal.load(folder, lm_head=mlm_dir)
+    with torch.no_grad():  # two labels on, whatever the text
+        multi.model.classifier.bias.copy_(torch.tensor([6.0, -6.0, 6.0]))
+    app = create_app(multi, allowed_hosts=loopback_hosts("127.0.0.1"))
+    with _serving(app) as port:
+        _explain_in_page(browser, f"http://127.0.0.1:{port}/", "a fine film", layer="1")
+        picks = browser.find_elements(By.CSS_SELECTOR, "#picker button")
+        names = [p.find_element(By.CLASS_NAME, "name").text for p in picks]
+        assert names == ["a", "c"]
+        assert not browser.find_element(By.ID, "entity-text").is_displayed()
+        assert _selected(browser) == [0]
+        assert browser.find_element(By.ID, "prediction").text == "a, c"
+        predicted = browser.find_elements(By.CSS_SELECTOR, "#probs .prob-label.predicted")
+        assert [p.text for p in predicted] == ["a", "c"]
+        picks[1].click()
+        assert _selected(browser) == [1]
+        assert browser.find_element(By.ID, "target-note").text == "explaining: c"

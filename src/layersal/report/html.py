@@ -7,6 +7,8 @@ no scripts and no external references: inline CSS and SVG only.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,6 +145,41 @@ class Segment:
     ink: str = ""
     tip: str = ""
     separator: bool = False
+    start: int = 0
+    """Where the run starts in its text (characters)."""
+    whole: str = ""
+    """The whole word, where this is a part of it (cut at the explained entity's edge)."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The entity explained, as its heat-maps underline it: its type and probability in a
+    tag beside it (``tag``), and in words on hover (``tip``)."""
+
+    start: int
+    end: int
+    label: str
+    word: str
+    probability: float
+
+    @property
+    def tag(self) -> str:
+        return f"{self.label} {self.probability:.3f}"
+
+    @property
+    def tip(self) -> str:
+        return (
+            f"entity {self.label}: characters {self.start}–{self.end}, "
+            f"probability {self.probability:.3f}"
+        )
+
+
+@dataclass
+class Run:
+    """Consecutive segments of a heat-map, inside the explained entity (``mark``) or not."""
+
+    segments: list[Segment]
+    mark: Mark | None = None
 
 
 @dataclass
@@ -151,8 +188,10 @@ class Row:
 
     label: str
     detail: str
-    segments: list[Segment]
+    runs: list[Run]
     scale: Scale
+    hypothesis: list[Segment] = field(default_factory=list)
+    """A zero-shot row's hypothesis (the pair's second text), shown apart from the text."""
     used: bool = False
     muted: bool = False
     note: str = ""
@@ -202,6 +241,9 @@ class Card:
     metric_setting: str
     truncated: bool
     footnote: str = ""
+    entity: Mark | None = None
+    zero_shot: bool = False
+    hypothesis: str = ""
 
 
 @dataclass
@@ -211,24 +253,42 @@ class Summary:
     axis: Axis = field(default_factory=Axis)
 
 
+def _mark(explanation: Explanation) -> Mark | None:
+    """The entity an explanation explains (a token classifier's), else ``None``."""
+    entity = explanation.entity
+    if not entity:
+        return None
+    return Mark(
+        int(entity["start"]),
+        int(entity["end"]),
+        str(entity.get("label", explanation.target)),
+        str(entity.get("word", explanation.text[entity["start"] : entity["end"]])),
+        float(entity.get("probability", math.nan)),
+    )
+
+
 def _segments(
     explanation: Explanation,
     scores: Sequence[float],
     scale: Scale,
     layer: LayerReport | None = None,
+    segments: Sequence[int] | None = None,
 ) -> list[Segment]:
     """The text cut into words (coloured, with a hover tip) and the gaps between them; a
-    pair's second text after a separator."""
+    pair's second text after a separator. ``segments``: which texts of a pair (default: all)."""
     out: list[Segment] = []
+    shown = range(len(explanation.texts)) if segments is None else segments
     for segment, text in enumerate(explanation.texts):
-        if segment:
+        if segment not in shown:
+            continue
+        if out:
             out.append(Segment(" ‖ ", separator=True))
         cursor = 0
         for word, score in zip(explanation.words, scores):
             if word.segment != segment:
                 continue
             if word.start > cursor:
-                out.append(Segment(text[cursor : word.start]))
+                out.append(Segment(text[cursor : word.start], start=cursor))
             background, ink = scale.colour(score)
             out.append(
                 Segment(
@@ -237,12 +297,54 @@ def _segments(
                     background,
                     ink,
                     _tip(explanation, word.tokens, score, layer),
+                    start=word.start,
                 )
             )
             cursor = max(cursor, word.end)
         if cursor < len(text):
-            out.append(Segment(text[cursor:]))
+            out.append(Segment(text[cursor:], start=cursor))
     return out
+
+
+def _runs(segments: list[Segment], mark: Mark | None) -> list[Run]:
+    """``segments`` in runs: before the entity, inside it (a word it cuts into is split in
+    two, both halves coloured as the word), after it."""
+    if mark is None:
+        return [Run(segments)]
+    runs = [Run([]), Run([], mark), Run([])]
+    second = False
+    for s in segments:
+        second = second or s.separator
+        if second:  # a pair's second text: never part of the entity (it reads single texts)
+            runs[2].segments.append(s)
+            continue
+        start, end = s.start, s.start + len(s.text)
+        cuts = sorted({start, end, *(c for c in (mark.start, mark.end) if start < c < end)})
+        for a, b in itertools.pairwise(cuts):
+            piece = (
+                s
+                if (a, b) == (start, end)
+                else dataclasses.replace(
+                    s, text=s.text[a - start : b - start], start=a, whole=s.text
+                )
+            )
+            where = 0 if b <= mark.start else 1 if a < mark.end else 2
+            runs[where].segments.append(piece)
+    return [r for r in runs if r.segments or r.mark is not None]
+
+
+def _heat(
+    explanation: Explanation,
+    scores: Sequence[float],
+    scale: Scale,
+    layer: LayerReport | None = None,
+) -> tuple[list[Run], list[Segment]]:
+    """A row's heat-map: the text in runs (the explained entity underlined), and a zero-shot
+    row's hypothesis apart (other pairs: both texts in one line, after a separator)."""
+    if explanation.task == "zero_shot" and explanation.text_pair is not None:
+        text = _segments(explanation, scores, scale, layer, segments=(0,))
+        return [Run(text)], _segments(explanation, scores, scale, layer, segments=(1,))
+    return _runs(_segments(explanation, scores, scale, layer), _mark(explanation)), []
 
 
 def _tip(
@@ -284,7 +386,8 @@ def _method_row(explanation: Explanation, label: str | None, signed: bool | None
     scores = [w.score for w in explanation.words]
     scale = Scale.of(scores, signed)
     name, detail = _method_label(explanation, label)
-    return Row(name, detail, _segments(explanation, scores, scale), scale)
+    runs, hypothesis = _heat(explanation, scores, scale)
+    return Row(name, detail, runs, scale, hypothesis)
 
 
 def _strip(explanation: Explanation) -> list[Row]:
@@ -300,12 +403,14 @@ def _strip(explanation: Explanation) -> list[Row]:
         note = (
             "no position gradient: the classifier reads only [CLS] here" if muted else report.note
         )
+        runs, hypothesis = _heat(explanation, scores, scale, report)
         rows.append(
             Row(
                 f"layer {report.layer}",
                 detail,
-                _segments(explanation, scores, scale, report),
+                runs,
                 scale,
+                hypothesis,
                 used=used,
                 muted=muted,
                 note=note,
@@ -394,6 +499,9 @@ def _card(
         metric_setting=metric_setting,
         truncated=main.truncated,
         footnote=f"decoder: {main.decoder}; words: {main.word_aggregation} of their pieces",
+        entity=_mark(main),
+        zero_shot=main.task == "zero_shot",
+        hypothesis=main.text_pair or "",
     )
 
 
@@ -442,7 +550,29 @@ def _grouped(
     for g in groups:
         if any(e.item != g[0].item for e in g):
             raise InputError("the explanations of one text must all explain that same text")
+        if any(_span_of(e) != _span_of(g[0]) for e in g):
+            raise InputError("the explanations of one card must all explain the same entity")
     return groups
+
+
+def _span_of(explanation: Explanation) -> tuple[Any, ...] | None:
+    entity = explanation.entity
+    return None if not entity else (entity.get("start"), entity.get("end"), entity.get("label"))
+
+
+def _counted(groups: Sequence[Sequence[Explanation]]) -> str:
+    """What the report's cards are: ``3 texts``, or ``5 entities in 2 texts`` (one card per
+    entity), or ``4 explanations of 2 texts`` (a multi-label text's labels, one card each).
+    A text's explanations come together: a card of another text than the one before it starts
+    a text (a zero-shot card's pair is its text and one label's hypothesis: the text counts)."""
+    keys = [g[0].text if g[0].task == "zero_shot" else g[0].item for g in groups]
+    texts = 1 + sum(a != b for a, b in itertools.pairwise(keys))
+    in_texts = f"{texts} text{'s' if texts != 1 else ''}"
+    if all(g[0].entity for g in groups):
+        return f"{len(groups)} entit{'ies' if len(groups) != 1 else 'y'} in {in_texts}"
+    if len(groups) == texts:
+        return in_texts
+    return f"{len(groups)} explanations of {in_texts}"
 
 
 def render_report(
@@ -483,6 +613,7 @@ def render_report(
             title=title,
             cards=cards,
             models=", ".join(models),
+            counted=_counted(groups),
             methods=names,
             options=_options(main),
             summary=None

@@ -175,7 +175,11 @@ class _Jobs:
             self.held.move_to_end(key)
             return self.held[key]
         job = Explainer(self.model, method, options, word_aggregation=words, batch_size=16)
-        job.settle(lambda: texts)
+        task = self.model.task
+        if not (task.focused or task.hypotheses):
+            job.settle(lambda: texts)
+        # else the rows the model reads are not the texts (an entity's focused text, a label's
+        # pair): the job settles on the first request's rows as it explains them
         self.held[key] = job
         while len(self.held) > MAX_JOBS:
             self.held.popitem(last=False)

@@ -59,7 +59,13 @@ class ExplainRequest(BaseModel):
         ),
     )
     target: int | str | None = Field(
-        None, description="Class to explain (index or label name); null: the predicted class."
+        None,
+        description=(
+            "Class to explain (index or label name); null: the predicted class (a multi-label "
+            "model: each predicted label; a token classifier: each entity it finds). A token "
+            "classifier's target is a span: a word index (3) or character offsets ('10:16'), "
+            "optionally with a type ('10:16=ORG'); a zero-shot classifier's, one of its labels."
+        ),
     )
     word_aggregation: str = Field("sum", description="Merge sub-word scores: sum, mean or max.")
     options: dict[str, Any] = Field(
@@ -112,7 +118,9 @@ TokenOut, WordOut, LayerReportOut = (_GENERATED[t] for t in (Token, Word, LayerR
 
 
 class ExplainResponse(BaseModel):
-    """One explanation per input text, in input order."""
+    """The explanations of the input texts, in input order: one per text, or for a text with
+    several (a multi-label model's predicted labels, a token classifier's entities: none or
+    more) each of them, the text's together; ``text`` says which text each explains."""
 
     explanations: list[ExplanationOut]  # type: ignore[valid-type]  # generated at import
     elapsed_s: float = Field(0.0, description="Seconds spent explaining (queueing included).")
@@ -166,7 +174,9 @@ class InfoResponse(BaseModel):
     task: str = Field(
         "single_label",
         description="What the model predicts: single_label (one softmax over the labels), "
-        "multi_label (independent sigmoids) or regression (a score).",
+        "multi_label (independent sigmoids), regression (a score), token_classification (a tag "
+        "per token: entities; labels are the entity types, O: no entity) or zero_shot (a "
+        "natural-language-inference model scoring one hypothesis per label).",
     )
     methods: list[MethodInfo]
     default_method: str

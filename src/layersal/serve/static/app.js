@@ -81,9 +81,18 @@
     const response = await fetch("api/info");
     if (!response.ok) throw new Error("could not read api/info (" + response.status + ")");
     info = await response.json();
+    const entities = info.task === "token_classification";
+    const kinds = entities
+      ? "a token classifier of entity types " + info.labels.filter((l) => l !== "O").join(" / ")
+      : info.task === "zero_shot"
+        ? "a zero-shot classifier of the labels " + info.labels.join(" / ")
+        : info.labels.join(" / ");
     $("model-info").textContent =
-      "Model " + info.model + " (" + info.labels.join(" / ") + "), " + info.num_layers +
+      "Model " + info.model + " (" + kinds + "), " + info.num_layers +
       " layers, decoded by its " + (info.decoder === "mlm_head" ? "masked-LM head" : info.decoder) + ".";
+    // a token classifier explains the entities it finds (a class is no target for it)
+    $("target-control").hidden = entities;
+    $("target-name").textContent = info.task === "zero_shot" ? "explain label" : "explain class";
     const method = $("method");
     for (const m of info.methods) {
       const opt = el("option", null, m.name);
@@ -98,7 +107,8 @@
       target.appendChild(opt);
     }
     $("text").maxLength = info.limits.max_chars;
-    $("text-pair").hidden = info.pairs === false;
+    // a token classifier reads one text; a zero-shot classifier pairs it with its hypotheses
+    $("text-pair").hidden = info.pairs === false || entities || info.task === "zero_shot";
     $("text-pair").maxLength = info.limits.max_chars;
     fillLayers();
   }
@@ -145,7 +155,7 @@
         return;
       }
       last = data;
-      render(data.explanations[0]);
+      showAll(data.explanations, 0);
       setBusy(false, "done in " + ((performance.now() - began) / 1000).toFixed(2) + " s");
     } catch (e) {
       showError("Could not reach the server: " + e.message);
@@ -165,8 +175,10 @@
   function renderProbs(e) {
     const probs = $("probs");
     clear(probs);
+    // a multi-label prediction names its labels with ", " between them
+    const predicted = e.entity ? [e.entity.label] : e.prediction.split(", ");
     for (const [label, p] of Object.entries(e.probabilities)) {
-      const name = el("span", "prob-label" + (label === e.prediction ? " predicted" : ""), label);
+      const name = el("span", "prob-label" + (predicted.includes(label) ? " predicted" : ""), label);
       const bar = el("div", "prob-bar");
       const fill = el("div", "prob-fill");
       fill.style.width = (100 * p).toFixed(1) + "%";
@@ -175,29 +187,81 @@
     }
   }
 
+  // the words and gaps of one text of e, as [{text, start, word}] covering it from 0
+  function pieces(e, text, segment) {
+    const out = [];
+    let cursor = 0;
+    for (const word of e.words) {
+      if ((word.segment || 0) !== segment) continue;
+      if (word.start > cursor) out.push({ text: text.slice(cursor, word.start), start: cursor, word: null });
+      out.push({ text: text.slice(word.start, word.end), start: word.start, word: word });
+      cursor = Math.max(cursor, word.end);
+    }
+    if (cursor < text.length) out.push({ text: text.slice(cursor), start: cursor, word: null });
+    return out;
+  }
+
+  function pieceNode(piece, scale) {
+    if (!piece.word) return document.createTextNode(piece.text);
+    const span = el("span", "word", piece.text);
+    const colour = shade(piece.word.score, scale);
+    span.style.backgroundColor = colour.background;
+    span.style.color = colour.ink;
+    span.title = "score " + piece.word.score.toPrecision(4);
+    span.dataset.score = String(piece.word.score);
+    return span;
+  }
+
+  function entityTag(entity) {
+    return entity.label + " " + fmt(entity.probability);
+  }
+
+  // the pieces of the first text into box; the characters of `entity` (if any) inside one
+  // underlined span, a word it cuts into split in two
+  function appendText(box, list, scale, entity) {
+    let mark = null;
+    for (const piece of list) {
+      const end = piece.start + piece.text.length;
+      const cuts = [piece.start];
+      if (entity) for (const c of [entity.start, entity.end]) if (c > piece.start && c < end) cuts.push(c);
+      cuts.push(end);
+      cuts.sort((a, b) => a - b);
+      for (let k = 0; k + 1 < cuts.length; k++) {
+        const a = cuts[k], b = cuts[k + 1];
+        if (a === b) continue;
+        const part = { text: piece.text.slice(a - piece.start, b - piece.start), start: a, word: piece.word };
+        const inside = entity && a >= entity.start && b <= entity.end;
+        if (inside && !mark) {
+          mark = el("span", "ent");
+          mark.dataset.tag = entityTag(entity);
+          mark.title = "entity " + entity.label + ", probability " + fmt(entity.probability);
+          box.appendChild(mark);
+        }
+        (inside ? mark : box).appendChild(pieceNode(part, scale));
+      }
+    }
+  }
+
   function renderHeatmap(e) {
     const heat = $("heatmap");
+    const hypothesis = $("hypothesis");
     clear(heat);
+    clear(hypothesis);
     const scale = Math.max(0, ...e.words.map((w) => Math.abs(w.score)));
-    // a pair's second text follows the first after a separator; offsets index into each text
-    const texts = e.text_pair === null || e.text_pair === undefined ? [e.text] : [e.text, e.text_pair];
-    texts.forEach((text, segment) => {
-      if (segment > 0) heat.appendChild(el("span", "pair-sep", " ‖ "));
-      let cursor = 0;
-      for (const word of e.words) {
-        if ((word.segment || 0) !== segment) continue;
-        if (word.start > cursor) heat.appendChild(document.createTextNode(text.slice(cursor, word.start)));
-        const span = el("span", "word", text.slice(word.start, word.end));
-        const colour = shade(word.score, scale);
-        span.style.backgroundColor = colour.background;
-        span.style.color = colour.ink;
-        span.title = "score " + word.score.toPrecision(4);
-        span.dataset.score = String(word.score);
-        heat.appendChild(span);
-        cursor = Math.max(cursor, word.end);
-      }
-      if (cursor < text.length) heat.appendChild(document.createTextNode(text.slice(cursor)));
-    });
+    const paired = e.text_pair !== null && e.text_pair !== undefined;
+    // a zero-shot explanation's pair is the text and the label's hypothesis: shown apart
+    const apart = paired && e.task === "zero_shot";
+    appendText(heat, pieces(e, e.text, 0), scale, e.entity || null);
+    if (paired && !apart) {
+      // a pair's second text follows the first after a separator; offsets index into each text
+      heat.appendChild(el("span", "pair-sep", " ‖ "));
+      appendText(heat, pieces(e, e.text_pair, 1), scale, null);
+    }
+    hypothesis.hidden = !apart;
+    if (apart) {
+      hypothesis.appendChild(el("span", "hyp-label", "hypothesis of " + e.target));
+      appendText(hypothesis, pieces(e, e.text_pair, 1), scale, null);
+    }
     $("scale").textContent = scale > 0 ? "(full colour = |score| " + scale.toPrecision(3) + ")" : "";
   }
 
@@ -328,18 +392,109 @@
     $("no-layers").textContent = hasLayers ? "" :
       "The " + e.method + " method works on the input only: no per-layer coherence or decoded tokens (choose dls to see them).";
     const scored = e.score !== null && e.score !== undefined; // a regression head's number
-    $("prediction-kind").textContent = scored ? "score" : "prediction";
-    $("legend-neg").textContent = scored ? "lowered the score" : "against the class";
-    $("legend-pos").textContent = scored ? "raised the score" : "towards the class";
-    $("prediction").textContent = e.prediction;
+    const entity = e.entity || null; // a token classifier's: the entity explained
+    $("prediction-kind").textContent = scored
+      ? "score"
+      : entity ? "entity" : e.task === "zero_shot" ? "zero-shot label" : "prediction";
+    $("legend-neg").textContent = scored ? "lowered the score" : entity ? "against its type" : "against the class";
+    $("legend-pos").textContent = scored ? "raised the score" : entity ? "towards its type" : "towards the class";
+    $("prediction").textContent = entity ? entity.word : e.prediction;
     $("target-note").textContent = scored
       ? "word scores in its units: + raised it, - lowered it"
-      : e.target !== e.prediction ? "explaining: " + e.target : "";
+      : entity
+        ? entity.label + ", probability " + fmt(entity.probability) + " (characters " +
+          entity.start + "–" + entity.end + ")" +
+          (entity.label !== e.prediction ? "; the span's most likely type: " + e.prediction : "")
+        : e.target !== e.prediction ? "explaining: " + e.target : "";
     renderProbs(e);
     renderHeatmap(e);
     renderMeta(e, last ? last.elapsed_s : undefined);
     renderCoherence(e);
     renderTopTokens(e);
+  }
+
+  // ------------------------------------------------------------------ several explanations
+
+  // a short name of one explanation among its text's: the entity, or the label explained
+  function pickName(e) {
+    if (e.entity) return e.entity.word;
+    return e.target;
+  }
+
+  function pickTag(e) {
+    if (e.entity) return entityTag(e.entity);
+    const p = e.probabilities ? e.probabilities[e.target] : undefined;
+    return p === undefined ? null : fmt(p, 2);
+  }
+
+  // the text with every entity of `list` underlined, each a button that shows its explanation
+  function renderEntityText(list) {
+    const box = $("entity-text");
+    clear(box);
+    const entities = list.map((e, i) => ({ entity: e.entity, index: i })).filter((x) => x.entity);
+    box.hidden = !entities.length;
+    if (!entities.length) return;
+    const text = list[0].text;
+    entities.sort((a, b) => a.entity.start - b.entity.start);
+    let cursor = 0;
+    for (const { entity, index } of entities) {
+      if (entity.start < cursor) continue; // overlapping a shown one: in the list below only
+      if (entity.start > cursor) box.appendChild(document.createTextNode(text.slice(cursor, entity.start)));
+      const button = el("button", "entity", text.slice(entity.start, entity.end));
+      button.type = "button";
+      button.dataset.index = String(index);
+      button.title = entity.label + ", probability " + fmt(entity.probability) + ": show its explanation";
+      button.addEventListener("click", () => select(index));
+      box.appendChild(button);
+      cursor = entity.end;
+    }
+    if (cursor < text.length) box.appendChild(document.createTextNode(text.slice(cursor)));
+  }
+
+  function renderPicker(list) {
+    const picker = $("picker");
+    clear(picker);
+    list.forEach((e, i) => {
+      const button = el("button");
+      button.appendChild(el("span", "name", pickName(e)));
+      button.type = "button";
+      button.setAttribute("role", "tab");
+      button.dataset.index = String(i);
+      const tag = pickTag(e);
+      if (tag !== null) button.appendChild(el("span", "tag", tag));
+      button.addEventListener("click", () => select(i));
+      picker.appendChild(button);
+    });
+  }
+
+  function select(index) {
+    const list = last ? last.explanations : [];
+    if (!list[index]) return;
+    for (const node of document.querySelectorAll("#picker button, #entity-text .entity")) {
+      const on = node.dataset.index === String(index);
+      if (node.getAttribute("role") === "tab") node.setAttribute("aria-selected", on ? "true" : "false");
+      node.classList.toggle("selected", on);
+    }
+    render(list[index]);
+  }
+
+  // every explanation of the text: a picker among several (entities, a multi-label model's
+  // labels), then the chosen one
+  function showAll(list, index) {
+    $("result").hidden = false;
+    const entities = info && info.task === "token_classification";
+    $("none-found").hidden = list.length > 0;
+    $("none-found").textContent = list.length ? "" : entities
+      ? "The model finds no entity in this text."
+      : "Nothing to explain in this text.";
+    $("explained").hidden = !list.length;
+    $("picker-box").hidden = !(entities ? list.length : list.length > 1);
+    $("picker-title").textContent = entities
+      ? list.length + " entit" + (list.length === 1 ? "y" : "ies") + ": click one to see its explanation"
+      : list.length + " explanations of this text: choose one";
+    renderEntityText(list);
+    renderPicker(list);
+    if (list.length) select(index);
   }
 
   // ------------------------------------------------------------------ downloads
