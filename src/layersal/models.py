@@ -216,7 +216,7 @@ def load(
         labels=what.labels_of(own),
         max_length=_max_length(tokenizer, classifier.config),
         precision=precision,
-        pairs=False if what.hypotheses else reads_pairs(own, path, pairs),
+        pairs=False if what.hypotheses or what.focused else reads_pairs(own, path, pairs),
         task=what,
     )
 
@@ -328,7 +328,9 @@ def from_objects(
         labels=what.labels_of(label_names(model.config)),
         max_length=_max_length(tokenizer, model.config),
         precision=precision,
-        pairs=False if what.hypotheses else reads_pairs(label_names(model.config), folder, pairs),
+        pairs=False
+        if what.hypotheses or what.focused
+        else reads_pairs(label_names(model.config), folder, pairs),
         task=what,
     )
 
