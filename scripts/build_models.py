@@ -430,9 +430,10 @@ def evaluate_bundle(name: str, out_dir: Path, test: Split, max_length: int, data
     }
 
 
-def write_model_card(out_dir: Path, card: dict) -> None:
-    """Write ``model_card.json`` (``pairs: false``: these models read one text, not a pair)."""
-    card = {**card, "pairs": False}
+def write_model_card(out_dir: Path, card: dict, pairs: bool = False) -> None:
+    """Write ``model_card.json`` with its ``pairs`` flag (``false`` unless the model reads a
+    pair of texts)."""
+    card = {**card, "pairs": pairs}
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
