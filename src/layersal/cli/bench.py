@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,16 +14,21 @@ from .common import (
     LmHeadOpt,
     ModelOpt,
     PickleOpt,
-    _precision,
     _split_methods,
     _user_errors,
+    _ZeroShot,
     app,
+    check_items,
     err,
+    load_model,
+    zero_shot_options,
 )
 
 
 @app.command()
+@zero_shot_options
 def bench(
+    zero_shot: _ZeroShot,
     data: Annotated[
         Path,
         typer.Option(
@@ -73,7 +78,10 @@ def bench(
     bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
-    """Faithfulness benchmark of every method on a labelled dataset (tables and plots)."""
+    """Faithfulness benchmark of every method on a labelled dataset (tables and plots). A
+    token classifier's metrics are per entity it predicts; with --labels, a natural-language-
+    inference model is benchmarked as a zero-shot classifier (each text's top label; its
+    accuracy against the gold labels when they are among --labels)."""
     with _user_errors():
         from ..datasets import read_labelled
         from ..errors import InputError
@@ -84,14 +92,12 @@ def bench(
         dataset = read_labelled(data)  # the data and the output first, the heavy imports after
         dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
         writable_folder(out)
-        import layersal
-
         from ..benchmark import expand_specs, run_benchmark
         from ..report.bench import markdown, write
 
-        lm = layersal.load(
-            model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
-        )
+        lm = load_model(model, lm_head, allow_pickle, device, bf16, zero_shot)
+        check_items(lm, dataset.texts)
+        rows = _explained_rows(lm, dataset, batch_size)
         names = [m.replace(";", ",") for m in _split_methods(methods)]
         specs = expand_specs(names, lm.num_layers)
         metric_options = {
@@ -102,7 +108,8 @@ def bench(
         }
         from ..report.progress import progress_lines
 
-        with progress_lines(err, len(specs) * len(dataset), "benchmark") as advance:
+        count = len(dataset) if rows is None else len(rows)
+        with progress_lines(err, len(specs) * count, "benchmark") as advance:
             result = run_benchmark(
                 lm,
                 dataset,
@@ -112,6 +119,8 @@ def bench(
                 calibration=_calibration_texts(calibration),
                 on_progress=advance,
             )
+        if lm.task.hypotheses and rows is not None:
+            result.accuracy = _zero_shot_accuracy(rows, dataset.labels, lm.labels)
         paths = write(result, out)
         # the markdown tables as they are: never folded, whatever the terminal's width
         Console(highlight=False).print(markdown(result), markup=False, soft_wrap=True)
@@ -125,3 +134,43 @@ def _calibration_texts(path: Path | None) -> list[str] | None:
     if path is None:
         return None
     return read_labelled(path).texts[:64]
+
+
+def _explained_rows(lm: Any, dataset: Any, batch_size: int) -> list[Any] | None:
+    """The rows the benchmark explains, where they are not its texts: a token classifier's
+    entities, a zero-shot classifier's top label of each text (``None`` otherwise). Said
+    before any method runs when there is none to explain."""
+    if not (lm.task.focused or lm.task.hypotheses):
+        return None
+    from ..benchmark import bench_rows
+    from ..errors import InputError
+    from ..job import Explainer
+
+    rows = bench_rows(Explainer(lm, "gradient", batch_size=batch_size), dataset.texts)
+    if not rows:
+        raise InputError(
+            f"the model finds no entity in the {len(dataset)} texts of {dataset.source}: "
+            "nothing to benchmark"
+        )
+    return rows
+
+
+def _zero_shot_accuracy(rows: list[Any], gold: list[str | None], labels: list[str]) -> float | None:
+    """The share of texts whose top zero-shot label is the gold one (names, any case, or
+    indices of the candidate labels); ``None``, said on stderr, when a text has no gold label
+    or one that is no candidate."""
+    from ..datasets import label_indices
+    from ..errors import InputError
+
+    try:
+        wanted = label_indices(gold, labels)
+    except InputError as exc:
+        err.print(f"no zero-shot accuracy: {exc}", soft_wrap=True, markup=False)
+        return None
+    if wanted is None:
+        return None
+    top = []
+    for row in rows:
+        scores = row.shown.probabilities
+        top.append(labels.index(max(scores, key=scores.get)))
+    return sum(t == g for t, g in zip(top, wanted)) / len(wanted)

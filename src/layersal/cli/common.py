@@ -199,32 +199,145 @@ class _Texts:
         return list(enumerate(check_texts(self.texts)))
 
 
-def text_source(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` the options that say where its texts come from, declared once here:
-    the texts as arguments, or ``--file`` with ``--text-column`` and ``--limit``, and the
-    pairs' ``--pair`` / ``--pair-column``. The command receives them as one ``source:
-    _Texts`` (its first keyword parameter), so every command reads texts alike."""
-    hints = typing.get_type_hints(command, include_extras=True)  # objects, not strings
-    given = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
-        for p in inspect.signature(command).parameters.values()
-        if p.name != "source"
-    ]
-    options = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=None)
-        for name, kind in _TEXT_SOURCE
-    ]
+def _option_group(
+    name: str,
+    spec: list[tuple[str, Any, Any]],
+    build: Callable[..., Any],
+    after: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator giving a command the options of ``spec`` (``(parameter, annotation,
+    default)``, declared once), which the command receives built into one keyword ``name``:
+    ``build(*values)``. The options go first, or right after the parameter ``after`` when the
+    command has it (where ``--help`` lists them)."""
 
-    @functools.wraps(command)
-    def with_source(**kwargs: Any) -> Any:
-        found = [kwargs.pop(name, None) for name, _ in _TEXT_SOURCE]
-        return command(source=_Texts(*found), **kwargs)
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(command, include_extras=True)  # objects, not strings
+        given = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
+            for p in inspect.signature(command).parameters.values()
+            if p.name != name
+        ]
+        options = [
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+            for key, kind, default in spec
+        ]
+        names = [p.name for p in given]
+        at = names.index(after) + 1 if after in names else 0
+        signature = inspect.Signature([*given[:at], *options, *given[at:]])
 
-    signature = inspect.Signature([*options, *given])
-    with_source.__signature__ = signature  # type: ignore[attr-defined]
-    with_source.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
-    del with_source.__wrapped__  # typer must read the signature above, not the command's
-    return with_source
+        @functools.wraps(command)
+        def grouped(**kwargs: Any) -> Any:
+            found = [kwargs.pop(key, default) for key, _, default in spec]
+            return command(**{name: build(*found)}, **kwargs)
+
+        grouped.__signature__ = signature  # type: ignore[attr-defined]
+        grouped.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        del grouped.__wrapped__  # typer must read the signature above, not the command's
+        return grouped
+
+    return decorate
+
+
+text_source = _option_group("source", [(n, kind, None) for n, kind in _TEXT_SOURCE], _Texts)
+"""Give a command the options that say where its texts come from, declared once here: the
+texts as arguments, or ``--file`` with ``--text-column`` and ``--limit``, and the pairs'
+``--pair`` / ``--pair-column``. The command receives them as one ``source: _Texts`` (its
+first keyword parameter), so every command reads texts alike."""
+
+
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help="Read a natural-language-inference model as a zero-shot classifier of these "
+        "comma-separated candidate labels (e.g. 'sports,politics,business'); a label holding a "
+        "comma goes in --label.",
+    ),
+]
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        help="One zero-shot candidate label, taken whole (commas included); repeatable, and "
+        "added after --labels.",
+        show_default=False,
+    ),
+]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        help="Zero-shot hypothesis, '{}' where the label goes (default: 'This example is {}.').",
+    ),
+]
+MultiLabelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--multi-label",
+        help="Zero-shot labels scored independently (entailment against contradiction), as the "
+        "pipeline's multi_label=True; default: one softmax across the labels.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class _ZeroShot:
+    """The zero-shot options of a command: ``--labels`` (comma-separated), ``--label``
+    (repeatable, taken whole), ``--template``, ``--multi-label``."""
+
+    labels: str | None = None
+    label: list[str] | None = None
+    template: str | None = None
+    multi_label: bool = False
+
+    @property
+    def candidates(self) -> list[str] | None:
+        """The candidate labels, in order (``None``: not zero-shot)."""
+        found = [part.strip() for part in (self.labels or "").split(",") if part.strip()]
+        found += [label.strip() for label in self.label or []]
+        if self.labels is not None or self.label:
+            return found
+        return None
+
+    def load_options(self) -> dict[str, Any]:
+        """What :func:`layersal.load` takes to read the model as a zero-shot classifier
+        (nothing when no labels are given)."""
+        from ..errors import InputError
+        from ..models import DEFAULT_TEMPLATE
+
+        candidates = self.candidates
+        if candidates is None:
+            if self.template is not None or self.multi_label:
+                raise InputError(
+                    "--template and --multi-label are options of a zero-shot classifier: give "
+                    "its candidate labels with --labels (e.g. --labels 'sports,politics')"
+                )
+            return {}
+        if not candidates:
+            raise InputError(
+                "--labels names no label: give the zero-shot candidate labels, comma-separated"
+            )
+        return {
+            "task": "zero-shot",
+            "labels": candidates,
+            "template": DEFAULT_TEMPLATE if self.template is None else self.template,
+            "multi_label": self.multi_label,
+        }
+
+
+zero_shot_options = _option_group(
+    "zero_shot",
+    [
+        ("labels", LabelsOpt, None),
+        ("label", LabelOpt, None),
+        ("template", TemplateOpt, None),
+        ("multi_label", MultiLabelOpt, False),
+    ],
+    _ZeroShot,
+    after="lm_head",
+)
+"""Give a command ``--labels``, ``--label``, ``--template`` and ``--multi-label`` (after its
+``--lm-head``), received as one ``zero_shot: _ZeroShot``."""
 
 
 def _precision(bf16: bool) -> str:
@@ -240,9 +353,44 @@ _DLS_FLAG_DEFAULTS = {
     "tau": None,
 }
 TargetOpt = Annotated[
-    str | None,
-    typer.Option("--target", "-t", help="Class to explain (index or label); default: predicted."),
+    list[str] | None,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Class to explain (index or label); default: predicted. A token classifier's: an "
+        "entity, by character offsets ('10:16') or word index ('3'), with a label to explain a "
+        "span as that type ('10:16=ORG'); default: every entity. A zero-shot classifier's: a "
+        "label, repeatable (or comma-separated) for several; default: the top label.",
+        show_default=False,
+    ),
 ]
+
+
+def read_target(values: list[str] | None, candidates: list[str] | None = None) -> Any:
+    """The ``target`` of ``--target`` (given ``values`` times): ``None``, one target (``"2"``
+    read as 2), or for a zero-shot classifier of ``candidates`` a list of labels when several
+    are named, each ``--target`` once or comma-separated (a value that names a label whole is
+    that label, commas and all)."""
+    from ..errors import InputError
+    from ..targets import int_or_text
+
+    if not values:
+        return None
+    if candidates is None:
+        if len(values) > 1:
+            raise InputError(
+                f"--target is given {len(values)} times: this model explains one target per text "
+                "(several --target name labels of a zero-shot classifier, with --labels)"
+            )
+        return int_or_text(values[0])
+    lowered = {label.lower() for label in candidates}
+    labels: list[Any] = []
+    for value in values:
+        split = _split_labels(value, lowered)
+        labels += split if split is not None else [int_or_text(value)]
+    return labels[0] if len(labels) == 1 else labels
+
+
 WordsOpt = Annotated[
     str,
     typer.Option("--words", help="Merge sub-word scores into word scores: sum, mean or max."),
@@ -277,6 +425,62 @@ def _method_options(method: str, flags: dict[str, Any], extra: list[str]) -> dic
 STREAM_TEXTS = 64
 
 
+def _split_labels(value: str, labels: set[str]) -> list[str] | None:
+    """``value`` cut at commas into labels of ``labels`` (lower-cased), the longest label
+    first at each place, so that a label holding commas stays whole (``None``: no such cut)."""
+    parts = value.split(",")
+    found: list[str] = []
+    start = 0
+    while start < len(parts):
+        for end in range(len(parts), start, -1):
+            piece = ",".join(parts[start:end]).strip()
+            if piece.lower() in labels:
+                found.append(piece)
+                start = end
+                break
+        else:
+            return None
+    return found
+
+
+def load_model(
+    model: str,
+    lm_head: str | None,
+    allow_pickle: bool,
+    device: str = "cpu",
+    bf16: bool = False,
+    zero_shot: _ZeroShot | None = None,
+) -> Any:
+    """:func:`layersal.load` for a command: a zero-shot classifier when ``zero_shot`` names
+    labels (``--labels``, ``--label``)."""
+    import layersal
+
+    return layersal.load(
+        model,
+        lm_head,
+        allow_pickle=allow_pickle,
+        device=device,
+        precision=_precision(bf16),
+        **(zero_shot or _ZeroShot()).load_options(),
+    )
+
+
+def check_items(lm: Any, texts: list[Any]) -> None:
+    """A pair model given single texts (or the reverse) fails fast, with one line; a
+    natural-language-inference model given single texts is told of ``--labels`` too."""
+    from ..errors import InputError
+    from ..inputs import is_pair
+
+    labels = {label.lower() for label in lm.labels}
+    if lm.pairs and texts and not is_pair(texts[0]) and {"entailment", "contradiction"} <= labels:
+        raise InputError(
+            f"{lm.name!r} classifies pairs of texts ({', '.join(lm.labels)}): give each text "
+            "its second text (--pair, or --pair-column with --file), or read it as a zero-shot "
+            "classifier of candidate labels (--labels 'sports,politics,business')"
+        )
+    lm.check_items(texts)
+
+
 def _run(
     items: list[tuple[int | str, str]],
     model: str,
@@ -284,12 +488,13 @@ def _run(
     allow_pickle: bool,
     device: str = "cpu",
     bf16: bool = False,
+    zero_shot: _ZeroShot | None = None,
     **kwargs: Any,
-) -> Iterator[tuple[int | str, Any]]:
-    """``(id, explanation)`` of every item, in input order, ``STREAM_TEXTS`` at a time, with a
-    progress bar on a terminal (texts done, counting the windows of a long one)."""
-    import layersal
-
+) -> Iterator[tuple[int | str, list[Any]]]:
+    """``(id, explanations)`` of every item, in input order, ``STREAM_TEXTS`` at a time, with a
+    progress bar on a terminal (texts done, counting the windows of a long one). An item has
+    one explanation, or several: a multi-label text's labels, a token classifier's entities
+    (maybe none), the zero-shot labels named as targets."""
     from ..errors import TruncationWarning
     from ..inputs import check_texts
     from ..job import Explainer
@@ -299,15 +504,16 @@ def _run(
     options = dict(kwargs.pop("options", None) or {})
     target = kwargs.pop("target", None)
     method = checked(kwargs.pop("method", "dls"), options)  # before the model loads
-    lm = layersal.load(
-        model, lm_head, allow_pickle=allow_pickle, device=device, precision=_precision(bf16)
-    )
+    lm = load_model(model, lm_head, allow_pickle, device, bf16, zero_shot)
     job = Explainer(lm, method, **kwargs)
-    # settled once for all the texts (DLS's layer="auto" on the first 64, as one call would),
-    # so that no group of the stream chooses its own
     texts = check_texts([text for _, text in items])
-    lm.check_items(texts)  # a pair model given single texts (or the reverse) fails fast
-    job.settle(lambda: texts)
+    check_items(lm, texts)
+    if not (lm.task.focused or lm.task.hypotheses):
+        # settled once for all the texts (DLS's layer="auto" on the first 64, as one call
+        # would), so that no group of the stream chooses its own
+        job.settle(lambda: texts)
+    # else the rows explained are entities or labels' pairs, not the texts: the first group
+    # that has rows settles the job on them, as one call would, and every later group keeps it
     with text_progress(err, len(items)) as progress:
         for start in range(0, len(items), STREAM_TEXTS):
             group = items[start : start + STREAM_TEXTS]
@@ -325,9 +531,8 @@ def _run(
                     warnings.warn(TruncationWarning(own, index), stacklevel=1)
                 else:
                     warnings.warn(warning.message, warning.category, stacklevel=1)
-            for (key, _), explanations in zip(group, explained):  # a multi-label text: several
-                for explanation in explanations:
-                    yield key, explanation
+            for (key, _), explanations in zip(group, explained):
+                yield key, explanations
 
 
 def _count(number: int, noun: str) -> str:
@@ -353,16 +558,28 @@ def _render_layers(explanation: Any, top: int) -> Any:
 
 
 def _print(
-    results: Iterable[tuple[int | str, Any]], json_out: bool, render: Callable[[Any], Any]
+    results: Iterable[tuple[int | str, list[Any]]],
+    json_out: bool,
+    render: Callable[[Any], Any],
 ) -> None:
-    """Print each result as it comes: a JSON line (with its input ``id``) or a rendering."""
-    for i, (key, explanation) in enumerate(results):
+    """Print each text's results as they come: a JSON line per explanation (with the text's
+    input ``id``), or a rendering of each; a token classifier's text first gets a line listing
+    its entities (or saying it has none)."""
+    from ..report.terminal import entities_line
+
+    first = True
+    for key, explanations in results:
         if json_out:
-            line = json.dumps({"id": key, **explanation.to_dict()}, ensure_ascii=False)
-            sys.stdout.write(line + "\n")
+            for explanation in explanations:
+                line = json.dumps({"id": key, **explanation.to_dict()}, ensure_ascii=False)
+                sys.stdout.write(line + "\n")
             sys.stdout.flush()
             continue
-        if i:
-            out.print()
-        # lines of text are not folded at the console's width (80 columns when piped)
-        out.print(render(explanation), soft_wrap=True)
+        entities = not explanations or explanations[0].entity is not None
+        blocks = [entities_line(key, explanations)] if entities else []
+        for block in blocks + [render(e) for e in explanations]:
+            if not first:
+                out.print()
+            first = False
+            # lines of text are not folded at the console's width (80 columns when piped)
+            out.print(block, soft_wrap=True)

@@ -19,13 +19,18 @@ from .common import (
     _count,
     _precision,
     _user_errors,
+    _ZeroShot,
     app,
     err,
+    read_target,
+    zero_shot_options,
 )
 
 
 @app.command("explain-dataset")
+@zero_shot_options
 def explain_dataset(
+    zero_shot: _ZeroShot,
     input_path: Annotated[
         str,
         typer.Argument(
@@ -133,8 +138,10 @@ def explain_dataset(
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Explain a whole file into Parquet shards; resumable (rerun the same command after an
-    interruption)."""
+    interruption). A row per explanation: a token classifier's per entity (its span, word,
+    label and probability in entity_* columns), a zero-shot classifier's per label explained."""
     with _user_errors():
+        chosen = zero_shot.load_options()
         from ..engines import Columns, RayOptions
         from ..engines import explain_dataset as run_dataset
 
@@ -149,7 +156,7 @@ def explain_dataset(
                 precision=_precision(bf16),
                 method=method,
                 options=None if layer is None else {"layer": int_or_text(layer)},
-                target=int_or_text(target),
+                target=read_target(target, zero_shot.candidates),
                 word_aggregation=word_aggregation,
                 batch_size=batch_size,
                 shard_rows=shard_rows,
@@ -160,6 +167,9 @@ def explain_dataset(
                 limit=limit,
                 overwrite=overwrite,
                 progress=progress,
+                labels=chosen.get("labels"),
+                template=chosen.get("template"),
+                multi_label=bool(chosen.get("multi_label", False)),
             )
         except KeyboardInterrupt:
             err.print(

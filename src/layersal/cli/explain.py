@@ -27,10 +27,15 @@ from .common import (
     _run,
     _Texts,
     _user_errors,
+    _ZeroShot,
     app,
+    check_items,
     err,
+    load_model,
     out,
+    read_target,
     text_source,
+    zero_shot_options,
 )
 
 
@@ -48,8 +53,10 @@ def methods() -> None:
 
 @app.command()
 @text_source
+@zero_shot_options
 def explain(
     source: _Texts,
+    zero_shot: _ZeroShot,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     method: Annotated[
@@ -106,7 +113,9 @@ def explain(
     bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
-    """Explain texts: prediction and a word heat-map (red: pushed towards the class)."""
+    """Explain texts: prediction and a word heat-map (red: pushed towards the class). A token
+    classifier's texts: each entity (label, probability) and its heat-map; with --labels, a
+    natural-language-inference model as a zero-shot classifier."""
     with _user_errors():
         flags = {
             "layer": int_or_text(layer),
@@ -122,9 +131,10 @@ def explain(
             allow_pickle,
             device,
             bf16,
+            zero_shot,
             method=method,
             options=_method_options(method, flags, option or []),
-            target=int_or_text(target),
+            target=read_target(target, zero_shot.candidates),
             word_aggregation=word_aggregation,
             batch_size=batch_size,
             long_texts="truncate" if truncate else "windows",
@@ -136,8 +146,10 @@ def explain(
 
 @app.command()
 @text_source
+@zero_shot_options
 def layers(
     source: _Texts,
+    zero_shot: _ZeroShot,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     top: Annotated[int, typer.Option(help="Decoded tokens shown per position and layer.")] = 3,
@@ -153,6 +165,7 @@ def layers(
             model,
             lm_head,
             allow_pickle,
+            zero_shot=zero_shot,
             options={"top_k": max(top, 1), "layer_report": True},
         )
         _print(results, json_out, lambda e: _render_layers(e, top))
@@ -170,12 +183,13 @@ ReportMethodsOpt = Annotated[
 
 def _explain_methods(
     source: _Texts,
+    zero_shot: _ZeroShot,
     model: str,
     lm_head: str | None,
     allow_pickle: bool,
     methods: str,
     layer: str,
-    target: str | None,
+    target: list[str] | None,
     batch_size: int,
     scored: bool,
 ) -> tuple[list[str], list[list[Any]], list[list[Any]] | None]:
@@ -184,6 +198,7 @@ def _explain_methods(
     ``(labels, per_text, scores)``: per text, every method's explanation and faithfulness
     (``None`` when not ``scored``)."""
     items = source.read()  # before the heavy imports: a missing file fails fast
+    explained_target = read_target(target, zero_shot.candidates)
     import layersal
 
     from ..benchmark import parse_spec
@@ -200,14 +215,15 @@ def _explain_methods(
         if "layer_report" in accepted:
             spec.options.setdefault("layer_report", True)  # reports and plots show every layer
         check_method(spec.method, spec.options)
-    lm = layersal.load(model, lm_head, allow_pickle=allow_pickle)
+    lm = load_model(model, lm_head, allow_pickle, zero_shot=zero_shot)
+    check_items(lm, items)
     per_method = [
         layersal.explain(
             items,
             lm,
             method=spec.method,
             options=spec.options,
-            target=int_or_text(target),
+            target=explained_target,
             batch_size=batch_size,
         )
         for spec in specs
@@ -240,8 +256,10 @@ def _write_plots(
 
 @app.command()
 @text_source
+@zero_shot_options
 def report(
     source: _Texts,
+    zero_shot: _ZeroShot,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "report.html"
     ),
@@ -266,7 +284,16 @@ def report(
     """Write one self-contained HTML report: heat-maps, every layer, optional metrics."""
     with _user_errors():
         labels, per_text, scores = _explain_methods(
-            source, model, lm_head, allow_pickle, methods, layer, target, batch_size, metrics
+            source,
+            zero_shot,
+            model,
+            lm_head,
+            allow_pickle,
+            methods,
+            layer,
+            target,
+            batch_size,
+            metrics,
         )
         from ..report.html import render_report, write_report
 
@@ -280,8 +307,10 @@ def report(
 
 @app.command()
 @text_source
+@zero_shot_options
 def plot(
     source: _Texts,
+    zero_shot: _ZeroShot,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG files.")] = Path(
         "plots"
     ),
@@ -302,7 +331,16 @@ def plot(
     """Write PNG plots per text: saliency per layer x word, coherence per layer, deletion curves."""
     with _user_errors():
         labels, per_text, scores = _explain_methods(
-            source, model, lm_head, allow_pickle, methods, layer, target, batch_size, curves
+            source,
+            zero_shot,
+            model,
+            lm_head,
+            allow_pickle,
+            methods,
+            layer,
+            target,
+            batch_size,
+            curves,
         )
         written = _write_plots(out_dir, labels, per_text, scores)
         err.print(f"wrote {len(written)} plots into {out_dir}", soft_wrap=True)

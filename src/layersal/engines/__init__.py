@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,11 +45,29 @@ class DatasetJob:
     precision: str
     method: str
     options: dict[str, Any]
-    target: int | str | None
+    target: int | str | list[int | str] | None
     word_aggregation: str
     batch_size: int
     id_type: str
     max_batch_tokens: int | None = None
+    labels: tuple[str, ...] | None = None
+    """A zero-shot classifier's candidate labels (``None``: the model read as it is)."""
+    template: str | None = None
+    multi_label: bool = False
+
+    def zero_shot(self) -> dict[str, Any]:
+        """What :func:`layersal.load` takes to read the model as the run's zero-shot
+        classifier (nothing for a run that is not zero-shot)."""
+        if self.labels is None:
+            return {}
+        from ..models import DEFAULT_TEMPLATE
+
+        return {
+            "task": "zero-shot",
+            "labels": list(self.labels),
+            "template": DEFAULT_TEMPLATE if self.template is None else self.template,
+            "multi_label": self.multi_label,
+        }
 
     def explainer(self, lm: Any) -> Any:
         """The job's :class:`~layersal.job.Explainer` on the loaded ``lm`` (once per process
@@ -76,6 +94,7 @@ class DatasetJob:
             allow_pickle=self.allow_pickle,
             device=self.device,
             precision=self.precision,
+            **self.zero_shot(),
         )
 
 
@@ -206,7 +225,7 @@ def explain_dataset(
     device: str = "cpu",
     precision: str = "fp32",
     method: str = "dls",
-    target: int | str | None = None,
+    target: int | str | Sequence[int | str] | None = None,
     options: dict[str, Any] | None = None,
     word_aggregation: str = "sum",
     batch_size: int = 32,
@@ -219,6 +238,9 @@ def explain_dataset(
     overwrite: bool = False,
     progress: bool = False,
     on_shard: ShardCallback | None = None,
+    labels: Sequence[str] | None = None,
+    template: str | None = None,
+    multi_label: bool = False,
     **spelled: Any,
 ) -> RunSummary:
     """Explain every row of ``input`` into the Parquet dataset folder ``out``; resumable.
@@ -248,6 +270,16 @@ def explain_dataset(
     ``batch_size`` texts (for GPUs). ``limit``: explain only the first ``limit`` rows of
     ``input`` (recorded with the run; on Ray the driver reads them). ``on_shard`` is called
     with a small dict after each committed shard.
+
+    What each output row is follows the model's task: one row per text; a multi-label
+    model's row per label it predicts; a token classifier's row per entity it predicts in the
+    text (none for a text without one), with the entity's span, word, label and probability in
+    the ``entity_*`` columns (``target``: a span every text is explained at, as in
+    :func:`layersal.explain`); a zero-shot classifier's row per label explained (default: the
+    top one; ``target``: a label or a list of labels, a row each), ``text_pair`` its
+    hypothesis. ``labels``, ``template`` and ``multi_label`` read a natural-language-inference
+    ``model`` as a zero-shot classifier of ``labels`` (see :func:`layersal.load`); they are
+    recorded with the run.
 
     The run records a fingerprint of ``input``'s content (:meth:`~layersal.inputs.Source.
     fingerprint`): rerunning on an input edited since is refused like other changed settings.
@@ -314,6 +346,23 @@ def explain_dataset(
             "the Ray engine loads the model in every worker: pass its name or path, not a loaded "
             "model"
         )
+    if isinstance(labels, str):
+        raise InputError(f"`labels` takes a list of zero-shot labels, not one string ({labels!r})")
+    if lm is not None and (labels is not None or template is not None or multi_label):
+        raise InputError(
+            "labels, template and multi_label make a zero-shot classifier when a model is "
+            "loaded: give them to layersal.load(model, task='zero-shot', labels=[...])"
+        )
+    if lm is None and labels is None and (template is not None or multi_label):
+        raise InputError(
+            "`template` and `multi_label` are options of a zero-shot classifier: give its "
+            "candidate `labels`"
+        )
+    if lm is not None and lm.task.hypotheses:  # a zero-shot LoadedModel: recorded as one
+        labels, template = lm.task.candidates, lm.task.template
+        multi_label = lm.task.multi_label
+    if isinstance(target, Sequence) and not isinstance(target, str):
+        target = list(target)
     model_name = _model_id(lm.name if lm is not None else str(model))
     lm_head_name = None if lm_head is None else _model_id(str(lm_head))
     job = DatasetJob(
@@ -329,15 +378,19 @@ def explain_dataset(
         batch_size=batch_size,
         id_type=source.id_type,
         max_batch_tokens=max_batch_tokens,
+        labels=None if labels is None else tuple(str(label) for label in labels),
+        template=template,
+        multi_label=bool(multi_label),
     )
-    labels = lm.labels if lm is not None else _labels_of(job)
-    _check_job(job, labels)
-    _check_pairs(lm, job, labels, pair_column)
+    task, own_labels = (lm.task, None) if lm is not None else _task_of(job)
+    _check_job(job, task, lm.labels if lm is not None else task.labels_of(own_labels or []))
+    _check_pairs(lm, job, task, own_labels, pair_column)
     settings = {
         **source.describe(),
         **named,
         "model": model_name,
         "lm_head": lm_head_name,
+        **({} if job.labels is None else {"zero_shot": _recorded_zero_shot(job)}),
         "method": method,
         "options": method_options,
         "target": target,
@@ -420,6 +473,7 @@ def _prepare_job(
     from ..inputs import has_text
     from ..saliency import prepare_options
     from .sink import AUTO_LAYER_FILE
+    from .work import calibration_items
 
     if out.exists(AUTO_LAYER_FILE):
         kept = json.loads(out.read_bytes(AUTO_LAYER_FILE))
@@ -438,7 +492,7 @@ def _prepare_job(
             loaded[0] = job.load()
         return loaded[0]
 
-    def texts() -> list[str]:
+    def texts() -> list[Any]:
         rows = (r.item for r in source.rows() if r.error is None and r.text and has_text(r.item))
         first = list(islice(rows, CALIBRATION_TEXTS))
         if not first:
@@ -446,7 +500,7 @@ def _prepare_job(
                 f"method {job.method!r} needs at least one readable text in the input to choose "
                 "its options on"
             )
-        return first
+        return calibration_items(model(), first, job.target, job.batch_size)
 
     prepared = prepare_options(job.method, model, texts, job.options, job.batch_size)
     if prepared.evidence is not None:
@@ -455,7 +509,11 @@ def _prepare_job(
     return replace(job, options=prepared.options), loaded[0], prepared.settings
 
 
-def _check_job(job: DatasetJob, labels: list[str]) -> None:
+def _check_job(job: DatasetJob, task: Any, labels: list[str]) -> None:
+    """The job's word aggregation and target, checked against the model's ``task`` and
+    ``labels`` before any work: a token classifier's target names a span, a zero-shot
+    classifier's one label or several, any other model's one class."""
+    from ..entities import entity_target
     from ..targets import target_index
     from ..words import WORD_AGGREGATIONS
 
@@ -464,38 +522,80 @@ def _check_job(job: DatasetJob, labels: list[str]) -> None:
             f"word aggregation must be one of {', '.join(WORD_AGGREGATIONS)}, not "
             f"{job.word_aggregation!r}"
         )
-    if job.target is not None:
+    if job.target is None:
+        return
+    several = isinstance(job.target, list)
+    if several and not task.hypotheses:
+        raise InputError(
+            "a dataset run explains every text for one target: a list of targets names "
+            "labels of a zero-shot classifier"
+        )
+    if task.focused:
+        entity_target(job.target, labels)
+    elif task.hypotheses:
+        values = job.target if isinstance(job.target, list) else [job.target]
+        if not values:
+            raise InputError("no zero-shot label to explain: name one or more labels")
+        for value in values:
+            target_index(value, labels, "zero-shot label")
+    else:
+        assert not isinstance(job.target, list)
         target_index(job.target, labels)
 
 
-def _check_pairs(lm: Any, job: DatasetJob, labels: list[str], pair_column: str | None) -> None:
+def _check_pairs(
+    lm: Any, job: DatasetJob, task: Any, own_labels: list[str] | None, pair_column: str | None
+) -> None:
     """A pair model needs ``pair_column``, a single-text model must not get one: said once
-    here, not as an error on every row."""
+    here, not as an error on every row. A zero-shot classifier pairs each text with its
+    labels' hypotheses itself: it reads single texts."""
     from ..checkpoints import resolve
     from ..models import reads_pairs
 
     if lm is not None:
         expected = lm.pairs
+    elif task.hypotheses:
+        expected = False
     else:
-        expected = reads_pairs(labels, resolve(job.model, allow_pickle=job.allow_pickle), None)
+        folder = resolve(job.model, allow_pickle=job.allow_pickle)
+        expected = reads_pairs(own_labels or [], folder, None)
     if expected is True and pair_column is None:
+        nli = {"entailment", "contradiction"} <= {label.lower() for label in own_labels or []}
         raise InputError(
             f"{job.model!r} classifies pairs of texts: name the second text's column with "
             "`pair_column` (--pair-column)"
+            + (", or read it as a zero-shot classifier of candidate `labels`" if nli else "")
         )
     if expected is False and pair_column is not None:
-        raise InputError(f"{job.model!r} classifies single texts: leave out `pair_column`")
+        what = " as a zero-shot classifier" if task.hypotheses else ""
+        raise InputError(f"{job.model!r}{what} classifies single texts: leave out `pair_column`")
 
 
-def _labels_of(job: DatasetJob) -> list[str]:
-    """The model's label names from its config alone (the driver of a Ray run loads no weights)."""
+def _recorded_zero_shot(job: DatasetJob) -> dict[str, Any]:
+    """The zero-shot classifier a run reads its model as, as its manifest records it."""
+    chosen = job.zero_shot()
+    return {key: chosen[key] for key in ("labels", "template", "multi_label")}
+
+
+def _task_of(job: DatasetJob) -> tuple[Any, list[str]]:
+    """The model's task as the run reads it (zero-shot with the job's labels) and its own
+    label names, from its config alone (the driver of a Ray run loads no weights)."""
     from transformers import AutoConfig
 
     from ..checkpoints import resolve
-    from ..models import label_names
+    from ..models import chosen_task, label_names
 
     path = resolve(job.model, allow_pickle=job.allow_pickle)
-    return label_names(AutoConfig.from_pretrained(path))
+    config = AutoConfig.from_pretrained(path)
+    chosen = job.zero_shot()
+    task = chosen_task(
+        config,
+        chosen.get("task"),
+        chosen.get("labels"),
+        chosen.get("template", "This example is {}."),
+        bool(chosen.get("multi_label", False)),
+    )
+    return task, label_names(config)
 
 
 def _model_id(name: str) -> str:

@@ -40,15 +40,25 @@ _ERRORS = re.compile(r"^part-(\d{6,})\.jsonl$")
 
 
 def schema(
-    id_type: str = "int64", metadata: dict[str, Any] | None = None, scored: bool = False
+    id_type: str = "int64",
+    metadata: dict[str, Any] | None = None,
+    scored: bool = False,
+    entities: bool = False,
 ) -> Any:
     """The Arrow schema of the rows (``id`` is ``int64`` row numbers or ``string``).
 
     ``scored``: the model predicts a number (a regression head): a ``score`` column holds it,
     and ``probabilities`` is null.
 
-    ``text_pair`` is the second text of a pair (null for single texts); ``*_segments`` say
-    which text of the pair each word or token belongs to (its offsets index into that text).
+    ``entities``: the model is a token classifier, each row one entity of its text (a text
+    has as many rows as entities, maybe none): ``entity_start`` and ``entity_end`` (its
+    characters in ``text``), ``entity_word`` (``text[start:end]``), ``entity_label`` (its
+    type, also the row's ``target``) and ``entity_probability``; ``probabilities`` holds the
+    span's probability of each type.
+
+    ``text_pair`` is the second text of a pair (null for single texts; a zero-shot row's
+    hypothesis, one row per label explained); ``*_segments`` say which text of the pair each
+    word or token belongs to (its offsets index into that text).
     """
     import pyarrow as pa
 
@@ -62,6 +72,17 @@ def schema(
         pa.field("probabilities", pa.list_(pa.float32())),
         *([pa.field("score", pa.float32())] if scored else []),
         pa.field("target", pa.string()),
+        *(
+            [
+                pa.field("entity_start", pa.int32()),
+                pa.field("entity_end", pa.int32()),
+                pa.field("entity_word", pa.string()),
+                pa.field("entity_label", pa.string()),
+                pa.field("entity_probability", pa.float32()),
+            ]
+            if entities
+            else []
+        ),
         pa.field("layer", pa.int32()),
         pa.field("words", pa.list_(pa.string())),
         pa.field("word_offsets", offsets),
@@ -85,16 +106,20 @@ def rows_table(
     id_type: str,
     metadata: dict[str, Any],
     scored: bool = False,
+    entities: bool = False,
 ) -> Any:
     """An Arrow table of one shard's explained rows (``rows[i]`` explained by
-    ``explanations[i]``); ``scored``: the model predicts a number (see :func:`schema`)."""
+    ``explanations[i]``; an input row may have several, or none); ``scored``: the model
+    predicts a number, ``entities``: each row is an entity (see :func:`schema`)."""
     import pyarrow as pa
 
-    columns: dict[str, list[Any]] = {name: [] for name in schema(id_type, scored=scored).names}
+    names = schema(id_type, scored=scored, entities=entities).names
+    columns: dict[str, list[Any]] = {name: [] for name in names}
     for row, e in zip(rows, explanations):
         columns["id"].append(row.id)
         columns["text"].append(row.text)
-        columns["text_pair"].append(row.text_pair)
+        # a zero-shot row's second text is its label's hypothesis
+        columns["text_pair"].append(row.text_pair if row.text_pair is not None else e.text_pair)
         columns["label"].append(row.label)
         columns["prediction"].append(e.prediction)
         columns["probabilities"].append(
@@ -103,6 +128,10 @@ def rows_table(
         if scored:
             columns["score"].append(e.score)
         columns["target"].append(e.target)
+        if entities:
+            entity = e.entity or {}
+            for key in ("start", "end", "word", "label", "probability"):
+                columns[f"entity_{key}"].append(entity.get(key))
         columns["layer"].append(e.layer)
         columns["words"].append([w.text for w in e.words])
         columns["word_offsets"].append([[w.start, w.end] for w in e.words])
@@ -114,7 +143,7 @@ def rows_table(
         columns["token_segments"].append([t.segment for t in e.tokens])
         columns["method"].append(e.method)
         columns["model"].append(e.model)
-    return pa.Table.from_pydict(columns, schema=schema(id_type, metadata, scored))
+    return pa.Table.from_pydict(columns, schema=schema(id_type, metadata, scored, entities))
 
 
 def table_bytes(table: Any) -> bytes:

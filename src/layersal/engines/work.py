@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import LayersalError
+from ..errors import InputError, LayersalError
 from ..inputs import Row
 from .sink import rows_table
 
@@ -99,7 +99,15 @@ def explain_shard(
         "task": lm.task.name,
     }
     scored = not lm.task.probabilistic
-    table = rows_table(explained, explanations, lm.labels, job.id_type, metadata, scored)
+    table = rows_table(
+        explained,
+        explanations,
+        lm.labels,
+        job.id_type,
+        metadata,
+        scored,
+        entities=lm.task.focused,
+    )
     bad.sort(key=lambda item: item[0].index)
     errors = [{"id": row.id, "reason": reason} for row, reason in bad]
     return table, errors
@@ -152,7 +160,8 @@ def _explain_rows(
             warnings.simplefilter("ignore", TruncationWarning)
             items = check_texts([r.item for r in rows])  # empty rows were set aside as errors
             grouped = explainer.explain_grouped(items, target=job.target, batch_size=batch_size)
-        # a multi-label text explained for each label it predicts: a row for each
+        # a row per explanation: a multi-label text's labels, a token classifier's entities
+        # (none for a text without one), a zero-shot text's labels named as targets
         return [r for r, g in zip(rows, grouped) for _ in g], [e for g in grouped for e in g]
     except LayersalError as exc:
         if len(rows) == 1:
@@ -162,6 +171,42 @@ def _explain_rows(
     first_rows, first = _explain_rows(explainer, job, rows[:half], bad, batch_size)
     second_rows, second = _explain_rows(explainer, job, rows[half:], bad, batch_size)
     return first_rows + second_rows, first + second
+
+
+def calibration_items(
+    lm: Any, texts: list[Any], target: Any = None, batch_size: int = 16
+) -> list[Any]:
+    """What a run's method settles on (DLS's ``layer="auto"`` calibration) for these
+    ``texts``: the texts themselves, or, for a task whose rows look at a span or a label's
+    hypothesis, the rows the texts are explained as: a token classifier's entities, a
+    zero-shot classifier's labels' pairs (``target``'s, else each text's top label), as
+    :func:`layersal.explain` settles on its rows. A text whose target names no entity of it is
+    left out; none at all is an :class:`~layersal.errors.InputError`."""
+    task = lm.task
+    if not (task.focused or task.hypotheses):
+        return texts
+    from ..inputs import check_texts
+    from ..job import Explainer
+    from ..rows import row_plan
+
+    planner = Explainer(lm, "gradient", batch_size=batch_size)
+    items = check_texts(list(texts))
+    try:
+        plans = row_plan(planner, items, target)
+    except LayersalError:  # a target that names no entity of some text: the others
+        plans = []
+        for item in items:
+            try:
+                plans += row_plan(planner, [item], target)
+            except LayersalError:
+                continue
+    found = [row.item for own in plans for row in own]
+    if not found:
+        raise InputError(
+            f"the method settles its options (layer='auto') on the entities of the first "
+            f"{len(items)} texts, and the model finds none there: name a `layer`"
+        )
+    return found
 
 
 class Progressing(Protocol):

@@ -33,7 +33,8 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
         f" (sigma = {scale:.3f} over these texts; AOPCs in its units)" if scale else ""
     )
     lines = [
-        f"Model `{bench.model}`, data `{bench.data}`, {bench.n_texts} texts"
+        f"Model `{bench.model}`, data `{bench.data}`, {bench.n_texts} "
+        + ("entities" if bench.task == "token_classification" else "texts")
         + (f", model accuracy {bench.accuracy:.3f}" if bench.accuracy is not None else "")
         + f". Target: {target}. Mean [95% bootstrap CI].",
         "",

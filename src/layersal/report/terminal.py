@@ -34,25 +34,62 @@ def _shade(score: float, scale: float) -> str:
 
 def heatmap(explanation: Explanation) -> Text:
     """The text with each word coloured by its score (relative to the largest |score|); a
-    pair's two texts on two lines, each under its own marker, on one colour scale."""
+    pair's two texts on two lines, each under its own marker (a zero-shot row's second text
+    under ``hypothesis:``), on one colour scale. An entity's words are underlined."""
     scale = max((abs(w.score) for w in explanation.words), default=0.0)
     out = Text()
     paired = explanation.text_pair is not None
+    zero_shot = explanation.task == "zero_shot"
+    entity = explanation.entity
     for segment, text in enumerate(explanation.texts):
-        if paired:
+        if zero_shot and segment:
+            out.append("\nhypothesis: ", style="dim")
+        elif paired and not zero_shot:
             out.append(("\n" if segment else "") + f"[{segment + 1}] ", style="dim")
         cursor = 0
         for word in (w for w in explanation.words if w.segment == segment):
+            style = _shade(word.score, scale)
+            if entity is not None and entity["start"] < word.end and word.start < entity["end"]:
+                style += " underline"
             out.append(visible(text[cursor : word.start]))
-            out.append(visible(text[word.start : word.end]), style=_shade(word.score, scale))
+            out.append(visible(text[word.start : word.end]), style=style)
             cursor = word.end
         out.append(visible(text[cursor:]))
     return out
 
 
+def entity_text(entity: dict, label: bool = True) -> str:
+    """``"Angela Merkel" PER 0.412``: an entity as one line names it."""
+    word = f'"{visible(entity["word"])}"'
+    return f"{word} {entity['label']} {entity['probability']:.3f}" if label else word
+
+
+def entities_line(key: object, explanations: list[Explanation]) -> Text:
+    """The line that opens a token classifier's text: its entities, each with its label and
+    probability, or that it has none."""
+    line = Text.assemble((f"text {key}: ", "bold"))
+    if not explanations:
+        line.append("no entity", style="bold yellow")
+        return line
+    count = len(explanations)
+    line.append(f"{count} {'entity' if count == 1 else 'entities'}: ", style="bold")
+    line.append(", ".join(entity_text(e.entity) for e in explanations if e.entity is not None))
+    return line
+
+
 def summary(explanation: Explanation, top: int = 5) -> Group:
     """Prediction, probabilities, heat-map, top words and the layer used."""
-    if explanation.score is not None:  # a task that predicts a number
+    if explanation.entity is not None:  # a token classifier's entity
+        entity = explanation.entity
+        head = Text.assemble(
+            ("entity: ", "bold"),
+            (entity_text(entity, label=False), "bold green"),
+            f" {entity['label']}, probability {entity['probability']:.3f}",
+            (f"  (characters {entity['start']}:{entity['end']})", "dim"),
+        )
+        types = ", ".join(f"{label} {p:.3f}" for label, p in explanation.probabilities.items())
+        head.append(f"  span's types: {types}", style="dim")
+    elif explanation.score is not None:  # a task that predicts a number
         head = Text.assemble(("score: ", "bold"), (explanation.prediction, "bold green"))
         head.append("  (word scores in its units: + raised it, - lowered it)", style="dim")
     else:
@@ -62,14 +99,21 @@ def summary(explanation: Explanation, top: int = 5) -> Group:
             (explanation.prediction, "bold green"),
             f"  ({probs})",
         )
-    if explanation.score is None and explanation.target != explanation.prediction:
+    if (
+        explanation.entity is None
+        and explanation.score is None
+        and explanation.target != explanation.prediction
+    ):
         head.append(f"  explaining: {explanation.target}", style="bold yellow")
     detail = Text(", ".join(how(explanation)) + f", model: {explanation.model}", style="dim")
     tops = Text("top words: ", style="bold")
+    words = explanation.words
+    if explanation.task == "zero_shot":  # the user's text, not the label's hypothesis
+        words = [w for w in words if w.segment == 0]
     ranked = (  # a score's words: those that moved it most, either way
-        sorted(explanation.words, key=lambda w: -abs(w.score))[:top]
+        sorted(words, key=lambda w: -abs(w.score))[:top]
         if explanation.score is not None
-        else explanation.top_words(top)
+        else sorted(words, key=lambda w: w.score, reverse=True)[:top]
     )
     for i, word in enumerate(ranked):
         tops.append(("" if i == 0 else ", ") + f"{visible(word.text)} {word.score:.3g}")
@@ -112,4 +156,9 @@ def layer_table(explanation: Explanation, top: int = 3) -> Group:
                 )
             cells.append(cell)
         tokens.add_row(visible(token.text), *cells)
-    return Group(summary_table, tokens)
+    parts: list[Text | Table] = [summary_table, tokens]
+    if explanation.entity is not None:  # which of a text's entities these layers explain
+        parts.insert(0, Text.assemble(("entity: ", "bold"), entity_text(explanation.entity)))
+    elif explanation.task == "zero_shot":
+        parts.insert(0, Text.assemble(("label: ", "bold"), visible(explanation.target)))
+    return Group(*parts)
