@@ -169,6 +169,15 @@ def test_a_span_that_is_no_entity_needs_a_label(tokens, tiny_dirs, tmp_path):
         layersal.explain(TEXT, quiet, target="0:6")
     named = layersal.explain(TEXT, quiet, target="0:6=PER", layer=1)
     assert named[0].entity["word"] == "Angela" and named[0].target == "PER"
+    part = layersal.explain(TEXT, quiet, target="2:9=PER", layer=1)[0]  # "gela Me": widened
+    assert (part.entity["start"], part.entity["end"], part.entity["word"]) == (
+        0,
+        13,
+        "Angela Merkel",
+    )
+    # settling on plain texts calibrates on their entity rows (it used to fail on texts)
+    job = layersal.explainer(tokens, "dls")
+    assert job.settle(lambda: [TEXT]).options["layer"] != "auto"
     with pytest.raises(InputError, match="unknown entity label 'DATE'"):
         layersal.explain(TEXT, quiet, target="0:6=DATE")
     with pytest.raises(InputError, match="word 99 is out of range"):

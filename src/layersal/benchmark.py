@@ -156,6 +156,10 @@ def run_benchmark(
     metric_options = dict(metric_options or {})
     planner = Explainer(lm, "gradient", batch_size=batch_size)  # finds a task's rows
     rows = bench_rows(planner, data.texts)
+    if not rows:
+        raise InputError(
+            f"nothing to benchmark: {lm.name} finds no entity in the {len(data)} texts"
+        )
     # gold classes: only for a task whose rows' outputs are exclusive classes' probabilities
     exclusive = lm.task.probabilistic and not lm.task.several and not lm.task.hypotheses
     gold = label_indices(data.labels, lm.labels) if exclusive else None

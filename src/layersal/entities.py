@@ -224,7 +224,8 @@ def resolve_target(
 
     ``words`` are the text's word spans (for a word index); ``predicted`` the model's entities.
     A span that overlaps a predicted entity is that entity (its span; the target's label if it
-    names one); any other span must name a label, and is explained as the target says.
+    names one); any other span must name a label, and is explained as the target says, widened
+    to the edges of the words it touches (``0:5`` of "Angela" is "Angela").
     ``probability(start, end, label)`` gives the span's probability of a label.
     """
     if target.word is not None:
@@ -241,6 +242,10 @@ def resolve_target(
             raise InputError(
                 f"span {start}:{end} is past the end of the text ({len(text)} characters)"
             )
+    if target.word is None:  # a span typed by hand covers whole words: snap to their edges
+        touched = [(s, e) for s, e in words if s < end and start < e]
+        if touched:
+            start, end = min(s for s, _ in touched), max(e for _, e in touched)
     overlapping = [e for e in predicted if e.start < end and start < e.end]
     if overlapping:
         chosen = overlapping[0]

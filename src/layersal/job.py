@@ -25,7 +25,7 @@ from .explanation import Explanation
 from .inputs import Focused, TextItem, is_pair, item_length, unfocused
 from .models import LoadedModel
 from .passes import forward
-from .rows import PlannedRow, Shown, row_plan
+from .rows import PlannedRow, Shown, row_plan, settling_rows
 from .saliency import Attribution, Checked, Settled, checked, renamed_options, settle
 from .saliency.base import Prepared
 from .targets import Target
@@ -99,7 +99,11 @@ class Explainer:
         if self._settled is None:
             with self.lm.borrowed():
                 self._settled = settle(
-                    self.checked, lambda: self.lm, texts, self.batch_size, fresh=fresh
+                    self.checked,
+                    lambda: self.lm,
+                    lambda: settling_rows(self, list(texts())),
+                    self.batch_size,
+                    fresh=fresh,
                 )
         return self._settled.prepared
 

@@ -20,7 +20,7 @@ import torch
 
 from .entities import Entity, decode_entities, entity_target, resolve_target, type_matrix
 from .errors import InputError
-from .inputs import Focused, TextItem, is_pair
+from .inputs import Focused, TextItem, check_texts, is_pair
 from .targets import Target, target_index, target_indices
 
 if TYPE_CHECKING:
@@ -76,6 +76,17 @@ def gives_several(task: Any, target: Any) -> bool:
     if task.hypotheses:
         return isinstance(target, (list, tuple))
     return target is None and task.several
+
+
+def settling_rows(job: Explainer, items: list[Any]) -> list[Any]:
+    """What a method settles on (DLS's ``layer="auto"`` calibration) given ``items``: the
+    items; or, for a task whose rows look at a span or a label's hypothesis, their rows (each
+    text's predicted entities, its top zero-shot label's pair) unless they are rows already."""
+    task = job.lm.task
+    if not (task.focused or task.hypotheses) or all(isinstance(i, Focused) for i in items):
+        return items
+    texts = check_texts([i for i in items if not isinstance(i, Focused)])
+    return [row.item for own in row_plan(job, texts, None) for row in own]
 
 
 # ------------------------------------------------------------------------------- entities
@@ -220,4 +231,12 @@ def _pair_logits(job: Explainer, pairs: list[tuple[str, str]]) -> torch.Tensor:
     return torch.cat(rows)
 
 
-__all__ = ["PlannedRow", "Shown", "TokenOutputs", "gives_several", "row_plan", "token_outputs"]
+__all__ = [
+    "PlannedRow",
+    "Shown",
+    "TokenOutputs",
+    "gives_several",
+    "row_plan",
+    "settling_rows",
+    "token_outputs",
+]
