@@ -318,7 +318,7 @@ def test_a_span_target_explains_that_span_in_every_text(token_dirs, tmp_path):
                     layer=1, target="0:5=ORG")  # fmt: skip
     rows = pq.read_table(out).to_pylist()
     assert [(r["id"], r["entity_word"], r["entity_label"]) for r in rows] == [
-        (0, "Angel", "ORG"),
+        (0, "Angela", "ORG"),  # 0:5 widened to the word it touches
         (1, "Apple", "ORG"),
     ]
     with pytest.raises(InputError, match="cannot read 'x:y' as an entity target"):
