@@ -90,6 +90,11 @@
     $("model-info").textContent =
       "Model " + info.model + " (" + kinds + "), " + info.num_layers +
       " layers, decoded by its " + (info.decoder === "mlm_head" ? "masked-LM head" : info.decoder) + ".";
+    // the page's example text is a review; a token classifier gets one with names in it
+    const box = $("text");
+    if (entities && box.value === box.defaultValue) {
+      box.value = "Microsoft chief executive Steve Ballmer opened a new office in Hyderabad.";
+    }
     // a token classifier explains the entities it finds (a class is no target for it)
     $("target-control").hidden = entities;
     $("target-name").textContent = info.task === "zero_shot" ? "explain label" : "explain class";
