@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"}
     | {"entities"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
-    | {"tasks"}
+    | {"tasks", "shapley"}
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
     # types only
     | {"report.html", "report.provenance"},
@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}
     | {"saliency.dls_method"}
-    | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
+    | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")}
+    | {"saliency.shapley_budget"},
     {"api", "benchmark", "job", "rows"},
     {
         "engines",

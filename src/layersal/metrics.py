@@ -344,7 +344,7 @@ def faithfulness_many(
             for b in range(len(ids))
         ]  # fmt: skip
         planned.append((plans, unit_scores))
-    probs = _predict_variants(
+    probs = predict_variants(
         predict, ids, attention, np.array(variants.rows), np.stack(variants.hide), perturbation,
         mask_id, pad_id, batch_size, token_type_ids, row_inputs,
     )  # fmt: skip
@@ -471,7 +471,7 @@ def erasure_aopc_many(
     }
 
 
-def _predict_variants(
+def predict_variants(
     predict: PredictFn,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,

@@ -3,7 +3,14 @@
 Importing this package registers every method with :mod:`layersal.saliency.base`.
 """
 
-from . import attention, dls_method, gradients, perturbation, simple  # methods register on import
+from . import (  # methods register on import
+    attention,
+    dls_method,
+    gradients,
+    perturbation,
+    shapley_budget,
+    simple,
+)
 from .base import (
     Attribution,
     Checked,

@@ -1,0 +1,247 @@
+"""Shapley values of a game on ``n`` players: exact, from every coalition, and estimated without
+bias from a few sampled coalitions with a surrogate as control variate. Pure numpy.
+
+A *game* here is ``v(S)`` for coalitions ``S`` of the players (a text's content tokens: the
+ones in ``S`` kept, the rest hidden); a coalition is a boolean row of length ``n``. The
+Shapley value of player ``i`` is
+
+    phi_i = sum over S not holding i of w(|S|) (v(S + i) - v(S)),   w(s) = s! (n-s-1)! / n!
+
+which rearranges into one sum over all coalitions, each weighted once (the form the
+estimator samples):
+
+    phi_i = sum_{S holding i} w(|S| - 1) v(S)  -  sum_{S not holding i} w(|S|) v(S).
+
+:func:`adjusted_shapley` estimates it from ``v`` of a few coalitions drawn by
+:func:`sample_coalitions`, after subtracting a linear surrogate game whose Shapley values are
+known (``docs/methods.md``, ``shapley_control_variate``). Definitions and the proof of
+unbiasedness are in ``docs/methods.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_EXACT_PLAYERS = 16
+"""The most players :func:`all_coalitions` enumerates (2^16 coalitions)."""
+
+
+def shapley_weights(n: int) -> np.ndarray:
+    """``w[s] = s! (n-s-1)! / n! = 1 / (n C(n-1, s))`` for ``s = 0 .. n-1``."""
+    if n < 1:
+        raise ValueError(f"a game needs at least one player, not {n}")
+    return np.array([1.0 / (n * math.comb(n - 1, s)) for s in range(n)])
+
+
+def all_coalitions(n: int) -> np.ndarray:
+    """Every coalition of ``n`` players, ``(2^n, n)`` booleans, the empty one first and the
+    full one last (row ``k`` holds player ``i`` when bit ``i`` of ``k`` is set)."""
+    if not 1 <= n <= MAX_EXACT_PLAYERS:
+        raise ValueError(
+            f"exact Shapley values enumerate 1 to {MAX_EXACT_PLAYERS} players, not {n}"
+        )
+    codes = np.arange(2**n)[:, None]
+    return ((codes >> np.arange(n)[None, :]) & 1).astype(bool)
+
+
+def exact_shapley(coalitions: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Shapley values ``(n,)`` of the game whose value at every coalition is given.
+
+    ``coalitions`` ``(2^n, n)`` must hold each coalition once (any order); ``values`` ``(2^n,)``.
+    """
+    masks = np.asarray(coalitions, dtype=bool)
+    v = np.asarray(values, dtype=float)
+    n = masks.shape[1]
+    if masks.shape[0] != 2**n or len(v) != len(masks):
+        raise ValueError(f"exact Shapley values need all {2**n} coalitions and their values")
+    if len({row.tobytes() for row in masks}) != len(masks):
+        raise ValueError("a coalition is given twice")
+    w = shapley_weights(n)
+    sizes = masks.sum(axis=1)
+    inside = np.where(sizes > 0, w[np.clip(sizes - 1, 0, n - 1)], 0.0)
+    outside = np.where(sizes < n, w[np.clip(sizes, 0, n - 1)], 0.0)
+    return (masks * inside[:, None]).T @ v - ((~masks) * outside[:, None]).T @ v
+
+
+def size_distribution(n: int) -> np.ndarray:
+    """``pi[s]``, the probability of drawing a coalition of size ``s``: proportional to
+    ``1 / (s (n - s))`` for ``s = 1 .. n-1`` (the Shapley kernel's), zero for the empty and the
+    full coalition (their values are known). Symmetric: ``pi[s] = pi[n - s]``."""
+    pi = np.zeros(n + 1)
+    if n >= 2:
+        s = np.arange(1, n)
+        pi[1:n] = 1.0 / (s * (n - s))
+        pi /= pi.sum()
+    return pi
+
+
+def sample_coalitions(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` coalitions ``(count, n)``, in complementary pairs: a size ``s`` drawn from
+    :func:`size_distribution`, ``s`` players drawn uniformly, then the other ``n - s``
+    players (an odd ``count`` ends with one unpaired draw). Every row on its own is drawn from
+    ``q(S) = pi(|S|) / C(n, |S|)``; the pairing only correlates them, which lowers the
+    variance (a token's inside and outside terms see the same split). ``n < 2``: none."""
+    if n < 2 or count <= 0:
+        return np.zeros((0, n), dtype=bool)
+    pi = size_distribution(n)
+    rows: list[np.ndarray] = []
+    while len(rows) < count:
+        size = int(rng.choice(n + 1, p=pi))
+        row = np.zeros(n, dtype=bool)
+        row[rng.choice(n, size=size, replace=False)] = True
+        rows.append(row)
+        if len(rows) < count:
+            rows.append(~row)
+    return np.stack(rows)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate of a game's Shapley values: ``values`` ``(n,)``; ``surrogates``, the
+    linear game's per-player values ``beta`` fitted in each fold (the game
+    ``v(empty) + sum of beta_i over S``); ``exact``: every coalition was evaluated, so the
+    values are exact."""
+
+    values: np.ndarray
+    surrogates: tuple[np.ndarray, ...]
+    exact: bool = False
+
+
+def surrogate_scale(
+    surrogate: np.ndarray, gain: float, coalitions: np.ndarray, changes: np.ndarray
+) -> float:
+    """Least-squares ``c`` of ``v(S) - v(empty) ~ c * sum_{i in S} a_i`` over the given
+    coalitions and the full one (``gain = v(full) - v(empty)``). Without sampled coalitions
+    the full coalition alone fixes it; a scale that is not positive there (the surrogate's
+    total disagrees with the gain in sign) becomes ``|gain| / sum |a_i|``, so the surrogate's
+    order is kept."""
+    a = np.asarray(surrogate, dtype=float)
+    sums = np.concatenate([coalitions.astype(float) @ a, [a.sum()]])
+    targets = np.concatenate([np.asarray(changes, dtype=float), [gain]])
+    denominator = float(sums @ sums)
+    c = float(sums @ targets) / denominator if denominator > 0 else 0.0
+    if len(coalitions) == 0 and not c > 0:
+        total = float(np.abs(a).sum())
+        c = abs(gain) / total if total > 0 else 0.0
+    return c
+
+
+def surrogate_fit(
+    surrogate: np.ndarray,
+    gain: float,
+    coalitions: np.ndarray,
+    changes: np.ndarray,
+    ridge: float | None,
+) -> np.ndarray:
+    """The linear game's per-player values ``beta`` fitted to the given coalitions:
+    ``c a`` (:func:`surrogate_scale`), then, with ``ridge``, ``c a + delta`` where ``delta``
+    minimises the squared residuals plus ``ridge * |delta|^2`` (shrunk towards the
+    surrogate's own values)."""
+    a = np.asarray(surrogate, dtype=float)
+    c = surrogate_scale(a, gain, coalitions, changes)
+    beta = c * a
+    if ridge is None or len(coalitions) == 0:
+        return beta
+    z = np.concatenate([coalitions.astype(float), np.ones((1, len(a)))])
+    y = np.concatenate([np.asarray(changes, dtype=float), [gain]]) - z @ beta
+    delta = np.linalg.solve(z.T @ z + ridge * np.eye(len(a)), z.T @ y)
+    return beta + delta
+
+
+def _residual_estimate(
+    beta: np.ndarray,
+    gain: float,
+    coalitions: np.ndarray,
+    changes: np.ndarray,
+    pi: np.ndarray,
+) -> np.ndarray:
+    """``beta + (r(full) - r(empty)) / n + mean over samples of the importance-weighted
+    residual``: unbiased for the Shapley values when ``beta`` does not depend on the
+    samples."""
+    n = len(beta)
+    residual_full = gain - float(beta.sum())
+    out = beta + residual_full / n
+    if len(coalitions) == 0:
+        return out
+    masks = coalitions.astype(bool)
+    sizes = masks.sum(axis=1)
+    residual = changes - masks.astype(float) @ beta
+    inside = residual / (sizes * pi[sizes])
+    outside = residual / ((n - sizes) * pi[sizes])
+    contributions = np.where(masks, inside[:, None], -outside[:, None])
+    return out + contributions.mean(axis=0)
+
+
+def adjusted_shapley(
+    surrogate: np.ndarray,
+    empty: float,
+    full: float,
+    coalitions: np.ndarray,
+    values: np.ndarray,
+    ridge: float | None = None,
+) -> Estimate:
+    """Shapley values of a game on ``n`` players from its value at the empty and the full
+    coalition and at ``coalitions`` drawn by :func:`sample_coalitions` (``values``), with the
+    linear game ``g(S) = v(empty) + c * sum_{i in S} a_i`` of ``surrogate`` ``a`` as control
+    variate.
+
+    phi = phi(g) + phi(v - g), and ``phi(g) = c a`` exactly; ``phi(v - g)`` is estimated by
+    importance-weighting each sampled coalition's residual into every player (each sample
+    informs all ``n`` values), plus the exact full-minus-empty term. ``c`` is fitted by least
+    squares (:func:`surrogate_scale`) *cross-fitted*: the samples are split into two folds
+    (complementary pairs kept together), each fold's residuals use the ``c`` fitted on the
+    other fold, and the two estimates are averaged by fold size. Each fold's estimate is then
+    unbiased given the other fold, so the average is unbiased for the Shapley values whatever
+    the surrogate; a good surrogate only makes the residual, and so the variance, small.
+    With fewer than two pairs, ``c`` comes from the full coalition alone (no sample used).
+    """
+    a = np.asarray(surrogate, dtype=float)
+    n = len(a)
+    masks = np.asarray(coalitions, dtype=bool).reshape(-1, n)
+    changes = np.asarray(values, dtype=float).reshape(-1) - empty
+    if len(changes) != len(masks):
+        raise ValueError(f"got {len(changes)} values for {len(masks)} coalitions")
+    gain = float(full - empty)
+    if n == 1:
+        return Estimate(np.array([gain]), (np.array([gain]),), exact=True)
+    pi = size_distribution(n)
+    pairs = np.arange(len(masks)) // 2
+    if pairs.max(initial=-1) < 1:  # fewer than two pairs: no fold to fit on
+        beta = surrogate_fit(a, gain, masks[:0], changes[:0], ridge)
+        return Estimate(_residual_estimate(beta, gain, masks, changes, pi), (beta,))
+    folds = [pairs % 2 == 0, pairs % 2 == 1]
+    estimates, scales, sizes = [], [], []
+    for fold, other in (folds, folds[::-1]):
+        beta = surrogate_fit(a, gain, masks[other], changes[other], ridge)
+        estimates.append(_residual_estimate(beta, gain, masks[fold], changes[fold], pi))
+        scales.append(beta)
+        sizes.append(int(fold.sum()))
+    values_ = (sizes[0] * estimates[0] + sizes[1] * estimates[1]) / sum(sizes)
+    return Estimate(values_, tuple(scales))
+
+
+def permutation_shapley(
+    n: int, value_of: dict[bytes, float], permutations: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Plain permutation sampling (Castro et al. 2009) on a game given as a lookup from a
+    coalition's bytes (``row.tobytes()`` of a boolean row) to its value: ``permutations``
+    random orders, each player credited with its marginal contribution. Returns the estimate
+    and the number of distinct coalitions it read (its cost in model passes). For measuring
+    estimators against each other on a game whose every value is known (``bench/``)."""
+    phi = np.zeros(n)
+    seen: set[bytes] = set()
+    for _ in range(permutations):
+        row = np.zeros(n, dtype=bool)
+        before = value_of[row.tobytes()]
+        seen.add(row.tobytes())
+        for player in rng.permutation(n):
+            row[player] = True
+            key = row.tobytes()
+            after = value_of[key]
+            seen.add(key)
+            phi[player] += after - before
+            before = after
+    return phi / max(1, permutations), len(seen)
