@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")}
     | {"saliency.shapley_budget"},
-    {"api", "benchmark", "job", "rows"},
+    {"api", "benchmark", "job", "rows", "budget_choice"},
     {
         "engines",
         "engines.sink",

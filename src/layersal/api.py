@@ -25,7 +25,8 @@ def explain(
     texts: TextItem | Sequence[TextItem],
     model: Any = None,
     *,
-    method: str = "dls",
+    method: str | None = None,
+    budget: int | None = None,
     target: Target | Sequence[Target] = None,
     word_aggregation: str = "sum",
     batch_size: int = 16,
@@ -55,7 +56,11 @@ def explain(
     name or path, a ``*ForSequenceClassification`` model object or a text-classification
     pipeline (wrapped for this call, see :func:`layersal.models.from_objects`), or ``None``
     for the bundled default.
-    ``method``: one of :func:`layersal.methods`; ``options`` is a dict of the method's own
+    ``method``: one of :func:`layersal.methods` (``None``: the default, ``dls``);
+    ``budget``: instead of a method, at most this many model passes per text (forward and
+    backward, as ``layersal bench`` counts them): the most faithful method the model's card
+    measured within it (``scripts/card_frontier.py``), recorded in the explanation's
+    ``options["budget"]`` with why (see :mod:`layersal.budget_choice`); ``options`` is a dict of the method's own
     options (:func:`layersal.method_schema` lists them; for ``dls``: ``layer``, ``rule``,
     ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``, ``rho``, ``top_k``,
     ``layer_report``, see :class:`layersal.DLSOptions`), e.g.
@@ -91,6 +96,7 @@ def explain(
     job = explainer(
         model,
         method,
+        budget=budget,
         options=options,
         lm_head=lm_head,
         word_aggregation=word_aggregation,

@@ -60,6 +60,7 @@ class Explainer:
         long_texts: str = "windows",
         window: int | None = None,
         stride: int | None = None,
+        recorded: Mapping[str, Any] | None = None,
     ) -> None:
         if options is not None and not isinstance(options, Mapping):
             raise InputError(
@@ -86,6 +87,8 @@ class Explainer:
         self.window, self.stride = window, stride
         self._settled: Settled | None = None
         self._inputs = model_input_names(lm.model)
+        self.recorded = dict(recorded or {})
+        """How the method was chosen (``budget``), merged into every explanation's options."""
 
     # -- settling ---------------------------------------------------------------------------
 
@@ -249,7 +252,7 @@ class Explainer:
                             )
                         results[index] = explained[row]
             explanations = [r for r in results if r is not None]
-            recorded = self._settled.prepared.recorded
+            recorded = {**self._settled.prepared.recorded, **self.recorded}
             for explanation in explanations:  # each its own copy: the record is small
                 explanation.options.update(copy.deepcopy(recorded))
         return explanations
@@ -257,8 +260,9 @@ class Explainer:
 
 def explainer(
     model: Any = None,
-    method: str = "dls",
+    method: str | None = None,
     *,
+    budget: int | None = None,
     options: Mapping[str, Any] | None = None,
     lm_head: str | None = None,
     word_aggregation: str = "sum",
@@ -275,12 +279,24 @@ def explainer(
     object or a pipeline; ``None``: the bundled default) and ``method`` with its options (the
     ``options`` dict and/or keywords, as in :func:`layersal.explain`). ``labels``,
     ``template`` and ``multi_label`` make a zero-shot classifier of a natural-language-
-    inference model (see :func:`layersal.load`)."""
+    inference model (see :func:`layersal.load`). ``budget`` (passes per text) picks the
+    method instead of ``method`` (:mod:`layersal.budget_choice`): give one or the other."""
+    from .budget_choice import check_budget, choose_for
     from .checkpoints import DEFAULT_MODEL
     from .models import DEFAULT_TEMPLATE, load
 
-    job = checked(method, merge_options(options, method_options))  # before the model loads
-    _warn_on_old_names(method, {"window": window, "stride": stride})
+    given = merge_options(options, method_options)
+    if budget is not None:
+        check_budget(budget)
+        if method is not None or given:
+            raise InputError(
+                "give a method (with its options) or a budget of passes per text, not both: "
+                "a budget picks the method and its options itself"
+            )
+    job = None
+    if budget is None:
+        job = checked(method or "dls", given)  # before the model loads
+        _warn_on_old_names(job.name, {"window": window, "stride": stride})
     zero_shot = labels is not None or template is not None or multi_label
     if isinstance(model, LoadedModel):
         if zero_shot:
@@ -295,10 +311,17 @@ def explainer(
             chosen = {"task": "zero-shot", "labels": labels, "multi_label": multi_label}
             chosen["template"] = template or DEFAULT_TEMPLATE
         lm = load(DEFAULT_MODEL if model is None else model, lm_head, **chosen)
+    recorded: dict[str, Any] = {}
+    if job is None:
+        assert budget is not None
+        choice = choose_for(lm, budget)
+        job = checked(choice.method, choice.options)
+        recorded = {"budget": choice.record(budget)}
     return Explainer(
         lm,
         job,
         None,
+        recorded=recorded,
         word_aggregation=word_aggregation,
         batch_size=batch_size,
         long_texts=long_texts,

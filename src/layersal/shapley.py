@@ -151,28 +151,26 @@ def surrogate_fit(
     return beta + delta
 
 
-def _residual_estimate(
-    beta: np.ndarray,
-    gain: float,
-    coalitions: np.ndarray,
-    changes: np.ndarray,
-    pi: np.ndarray,
+def _base(beta: np.ndarray, gain: float) -> np.ndarray:
+    """The fitted linear game's Shapley values plus the exact full-minus-empty residual
+    term, ``beta + (r(full) - r(empty)) / n``."""
+    return beta + (gain - float(beta.sum())) / len(beta)
+
+
+def _contributions(
+    beta: np.ndarray, coalitions: np.ndarray, changes: np.ndarray, pi: np.ndarray
 ) -> np.ndarray:
-    """``beta + (r(full) - r(empty)) / n + mean over samples of the importance-weighted
-    residual``: unbiased for the Shapley values when ``beta`` does not depend on the
-    samples."""
+    """Each sampled coalition's importance-weighted residual, spread to every player
+    ``(m, n)``: ``r(S) / (|S| pi(|S|))`` to the players in ``S``, ``-r(S) / ((n - |S|)
+    pi(|S|))`` to the others. Their mean is unbiased for the residual game's Shapley values
+    less the full-minus-empty term."""
     n = len(beta)
-    residual_full = gain - float(beta.sum())
-    out = beta + residual_full / n
-    if len(coalitions) == 0:
-        return out
     masks = coalitions.astype(bool)
     sizes = masks.sum(axis=1)
     residual = changes - masks.astype(float) @ beta
     inside = residual / (sizes * pi[sizes])
     outside = residual / ((n - sizes) * pi[sizes])
-    contributions = np.where(masks, inside[:, None], -outside[:, None])
-    return out + contributions.mean(axis=0)
+    return np.where(masks, inside[:, None], -outside[:, None])
 
 
 def adjusted_shapley(
@@ -182,21 +180,29 @@ def adjusted_shapley(
     coalitions: np.ndarray,
     values: np.ndarray,
     ridge: float | None = None,
+    shrink: bool = False,
 ) -> Estimate:
     """Shapley values of a game on ``n`` players from its value at the empty and the full
-    coalition and at ``coalitions`` drawn by :func:`sample_coalitions` (``values``), with the
-    linear game ``g(S) = v(empty) + c * sum_{i in S} a_i`` of ``surrogate`` ``a`` as control
-    variate.
+    coalition and at ``coalitions`` drawn by :func:`sample_coalitions` (``values``), with a
+    linear game fitted to the surrogate scores ``a`` as control variate.
 
-    phi = phi(g) + phi(v - g), and ``phi(g) = c a`` exactly; ``phi(v - g)`` is estimated by
+    phi = phi(g) + phi(v - g), and ``phi(g) = beta`` exactly for the linear game
+    ``g(S) = v(empty) + sum_{i in S} beta_i``; ``phi(v - g)`` is estimated by
     importance-weighting each sampled coalition's residual into every player (each sample
-    informs all ``n`` values), plus the exact full-minus-empty term. ``c`` is fitted by least
-    squares (:func:`surrogate_scale`) *cross-fitted*: the samples are split into two folds
-    (complementary pairs kept together), each fold's residuals use the ``c`` fitted on the
-    other fold, and the two estimates are averaged by fold size. Each fold's estimate is then
-    unbiased given the other fold, so the average is unbiased for the Shapley values whatever
-    the surrogate; a good surrogate only makes the residual, and so the variance, small.
-    With fewer than two pairs, ``c`` comes from the full coalition alone (no sample used).
+    informs all ``n`` values), plus the exact full-minus-empty term. ``beta`` is ``c a`` fitted
+    by least squares (:func:`surrogate_scale`), and with ``ridge`` refined per player
+    (:func:`surrogate_fit`), *cross-fitted*: the samples are split into two folds
+    (complementary pairs kept together), each fold's residuals use the ``beta`` fitted on
+    the other fold. Each fold's estimate is then unbiased given the other fold, so their
+    average (by fold size) is unbiased for the Shapley values whatever the surrogate; a good
+    surrogate only makes the residuals, and so the variance, small. With fewer than two
+    pairs, ``beta`` comes from the full coalition alone.
+
+    ``shrink`` trades that unbiasedness for variance: each player's sampled correction
+    ``k_i`` (the mean contribution) is multiplied by ``k_i^2 / (k_i^2 + s_i^2)``, ``s_i^2``
+    its estimated variance (over complementary pairs): a correction the samples cannot tell
+    from noise is mostly dropped, and the fitted surrogate stays. Consistent (the factor
+    tends to 1 as samples grow), not unbiased.
     """
     a = np.asarray(surrogate, dtype=float)
     n = len(a)
@@ -211,16 +217,28 @@ def adjusted_shapley(
     pairs = np.arange(len(masks)) // 2
     if pairs.max(initial=-1) < 1:  # fewer than two pairs: no fold to fit on
         beta = surrogate_fit(a, gain, masks[:0], changes[:0], ridge)
-        return Estimate(_residual_estimate(beta, gain, masks, changes, pi), (beta,))
-    folds = [pairs % 2 == 0, pairs % 2 == 1]
-    estimates, scales, sizes = [], [], []
-    for fold, other in (folds, folds[::-1]):
-        beta = surrogate_fit(a, gain, masks[other], changes[other], ridge)
-        estimates.append(_residual_estimate(beta, gain, masks[fold], changes[fold], pi))
-        scales.append(beta)
-        sizes.append(int(fold.sum()))
-    values_ = (sizes[0] * estimates[0] + sizes[1] * estimates[1]) / sum(sizes)
-    return Estimate(values_, tuple(scales))
+        folds: list[tuple[np.ndarray, np.ndarray]] = [(np.ones(len(masks), bool), beta)]
+    else:
+        halves = [pairs % 2 == 0, pairs % 2 == 1]
+        folds = [
+            (fold, surrogate_fit(a, gain, masks[other], changes[other], ridge))
+            for fold, other in (halves, halves[::-1])
+        ]
+    m = max(1, len(masks))
+    base = sum(max(1, int(f.sum())) * _base(beta, gain) for f, beta in folds) / sum(
+        max(1, int(f.sum())) for f, _ in folds
+    )
+    contributions = np.zeros((len(masks), n))
+    for fold, beta in folds:
+        if fold.any():
+            contributions[fold] = _contributions(beta, masks[fold], changes[fold], pi)
+    correction = contributions.sum(axis=0) / m
+    if shrink and len(masks) >= 4:
+        units = np.stack([contributions[pairs == p].mean(axis=0) for p in np.unique(pairs)])
+        variance = units.var(axis=0, ddof=1) / len(units)
+        factor = correction**2 / np.maximum(correction**2 + variance, 1e-300)
+        correction = factor * correction
+    return Estimate(base + correction, tuple(beta for _, beta in folds))
 
 
 def permutation_shapley(

@@ -99,10 +99,16 @@ EXPLAIN_PARAMETERS = frozenset(
         "labels",
         "template",
         "multi_label",
+        "budget",
     }
 )
 """``explain()``'s own keyword parameters: no method option may take one of these names, so
-that an option passed the old way (as a keyword of ``explain``) is never taken for one."""
+that an option passed the old way (as a keyword of ``explain``) is never taken for one.
+:data:`PASS_BOUND` is the exception: ``explain(budget=N)`` bounds the passes per text and
+picks the method, and a method may bound its own passes with an option of that name;
+``explain`` refuses a method and a budget together, so the two never mix."""
+
+PASS_BOUND = "budget"
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ def register(
                 for p in params
                 if p.kind is inspect.Parameter.KEYWORD_ONLY
             )
-        clash = sorted({o.name for o in specs} & EXPLAIN_PARAMETERS)
+        clash = sorted({o.name for o in specs} & (EXPLAIN_PARAMETERS - {PASS_BOUND}))
         if clash:
             raise TypeError(
                 f"method {name!r} cannot have an option named {clash[0]!r}: it is a parameter "

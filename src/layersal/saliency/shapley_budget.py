@@ -46,6 +46,9 @@ class ControlVariateOptions:
       for the job as that method settles them: DLS's ``layer="auto"`` from the model card).
     - ``ridge``: how strongly the fitted surrogate game's per-token values are held to the
       rescaled surrogate scores (``None``: only rescaled, one scale per fold).
+    - ``shrink``: shrink each token's sampled correction by how far it stands out of its
+      own noise (:func:`layersal.shapley.adjusted_shapley`): lower error at small budgets,
+      no longer unbiased (consistent). ``False``: the unbiased estimate.
     - ``seed``: the coalitions' draw (mixed with each text's token ids: a text gets the same
       draw in any batch).
     - ``perturbations_per_eval``: masked rows per model call (texts of a batch mixed).
@@ -55,6 +58,7 @@ class ControlVariateOptions:
     surrogate: str = "dls"
     surrogate_options: dict[str, Any] | None = None
     ridge: float | None = 4.0
+    shrink: bool = False
     seed: int = 0
     perturbations_per_eval: int = 64
 
@@ -75,6 +79,8 @@ class ControlVariateOptions:
             isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0
         ):
             raise InputError(f"ridge must be a number > 0 or None, not {ridge!r}")
+        if not isinstance(self.shrink, bool):
+            raise InputError(f"shrink must be true or false, not {self.shrink!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer, not {self.seed!r}")
         size = self.perturbations_per_eval
@@ -219,6 +225,7 @@ def shapley_control_variate(
             phi = adjusted_shapley(
                 game.surrogate, float(values[0]), float(full_value[game.row]),
                 game.coalitions[1:], values[1:], ridge=options.ridge,
+                shrink=options.shrink,
             ).values  # fmt: skip
         if not np.isfinite(phi).all():
             raise InputError(f"text {game.row}: the model gave a non-finite output when masked")

@@ -1,0 +1,125 @@
+"""``explain(..., budget=N)``: the most faithful method known for at most ``N`` passes per text.
+
+What is known is the model card's ``frontier`` (written by ``scripts/card_frontier.py`` from
+a ``layersal bench`` run on the model's own data: every benchmarked method with its measured
+passes per text and its comprehensiveness and sufficiency AOPC). It counts only for the
+weights whose SHA-256 it records. The choice is the point with the best comprehensiveness
+minus sufficiency AOPC (the criterion ``layer="auto"`` uses) among those that fit the budget,
+fewer passes breaking a tie. A model without a frontier gets the default below 4 passes and
+``shapley_control_variate`` with the rest of the budget above (the default's 2 passes, then
+masked ones: the method whose measured error falls with its budget, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoints import read_card
+from .errors import InputError
+from .models import LoadedModel
+from .saliency.auto_store import model_digest
+
+DEFAULT_METHOD = "dls"
+DEFAULT_PASSES = 2  # one forward and one backward
+FRONTIER = "frontier"
+BUDGETED = "shapley_control_variate"
+
+
+@dataclass(frozen=True)
+class BudgetChoice:
+    """The method a budget picked, with its options, its passes per text (measured, or
+    declared where nothing was measured) and why."""
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    passes: float = DEFAULT_PASSES
+    source: str = "default"
+    reason: str = ""
+
+    def record(self, budget: int) -> dict[str, Any]:
+        """What an explanation records of the choice (``options["budget"]``)."""
+        return {
+            "passes": budget,
+            "method": self.method,
+            "options": dict(self.options),
+            "passes_per_text": self.passes,
+            "source": self.source,
+            "reason": self.reason,
+        }
+
+
+def check_budget(budget: Any) -> int:
+    """A budget is a whole number of passes per text, at least 1."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise InputError(f"budget must be a whole number of passes per text >= 1, not {budget!r}")
+    return budget
+
+
+def card_frontier(lm: LoadedModel) -> list[dict[str, Any]] | None:
+    """The measured points of the model card's frontier, when it was measured on these
+    weights (``None`` otherwise)."""
+    entry = read_card(lm.path).get(FRONTIER) if lm.path is not None else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("points"), list):
+        return None
+    if entry.get("weights_sha256") != model_digest(lm):
+        return None
+    points = [p for p in entry["points"] if _valid(p)]
+    return points or None
+
+
+def _valid(point: Any) -> bool:
+    if not isinstance(point, dict) or not isinstance(point.get("method"), str):
+        return False
+    numbers = ("passes_per_text", "aopc_comprehensiveness", "aopc_sufficiency")
+    return all(isinstance(point.get(k), (int, float)) for k in numbers)
+
+
+def choose(frontier: list[dict[str, Any]] | None, budget: int) -> BudgetChoice:
+    """The method for ``budget`` passes per text, from measured ``frontier`` points (or the
+    rule for a model without them, see the module's docstring)."""
+    budget = check_budget(budget)
+    if frontier:
+        fits = [p for p in frontier if p["passes_per_text"] <= budget]
+        if fits:
+            best = max(
+                fits,
+                key=lambda p: (
+                    p["aopc_comprehensiveness"] - p["aopc_sufficiency"],
+                    -p["passes_per_text"],
+                ),
+            )
+            value = best["aopc_comprehensiveness"] - best["aopc_sufficiency"]
+            return BudgetChoice(
+                best["method"],
+                dict(best.get("options") or {}),
+                float(best["passes_per_text"]),
+                "model card",
+                f"best measured comp. - suff. AOPC ({value:.3f}) of the {len(fits)} of "
+                f"{len(frontier)} measured methods within {budget} passes per text",
+            )
+        return BudgetChoice(
+            DEFAULT_METHOD,
+            reason=f"no measured method fits {budget} passes per text: the default, "
+            f"{DEFAULT_PASSES} passes",
+        )
+    if budget >= DEFAULT_PASSES + 2:
+        return BudgetChoice(
+            BUDGETED,
+            {"budget": budget - DEFAULT_PASSES},
+            float(budget),
+            "rule",
+            "no measured frontier for this model: the default's pass and "
+            f"{budget - DEFAULT_PASSES} masked passes of Shapley sampling with it as control "
+            "variate",
+        )
+    return BudgetChoice(
+        DEFAULT_METHOD,
+        reason=f"{budget} passes per text: the default ({DEFAULT_PASSES} passes) is the least "
+        "any method costs here",
+    )
+
+
+def choose_for(lm: LoadedModel, budget: int) -> BudgetChoice:
+    """:func:`choose` on ``lm``'s card frontier."""
+    return choose(card_frontier(lm), budget)

@@ -1,0 +1,95 @@
+"""``explain(..., budget=N)``: the most faithful method measured within N passes per text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import layersal
+from layersal.budget_choice import card_frontier, choose, choose_for
+from layersal.errors import LayersalError
+from layersal.saliency.auto_store import model_digest
+
+POINTS = [
+    {"method": "dls", "options": {}, "passes_per_text": 2.0,
+     "aopc_comprehensiveness": 0.40, "aopc_sufficiency": 0.02},
+    {"method": "integrated_gradients", "options": {"n_steps": 50}, "passes_per_text": 101.0,
+     "aopc_comprehensiveness": 0.41, "aopc_sufficiency": 0.01},
+    {"method": "shapley_control_variate", "options": {"budget": 14}, "passes_per_text": 16.0,
+     "aopc_comprehensiveness": 0.45, "aopc_sufficiency": 0.00},
+    {"method": "shapley_control_variate", "options": {"budget": 30}, "passes_per_text": 32.0,
+     "aopc_comprehensiveness": 0.47, "aopc_sufficiency": 0.00},
+    {"method": "lime", "options": {}, "passes_per_text": 26.0,
+     "aopc_comprehensiveness": 0.45, "aopc_sufficiency": 0.00},
+]  # fmt: skip
+
+
+def test_the_best_measured_point_within_the_budget_is_chosen():
+    assert choose(POINTS, 2).method == "dls"
+    assert choose(POINTS, 15).method == "dls"
+    sixteen = choose(POINTS, 16)
+    assert (sixteen.method, sixteen.options) == ("shapley_control_variate", {"budget": 14})
+    # lime (26 passes) ties the 16-pass point on the criterion: fewer passes win
+    assert choose(POINTS, 31).options == {"budget": 14}
+    assert choose(POINTS, 32).options == {"budget": 30}
+    assert choose(POINTS, 1000).options == {"budget": 30}  # IG is measured less faithful
+    assert "within 32 passes" in choose(POINTS, 32).reason
+    nothing = choose(POINTS[1:2], 50)
+    assert nothing.method == "dls" and "no measured method fits" in nothing.reason
+
+
+def test_without_a_frontier_the_rest_of_the_budget_goes_to_masked_passes():
+    assert choose(None, 3).method == "dls"
+    chosen = choose(None, 32)
+    assert (chosen.method, chosen.options, chosen.source) == (
+        "shapley_control_variate", {"budget": 30}, "rule",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", [0, -3, 2.5, True, "8"])
+def test_a_budget_is_a_whole_number_of_passes(budget):
+    with pytest.raises(LayersalError, match="budget must be a whole number"):
+        choose(POINTS, budget)
+
+
+def test_the_card_frontier_counts_only_for_the_weights_it_was_measured_on(tiny_dirs, tmp_path):
+    classifier_dir, mlm_dir = tiny_dirs["bert"]
+    folder = tmp_path / "model"
+    shutil.copytree(classifier_dir, folder)
+    lm = layersal.load(folder, lm_head=mlm_dir)
+    assert card_frontier(lm) is None and choose_for(lm, 32).source == "rule"
+    card_path = folder / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card["frontier"] = {"weights_sha256": "0" * 64, "points": POINTS}
+    card_path.write_text(json.dumps(card))
+    assert card_frontier(layersal.load(folder, lm_head=mlm_dir)) is None
+    card["frontier"]["weights_sha256"] = model_digest(lm)
+    card_path.write_text(json.dumps(card))
+    lm = layersal.load(folder, lm_head=mlm_dir)
+    assert card_frontier(lm) == POINTS
+    chosen = choose_for(lm, 20)
+    assert (chosen.method, chosen.source) == ("shapley_control_variate", "model card")
+
+
+def test_explain_runs_and_records_what_the_budget_chose(sst2_tiny):
+    text = "a gripping, beautifully acted film"
+    default = layersal.explain(text, sst2_tiny)
+    assert "budget" not in default.options
+    budgeted = layersal.explain(text, sst2_tiny, budget=10)
+    record = budgeted.options["budget"]
+    assert record["passes"] == 10 and budgeted.method == record["method"]
+    expected = choose_for(sst2_tiny, 10)
+    assert (record["method"], record["options"]) == (expected.method, expected.options)
+    one = layersal.explain(text, sst2_tiny, budget=1)
+    assert one.method == "dls" and [w.score for w in one.words] == [w.score for w in default.words]
+
+
+def test_a_method_and_a_budget_together_are_refused(sst2_tiny):
+    with pytest.raises(LayersalError, match="not both"):
+        layersal.explain("fine", sst2_tiny, method="gradient", budget=8)
+    with pytest.raises(LayersalError, match="not both"):
+        layersal.explain("fine", sst2_tiny, budget=8, options={"layer": 1})
+    with pytest.raises(LayersalError, match="budget must be a whole number"):
+        layersal.explain("fine", sst2_tiny, budget=0)
