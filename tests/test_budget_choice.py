@@ -93,3 +93,37 @@ def test_a_method_and_a_budget_together_are_refused(sst2_tiny):
         layersal.explain("fine", sst2_tiny, budget=8, options={"layer": 1})
     with pytest.raises(LayersalError, match="budget must be a whole number"):
         layersal.explain("fine", sst2_tiny, budget=0)
+
+
+def test_the_command_line_takes_a_budget_instead_of_a_method():
+    from typer.testing import CliRunner
+
+    from layersal.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["explain", "--budget", "12", "--json", "a gripping film"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.splitlines()[0])
+    assert row["options"]["budget"]["passes"] == 12
+    assert row["method"] == row["options"]["budget"]["method"]
+    both = runner.invoke(app, ["explain", "--budget", "12", "--method", "gradient", "fine"])
+    assert both.exit_code == 2 and "not both" in both.output
+    zero = runner.invoke(app, ["explain", "--budget", "0", "fine"])
+    assert zero.exit_code == 2 and "budget must be a whole number" in zero.output
+
+
+def test_the_web_api_takes_a_budget_and_records_its_choice(sst2_tiny):
+    from fastapi.testclient import TestClient
+
+    from layersal.serve.app import create_app
+
+    client = TestClient(create_app(sst2_tiny, max_chars=200, max_batch=3, timeout_s=30))
+    response = client.post("/api/explain", json={"text": "a gripping film", "budget": 12})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    explained = body["explanations"][0] if "explanations" in body else body
+    expected = choose_for(sst2_tiny, 12)
+    assert explained["method"] == expected.method
+    assert explained["options"]["budget"]["passes"] == 12
+    refused = client.post("/api/explain", json={"text": "fine", "budget": 12, "method": "gradient"})
+    assert refused.status_code in (400, 422) and "not both" in refused.text

@@ -60,10 +60,10 @@ def explain(
     ``budget``: instead of a method, at most this many model passes per text (forward and
     backward, as ``layersal bench`` counts them): the most faithful method the model's card
     measured within it (``scripts/card_frontier.py``), recorded in the explanation's
-    ``options["budget"]`` with why (see :mod:`layersal.budget_choice`); ``options`` is a dict of the method's own
-    options (:func:`layersal.method_schema` lists them; for ``dls``: ``layer``, ``rule``,
-    ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``, ``rho``, ``top_k``,
-    ``layer_report``, see :class:`layersal.DLSOptions`), e.g.
+    ``options["budget"]`` with why (see :mod:`layersal.budget_choice`); ``options`` is a
+    dict of the method's own options (:func:`layersal.method_schema` lists them; for
+    ``dls``: ``layer``, ``rule``, ``saliency``, ``relu``, ``decode``, ``tau``, ``weights``,
+    ``rho``, ``top_k``, ``layer_report``, see :class:`layersal.DLSOptions`), e.g.
     ``explain(text, lm, method="occlusion", options={"span": 5})``. Method options may also be
     given as keywords (``explain(text, lm, layer=1)``); no method option is named like one of
     this function's parameters, so the two never mix. The default,

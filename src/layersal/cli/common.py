@@ -503,8 +503,24 @@ def _run(
 
     options = dict(kwargs.pop("options", None) or {})
     target = kwargs.pop("target", None)
-    method = checked(kwargs.pop("method", "dls"), options)  # before the model loads
+    budget = kwargs.pop("budget", None)
+    name = kwargs.pop("method", "dls")
+    if budget is not None:
+        from ..budget_choice import check_budget, choose_for
+        from ..errors import InputError
+
+        check_budget(budget)
+        if name != "dls" or options:
+            raise InputError(
+                "give --method (with its options) or --budget, not both: a budget picks the "
+                "method and its options itself"
+            )
+    method = checked(name, options)  # before the model loads
     lm = load_model(model, lm_head, allow_pickle, device, bf16, zero_shot)
+    if budget is not None:
+        choice = choose_for(lm, budget)
+        method = checked(choice.method, choice.options)
+        kwargs["recorded"] = {"budget": choice.record(budget)}
     job = Explainer(lm, method, **kwargs)
     texts = check_texts([text for _, text in items])
     check_items(lm, texts)

@@ -73,6 +73,14 @@ def explain(
             "`layersal methods` lists each method's options.",
         ),
     ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            "--budget",
+            help="Instead of --method: at most N model passes per text; the most faithful "
+            "method the model's card measured within it (the output says which).",
+        ),
+    ] = None,
     layer: LayerOpt = "auto",
     rule: RuleOpt = None,
     target: TargetOpt = None,
@@ -134,6 +142,7 @@ def explain(
             zero_shot,
             method=method,
             options=_method_options(method, flags, option or []),
+            budget=budget,
             target=read_target(target, zero_shot.candidates),
             word_aggregation=word_aggregation,
             batch_size=batch_size,

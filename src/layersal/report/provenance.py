@@ -33,6 +33,9 @@ def how(explanation: Explanation) -> list[str]:
         parts.append(f"decoded ({explanation.decoder}{coherence})")
     if isinstance(options.get("auto"), dict):
         parts.append("chosen by auto")
+    budget = options.get("budget")
+    if isinstance(budget, dict) and "passes" in budget:
+        parts.append(f"picked for a budget of {budget['passes']} passes per text")
     return parts
 
 

@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..budget_choice import check_budget, choose_for
 from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
 from ..explanation import Explanation
 from ..inputs import check_texts, is_pair
@@ -476,33 +477,44 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
     options = dict(request.options)
     layer = int_or_text(request.layer)  # the shorthand of the method option, never both
     options = merge_options(options, {} if layer is None else {"layer": layer})
-    check_method(request.method, options)
+    method, budget_record = request.method, None
+    if request.budget is not None:
+        check_budget(request.budget)
+        if method != "dls" or options:
+            raise InputError(
+                "give a method (with its layer or options) or a budget, not both: a budget "
+                "picks the method and its options itself"
+            )
+        choice = choose_for(server.model, request.budget)
+        method, options = choice.method, dict(choice.options)
+        budget_record = choice.record(request.budget)
+    check_method(method, options)
     # the page shows every layer: ask methods that can report layers for the report
-    shown = {"layer_report": True} if "layer_report" in method_options(request.method) else {}
+    shown = {"layer_report": True} if "layer_report" in method_options(method) else {}
     try:  # with the queue past the budget already, refused before counting anything
         server.runner.check()
     except QueueFull as full:
         return _queue_full(full, server.timeout_s)
     # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
-    cost = await run_in_threadpool(server.cost_of, request.method, options, items)
+    cost = await run_in_threadpool(server.cost_of, method, options, items)
     if cost.rows > server.max_rows:
         return _error(
             422,
-            f"this request would cost {cost.rows} model rows ({request.method} with these "
+            f"this request would cost {cost.rows} model rows ({method} with these "
             f"options on {len(items)} text(s)); this server takes at most {server.max_rows} per "
             "request: send fewer or shorter texts, or fewer steps/samples",
         )
     target = int_or_text(request.target)
 
     wanted = {**shown, **options}
-    settled_key = (request.method, json.dumps(wanted, sort_keys=True, default=str))
+    settled_key = (method, json.dumps(wanted, sort_keys=True, default=str))
 
     def job(texts: list[Any]) -> list[list[dict[str, Any]]]:
         try:
             # one settled job per method, options and word aggregation for the server's
             # life (DLS's layer="auto": settled on the first request's texts), so a result
             # never depends on what it was batched with
-            explainer = server.jobs.get(request.method, wanted, request.word_aggregation, texts)
+            explainer = server.jobs.get(method, wanted, request.word_aggregation, texts)
             grouped = explainer.explain_grouped(
                 check_texts(texts), target=target, batch_size=min(len(texts), 16)
             )
@@ -511,16 +523,21 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
                 raise
             # option values of the wrong type end deep in the method: say which request part
             raise InputError(
-                f"method {request.method!r} cannot use these options "
+                f"method {method!r} cannot use these options "
                 f"({', '.join(f'{k}={v!r}' for k, v in options.items())}): {exc}"
             ) from None
-        return [[e.to_dict() for e in group] for group in grouped]  # a list per text
+        dicts = [[e.to_dict() for e in group] for group in grouped]  # a list per text
+        if budget_record is not None:
+            for group_dicts in dicts:
+                for one in group_dicts:
+                    one["options"]["budget"] = dict(budget_record)
+        return dicts
 
     # requests that may share one model call: the same method, options and target
     key = (*settled_key, repr(target), request.word_aggregation, is_pair(items[0]))
     began = time.monotonic()
     try:
-        explanations = await server.runner.run(key, items, job, cost.work, request.method)
+        explanations = await server.runner.run(key, items, job, cost.work, method)
     except QueueFull as full:
         return _queue_full(full, server.timeout_s)
     except ServerBusy:

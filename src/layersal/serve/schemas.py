@@ -50,6 +50,14 @@ class ExplainRequest(BaseModel):
         None, description="The second text of each pair, with 'texts' (one per text)."
     )
     method: str = Field("dls", description="A saliency method: see GET /api/info.")
+    budget: int | None = Field(
+        None,
+        description=(
+            "Instead of a method: at most this many model passes per text; the server picks "
+            "the most faithful method the model's card measured within it and records the "
+            "choice in each explanation's options['budget']. Not with method, layer or options."
+        ),
+    )
     layer: int | str | None = Field(
         None,
         description=(
