@@ -40,12 +40,11 @@ def test_the_best_measured_point_within_the_budget_is_chosen():
     assert nothing.method == "dls" and "no measured method fits" in nothing.reason
 
 
-def test_without_a_frontier_the_rest_of_the_budget_goes_to_masked_passes():
-    assert choose(None, 3).method == "dls"
-    chosen = choose(None, 32)
-    assert (chosen.method, chosen.options, chosen.source) == (
-        "shapley_control_variate", {"budget": 30}, "rule",
-    )  # fmt: skip
+def test_without_a_frontier_the_default_is_kept_and_says_why():
+    for budget in (3, 32, 10_000):
+        chosen = choose(None, budget)
+        assert (chosen.method, chosen.source) == ("dls", "default")
+        assert "no measured frontier" in chosen.reason
 
 
 @pytest.mark.parametrize("budget", [0, -3, 2.5, True, "8"])
@@ -59,7 +58,7 @@ def test_the_card_frontier_counts_only_for_the_weights_it_was_measured_on(tiny_d
     folder = tmp_path / "model"
     shutil.copytree(classifier_dir, folder)
     lm = layersal.load(folder, lm_head=mlm_dir)
-    assert card_frontier(lm) is None and choose_for(lm, 32).source == "rule"
+    assert card_frontier(lm) is None and choose_for(lm, 32).source == "default"
     card_path = folder / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card["frontier"] = {"weights_sha256": "0" * 64, "points": POINTS}

@@ -5,9 +5,11 @@ a ``layersal bench`` run on the model's own data: every benchmarked method with 
 passes per text and its comprehensiveness and sufficiency AOPC). It counts only for the
 weights whose SHA-256 it records. The choice is the point with the best comprehensiveness
 minus sufficiency AOPC (the criterion ``layer="auto"`` uses) among those that fit the budget,
-fewer passes breaking a tie. A model without a frontier gets the default below 4 passes and
-``shapley_control_variate`` with the rest of the budget above (the default's 2 passes, then
-masked ones: the method whose measured error falls with its budget, docs/benchmarks.md).
+fewer passes breaking a tie. A model without a frontier gets the default whatever the
+budget: on the bundled models no method measured up to 64 passes per text beat it
+(docs/benchmarks.md), and a method that needs more depends on the text's length, which a
+budget cannot know before the text is read; ``layersal bench`` and
+``scripts/card_frontier.py`` measure the frontier for a model of your own.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from .saliency.auto_store import model_digest
 DEFAULT_METHOD = "dls"
 DEFAULT_PASSES = 2  # one forward and one backward
 FRONTIER = "frontier"
-BUDGETED = "shapley_control_variate"
 
 
 @dataclass(frozen=True)
@@ -103,20 +104,10 @@ def choose(frontier: list[dict[str, Any]] | None, budget: int) -> BudgetChoice:
             reason=f"no measured method fits {budget} passes per text: the default, "
             f"{DEFAULT_PASSES} passes",
         )
-    if budget >= DEFAULT_PASSES + 2:
-        return BudgetChoice(
-            BUDGETED,
-            {"budget": budget - DEFAULT_PASSES},
-            float(budget),
-            "rule",
-            "no measured frontier for this model: the default's pass and "
-            f"{budget - DEFAULT_PASSES} masked passes of Shapley sampling with it as control "
-            "variate",
-        )
     return BudgetChoice(
         DEFAULT_METHOD,
-        reason=f"{budget} passes per text: the default ({DEFAULT_PASSES} passes) is the least "
-        "any method costs here",
+        reason="no measured frontier for this model (scripts/card_frontier.py writes one from "
+        f"a layersal bench run): the default, {DEFAULT_PASSES} passes",
     )
 
 
