@@ -110,11 +110,13 @@ class SeedAgreement:
     absolute: list[float] = field(default_factory=list)
     note: str = ""
 
-    def summary(self, resamples: int = 1000, seed: int = 0) -> dict[str, list[float]]:
-        """``{"signed": [mean, low, high], "absolute": [...]}`` (95% bootstrap CI)."""
+    def summary(
+        self, resamples: int = 1000, seed: int = 0
+    ) -> dict[str, tuple[float, float, float]]:
+        """``{"signed": (mean, low, high), "absolute": (...)}`` (95% bootstrap CI)."""
         return {
-            "signed": list(bootstrap_ci(self.signed, resamples=resamples, seed=seed)),
-            "absolute": list(bootstrap_ci(self.absolute, resamples=resamples, seed=seed)),
+            "signed": bootstrap_ci(self.signed, resamples=resamples, seed=seed),
+            "absolute": bootstrap_ci(self.absolute, resamples=resamples, seed=seed),
         }
 
 

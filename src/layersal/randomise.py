@@ -24,10 +24,16 @@ from .errors import ModelLoadError
 from .models import LoadedModel
 
 INIT = (
-    "the model's own _init_weights (for BERT and its kin: normal(0, config.initializer_range) "
-    "linear and embedding weights, zero biases, norms at 1 and 0), seeded"
+    "the model's own transformers _init_weights (in BERT and most families: linear and "
+    "embedding weights drawn from normal(0, initializer_range), biases 0, norms 1 and 0)"
 )
 """How :func:`randomised` re-initialises, in words (for the tables)."""
+
+
+def init_description(model: Any) -> str:
+    """:data:`INIT`, with the model's own ``initializer_range`` where its config has one."""
+    value = getattr(model.config, "initializer_range", None)
+    return INIT + (f", initializer_range {value}" if value is not None else "")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from .errors import InputError
 from .job import Explainer
 from .metrics import bootstrap_ci
 from .models import LoadedModel
-from .randomise import INIT, Stage, cascade, randomised
+from .randomise import Stage, cascade, init_description, randomised
 from .similarity import map_similarity
 
 UNCHANGED = 1 - 1e-9
@@ -49,11 +49,13 @@ class StageResult:
     signed: list[float]
     absolute: list[float]
 
-    def summary(self, resamples: int = 1000, seed: int = 0) -> dict[str, list[float]]:
-        """``{"signed": [mean, low, high], "absolute": [...]}`` (95% bootstrap CI)."""
+    def summary(
+        self, resamples: int = 1000, seed: int = 0
+    ) -> dict[str, tuple[float, float, float]]:
+        """``{"signed": (mean, low, high), "absolute": (...)}`` (95% bootstrap CI)."""
         return {
-            "signed": list(bootstrap_ci(self.signed, resamples=resamples, seed=seed)),
-            "absolute": list(bootstrap_ci(self.absolute, resamples=resamples, seed=seed)),
+            "signed": bootstrap_ci(self.signed, resamples=resamples, seed=seed),
+            "absolute": bootstrap_ci(self.absolute, resamples=resamples, seed=seed),
         }
 
 
@@ -163,7 +165,7 @@ def run_sanity(
         data=data.source,
         n_texts=len(rows),
         seed=seed,
-        init=INIT,
+        init=init_description(lm.model),
         stages=stages,
         same_prediction=same,
         methods=results,
