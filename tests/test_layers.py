@@ -16,18 +16,18 @@ LAYERS: list[set[str]] = [
     {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"}
     | {"entities"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
-    | {"tasks", "shapley"}
+    | {"tasks", "shapley", "similarity"}
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
     # types only
     | {"report.html", "report.provenance"},
-    {"checkpoints", "lm_heads", "models", "passes"},
+    {"checkpoints", "lm_heads", "models", "passes", "randomise"},
     {"evaluate", "windows"},
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")}
     | {"saliency.shapley_budget"},
-    {"api", "benchmark", "job", "rows", "budget_choice"},
+    {"api", "benchmark", "job", "rows", "budget_choice", "sanity", "agreement"},
     {
         "engines",
         "engines.sink",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .datasets import LabelledTexts, label_indices
-from .encoding import encode, model_input_names, select_rows
+from .encoding import Encoded, encode, model_input_names, select_rows
 from .errors import InputError
 from .evaluate import predictor, score_batch
 from .inputs import check_texts, item_length
@@ -163,31 +163,12 @@ def run_benchmark(
     # gold classes: only for a task whose rows' outputs are exclusive classes' probabilities
     exclusive = lm.task.probabilistic and not lm.task.several and not lm.task.hypotheses
     gold = label_indices(data.labels, lm.labels) if exclusive else None
-    inputs = model_input_names(lm.model)
     predict = predictor(lm)
-    order = sorted(range(len(rows)), key=lambda i: item_length(rows[i].item))
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    encoded_batches = [
-        encode(lm.tokenizer, [rows[i].item for i in b], lm.max_length, inputs) for b in batches
-    ]
-    row_targets = [
-        None
-        if any(rows[i].target is None for i in b)
-        else torch.tensor([rows[i].target for i in b])
-        for b in batches
-    ]
+    planned = row_batches(lm, rows, batch_size)
+    batches, encoded_batches, row_targets = planned.batches, planned.encoded, planned.targets
     runs = []
     for spec in specs:
-        job = Explainer(lm, spec.method, spec.options, batch_size=batch_size)
-        prepared = job.settle(
-            (lambda: [r.item for r in bench_rows(planner, list(calibration))])
-            if calibration is not None
-            else (lambda: [r.item for r in rows[:64]]),
-            fresh=calibration is not None,
-        )
-        note = " ".join(
-            str(v.get("reason", "")) for v in prepared.recorded.values() if isinstance(v, dict)
-        )
+        job, note = settled_job(lm, spec, rows, batch_size, calibration)
         try:
             job.attribute(select_rows(encoded_batches[0], [0]))
         except InputError:
@@ -251,6 +232,78 @@ def run_benchmark(
         task=lm.task.name,
         score_scale=None if lm.task.probabilistic else _score_scale(runs),
     )
+
+
+@dataclass
+class RowBatches:
+    """A benchmark's rows in encoded batches, shortest first: ``batches[k]`` holds the indices
+    (into ``rows``) of batch ``k``, ``encoded[k]`` its encoding and ``targets[k]`` its rows'
+    own targets (``None``: explain the model's prediction)."""
+
+    rows: list[PlannedRow]
+    batches: list[list[int]]
+    encoded: list[Encoded]
+    targets: list[torch.Tensor | None]
+
+
+def row_batches(lm: LoadedModel, rows: list[PlannedRow], batch_size: int) -> RowBatches:
+    """Encode ``rows`` in batches of ``batch_size``, sorted by length to cut padding."""
+    inputs = model_input_names(lm.model)
+    order = sorted(range(len(rows)), key=lambda i: item_length(rows[i].item))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    encoded = [
+        encode(lm.tokenizer, [rows[i].item for i in b], lm.max_length, inputs) for b in batches
+    ]
+    targets = [
+        None
+        if any(rows[i].target is None for i in b)
+        else torch.tensor([rows[i].target for i in b])
+        for b in batches
+    ]
+    return RowBatches(rows, batches, encoded, targets)
+
+
+def settled_job(
+    lm: LoadedModel,
+    spec: MethodSpec,
+    rows: list[PlannedRow],
+    batch_size: int,
+    calibration: Sequence[str] | None = None,
+) -> tuple[Explainer, str]:
+    """An :class:`Explainer` of ``spec`` settled as the benchmark settles it (``layer=auto``
+    on ``calibration``'s rows, else as ``explain`` would on the first 64 rows), and the
+    reasons it recorded for what it chose."""
+    job = Explainer(lm, spec.method, spec.options, batch_size=batch_size)
+    planner = Explainer(lm, "gradient", batch_size=batch_size)
+    prepared = job.settle(
+        (lambda: [r.item for r in bench_rows(planner, list(calibration))])
+        if calibration is not None
+        else (lambda: [r.item for r in rows[:64]]),
+        fresh=calibration is not None,
+    )
+    note = " ".join(
+        str(v.get("reason", "")) for v in prepared.recorded.values() if isinstance(v, dict)
+    )
+    return job, note
+
+
+def content_scores(
+    job: Explainer, planned: RowBatches, targets: Sequence[torch.Tensor | None] | None = None
+) -> tuple[list[np.ndarray], list[torch.Tensor], list[torch.Tensor]]:
+    """Every row's scores at its content tokens, in row order, from ``job``; with the targets
+    each batch was explained for and the model's logits per batch. ``targets``: per batch
+    (default: the rows' own, else the model's prediction)."""
+    scores: list[np.ndarray | None] = [None] * len(planned.rows)
+    explained, logits = [], []
+    wanted = planned.targets if targets is None else targets
+    for batch, encoded, target in zip(planned.batches, planned.encoded, wanted):
+        attribution = job.attribute(encoded, target)
+        values = attribution.scores.detach().float().cpu().numpy()
+        for row, index in enumerate(batch):
+            scores[index] = values[row, encoded.content[row].cpu().numpy().astype(bool)]
+        explained.append(attribution.targets.detach().cpu())
+        logits.append(attribution.logits.detach().float().cpu())
+    return [s for s in scores if s is not None], explained, logits
 
 
 def bench_rows(job: Explainer, texts: Sequence[str]) -> list[PlannedRow]:

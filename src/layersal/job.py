@@ -122,6 +122,22 @@ class Explainer:
         """The options every batch runs with (``auto`` settled)."""
         return dict(self.prepared.options)
 
+    def with_model(self, lm: LoadedModel) -> Explainer:
+        """This job, settled as it is, on another model with the same tokenizer and labels (a
+        copy with other weights: the randomisation sanity check). Nothing is settled again:
+        DLS's ``auto`` keeps the configuration chosen for this job's model."""
+        if self._settled is None:
+            raise InputError("settle this explainer before moving it to another model")
+        if lm.tokenizer is not self.lm.tokenizer or lm.labels != self.lm.labels:
+            raise InputError(
+                f"{lm.name} does not share {self.lm.name}'s tokenizer and labels: settle a new "
+                "explainer for it"
+            )
+        moved = copy.copy(self)
+        moved.lm = lm
+        moved._inputs = model_input_names(lm.model)
+        return moved
+
     # -- running ----------------------------------------------------------------------------
 
     def attribute(self, encoded: Encoded, targets: torch.Tensor | None = None) -> Attribution:

@@ -55,7 +55,9 @@ def bench(
     sample: Annotated[
         int | None, typer.Option(help="Use a seeded random sample of N rows.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample and the bootstrap.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of --sample, the bootstrap and --sanity's random weights.")
+    ] = 0,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
     level: Annotated[
         str, typer.Option(help="Hide tokens or whole words: token or word.")
@@ -74,6 +76,24 @@ def bench(
             help="Unlabelled texts for layer=auto (default: the first 64 benchmark texts)."
         ),
     ] = None,
+    sanity: Annotated[
+        bool,
+        typer.Option(
+            "--sanity/--no-sanity",
+            help="Randomisation sanity check: explain the texts again on copies of the model "
+            "re-initialised from the top (head, then block by block, then everything) and "
+            "report each method's Spearman with its own explanation of the trained model "
+            "(sanity.json).",
+        ),
+    ] = False,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            help="Run every method that takes a seed with N seeds and report its agreement "
+            "with itself (seed_agreement.json; 0: off).",
+        ),
+    ] = 0,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
@@ -81,7 +101,10 @@ def bench(
     """Faithfulness benchmark of every method on a labelled dataset (tables and plots). A
     token classifier's metrics are per entity it predicts; with --labels, a natural-language-
     inference model is benchmarked as a zero-shot classifier (each text's top label; its
-    accuracy against the gold labels when they are among --labels)."""
+    accuracy against the gold labels when they are among --labels). The tables end with the
+    metrics' agreement (Kendall tau between the rankings of the methods each gives); --sanity
+    adds the randomisation sanity check, --seeds N each sampling method's agreement with
+    itself across N seeds."""
     with _user_errors():
         from ..datasets import read_labelled
         from ..errors import InputError
@@ -89,11 +112,13 @@ def bench(
 
         if batch_size < 1:
             raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
+        if seeds == 1 or seeds < 0:
+            raise InputError(f"--seeds takes 0 (off) or at least 2 seeds, not {seeds}")
         dataset = read_labelled(data)  # the data and the output first, the heavy imports after
         dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
         writable_folder(out)
         from ..benchmark import expand_specs, run_benchmark
-        from ..report.bench import markdown, write
+        from ..report.bench import full_markdown, write
 
         lm = load_model(model, lm_head, allow_pickle, device, bf16, zero_shot)
         check_items(lm, dataset.texts)
@@ -109,6 +134,7 @@ def bench(
         from ..report.progress import progress_lines
 
         count = len(dataset) if rows is None else len(rows)
+        texts = _calibration_texts(calibration)
         with progress_lines(err, len(specs) * count, "benchmark") as advance:
             result = run_benchmark(
                 lm,
@@ -116,14 +142,49 @@ def bench(
                 specs,
                 batch_size=batch_size,
                 metric_options=metric_options,
-                calibration=_calibration_texts(calibration),
+                calibration=texts,
                 on_progress=advance,
             )
         if lm.task.hypotheses and rows is not None:
             result.accuracy = _zero_shot_accuracy(rows, dataset.labels, lm.labels)
-        paths = write(result, out)
+        checked = None
+        if sanity:
+            from ..randomise import cascade
+            from ..sanity import run_sanity
+
+            stages = cascade(lm.model)
+            total = len(specs) * count * (1 + len(stages))
+            with progress_lines(err, total, "sanity check") as advance:
+                checked = run_sanity(
+                    lm,
+                    dataset,
+                    specs,
+                    batch_size=batch_size,
+                    seed=seed,
+                    stages=stages,
+                    calibration=texts,
+                    on_progress=advance,
+                )
+        agreement = None
+        if seeds:
+            from ..agreement import run_seed_agreement, seeded_specs
+
+            total = len(seeded_specs(specs)) * count * seeds
+            with progress_lines(err, total, "seed agreement") as advance:
+                agreement = run_seed_agreement(
+                    lm,
+                    dataset,
+                    specs,
+                    n_seeds=seeds,
+                    batch_size=batch_size,
+                    calibration=texts,
+                    on_progress=advance,
+                )
+        paths = write(result, out, sanity=checked, seeds=agreement)
         # the markdown tables as they are: never folded, whatever the terminal's width
-        Console(highlight=False).print(markdown(result), markup=False, soft_wrap=True)
+        Console(highlight=False).print(
+            full_markdown(result, sanity=checked, seeds=agreement), markup=False, soft_wrap=True
+        )
         err.print("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from ..agreement import MetricAgreement, SeedAgreement, metric_agreement
 from ..benchmark import Benchmark, layer_analysis
 from ..metrics import METRICS_SHOWN
 from ..outputs import writable_folder
+from ..sanity import Sanity
 from ..tasks import TASKS
 
 
@@ -78,7 +80,191 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
             )
         notes = [row["note"] for row in layers if row["note"]]
         lines += [f"\nauto: {note}" for note in notes]
+    agreement = metric_agreement(bench, resamples=resamples)
+    if agreement is not None:
+        lines += ["", agreement_markdown(agreement).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def agreement_markdown(agreement: MetricAgreement) -> str:
+    """The metric x metric Kendall tau tables: by mean over texts, and per text."""
+    titles = agreement.titles
+    head = "| metric | " + " | ".join(titles) + " |"
+    rule = "|---|" + "---|" * len(titles)
+    lines = [
+        f"Metric agreement (Chan et al. 2022): Kendall tau-b between the rankings of the "
+        f"{len(agreement.methods)} methods ({', '.join(agreement.methods)}) that each metric "
+        "gives, each metric turned so that better comes first (+1: the same order, -1: the "
+        "reverse). By each method's mean over the texts:",
+        "",
+        head,
+        rule,
+    ]
+    for key, title in zip(agreement.metrics, titles):
+        row = agreement.overall[key]
+        lines.append(f"| {title} | " + " | ".join(_tau(row[b]) for b in agreement.metrics) + " |")
+    lines += [
+        "",
+        "Per text (each text's ranking of the methods; mean [95% bootstrap CI] over texts):",
+        "",
+        head,
+        rule,
+    ]
+    for key, title in zip(agreement.metrics, titles):
+        spread = agreement.per_text[key]
+        cells = [_cell(spread[b]) for b in agreement.metrics]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tau(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.2f}"
+
+
+def sanity_markdown(sanity: Sanity, resamples: int = 1000) -> str:
+    """The randomisation check: per method and stage, the similarity to the trained model's
+    explanation (signed and absolute Spearman), the share of predictions unchanged, and the
+    methods that ignore the weights."""
+    names = [stage.name for stage in sanity.stages]
+    head = "| method | " + " | ".join(names) + " |"
+    rule = "|---|" + "---|" * len(names)
+    lines = [
+        f"Randomisation sanity check: model `{sanity.model}`, data `{sanity.data}`, "
+        f"{sanity.n_texts} texts. Each stage re-initialises more of a copy of the model, from "
+        f"the top ({sanity.init}; seeded with {sanity.seed}): "
+        + "; ".join(f"`{stage.name}`: {stage.description}" for stage in sanity.stages)
+        + ". Spearman of each text's explanation with the same method's explanation of the "
+        "trained model, for the same target (the trained model's) with the same options; mean "
+        "[95% bootstrap CI]. Lower: the explanation depends on what the model learned.",
+        "",
+    ]
+    kinds = (("signed", "Signed scores"), ("absolute", "Absolute scores"))
+    for kind, title in kinds:
+        lines += [f"{title}:", "", head, rule]
+        for method in sanity.methods:
+            if not method.stages:
+                continue
+            cells = [_cell(stage.summary(resamples)[kind]) for stage in method.stages]
+            flag = " (unchanged: ignores the weights)" if method.ignores_weights else ""
+            lines.append(f"| {method.label}{flag} | " + " | ".join(cells) + " |")
+        lines.append("")
+    same = [sanity.same_prediction.get(name) for name in names]
+    lines += [
+        "Share of texts whose prediction on the randomised model is the trained model's:",
+        "",
+        head,
+        rule,
+        "| predictions unchanged | "
+        + " | ".join("-" if v is None else f"{v:.2f}" for v in same)
+        + " |",
+        "",
+        "Options as settled on the trained model, kept at every stage: "
+        + "; ".join(
+            f"{m.label}: " + (", ".join(f"{k}={v}" for k, v in m.options.items()) or "defaults")
+            for m in sanity.methods
+            if m.stages
+        )
+        + ".",
+    ]
+    ignoring = [m.label for m in sanity.methods if m.ignores_weights]
+    if ignoring:
+        lines.append(
+            "Unchanged on the fully randomised model for every text (they ignore the weights): "
+            + ", ".join(ignoring)
+            + "."
+        )
+    lines += [f"\n{m.label}: {m.note}" for m in sanity.methods if not m.stages and m.note]
+    return "\n".join(lines) + "\n"
+
+
+def seeds_markdown(seeds: list[SeedAgreement], resamples: int = 1000) -> str:
+    """Each sampling method's agreement with itself across seeds."""
+    lines = [
+        "Seed agreement: each method that takes a seed, run with each seed; per text the mean "
+        "Spearman over pairs of seeds; mean [95% bootstrap CI] over texts (1: the seed changes "
+        "nothing).",
+        "",
+        "| method | seeds | signed | absolute |",
+        "|---|---|---|---|",
+    ]
+    for result in seeds:
+        if result.note:
+            lines.append(f"| {result.label} | - | {result.note} | - |")
+            continue
+        summary = result.summary(resamples)
+        lines.append(
+            f"| {result.label} | {', '.join(map(str, result.seeds))} | "
+            f"{_cell(summary['signed'])} | "
+            f"{_cell(summary['absolute'])} |"
+        )
+    if not seeds:
+        lines.append("| (no benchmarked method takes a seed) | - | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def sanity_json(sanity: Sanity, resamples: int = 1000) -> dict[str, Any]:
+    """The sanity check with every text's similarities."""
+    return {
+        "model": sanity.model,
+        "data": sanity.data,
+        "n_texts": sanity.n_texts,
+        "seed": sanity.seed,
+        "init": sanity.init,
+        "stages": [
+            {"name": s.name, "description": s.description, "parameters": len(s.parameters)}
+            for s in sanity.stages
+        ],
+        "same_prediction": sanity.same_prediction,
+        "methods": [
+            {
+                "label": m.label,
+                "method": m.method,
+                "options": m.options,
+                "ignores_weights": m.ignores_weights,
+                "note": m.note,
+                "stages": [
+                    {
+                        "stage": r.stage,
+                        "summary": r.summary(resamples),
+                        "signed": r.signed,
+                        "absolute": r.absolute,
+                    }
+                    for r in m.stages
+                ],
+            }
+            for m in sanity.methods
+        ],
+    }
+
+
+def seeds_json(seeds: list[SeedAgreement], resamples: int = 1000) -> list[dict[str, Any]]:
+    """Seed agreement with every text's value."""
+    return [
+        {
+            "label": r.label,
+            "method": r.method,
+            "seeds": r.seeds,
+            "note": r.note,
+            "summary": r.summary(resamples) if not r.note else {},
+            "signed": r.signed,
+            "absolute": r.absolute,
+        }
+        for r in seeds
+    ]
+
+
+def agreement_json(agreement: MetricAgreement | None) -> dict[str, Any] | None:
+    """The metric agreement matrices (``None`` when there are too few methods)."""
+    if agreement is None:
+        return None
+    return {
+        "metrics": agreement.metrics,
+        "methods": agreement.methods,
+        "overall": agreement.overall,
+        "per_text": {
+            a: {b: list(v) for b, v in row.items()} for a, row in agreement.per_text.items()
+        },
+    }
 
 
 def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
@@ -109,20 +295,55 @@ def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
             for run in bench.runs
         ],
         "layer_analysis": layer_analysis(bench),
+        "metric_agreement": agreement_json(metric_agreement(bench, resamples=resamples)),
     }
 
 
-def write(bench: Benchmark, out: Path, resamples: int = 1000) -> list[Path]:
-    """Write results.json, results.md and the plots into ``out``; return the paths."""
+def write(
+    bench: Benchmark,
+    out: Path,
+    resamples: int = 1000,
+    *,
+    sanity: Sanity | None = None,
+    seeds: list[SeedAgreement] | None = None,
+) -> list[Path]:
+    """Write results.json, results.md and the plots into ``out`` (with ``sanity``:
+    sanity.json; with ``seeds``: seed_agreement.json; both also in results.md); return the
+    paths."""
     writable_folder(out)
     paths = [out / "results.json", out / "results.md"]
     paths[0].write_text(
         json.dumps(to_json(bench, resamples), indent=1, default=str), encoding="utf-8"
     )
-    paths[1].write_text(markdown(bench, resamples), encoding="utf-8")
+    paths[1].write_text(full_markdown(bench, resamples, sanity, seeds), encoding="utf-8")
+    if sanity is not None:
+        paths.append(out / "sanity.json")
+        paths[-1].write_text(
+            json.dumps(sanity_json(sanity, resamples), indent=1, default=str), encoding="utf-8"
+        )
+    if seeds is not None:
+        paths.append(out / "seed_agreement.json")
+        paths[-1].write_text(
+            json.dumps(seeds_json(seeds, resamples), indent=1, default=str), encoding="utf-8"
+        )
     paths += plot_deletion_curves(bench, out / "deletion_curves.png")
     paths += plot_layers(bench, out / "layers.png")
     return paths
+
+
+def full_markdown(
+    bench: Benchmark,
+    resamples: int = 1000,
+    sanity: Sanity | None = None,
+    seeds: list[SeedAgreement] | None = None,
+) -> str:
+    """:func:`markdown`, then the sanity check and the seed agreement where they were run."""
+    parts = [markdown(bench, resamples)]
+    if sanity is not None:
+        parts.append(sanity_markdown(sanity, resamples))
+    if seeds is not None:
+        parts.append(seeds_markdown(seeds, resamples))
+    return "\n".join(parts)
 
 
 def plot_deletion_curves(bench: Benchmark, path: Path) -> list[Path]:
