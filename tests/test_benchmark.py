@@ -308,3 +308,46 @@ def test_cli_bench_prints_whole_markdown_table_lines(tmp_path, monkeypatch):
     rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert len(rows) >= 4 and all(line.rstrip().endswith("|") for line in rows)
     assert max(len(line) for line in rows) > 200  # wider than any terminal default
+
+
+def test_the_frontier_marks_what_nothing_cheaper_beats_and_plots_a_budget_sweep(
+    sst2_tiny, tmp_path
+):
+    from layersal.benchmark import frontier
+    from layersal.report.bench import frontier_markdown
+
+    data = LabelledTexts(TEXTS, ["1", "0", "1", "1", "0", "1"], "fixture")
+    specs = [
+        parse_spec(s)
+        for s in (
+            "gradient",
+            "random",
+            "shapley_control_variate:budget=4",
+            "shapley_control_variate:budget=12",
+        )
+    ]
+    bench = run_benchmark(sst2_tiny, data, specs, batch_size=3, metric_options={"loo": False})
+    points = frontier(bench)
+    assert [p.passes for p in points] == sorted(p.passes for p in points)
+    by_label = {p.label: p for p in points}
+    for run in bench.runs:
+        assert by_label[run.spec.label].passes == run.forward_passes + run.backward_passes
+
+    def value(q):
+        return q.comprehensiveness[0] - q.sufficiency[0]
+
+    for p in points:  # on the frontier exactly when no point as cheap is better
+        beaten = any(
+            (q.passes <= p.passes and value(q) > value(p))
+            or (q.passes < p.passes and value(q) >= value(p))
+            for q in points
+            if q is not p
+        )
+        assert p.on_frontier == (not beaten)
+    cheapest = points[0]
+    assert cheapest.on_frontier
+    table = frontier_markdown(bench)
+    assert all(p.label in table for p in points)
+    paths = write(bench, tmp_path / "out")
+    assert (tmp_path / "out" / "frontier.png") in paths
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 5000

@@ -380,3 +380,48 @@ def layer_analysis(bench: Benchmark) -> list[dict[str, Any]]:
             row["best_fixed_layer"] = best
             row["gap_to_best"] = row["aopc_comprehensiveness"] - fixed[best]
     return rows
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One benchmarked method on the cost-faithfulness plane: its passes per text (forward
+    plus backward), its comprehensiveness and sufficiency AOPC (mean, CI low, CI high), and
+    whether it is on the frontier (no other run is at least as faithful on comp. - suff. for
+    no more passes)."""
+
+    label: str
+    method: str
+    passes: float
+    comprehensiveness: tuple[float, float, float]
+    sufficiency: tuple[float, float, float]
+    on_frontier: bool
+
+
+def frontier(bench: Benchmark, resamples: int = 1000) -> list[FrontierPoint]:
+    """Every run that has results as a :class:`FrontierPoint`, cheapest first. Runs of the
+    same method (a budget sweep) are a curve in :func:`layersal.report.bench.plot_frontier`."""
+    found = []
+    for run in bench.runs:
+        summary = run.summary(resamples=resamples)
+        if "aopc_comprehensiveness" not in summary or "aopc_sufficiency" not in summary:
+            continue
+        found.append(
+            (
+                run,
+                run.forward_passes + run.backward_passes,
+                summary["aopc_comprehensiveness"],
+                summary["aopc_sufficiency"],
+            )
+        )
+    points = []
+    for run, passes, comp, suff in sorted(found, key=lambda f: f[1]):
+        value = comp[0] - suff[0]
+        beaten = any(
+            (p <= passes and c[0] - s[0] > value) or (p < passes and c[0] - s[0] >= value)
+            for other, p, c, s in found
+            if other is not run
+        )
+        points.append(
+            FrontierPoint(run.spec.label, run.spec.method, passes, comp, suff, not beaten)
+        )
+    return points

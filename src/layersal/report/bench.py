@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..agreement import MetricAgreement, SeedAgreement, metric_agreement
-from ..benchmark import Benchmark, layer_analysis
+from ..benchmark import Benchmark, frontier, layer_analysis
 from ..metrics import METRICS_SHOWN
 from ..outputs import writable_folder
 from ..sanity import Sanity
@@ -328,6 +328,7 @@ def write(
         )
     paths += plot_deletion_curves(bench, out / "deletion_curves.png")
     paths += plot_layers(bench, out / "layers.png")
+    paths += plot_frontier(bench, out / "frontier.png")
     return paths
 
 
@@ -338,7 +339,7 @@ def full_markdown(
     seeds: list[SeedAgreement] | None = None,
 ) -> str:
     """:func:`markdown`, then the sanity check and the seed agreement where they were run."""
-    parts = [markdown(bench, resamples)]
+    parts = [markdown(bench, resamples), frontier_markdown(bench, resamples)]
     if sanity is not None:
         parts.append(sanity_markdown(sanity, resamples))
     if seeds is not None:
@@ -404,6 +405,72 @@ def plot_layers(bench: Benchmark, path: Path) -> list[Path]:
     twin.set_ylabel("semantic coherence", color="tab:blue")
     twin.set_ylim(0, 1)
     ax.set_title(f"DLS per layer: {bench.model}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def frontier_markdown(bench: Benchmark, resamples: int = 1000) -> str:
+    """Passes per text against faithfulness, cheapest first, the frontier marked."""
+    points = frontier(bench, resamples)
+    if len(points) < 2:
+        return ""
+    lines = [
+        "",
+        "Cost against faithfulness (passes per text: forward + backward; * on the frontier: "
+        "nothing cheaper or as cheap is better on comp. - suff. AOPC):",
+        "",
+        "| method | passes per text | comp. AOPC | suff. AOPC | frontier |",
+        "|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p.label} | {p.passes:.1f} | {_cell(p.comprehensiveness)} | "
+            f"{_cell(p.sufficiency)} | {'*' if p.on_frontier else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_frontier(bench: Benchmark, path: Path, resamples: int = 1000) -> list[Path]:
+    """Passes per text (log scale) against comprehensiveness AOPC with its 95% CI: every
+    method a point; runs of one method at several costs (a budget sweep) joined as a curve."""
+    points = frontier(bench, resamples)
+    if len(points) < 2:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_method: dict[str, list[Any]] = {}
+    for p in points:
+        by_method.setdefault(p.method, []).append(p)
+    for method, group in by_method.items():
+        xs = [p.passes for p in group]
+        ys = [p.comprehensiveness[0] for p in group]
+        errors = [
+            [p.comprehensiveness[0] - p.comprehensiveness[1] for p in group],
+            [p.comprehensiveness[2] - p.comprehensiveness[0] for p in group],
+        ]
+        ax.errorbar(
+            xs, ys, yerr=errors, fmt="o-" if len(group) > 1 else "o", capsize=3, label=method
+        )
+        for p in group:
+            ax.annotate(
+                p.label.split(":", 1)[1] if len(group) > 1 and ":" in p.label else "",
+                (p.passes, p.comprehensiveness[0]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=6,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("model passes per text (forward + backward, log scale)")
+    ax.set_ylabel("comprehensiveness AOPC (higher is better)")
+    ax.set_title(f"Cost against faithfulness: {bench.model}, {bench.n_texts} texts", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
