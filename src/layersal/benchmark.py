@@ -395,6 +395,18 @@ class FrontierPoint:
     comprehensiveness: tuple[float, float, float]
     sufficiency: tuple[float, float, float]
     on_frontier: bool
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def curve(self) -> tuple[str, str]:
+        """Points of one curve: the same method and the same options but numbers (a budget,
+        a number of steps or samples varies along it)."""
+        fixed = {
+            k: v
+            for k, v in self.options.items()
+            if isinstance(v, bool) or not isinstance(v, (int, float))
+        }
+        return self.method, repr(sorted(fixed.items()))
 
 
 def frontier(bench: Benchmark, resamples: int = 1000) -> list[FrontierPoint]:
@@ -422,6 +434,14 @@ def frontier(bench: Benchmark, resamples: int = 1000) -> list[FrontierPoint]:
             if other is not run
         )
         points.append(
-            FrontierPoint(run.spec.label, run.spec.method, passes, comp, suff, not beaten)
+            FrontierPoint(
+                run.spec.label,
+                run.spec.method,
+                passes,
+                comp,
+                suff,
+                not beaten,
+                dict(run.spec.options),
+            )
         )
     return points

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..agreement import MetricAgreement, SeedAgreement, metric_agreement
-from ..benchmark import Benchmark, frontier, layer_analysis
+from ..benchmark import Benchmark, FrontierPoint, frontier, layer_analysis
 from ..metrics import METRICS_SHOWN
 from ..outputs import writable_folder
 from ..sanity import Sanity
@@ -433,30 +433,57 @@ def frontier_markdown(bench: Benchmark, resamples: int = 1000) -> str:
 
 
 def plot_frontier(bench: Benchmark, path: Path, resamples: int = 1000) -> list[Path]:
-    """Passes per text (log scale) against comprehensiveness AOPC with its 95% CI: every
-    method a point; runs of one method at several costs (a budget sweep) joined as a curve."""
+    """:func:`frontier_figure` of a benchmark run."""
     points = frontier(bench, resamples)
     if len(points) < 2:
         return []
+    return frontier_figure(points, f"{bench.model}, {bench.n_texts} texts", path)
+
+
+def frontier_points(saved: dict[str, Any]) -> list[FrontierPoint]:
+    """The frontier points of a saved run (``results.json``, as :func:`to_json` writes it):
+    to draw several runs on the same texts as one plot (``bench/frontier.py``)."""
+    points = []
+    for method in saved["methods"]:
+        summary = method.get("summary") or {}
+        if "aopc_comprehensiveness" not in summary or "aopc_sufficiency" not in summary:
+            continue
+        passes = method["forward_passes_per_text"] + method["backward_passes_per_text"]
+        points.append(
+            FrontierPoint(
+                method["label"],
+                method["method"],
+                passes,
+                tuple(summary["aopc_comprehensiveness"]),
+                tuple(summary["aopc_sufficiency"]),
+                False,
+                dict(method.get("options") or {}),
+            )
+        )
+    return sorted(points, key=lambda p: p.passes)
+
+
+def frontier_figure(points: list[FrontierPoint], title: str, path: Path) -> list[Path]:
+    """Passes per text (log scale) against comprehensiveness AOPC with its 95% CI: every
+    method a point; runs of one method at several costs (a budget sweep) joined as a curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    by_method: dict[str, list[Any]] = {}
+    curves: dict[tuple[str, str], list[Any]] = {}
     for p in points:
-        by_method.setdefault(p.method, []).append(p)
-    for method, group in by_method.items():
+        curves.setdefault(p.curve, []).append(p)
+    for (method, fixed), group in curves.items():
+        name = method if fixed == "[]" else f"{method} {fixed.strip('[]')}"
         xs = [p.passes for p in group]
         ys = [p.comprehensiveness[0] for p in group]
         errors = [
             [p.comprehensiveness[0] - p.comprehensiveness[1] for p in group],
             [p.comprehensiveness[2] - p.comprehensiveness[0] for p in group],
         ]
-        ax.errorbar(
-            xs, ys, yerr=errors, fmt="o-" if len(group) > 1 else "o", capsize=3, label=method
-        )
+        ax.errorbar(xs, ys, yerr=errors, fmt="o-" if len(group) > 1 else "o", capsize=3, label=name)
         for p in group:
             ax.annotate(
                 p.label.split(":", 1)[1] if len(group) > 1 and ":" in p.label else "",
@@ -468,7 +495,7 @@ def plot_frontier(bench: Benchmark, path: Path, resamples: int = 1000) -> list[P
     ax.set_xscale("log")
     ax.set_xlabel("model passes per text (forward + backward, log scale)")
     ax.set_ylabel("comprehensiveness AOPC (higher is better)")
-    ax.set_title(f"Cost against faithfulness: {bench.model}, {bench.n_texts} texts", fontsize=10)
+    ax.set_title(f"Cost against faithfulness: {title}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()

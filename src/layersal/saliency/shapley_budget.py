@@ -34,7 +34,6 @@ from ..shapley import (
 from ._common import PassCounter, text_seed
 from .base import Attribution, Prepared, checked, method_cost, register, run_method, settle
 
-
 GAMES = ("output", "log")
 FLOOR = 1e-12
 
