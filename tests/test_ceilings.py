@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import layersal
-from layersal.benchmark import ceiling_table, parse_spec, run_benchmark
+from layersal.benchmark import bench_rows, ceiling_table, parse_spec, run_benchmark
 from layersal.ceilings import (
     BOUNDS,
     Ceiling,
@@ -28,6 +28,7 @@ from layersal.datasets import LabelledTexts
 from layersal.encoding import encode, model_input_names
 from layersal.errors import InputError
 from layersal.evaluate import bounds_batch, hide_ids, predictor, score_batch
+from layersal.job import Explainer
 from layersal.metrics import faithfulness_many
 
 from .test_metrics import MASK, A, B, C, D, E, FakeModel, batch, padded_scores
@@ -260,3 +261,41 @@ def test_cli_bench_ceilings_and_soft_metrics_end_to_end(tmp_path):
     assert "soft comp." not in plain.output and "Ceilings" not in plain.output
     bad = CliRunner().invoke(app, [*args, "gradient", "--beam", "0", "--ceilings", "2"])
     assert bad.exit_code == 2 and "error:" in bad.output and "--beam" in bad.output
+
+
+@pytest.mark.parametrize("task", ["entities", "regression"])
+def test_ceilings_and_soft_metrics_of_other_heads(task, tiny_dirs, tmp_path):
+    """Entities (a focus input travels with every perturbed row) and a score (no softmax)."""
+    from .conftest import tiny_head
+    from .test_entities import TEXT, token_classifier
+
+    if task == "entities":
+        folder = token_classifier(tmp_path, bias=[0.0, 0.3, 0.1, 0.9, 0.8, 0.2, 0.1])
+        lm = layersal.load(folder, lm_head=tiny_dirs["bert"][1])
+        data = LabelledTexts([TEXT], [None], "test")
+    else:
+        folder, mlm = tiny_head(tiny_dirs, tmp_path / "reward", ["score"], 3)
+        lm = layersal.load(folder, lm_head=mlm)
+        data = LabelledTexts(["a gripping film", "dull and far too long"], [None, None], "t")
+    specs = [parse_spec("gradient"), parse_spec("occlusion")]
+    bench = run_benchmark(
+        lm, data, specs, metric_options={"loo": False, "soft": True}, ceilings=2, beam=2
+    )
+    ceilings = bench.ceilings
+    assert ceilings is not None and len(ceilings.rows) == 2
+    for run in bench.runs:
+        assert all(math.isfinite(r.soft_sufficiency) for r in run.results)
+    assert {row["label"] for row in ceiling_table(bench)} == {"gradient", "occlusion"}
+    # each bound is an ordering the metrics score to the same AOPC, focus input and all
+    rows = bench_rows(Explainer(lm, "gradient"), data.texts)
+    for row, found in zip(ceilings.rows, ceilings.found):
+        encoded = encode(lm.tokenizer, [rows[row].item], lm.max_length, model_input_names(lm.model))
+        positions = np.flatnonzero(lm.task.hideable(encoded)[0].numpy())
+        targets = torch.tensor([found.target])
+        for name in BOUNDS:
+            scores = torch.full(encoded.input_ids.shape, -1.0)
+            for rank, unit in enumerate(found.chains[name]):
+                scores[0, positions[unit]] = len(positions) - rank
+            (r,) = score_batch(lm, encoded, scores, targets, loo=False)
+            kind = name.split("_")[0]
+            assert getattr(r, f"aopc_{kind}") == pytest.approx(getattr(found, name), abs=1e-6)
