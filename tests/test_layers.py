@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"errors", "families", "decoding", "outputs", "targets", "version", "report.progress"}
     | {"entities"},
     {"explanation", "encoding", "inputs", "datasets", "metrics", "rationales", "rules", "words"}
-    | {"tasks", "shapley", "similarity"}
+    | {"tasks", "shapley", "similarity", "soft_erasure", "ceilings"}
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
     # types only
     | {"report.html", "report.provenance"},

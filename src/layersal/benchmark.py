@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .ceilings import BOUNDS, Ceiling, Normalised, ceiling_fraction, normalised, widened
 from .datasets import LabelledTexts, label_indices
 from .encoding import Encoded, encode, model_input_names, select_rows
 from .errors import InputError
-from .evaluate import predictor, score_batch
+from .evaluate import bounds_batch, predictor, score_batch
 from .inputs import check_texts, item_length
 from .job import Explainer
-from .metrics import Faithfulness, summarise
+from .metrics import ERASER_BUDGETS, Faithfulness, bootstrap_ci, summarise
 from .models import LoadedModel
 from .rows import PlannedRow, row_plan
 from .saliency import checked, method_options, methods
@@ -62,6 +63,46 @@ class MethodRun:
 
 
 @dataclass
+class CeilingRun:
+    """Beam-search ceilings of comprehensiveness and sufficiency AOPC on a subsample.
+
+    ``rows`` index the benchmark's rows (and every :attr:`MethodRun.results`); ``found`` are
+    the beam's bounds per text, ``bounds`` the same moved out to any method's own AOPC beyond
+    them (:func:`layersal.ceilings.widened`), which is what methods are normalised by.
+    """
+
+    rows: list[int]
+    beam: int
+    found: list[Ceiling]
+    bounds: list[Ceiling]
+    seconds: float
+
+    @property
+    def forward_passes(self) -> float:
+        """Distinct inputs through the model per text, the four searches together."""
+        return float(np.mean([c.forward_passes for c in self.found])) if self.found else 0.0
+
+    @property
+    def beaten(self) -> dict[str, int]:
+        """Per bound, on how many texts a method's own ordering went past the beam's."""
+        return {
+            name: sum(getattr(f, name) != getattr(b, name) for f, b in zip(self.found, self.bounds))
+            for name in BOUNDS
+        }
+
+    def normalised(self, run: MethodRun) -> list[Normalised]:
+        """``run``'s AOPCs on the subsample read against the bounds (texts whose target is
+        not the one the bounds were searched for are left out)."""
+        if not run.results:
+            return []
+        return [
+            normalised(run.results[row], bound)
+            for row, bound in zip(self.rows, self.bounds)
+            if run.results[row].target == bound.target
+        ]
+
+
+@dataclass
 class Benchmark:
     """A whole benchmark run."""
 
@@ -78,6 +119,8 @@ class Benchmark:
     score_scale: float | None = None
     """For a task that predicts a number: the standard deviation of the model's scores over the
     texts (sigma), which normalises its AOPCs (``docs/metrics.md``); ``None`` otherwise."""
+    ceilings: CeilingRun | None = None
+    """Beam-search bounds of the AOPCs on a subsample (``run_benchmark(ceilings=N)``)."""
 
 
 def parse_spec(text: str) -> MethodSpec:
@@ -139,6 +182,9 @@ def run_benchmark(
     metric_options: dict[str, Any] | None = None,
     calibration: Sequence[str] | None = None,
     on_progress: Callable[[str, int], None] | None = None,
+    ceilings: int = 0,
+    beam: int = 4,
+    seed: int = 0,
 ) -> Benchmark:
     """Explain ``data`` with every spec and score each explanation.
 
@@ -150,9 +196,18 @@ def run_benchmark(
     texts of ``data``; no labels either way). Each method is run once on one short text
     before it is timed, so one-time costs (lazy imports, first-call allocations) stay out of
     its seconds per text. ``on_progress(label, n_done)`` is called per batch.
+
+    ``ceilings``: on a seeded random subsample of that many rows (``seed``), search the
+    bounds of comprehensiveness and sufficiency AOPC with a beam of width ``beam``
+    (:mod:`layersal.ceilings`), under the same budgets, units and hiding as the metrics, and
+    read every method's AOPCs against them (:func:`ceiling_table`).
     """
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
+    if ceilings < 0:
+        raise InputError(f"`ceilings` is a number of texts, at least 0, not {ceilings}")
+    if beam < 1:
+        raise InputError(f"the beam width must be at least 1, not {beam}")
     metric_options = dict(metric_options or {})
     planner = Explainer(lm, "gradient", batch_size=batch_size)  # finds a task's rows
     rows = bench_rows(planner, data.texts)
@@ -221,16 +276,27 @@ def run_benchmark(
                 note=note,
             )
         )
+    ceiling_run = None
+    if ceilings:
+        picked = np.random.default_rng(seed).permutation(len(rows))[:ceilings]
+        ceiling_run = _ceilings(
+            lm, [rows[i] for i in sorted(picked)], sorted(int(i) for i in picked), runs, beam,
+            batch_size, metric_options, predict, on_progress,
+        )  # fmt: skip
+    settings = {"batch_size": batch_size, **metric_options}
+    if ceilings:
+        settings |= {"ceilings": ceilings, "beam": beam, "seed": seed}
     return Benchmark(
         model=lm.name,
         data=data.source,
         n_texts=len(rows),
         accuracy=_accuracy(runs, gold),
         runs=runs,
-        settings={"batch_size": batch_size, **metric_options},
+        settings=settings,
         machine=machine_info(),
         task=lm.task.name,
         score_scale=None if lm.task.probabilistic else _score_scale(runs),
+        ceilings=ceiling_run,
     )
 
 
@@ -304,6 +370,102 @@ def content_scores(
         explained.append(attribution.targets.detach().cpu())
         logits.append(attribution.logits.detach().float().cpu())
     return [s for s in scores if s is not None], explained, logits
+
+
+def _ceilings(
+    lm: LoadedModel,
+    rows: list[PlannedRow],
+    indices: list[int],
+    runs: list[MethodRun],
+    beam: int,
+    batch_size: int,
+    metric_options: dict[str, Any],
+    predict: Any,
+    on_progress: Callable[[str, int], None] | None,
+) -> CeilingRun | None:
+    """The bounds of the rows ``indices`` (their targets: those the methods explained)."""
+    scored = [run for run in runs if run.results]
+    if not scored:
+        return None
+    inputs = model_input_names(lm.model)
+    found: list[Ceiling] = []
+    start = time.perf_counter()
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s : s + batch_size]
+        encoded = encode(lm.tokenizer, [r.item for r in chunk], lm.max_length, inputs)
+        targets = torch.tensor([scored[0].results[i].target for i in indices[s : s + batch_size]])
+        found += bounds_batch(
+            lm,
+            encoded,
+            targets,
+            beam=beam,
+            predict=predict,
+            level=metric_options.get("level", "token"),
+            perturbation=metric_options.get("perturbation", "mask"),
+            budgets=tuple(metric_options.get("budgets", ERASER_BUDGETS)),
+        )
+        if on_progress is not None:
+            on_progress(f"ceilings (beam {beam})", len(chunk))
+    seconds = time.perf_counter() - start
+    bounds = [
+        widened(
+            ceiling,
+            [run.results[i] for run in scored if run.results[i].target == ceiling.target],
+        )
+        for i, ceiling in zip(indices, found)
+    ]
+    return CeilingRun(indices, beam, found, bounds, seconds)
+
+
+def ceiling_table(bench: Benchmark, resamples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Per method with results, on the ceiling subsample: its comprehensiveness and
+    sufficiency AOPC, normalised AOPC (``(AOPC - lower) / (upper - lower)`` per text) and
+    fraction of the comprehensiveness ceiling (``sum AOPC / sum upper``), each as
+    ``(mean, ci_low, ci_high)``. Empty without ceilings."""
+    ceilings = bench.ceilings
+    if ceilings is None:
+        return []
+    rows = []
+    for run in bench.runs:
+        values = ceilings.normalised(run)
+        if not values:
+            continue
+        stats = summarise(values, resamples=resamples, seed=seed)
+        rows.append(
+            {
+                "label": run.spec.label,
+                "n_texts": len(values),
+                "aopc_comprehensiveness": stats["comprehensiveness_aopc"],
+                "aopc_sufficiency": bootstrap_ci(
+                    [run.results[i].aopc_sufficiency for i in ceilings.rows],
+                    resamples=resamples,
+                    seed=seed,
+                ),
+                "naopc_comprehensiveness": stats["naopc_comprehensiveness"],
+                "naopc_sufficiency": stats["naopc_sufficiency"],
+                "ceiling_fraction": ceiling_fraction(values, resamples=resamples, seed=seed),
+            }
+        )
+    return rows
+
+
+def ceiling_bounds(
+    bench: Benchmark, resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """Mean [CI] over the subsample of each bound, as searched (``beam_*``) and as widened by
+    the methods (``*``), and of the passes per text. Empty without ceilings."""
+    ceilings = bench.ceilings
+    if ceilings is None:
+        return {}
+    out = {}
+    for name in BOUNDS:
+        for prefix, listed in (("beam_", ceilings.found), ("", ceilings.bounds)):
+            values = [getattr(c, name) for c in listed]
+            out[prefix + name] = bootstrap_ci(values, resamples=resamples, seed=seed)
+    out["forward_passes"] = bootstrap_ci(
+        [c.forward_passes for c in ceilings.found], resamples=resamples, seed=seed
+    )
+    return out
 
 
 def bench_rows(job: Explainer, texts: Sequence[str]) -> list[PlannedRow]:

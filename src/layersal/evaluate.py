@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .ceilings import Ceiling, beam_bounds
 from .encoding import Encoded, encode, model_input_names
 from .errors import InputError
-from .metrics import PARTS, Faithfulness, PredictFn, faithfulness
+from .metrics import DEFAULT_PARTS, ERASER_BUDGETS, Faithfulness, PredictFn, faithfulness
 from .models import LoadedModel
+from .passes import on_input_ids
+from .soft_erasure import EmbeddingPredict
 from .tasks import FOCUS
 
 if TYPE_CHECKING:
@@ -43,6 +46,37 @@ def predictor(lm: LoadedModel) -> PredictFn:
         return lm.task.outputs(logits).cpu()
 
     return predict
+
+
+def embedding_predictor(lm: LoadedModel) -> EmbeddingPredict:
+    """``lm`` seen at its word embeddings, for the soft metrics: ``predict(input_ids,
+    attention_mask, keep[, token_type_ids], **row_inputs)`` runs the model on ``input_ids``
+    with the word-embedding module's output multiplied by ``keep`` (``(rows, n, width)``),
+    everything after it (positions, segments, normalisation) as the model does it."""
+    device = lm.device
+    width = int(lm.model.get_input_embeddings().weight.shape[1])
+
+    def predict(
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        keep: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        **row_inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **row_inputs}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        on_device = {k: v.to(device) for k, v in inputs.items()}
+
+        def scaled(output: torch.Tensor) -> torch.Tensor:
+            return output * keep.to(output.device, output.dtype)
+
+        changed = on_input_ids(lm.model, on_device["input_ids"], scaled)
+        with torch.no_grad(), lm.autocast(), lm.borrowed(), changed:
+            logits = lm.model(**on_device).logits
+        return lm.task.outputs(logits).cpu()
+
+    return EmbeddingPredict(width, predict)
 
 
 def hide_ids(lm: LoadedModel) -> tuple[int, int]:
@@ -72,15 +106,22 @@ def score_batch(
     *,
     labels: Sequence[int] | None = None,
     predict: PredictFn | None = None,
+    soft: bool = False,
     **metric_options: Any,
 ) -> list[Faithfulness]:
     """Faithfulness metrics of ``scores`` (``(B, n)``, one batch) for ``lm``'s own targets, in
     what its task shows (probabilities, or a regression head's score: then without log-odds
-    and gold-label accuracy, which need probabilities)."""
+    and gold-label accuracy, which need probabilities). ``soft=True`` adds the soft metrics
+    to the parts computed (the ``soft`` part, through :func:`embedding_predictor`)."""
     mask_id, pad_id = hide_ids(lm)
     if not lm.task.probabilistic:
         labels = None
-        metric_options.setdefault("parts", tuple(p for p in PARTS if p != "log_odds"))
+        metric_options.setdefault("parts", tuple(p for p in DEFAULT_PARTS if p != "log_odds"))
+    if soft:
+        parts = tuple(metric_options.get("parts", DEFAULT_PARTS))
+        metric_options["parts"] = parts if "soft" in parts else (*parts, "soft")
+    if "soft" in metric_options.get("parts", ()) and metric_options.get("soft_predict") is None:
+        metric_options["soft_predict"] = embedding_predictor(lm)
     return faithfulness(
         predict or predictor(lm),
         encoded.input_ids,
@@ -95,6 +136,41 @@ def score_batch(
         token_type_ids=segment_ids(encoded),
         row_inputs=row_inputs(encoded),
         **metric_options,
+    )
+
+
+def bounds_batch(
+    lm: LoadedModel,
+    encoded: Encoded,
+    targets: torch.Tensor,
+    *,
+    beam: int = 4,
+    predict: PredictFn | None = None,
+    level: str = "token",
+    perturbation: str = "mask",
+    budgets: tuple[float, ...] = ERASER_BUDGETS,
+    batch_size: int = 64,
+) -> list[Ceiling]:
+    """Beam-search bounds of comprehensiveness and sufficiency AOPC for one batch (``lm``'s
+    targets ``targets``), hiding what :func:`score_batch` hides, the same way
+    (:func:`layersal.ceilings.beam_bounds`)."""
+    mask_id, pad_id = hide_ids(lm)
+    return beam_bounds(
+        predict or predictor(lm),
+        encoded.input_ids,
+        encoded.attention_mask,
+        lm.task.hideable(encoded),
+        targets.cpu(),
+        beam=beam,
+        budgets=budgets,
+        level=level,
+        word_ids=encoded.word_ids,
+        perturbation=perturbation,
+        mask_id=mask_id,
+        pad_id=pad_id,
+        batch_size=batch_size,
+        token_type_ids=segment_ids(encoded),
+        row_inputs=row_inputs(encoded),
     )
 
 

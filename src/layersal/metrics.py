@@ -15,6 +15,13 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .soft_erasure import (
+    EmbeddingPredict,
+    SoftVariants,
+    keep_probabilities,
+    predict_soft_variants,
+    soft_importance,
+)
 
 PredictFn = Callable[..., torch.Tensor]
 """``predict(input_ids, attention_mask) -> (rows, classes)`` probabilities; called with a third
@@ -34,6 +41,8 @@ METRICS_SHOWN = (
     ("insertion_area", "insertion area", "higher"),
     ("log_odds_20", "log-odds@20%", "lower"),
     ("kendall_loo", "Kendall tau LOO", "higher"),
+    ("soft_comprehensiveness", "soft comp.", "higher"),
+    ("soft_sufficiency", "soft suff.", "lower"),
 )
 """The headline metrics of the benchmark tables and the reports: field, title, which way is
 better (one table for every renderer)."""
@@ -46,7 +55,9 @@ class Faithfulness:
     ``probability`` is p(target | x). ``n_units`` counts what was ranked and hidden: content
     tokens (token level) or words (word level). Dict keys are budgets (fractions of
     ``n_units``); curves have ``steps + 1`` points at fractions 0, 1/steps, ..., 1.
-    ``forward_passes`` counts the distinct perturbed inputs of this text sent to ``predict``.
+    ``forward_passes`` counts the distinct perturbed inputs of this text sent to ``predict``
+    (and, for the ``soft`` part, to the embedding-level predict). The soft metrics are ``nan``
+    unless the ``soft`` part was asked for.
     """
 
     target: int
@@ -66,19 +77,24 @@ class Faithfulness:
     kendall_loo: float | None
     loo_importance: list[float] | None
     forward_passes: int
+    soft_comprehensiveness: float = math.nan
+    soft_sufficiency: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of Python floats, ints and lists."""
         return asdict(self)
 
 
-PARTS = ("comprehensiveness", "sufficiency", "curves", "log_odds", "loo")
+PARTS = ("comprehensiveness", "sufficiency", "curves", "log_odds", "loo", "soft")
 """What :func:`faithfulness_many` can compute; each part adds its own perturbed inputs."""
+DEFAULT_PARTS = tuple(p for p in PARTS if p != "soft")
+"""The parts computed unless asked otherwise: every part that needs only ``predict`` (``soft``
+perturbs word embeddings, through an :class:`~layersal.soft_erasure.EmbeddingPredict`)."""
 
 
 @dataclass
 class _Plan:
-    """Which of the batch's distinct perturbed inputs (slots of a :class:`_Variants`) each
+    """Which of the batch's distinct perturbed inputs (slots of a :class:`Variants`) each
     metric of one text and one saliency map reads; a part not asked for reads none."""
 
     slots: set[int]
@@ -89,6 +105,10 @@ class _Plan:
     insertion: list[int]
     log_odds: int | None
     loo: list[int] | None
+    soft_comprehensiveness: list[int | None] | None = None
+    soft_sufficiency: list[int | None] | None = None
+    """Slots of :class:`~layersal.soft_erasure.SoftVariants`, one per sample; ``None`` in the
+    list where the variant is the unchanged input (its output is the original's)."""
 
 
 def round_half_up(value: float) -> int:
@@ -231,7 +251,8 @@ def summarise(
     dataclasses (:class:`Faithfulness`, or plausibility results).
 
     Per-budget dicts become ``name@budget`` keys (``comprehensiveness@0.2``); ints, lists and
-    ``None`` fields are left out; NaN values (an undefined Kendall tau) are dropped per metric.
+    ``None`` fields are left out; NaN values (an undefined Kendall tau) are dropped per metric,
+    and a metric with no finite value at all (a part that was not computed) is left out.
     """
     columns: dict[str, list[float]] = {}
     for result in results:
@@ -245,6 +266,7 @@ def summarise(
     return {
         name: bootstrap_ci(column, resamples=resamples, seed=seed, level=level)
         for name, column in columns.items()
+        if np.isfinite(column).any()
     }
 
 
@@ -284,10 +306,13 @@ def faithfulness_many(
     budgets: Sequence[float] = ERASER_BUDGETS,
     steps: int = 10,
     loo: bool = True,
-    parts: Sequence[str] = PARTS,
+    parts: Sequence[str] = DEFAULT_PARTS,
     batch_size: int = 64,
     token_type_ids: torch.Tensor | None = None,
     row_inputs: Mapping[str, torch.Tensor] | None = None,
+    soft_predict: EmbeddingPredict | None = None,
+    soft_samples: int = 1,
+    seed: int = 0,
 ) -> list[list[Faithfulness]]:
     """Faithfulness metrics of several saliency maps of the same padded batch of B texts:
     ``result[s][b]`` for map ``s`` and text ``b``. The one implementation of the metrics.
@@ -305,19 +330,30 @@ def faithfulness_many(
     of texts) go to ``predict`` with each perturbed input; a pair's separator is never content,
     so it is never hidden. ``row_inputs`` (``(B, n)`` each, per position) go to ``predict`` as
     keywords, cut and moved with their rows as the segment ids are.
+
+    The ``soft`` part (not among the defaults, :data:`DEFAULT_PARTS`) needs ``soft_predict``,
+    the model at its word embeddings; it averages ``soft_samples`` Bernoulli draws per text,
+    seeded by ``seed`` and the text's ids (:mod:`layersal.soft_erasure`).
     """
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise InputError(f"unknown metric part {unknown[0]!r}; parts are {', '.join(PARTS)}")
+    if "soft" in parts and soft_predict is None:
+        raise InputError(
+            "the soft metrics need the model at its word embeddings (soft_predict); "
+            "evaluate.score_batch gives it"
+        )
+    if soft_samples < 1:
+        raise InputError(f"soft_samples must be at least 1, not {soft_samples}")
     if not score_sets:
         raise InputError("no saliency maps to score")
     checked = [
-        _check_batch(input_ids, attention_mask, content, scores, targets, labels)
+        check_batch(input_ids, attention_mask, content, scores, targets, labels)
         for scores in score_sets
     ]
     ids, attention, content_np, _, targets_np, labels_np = checked[0]
     n = ids.shape[1]
-    _check_options(
+    check_options(
         level,
         word_ids,
         len(ids),
@@ -334,7 +370,8 @@ def faithfulness_many(
         units_of(content_np[b], word_ids[b] if level == "word" and word_ids is not None else None)
         for b in range(len(ids))
     ]
-    variants = _Variants(n)
+    variants = Variants(n)
+    soft = SoftVariants()
     planned = []
     for _, _, _, scores_np, _, _ in checked:
         unit_scores = [np.array([scores_np[b, u].sum() for u in us]) for b, us in enumerate(units)]
@@ -343,6 +380,9 @@ def faithfulness_many(
                   parts, loo)
             for b in range(len(ids))
         ]  # fmt: skip
+        if "soft" in parts:
+            for b, plan in enumerate(plans):
+                _plan_soft(plan, soft, b, n, units[b], unit_scores[b], rank_by, soft_samples)
         planned.append((plans, unit_scores))
     probs = predict_variants(
         predict, ids, attention, np.array(variants.rows), np.stack(variants.hide), perturbation,
@@ -350,6 +390,13 @@ def faithfulness_many(
     )  # fmt: skip
     if int(targets_np.max()) >= probs.shape[1] or int(targets_np.min()) < 0:
         raise InputError(f"targets must be class indices below {probs.shape[1]}")
+    soft_probs = (
+        predict_soft_variants(
+            soft_predict, ids, attention, soft, seed, batch_size, token_type_ids, row_inputs
+        )
+        if soft_predict is not None and soft.rows
+        else np.zeros((0, probs.shape[1]))
+    )
     return [
         [
             _result(
@@ -359,6 +406,7 @@ def faithfulness_many(
                 None if labels_np is None else int(labels_np[b]),
                 unit_scores[b],
                 rank_by,
+                soft_probs,
             )
             for b in range(len(ids))
         ]
@@ -366,7 +414,7 @@ def faithfulness_many(
     ]
 
 
-class _Variants:
+class Variants:
     """Distinct perturbed inputs of a batch: each (row, hidden positions) is kept once, so a
     variant that several rankings or budgets share goes through the model once."""
 
@@ -390,7 +438,7 @@ class _Variants:
 
 
 def _plan(
-    variants: _Variants,
+    variants: Variants,
     row: int,
     units: list[np.ndarray],
     order: np.ndarray,
@@ -428,6 +476,26 @@ def _plan(
         log_odds=slot(ranked[: budget_size(LOG_ODDS_BUDGET, m)]) if "log_odds" in parts else None,
         loo=[slot([u]) for u in range(m)] if loo and "loo" in parts else None,
     )
+
+
+def _plan_soft(
+    plan: _Plan,
+    soft: SoftVariants,
+    row: int,
+    n: int,
+    units: list[np.ndarray],
+    unit_scores: np.ndarray,
+    rank_by: str,
+    samples: int,
+) -> None:
+    """Add the soft variants one text's soft metrics read, for one saliency map, to ``plan``;
+    a variant that keeps every element (nothing to hide) is the original input, no pass."""
+    importance = soft_importance(unit_scores, rank_by)
+    for kind in ("comprehensiveness", "sufficiency"):
+        keep = keep_probabilities(n, units, importance, kind)
+        unchanged = bool((keep == 1.0).all())
+        slots = [None if unchanged else soft.slot(row, s, keep) for s in range(samples)]
+        setattr(plan, f"soft_{kind}", slots)
 
 
 def erasure_aopc_many(
@@ -541,9 +609,20 @@ def _result(
     label: int | None,
     unit_scores: np.ndarray,
     rank_by: str,
+    soft_probs: np.ndarray | None = None,
 ) -> Faithfulness:
     p = probs[:, target]
     p0 = float(p[plan.original])
+    soft = {}
+    for kind in ("comprehensiveness", "sufficiency"):
+        slots = getattr(plan, f"soft_{kind}")
+        if slots is not None and soft_probs is not None:
+            kept = [p0 if i is None else float(soft_probs[i, target]) for i in slots]
+            soft[kind] = p0 - float(np.mean(kept))
+    soft_passes = sum(
+        len({i for i in getattr(plan, f"soft_{kind}") or [] if i is not None})
+        for kind in ("comprehensiveness", "sufficiency")
+    )
     comprehensiveness = {b: p0 - float(p[i]) for b, i in plan.comprehensiveness.items()}
     sufficiency = {b: p0 - float(p[i]) for b, i in plan.sufficiency.items()}
     deletion = [float(p[i]) for i in plan.deletion]
@@ -576,7 +655,9 @@ def _result(
         - math.log(max(p0, PROBABILITY_FLOOR)),
         kendall_loo=kendall,
         loo_importance=loo_importance,
-        forward_passes=len(plan.slots),
+        forward_passes=len(plan.slots) + soft_passes,
+        soft_comprehensiveness=soft.get("comprehensiveness", math.nan),
+        soft_sufficiency=soft.get("sufficiency", math.nan),
     )
 
 
@@ -585,7 +666,7 @@ def _mean(values: Iterable[float]) -> float:
     return float(np.mean(listed)) if listed else math.nan
 
 
-def _check_batch(
+def check_batch(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     content: torch.Tensor,
@@ -625,7 +706,7 @@ def _check_batch(
     return ids, attention, content_np, scores_np, targets_np, labels_np
 
 
-def _check_options(
+def check_options(
     level: str,
     word_ids: Sequence[Sequence[int | None]] | None,
     batch: int,
@@ -638,6 +719,7 @@ def _check_options(
     steps: int,
     batch_size: int,
 ) -> None:
+    """The metric options, checked once: a clear error for each user mistake."""
     if level not in LEVELS:
         raise InputError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
     if level == "word":

@@ -56,7 +56,11 @@ def bench(
         int | None, typer.Option(help="Use a seeded random sample of N rows.")
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of --sample, the bootstrap and --sanity's random weights.")
+        int,
+        typer.Option(
+            help="Seed of --sample, the bootstrap, the soft metrics' noise, the --ceilings "
+            "subsample and --sanity's random weights."
+        ),
     ] = 0,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
     level: Annotated[
@@ -70,6 +74,23 @@ def bench(
         bool,
         typer.Option("--loo/--no-loo", help="Kendall tau with leave-one-out (one pass per token)."),
     ] = True,
+    soft: Annotated[
+        bool,
+        typer.Option(
+            "--soft/--no-soft",
+            help="Soft comprehensiveness and sufficiency (Zhao & Aletras 2023: word embeddings "
+            "dropped in proportion to importance; 2 passes per text).",
+        ),
+    ] = True,
+    ceilings: Annotated[
+        int,
+        typer.Option(
+            help="Search the ceilings of comp./suff. AOPC by beam search on a seeded sample "
+            "of N texts, and add every method's normalised AOPC and fraction of the ceiling "
+            "(costly: up to about 2 x beam x units^2 passes per text; 0: off).",
+        ),
+    ] = 0,
+    beam: Annotated[int, typer.Option(help="Beam width of --ceilings.")] = 4,
     calibration: Annotated[
         Path | None,
         typer.Option(
@@ -114,6 +135,11 @@ def bench(
             raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
         if seeds == 1 or seeds < 0:
             raise InputError(f"--seeds takes 0 (off) or at least 2 seeds, not {seeds}")
+        if ceilings < 0 or beam < 1:
+            raise InputError(
+                f"--ceilings is a number of texts (0: off) and --beam at least 1; got "
+                f"{ceilings} and {beam}"
+            )
         dataset = read_labelled(data)  # the data and the output first, the heavy imports after
         dataset = dataset.sample(sample, seed) if sample else dataset.head(limit)
         writable_folder(out)
@@ -130,12 +156,15 @@ def bench(
             "perturbation": perturbation,
             "rank_by": rank_by,
             "loo": loo,
+            "soft": soft,
+            "seed": seed,
         }
         from ..report.progress import progress_lines
 
         count = len(dataset) if rows is None else len(rows)
         texts = _calibration_texts(calibration)
-        with progress_lines(err, len(specs) * count, "benchmark") as advance:
+        total = len(specs) * count + min(ceilings, count)
+        with progress_lines(err, total, "benchmark") as advance:
             result = run_benchmark(
                 lm,
                 dataset,
@@ -144,6 +173,9 @@ def bench(
                 metric_options=metric_options,
                 calibration=texts,
                 on_progress=advance,
+                ceilings=ceilings,
+                beam=beam,
+                seed=seed,
             )
         if lm.task.hypotheses and rows is not None:
             result.accuracy = _zero_shot_accuracy(rows, dataset.labels, lm.labels)

@@ -201,9 +201,11 @@ def _explain_methods(
     target: list[str] | None,
     batch_size: int,
     scored: bool,
+    soft: bool = False,
 ) -> tuple[list[str], list[list[Any]], list[list[Any]] | None]:
     """What ``report`` and ``plot`` show: load the model, explain every text with every
-    method and, when ``scored``, measure each explanation's faithfulness. Returns
+    method and, when ``scored``, measure each explanation's faithfulness (with the soft
+    metrics too when ``soft``: two passes per text and method). Returns
     ``(labels, per_text, scores)``: per text, every method's explanation and faithfulness
     (``None`` when not ``scored``)."""
     items = source.read()  # before the heavy imports: a missing file fails fast
@@ -242,7 +244,9 @@ def _explain_methods(
         return labels, per_text, None
     from ..evaluate import faithfulness_of
 
-    scores = [faithfulness_of(lm, explained, batch_size=batch_size) for explained in per_method]
+    scores = [
+        faithfulness_of(lm, explained, batch_size=batch_size, soft=soft) for explained in per_method
+    ]
     return labels, per_text, [list(row) for row in zip(*scores)]
 
 
@@ -280,7 +284,9 @@ def report(
     metrics: Annotated[
         bool,
         typer.Option(
-            "--metrics/--no-metrics", help="Add faithfulness numbers and a deletion curve per text."
+            "--metrics/--no-metrics",
+            help="Add faithfulness numbers (soft comp./suff. included) and a deletion curve "
+            "per text.",
         ),
     ] = False,
     png: Annotated[
@@ -303,6 +309,7 @@ def report(
             target,
             batch_size,
             metrics,
+            soft=True,
         )
         from ..report.html import render_report, write_report
 

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from ..agreement import MetricAgreement, SeedAgreement, metric_agreement
-from ..benchmark import Benchmark, FrontierPoint, frontier, layer_analysis
+from ..benchmark import (
+    Benchmark,
+    FrontierPoint,
+    ceiling_bounds,
+    ceiling_table,
+    frontier,
+    layer_analysis,
+)
 from ..metrics import METRICS_SHOWN
 from ..outputs import writable_folder
 from ..sanity import Sanity
@@ -25,8 +32,17 @@ def _cell(stat: tuple[float, float, float] | None) -> str:
 
 
 def markdown(bench: Benchmark, resamples: int = 1000) -> str:
-    """Method x metric table (mean [95% bootstrap CI]) and the DLS layer table."""
-    head = ["method"] + [f"{title} ({better} better)" for _, title, better in METRICS_SHOWN]
+    """Method x metric table (mean [95% bootstrap CI]), the DLS layer table and, with
+    ceilings, the bounds and every method's normalised AOPC and fraction of the ceiling. A
+    metric no method has a value for (soft metrics not asked for, log-odds of a score) gets
+    no column."""
+    summaries = {id(run): run.summary(resamples=resamples) for run in bench.runs if run.results}
+    shown = [
+        (key, title, better)
+        for key, title, better in METRICS_SHOWN
+        if any(key in summary for summary in summaries.values())
+    ]
+    head = ["method"] + [f"{title} ({better} better)" for _, title, better in shown]
     scale = bench.score_scale
     if scale:
         head += ["comp. AOPC / sigma (higher better)", "suff. AOPC / sigma (lower better)"]
@@ -47,8 +63,8 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     for run in bench.runs:
         if not run.results:
             continue
-        summary = run.summary(resamples=resamples)
-        cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in METRICS_SHOWN]
+        summary = summaries[id(run)]
+        cells = [run.spec.label] + [_cell(summary.get(key)) for key, _, _ in shown]
         if scale:
             for key in ("aopc_comprehensiveness", "aopc_sufficiency"):
                 stat = summary.get(key)
@@ -83,6 +99,7 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     agreement = metric_agreement(bench, resamples=resamples)
     if agreement is not None:
         lines += ["", agreement_markdown(agreement).rstrip("\n")]
+    lines += _ceiling_lines(bench, resamples)
     return "\n".join(lines) + "\n"
 
 
@@ -267,6 +284,48 @@ def agreement_json(agreement: MetricAgreement | None) -> dict[str, Any] | None:
     }
 
 
+def _ceiling_lines(bench: Benchmark, resamples: int) -> list[str]:
+    """The ceilings' section of the markdown: the bounds, then each method against them."""
+    ceilings = bench.ceilings
+    if ceilings is None:
+        return []
+    bounds = ceiling_bounds(bench, resamples)
+    beaten = ceilings.beaten
+    lines = [
+        "",
+        f"Ceilings: beam search of width {ceilings.beam} on {len(ceilings.rows)} texts (seeded "
+        f"sample), {bounds['forward_passes'][0]:.0f} forward passes and "
+        f"{ceilings.seconds / max(1, len(ceilings.rows)):.3f} s per text. Bounds (mean [95% "
+        "CI]); a method's own ranking that went past the beam's moves the bound out (texts "
+        "where that happened in brackets):",
+        "",
+        "| bound | comp. AOPC | suff. AOPC |",
+        "|---|---|---|",
+    ]
+    for direction in ("upper", "lower"):
+        comp, suff = f"comprehensiveness_{direction}", f"sufficiency_{direction}"
+        lines.append(
+            f"| {direction} | {_cell(bounds[comp])} ({beaten[comp]}) | "
+            f"{_cell(bounds[suff])} ({beaten[suff]}) |"
+        )
+    lines += [
+        "",
+        "Against the ceilings (same texts): normalised AOPC = (AOPC - lower) / (upper - lower) "
+        "per text; fraction of the ceiling = sum of comp. AOPC / sum of its upper bound.",
+        "",
+        "| method | comp. AOPC | comp. normalised (higher better) | fraction of the ceiling "
+        "(higher better) | suff. AOPC | suff. normalised (lower better) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in ceiling_table(bench, resamples):
+        lines.append(
+            f"| {row['label']} | {_cell(row['aopc_comprehensiveness'])} | "
+            f"{_cell(row['naopc_comprehensiveness'])} | {_cell(row['ceiling_fraction'])} | "
+            f"{_cell(row['aopc_sufficiency'])} | {_cell(row['naopc_sufficiency'])} |"
+        )
+    return lines
+
+
 def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
     """Everything in the run, per-text results included."""
     return {
@@ -296,6 +355,29 @@ def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
         ],
         "layer_analysis": layer_analysis(bench),
         "metric_agreement": agreement_json(metric_agreement(bench, resamples=resamples)),
+        "ceilings": _ceilings_json(bench, resamples),
+    }
+
+
+def _ceilings_json(bench: Benchmark, resamples: int) -> dict[str, Any] | None:
+    ceilings = bench.ceilings
+    if ceilings is None:
+        return None
+    return {
+        "beam": ceilings.beam,
+        "rows": ceilings.rows,
+        "seconds": ceilings.seconds,
+        "forward_passes_per_text": ceilings.forward_passes,
+        "beaten": ceilings.beaten,
+        "bounds": {k: list(v) for k, v in ceiling_bounds(bench, resamples).items()},
+        "methods": [
+            {k: list(v) if isinstance(v, tuple) else v for k, v in row.items()}
+            for row in ceiling_table(bench, resamples)
+        ],
+        "per_text": [
+            {"found": f.to_dict(), "bounds": b.to_dict()}
+            for f, b in zip(ceilings.found, ceilings.bounds)
+        ],
     }
 
 
