@@ -34,9 +34,6 @@ from ..shapley import (
 from ._common import PassCounter, text_seed
 from .base import Attribution, Prepared, checked, method_cost, register, run_method, settle
 
-GAMES = ("output", "log")
-FLOOR = 1e-12
-
 
 @dataclass(frozen=True)
 class ControlVariateOptions:
@@ -52,9 +49,6 @@ class ControlVariateOptions:
     - ``shrink``: shrink each token's sampled correction by how far it stands out of its
       own noise (:func:`layersal.shapley.adjusted_shapley`): lower error at small budgets,
       no longer unbiased (consistent). ``False``: the unbiased estimate.
-    - ``game``: ``"output"`` shares out what the task shows (a probability, as the metrics
-      read it); ``"log"``: its logarithm (log-probability, nearer to additive; a regression
-      head's score is kept as it is).
     - ``seed``: the coalitions' draw (mixed with each text's token ids: a text gets the same
       draw in any batch).
     - ``perturbations_per_eval``: masked rows per model call (texts of a batch mixed).
@@ -65,7 +59,6 @@ class ControlVariateOptions:
     surrogate_options: dict[str, Any] | None = None
     ridge: float | None = 4.0
     shrink: bool = False
-    game: str = "output"
     seed: int = 0
     perturbations_per_eval: int = 64
 
@@ -86,8 +79,6 @@ class ControlVariateOptions:
             isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0
         ):
             raise InputError(f"ridge must be a number > 0 or None, not {ridge!r}")
-        if self.game not in GAMES:
-            raise InputError(f"game must be one of {', '.join(GAMES)}, not {self.game!r}")
         if not isinstance(self.shrink, bool):
             raise InputError(f"shrink must be true or false, not {self.shrink!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -197,13 +188,8 @@ def shapley_control_variate(
     if options.budget == 0:
         return base
     chosen = base.targets.detach().cpu().long()
-    logged = options.game == "log" and lm.task.probabilistic
-
-    def value(outputs: Any) -> Any:
-        return np.log(np.maximum(outputs, FLOOR)) if logged else outputs
-
     full = lm.task.outputs(base.logits.detach().float()).cpu().double()
-    full_value = value(full.gather(1, chosen.view(-1, 1)).view(-1).numpy())
+    full_value = full.gather(1, chosen.view(-1, 1)).view(-1).numpy()
     players = lm.task.hideable(encoded).cpu().numpy().astype(bool)
     ids = encoded.input_ids.cpu().numpy()
     scores = base.scores.detach().cpu().double().numpy()
@@ -231,7 +217,7 @@ def shapley_control_variate(
     out = torch.zeros(encoded.input_ids.shape, dtype=torch.float32)
     for game in games:
         target = int(chosen[game.row])
-        values = value(probs[game.first : game.first + len(game.coalitions), target])
+        values = probs[game.first : game.first + len(game.coalitions), target]
         if game.exact:
             every = np.concatenate([game.coalitions, np.ones((1, len(game.positions)), bool)])
             phi = exact_shapley(every, np.concatenate([values, [full_value[game.row]]]))
