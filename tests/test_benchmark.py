@@ -259,6 +259,7 @@ def test_benchmark_run_scores_every_text_and_writes_outputs(sst2_tiny, tmp_path,
         "results.md",
         "deletion_curves.png",
         "layers.png",
+        "frontier.png",
     }
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["methods"][0]["per_text"]) == len(TEXTS)
