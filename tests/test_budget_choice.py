@@ -65,6 +65,9 @@ def test_the_card_frontier_counts_only_for_the_weights_it_was_measured_on(tiny_d
     card_path.write_text(json.dumps(card))
     assert card_frontier(layersal.load(folder, lm_head=mlm_dir)) is None
     card["frontier"]["weights_sha256"] = model_digest(lm)
+    stale = {"method": "lime", "options": {"no_such_option": 1}, "passes_per_text": 3.0,
+             "aopc_comprehensiveness": 0.9, "aopc_sufficiency": 0.0}  # fmt: skip
+    card["frontier"]["points"] = [*POINTS, stale]  # a point this version cannot run: skipped
     card_path.write_text(json.dumps(card))
     lm = layersal.load(folder, lm_head=mlm_dir)
     assert card_frontier(lm) == POINTS

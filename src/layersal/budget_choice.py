@@ -20,6 +20,7 @@ from typing import Any
 from .checkpoints import read_card
 from .errors import InputError
 from .models import LoadedModel
+from .saliency import check_method
 from .saliency.auto_store import model_digest
 
 DEFAULT_METHOD = "dls"
@@ -70,10 +71,17 @@ def card_frontier(lm: LoadedModel) -> list[dict[str, Any]] | None:
 
 
 def _valid(point: Any) -> bool:
+    """A point of numbers whose method and options this version still runs."""
     if not isinstance(point, dict) or not isinstance(point.get("method"), str):
         return False
     numbers = ("passes_per_text", "aopc_comprehensiveness", "aopc_sufficiency")
-    return all(isinstance(point.get(k), (int, float)) for k in numbers)
+    if not all(isinstance(point.get(k), (int, float)) for k in numbers):
+        return False
+    try:
+        check_method(point["method"], dict(point.get("options") or {}))
+    except (InputError, TypeError):
+        return False
+    return True
 
 
 def choose(frontier: list[dict[str, Any]] | None, budget: int) -> BudgetChoice:
