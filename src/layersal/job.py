@@ -22,12 +22,13 @@ import torch
 from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
 from .errors import InputError, TruncationWarning
 from .explanation import Explanation
-from .inputs import Focused, TextItem, is_pair, item_length, unfocused
+from .inputs import Focused, TextItem, is_pair, unfocused
 from .models import LoadedModel
 from .passes import forward
 from .rows import PlannedRow, Shown, row_plan, settling_rows
 from .saliency import Attribution, Checked, Settled, checked, renamed_options, settle
 from .saliency.base import Prepared
+from .sharing import row_batches
 from .targets import Target
 from .tasks import FOCUS
 from .windows import WindowMerge, window_count, window_overlap
@@ -142,7 +143,8 @@ class Explainer:
         per predicted label of each item (:meth:`explain_grouped` keeps them apart).
 
         ``target`` and ``progress`` are as in :func:`layersal.explain`. Texts are batched
-        ``batch_size`` at a time (default: the explainer's), sorted by length to cut padding.
+        ``batch_size`` at a time (default: the explainer's), sorted by length to cut padding,
+        the rows of one text (its entities) in one batch, where they share its forward pass.
         """
         grouped = self.explain_grouped(items, target, progress, batch_size)
         return [e for group in grouped for e in group]
@@ -216,9 +218,8 @@ class Explainer:
             self.settle(lambda: items)
             assert self._settled is not None
             size, step, overlap = self._rows(items)
-            order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
             batch_size = batch_size or self.batch_size
-            batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+            batches = row_batches(items, batch_size)  # a text's rows together: one forward
             texts = [unfocused(item) for item in items]
             rows = (
                 sum(window_count(lm.tokenizer, t, size, step) for t in texts)
