@@ -1114,6 +1114,66 @@ def test_the_api_gives_a_zero_shot_label_with_its_hypothesis(zero_shot_model):
     assert e["entity"] is None and e["focus"] is not None
 
 
+class _ForwardRows:
+    """Rows through ``model`` forward while inside (counted by a hook)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.rows = model, 0
+
+    def __enter__(self) -> _ForwardRows:
+        def count(module, args, kwargs):
+            self.rows += int(kwargs.get("input_ids", args[0] if args else None).shape[0])
+
+        self.handle = self.model.register_forward_pre_hook(count, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def test_an_entity_request_counts_the_rows_it_runs(entity_model):
+    """Finding the entities is a forward row per text; each entity then costs the method's
+    rows. Before the request runs only the finding is known; once the entities are found
+    the planned rows are counted, and a request past max_rows is refused before any runs."""
+    method, options = "integrated_gradients", {"n_steps": 4}  # 5 rows per entity, no sharing
+    cost = serve_app.RequestCost(entity_model)
+    assert cost(method, options, [ENTITY_TEXT]).rows == 1  # the finding forward, no entity yet
+    assert cost(method, options, [ENTITY_TEXT], "27:33=LOC").rows == 1 + 5
+    n = len(layersal.explain(ENTITY_TEXT, entity_model, layer=1))
+    assert n >= 3
+    http = TestClient(create_app(entity_model, timeout_s=60, max_rows=1 + 5 * n))
+    with _ForwardRows(entity_model.model) as ran:
+        answer = _explain(http, text=ENTITY_TEXT, method=method, options=options)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["explanations"]) == n
+    assert ran.rows == 1 + 5 * n  # what the count said, row for row
+    tight = TestClient(create_app(entity_model, timeout_s=60, max_rows=5 * n))
+    with _ForwardRows(entity_model.model) as ran:
+        refused = _explain(tight, text=ENTITY_TEXT, method=method, options=options)
+    assert refused.status_code == 422
+    assert f"cost {1 + 5 * n} model rows" in refused.json()["error"]
+    assert ran.rows == 1, "refused once the entities were found, before any was explained"
+    named = _explain(tight, text=ENTITY_TEXT, method=method, options=options, target="27:33=LOC")
+    assert named.status_code == 200, named.text
+
+
+def test_a_zero_shot_request_counts_every_labels_pair(zero_shot_model):
+    """Each label's pair is scored (a forward row each), then each label asked for is
+    explained: with the gradient, 2 + 1 rows for the top label, 2 + 2 for both."""
+    cost = serve_app.RequestCost(zero_shot_model)
+    text = "the team won the match"
+    assert cost("gradient", {}, [text]).rows == 2 + 1
+    assert cost("gradient", {}, [text, text], ["sports", "politics"]).rows == 2 * (2 + 2)
+    assert cost("integrated_gradients", {"n_steps": 4}, [text]).rows == 2 + 5
+    http = TestClient(create_app(zero_shot_model, timeout_s=60, max_rows=3))
+    with _ForwardRows(zero_shot_model.model) as ran:
+        ok = _explain(http, text=text, method="gradient")
+    assert ok.status_code == 200, ok.text
+    assert ran.rows == 3
+    refused = _explain(http, text=text, method="integrated_gradients", options={"n_steps": 4})
+    assert refused.status_code == 422 and "cost 7 model rows" in refused.json()["error"]
+
+
 def _selected(driver) -> list[int]:
     from selenium.webdriver.common.by import By
 

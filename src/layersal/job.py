@@ -155,15 +155,20 @@ class Explainer:
         target: Target | Sequence[Target] = None,
         progress: bool | ProgressFn = False,
         batch_size: int | None = None,
+        *,
+        check: Callable[[list[list[PlannedRow]]], None] | None = None,
     ) -> list[list[Explanation]]:
         """The explanations of each item: one; or, with no ``target``, on a multi-label model
         one per label it predicts (every label at or above its threshold, else the top one),
         on a token classifier one per entity it predicts (none for a text without one), on a
         zero-shot classifier one for its top label (``target``: a label, or a list of labels
-        each text is explained for)."""
+        each text is explained for). ``check(plan)`` sees each item's planned rows before any
+        is explained, and may refuse them by raising (a server bounding a request's cost)."""
         items = list[Any](items)
         self.lm.check_items(items)  # before any forward pass
         rows = row_plan(self, items, target)
+        if check is not None:
+            check(rows)
         flat = self._explain([r for own in rows for r in own], progress, batch_size)
         groups, start = [], 0
         for own in rows:
