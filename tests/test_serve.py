@@ -1174,6 +1174,42 @@ def test_a_zero_shot_request_counts_every_labels_pair(zero_shot_model):
     assert refused.status_code == 422 and "cost 7 model rows" in refused.json()["error"]
 
 
+def test_serve_command_reads_a_zero_shot_classifier(monkeypatch, tiny_dirs, tmp_path):
+    """`layersal serve --labels/--label/--template/--multi-label` serves an NLI model as a
+    zero-shot classifier, as the other commands read one; without labels it is the NLI model
+    itself, and the zero-shot options alone are one error line."""
+    import uvicorn
+
+    from .conftest import tiny_head
+
+    folder, mlm = tiny_head(tiny_dirs, tmp_path / "nli", ["entailment", "neutral", "contradiction"])
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    runner = CliRunner()
+    base = ["serve", "--model", str(folder), "--lm-head", str(mlm)]
+    chosen = [*base, "--labels", "sports,politics", "--label", "arts, music"]
+    result = runner.invoke(cli_app, [*chosen, "--template", "It is about {}.", "--multi-label"])
+    assert result.exit_code == 0, result.output
+    http = TestClient(calls[-1], base_url="http://127.0.0.1")  # served on loopback only
+    info = http.get("/api/info").json()
+    assert info["task"] == "zero_shot" and info["labels"] == ["sports", "politics", "arts, music"]
+    answer = _explain(http, text="the team won the match", target="arts, music", layer=1)
+    assert answer.status_code == 200, answer.text
+    (e,) = answer.json()["explanations"]
+    assert e["text_pair"] == "It is about arts, music." and e["target"] == "arts, music"
+    # multi_label: each label's score on its own (they need not add up to 1)
+    direct = layersal.load(folder, lm_head=mlm, task="zero-shot", labels=info["labels"],
+                           template="It is about {}.", multi_label=True)  # fmt: skip
+    expected = layersal.explain("the team won the match", direct, layer=1, target="arts, music")
+    assert e["probabilities"] == pytest.approx(expected.probabilities, rel=1e-4)
+    assert runner.invoke(cli_app, base).exit_code == 0
+    plain = TestClient(calls[-1], base_url="http://127.0.0.1").get("/api/info").json()
+    assert plain["task"] == "single_label"
+    alone = runner.invoke(cli_app, [*base, "--template", "It is about {}."])
+    assert alone.exit_code == 2 and "give its candidate labels with --labels" in alone.output
+    assert "Traceback" not in alone.output
+
+
 def _selected(driver) -> list[int]:
     from selenium.webdriver.common.by import By
 
