@@ -21,12 +21,13 @@ from .datasets import LabelledTexts, label_indices
 from .encoding import encode, model_input_names, select_rows
 from .errors import InputError
 from .evaluate import predictor, score_batch
-from .inputs import check_texts, item_length
+from .inputs import check_texts
 from .job import Explainer
 from .metrics import Faithfulness, summarise
 from .models import LoadedModel
 from .rows import PlannedRow, row_plan
 from .saliency import checked, method_options, methods
+from .sharing import row_batches
 
 
 @dataclass
@@ -78,6 +79,9 @@ class Benchmark:
     score_scale: float | None = None
     """For a task that predicts a number: the standard deviation of the model's scores over the
     texts (sigma), which normalises its AOPCs (``docs/metrics.md``); ``None`` otherwise."""
+    n_sources: int | None = None
+    """How many texts (or pairs) of the data the ``n_texts`` rows came from (a token
+    classifier's entities come from fewer texts; ``None``: not recorded)."""
 
 
 def parse_spec(text: str) -> MethodSpec:
@@ -165,8 +169,8 @@ def run_benchmark(
     gold = label_indices(data.labels, lm.labels) if exclusive else None
     inputs = model_input_names(lm.model)
     predict = predictor(lm)
-    order = sorted(range(len(rows)), key=lambda i: item_length(rows[i].item))
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    # by length; a text's rows (its entities) in one batch, where they share its forward
+    batches = row_batches([row.item for row in rows], batch_size)
     encoded_batches = [
         encode(lm.tokenizer, [rows[i].item for i in b], lm.max_length, inputs) for b in batches
     ]
@@ -244,6 +248,7 @@ def run_benchmark(
         model=lm.name,
         data=data.source,
         n_texts=len(rows),
+        n_sources=len(data),
         accuracy=_accuracy(runs, gold),
         runs=runs,
         settings={"batch_size": batch_size, **metric_options},
