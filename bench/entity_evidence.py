@@ -5,9 +5,8 @@ is explained; of each entity's top-3 words (by score), the share that lie inside
 span against outside it. ``chance`` is what a random ranking gives: the share of a text's
 words that lie in the span, averaged the same way (top 3 of a random order).
 
-Also the cost of the default per entity, as a multiple of the plain gradient, and whether the
-entities of a text share the forward pass that finds them: forward calls of the model per
-text, counted, against 1 + (entity rows' batches).
+Also the seconds per entity of the default as a multiple of the plain gradient's, from the
+same runs (what the entities of a text share, counted pass by pass: ``bench/entity_cost.py``).
 
     OMP_NUM_THREADS=1 nice python bench/entity_evidence.py [--model models/agnews-minilm-ner]
         [--data ../shared/data/agnews-ner/test.jsonl] [--texts 150] [--seed 0]
@@ -91,24 +90,6 @@ def main() -> None:
         print(
             f"\ndefault / gradient, seconds per entity: {seconds['dls'] / seconds['gradient']:.2f}"
         )
-    calls: list[int] = []
-    handle = lm.model.register_forward_pre_hook(lambda module, a: calls.append(1))
-    job = layersal.explainer(lm, "dls", batch_size=64)
-    per_text = []
-    try:
-        for text in texts[:50]:
-            calls.clear()
-            found = job.explain([text])
-            per_text.append((len(found), len(calls)))
-    finally:
-        handle.remove()
-    with_entities = [(n, c) for n, c in per_text if n]
-    print(
-        f"\nforward calls per text (default, 50 texts, batch 64): "
-        f"{np.mean([c for _, c in with_entities]):.2f} for "
-        f"{np.mean([n for n, _ in with_entities]):.2f} entities on average "
-        f"(1 to find the entities + 1 batched pass for all of them: 2.00 when shared)"
-    )
 
 
 if __name__ == "__main__":

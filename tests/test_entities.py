@@ -211,16 +211,19 @@ def test_metrics_watch_the_entity_and_hide_every_word(tokens):
 
 
 def test_one_text_shares_its_prediction_forward_across_entities(tokens):
-    """The entities of a text come from one forward over it; each entity's explanation is one
-    more forward and backward (its row), so n entities cost n + 1 forwards, not 2n."""
-    calls = []
-    handle = tokens.model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    """The entities of a text come from one forward over it; its entities' explanations then
+    share one more forward (one row through the model) and a backward each: n entities
+    cost 2 forward rows, not n + 1 (tests/test_sharing.py: the same scores as one by one)."""
+    rows = []
+    handle = tokens.model.register_forward_pre_hook(
+        lambda m, args, kwargs: rows.append(int(kwargs["input_ids"].shape[0])), with_kwargs=True
+    )
     try:
         found = layersal.explain(TEXT, tokens, layer=1)
     finally:
         handle.remove()
     assert len(found) >= 2
-    assert len(calls) == 1 + 1  # one prediction forward; one batched forward for all rows
+    assert rows == [1, 1]  # the prediction forward; one forward for all of its entities
 
 
 # ---------------------------------------------------------------------------- families

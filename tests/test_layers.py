@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     # the card an Explanation shows itself as in Jupyter, and how it says it was made: data
     # types only
     | {"report.html", "report.provenance"},
-    {"checkpoints", "lm_heads", "models", "passes", "randomise"},
+    {"checkpoints", "lm_heads", "models", "passes", "randomise", "sharing"},
     {"evaluate", "windows"},
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}

@@ -1114,6 +1114,102 @@ def test_the_api_gives_a_zero_shot_label_with_its_hypothesis(zero_shot_model):
     assert e["entity"] is None and e["focus"] is not None
 
 
+class _ForwardRows:
+    """Rows through ``model`` forward while inside (counted by a hook)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.rows = model, 0
+
+    def __enter__(self) -> _ForwardRows:
+        def count(module, args, kwargs):
+            self.rows += int(kwargs.get("input_ids", args[0] if args else None).shape[0])
+
+        self.handle = self.model.register_forward_pre_hook(count, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def test_an_entity_request_counts_the_rows_it_runs(entity_model):
+    """Finding the entities is a forward row per text; each entity then costs the method's
+    rows. Before the request runs only the finding is known; once the entities are found
+    the planned rows are counted, and a request past max_rows is refused before any runs."""
+    method, options = "integrated_gradients", {"n_steps": 4}  # 5 rows per entity, no sharing
+    cost = serve_app.RequestCost(entity_model)
+    assert cost(method, options, [ENTITY_TEXT]).rows == 1  # the finding forward, no entity yet
+    assert cost(method, options, [ENTITY_TEXT], "27:33=LOC").rows == 1 + 5
+    n = len(layersal.explain(ENTITY_TEXT, entity_model, layer=1))
+    assert n >= 3
+    http = TestClient(create_app(entity_model, timeout_s=60, max_rows=1 + 5 * n))
+    with _ForwardRows(entity_model.model) as ran:
+        answer = _explain(http, text=ENTITY_TEXT, method=method, options=options)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["explanations"]) == n
+    assert ran.rows == 1 + 5 * n  # what the count said, row for row
+    tight = TestClient(create_app(entity_model, timeout_s=60, max_rows=5 * n))
+    with _ForwardRows(entity_model.model) as ran:
+        refused = _explain(tight, text=ENTITY_TEXT, method=method, options=options)
+    assert refused.status_code == 422
+    assert f"cost {1 + 5 * n} model rows" in refused.json()["error"]
+    assert ran.rows == 1, "refused once the entities were found, before any was explained"
+    named = _explain(tight, text=ENTITY_TEXT, method=method, options=options, target="27:33=LOC")
+    assert named.status_code == 200, named.text
+
+
+def test_a_zero_shot_request_counts_every_labels_pair(zero_shot_model):
+    """Each label's pair is scored (a forward row each), then each label asked for is
+    explained: with the gradient, 2 + 1 rows for the top label, 2 + 2 for both."""
+    cost = serve_app.RequestCost(zero_shot_model)
+    text = "the team won the match"
+    assert cost("gradient", {}, [text]).rows == 2 + 1
+    assert cost("gradient", {}, [text, text], ["sports", "politics"]).rows == 2 * (2 + 2)
+    assert cost("integrated_gradients", {"n_steps": 4}, [text]).rows == 2 + 5
+    http = TestClient(create_app(zero_shot_model, timeout_s=60, max_rows=3))
+    with _ForwardRows(zero_shot_model.model) as ran:
+        ok = _explain(http, text=text, method="gradient")
+    assert ok.status_code == 200, ok.text
+    assert ran.rows == 3
+    refused = _explain(http, text=text, method="integrated_gradients", options={"n_steps": 4})
+    assert refused.status_code == 422 and "cost 7 model rows" in refused.json()["error"]
+
+
+def test_serve_command_reads_a_zero_shot_classifier(monkeypatch, tiny_dirs, tmp_path):
+    """`layersal serve --labels/--label/--template/--multi-label` serves an NLI model as a
+    zero-shot classifier, as the other commands read one; without labels it is the NLI model
+    itself, and the zero-shot options alone are one error line."""
+    import uvicorn
+
+    from .conftest import tiny_head
+
+    folder, mlm = tiny_head(tiny_dirs, tmp_path / "nli", ["entailment", "neutral", "contradiction"])
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    runner = CliRunner()
+    base = ["serve", "--model", str(folder), "--lm-head", str(mlm)]
+    chosen = [*base, "--labels", "sports,politics", "--label", "arts, music"]
+    result = runner.invoke(cli_app, [*chosen, "--template", "It is about {}.", "--multi-label"])
+    assert result.exit_code == 0, result.output
+    http = TestClient(calls[-1], base_url="http://127.0.0.1")  # served on loopback only
+    info = http.get("/api/info").json()
+    assert info["task"] == "zero_shot" and info["labels"] == ["sports", "politics", "arts, music"]
+    answer = _explain(http, text="the team won the match", target="arts, music", layer=1)
+    assert answer.status_code == 200, answer.text
+    (e,) = answer.json()["explanations"]
+    assert e["text_pair"] == "It is about arts, music." and e["target"] == "arts, music"
+    # multi_label: each label's score on its own (they need not add up to 1)
+    direct = layersal.load(folder, lm_head=mlm, task="zero-shot", labels=info["labels"],
+                           template="It is about {}.", multi_label=True)  # fmt: skip
+    expected = layersal.explain("the team won the match", direct, layer=1, target="arts, music")
+    assert e["probabilities"] == pytest.approx(expected.probabilities, rel=1e-4)
+    assert runner.invoke(cli_app, base).exit_code == 0
+    plain = TestClient(calls[-1], base_url="http://127.0.0.1").get("/api/info").json()
+    assert plain["task"] == "single_label"
+    alone = runner.invoke(cli_app, [*base, "--template", "It is about {}."])
+    assert alone.exit_code == 2 and "give its candidate labels with --labels" in alone.output
+    assert "Traceback" not in alone.output
+
+
 def _selected(driver) -> list[int]:
     from selenium.webdriver.common.by import By
 

@@ -495,10 +495,11 @@ def test_bench_measures_each_entity(token_dirs, tmp_path):
     ran = _invoke("bench", "-d", data, *_model(token_dirs), "--methods", "gradient",
                   "--no-loo", "-o", out)  # fmt: skip
     assert ran.exit_code == 0, ran.output
-    assert f"{len(entities)} entities. Target: the entity's type" in ran.output
+    assert f"{len(entities)} entities of 3 texts. Target: the entity's type" in ran.output
     assert "| gradient |" in ran.output and "(100%)" in ran.output and "(133%)" not in ran.output
     results = json.loads((out / "results.json").read_text())
     assert results["n_texts"] == len(entities) and results["task"] == "token_classification"
+    assert results["n_sources"] == 3  # the texts the entities came from
     none = _invoke("bench", "-d", data, *_model(token_dirs, 1), "--methods", "gradient",
                    "-o", out)  # fmt: skip
     assert "the model finds no entity in the 3 texts" in _one_error_line(none)
@@ -516,6 +517,7 @@ def test_bench_gives_a_zero_shot_classifiers_accuracy(nli_dir, zero_shot, tmp_pa
     assert (
         f"3 texts, model accuracy {accuracy:.3f}. Target: the label's zero-shot score" in ran.output
     )
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["n_sources"] == 3
     assert json.loads((tmp_path / "b" / "results.json").read_text())["accuracy"] == pytest.approx(
         accuracy
     )

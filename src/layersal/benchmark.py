@@ -22,12 +22,13 @@ from .datasets import LabelledTexts, label_indices
 from .encoding import Encoded, encode, model_input_names, select_rows
 from .errors import InputError
 from .evaluate import bounds_batch, predictor, score_batch
-from .inputs import check_texts, item_length
+from .inputs import check_texts
 from .job import Explainer
 from .metrics import ERASER_BUDGETS, Faithfulness, bootstrap_ci, summarise
 from .models import LoadedModel
 from .rows import PlannedRow, row_plan
 from .saliency import checked, method_options, methods
+from .sharing import row_batches as shared_batches
 
 
 @dataclass
@@ -121,6 +122,9 @@ class Benchmark:
     texts (sigma), which normalises its AOPCs (``docs/metrics.md``); ``None`` otherwise."""
     ceilings: CeilingRun | None = None
     """Beam-search bounds of the AOPCs on a subsample (``run_benchmark(ceilings=N)``)."""
+    n_sources: int | None = None
+    """How many texts (or pairs) of the data the ``n_texts`` rows came from (a token
+    classifier's entities come from fewer texts; ``None``: not recorded)."""
 
 
 def parse_spec(text: str) -> MethodSpec:
@@ -290,6 +294,7 @@ def run_benchmark(
         model=lm.name,
         data=data.source,
         n_texts=len(rows),
+        n_sources=len(data),
         accuracy=_accuracy(runs, gold),
         runs=runs,
         settings=settings,
@@ -313,10 +318,11 @@ class RowBatches:
 
 
 def row_batches(lm: LoadedModel, rows: list[PlannedRow], batch_size: int) -> RowBatches:
-    """Encode ``rows`` in batches of ``batch_size``, sorted by length to cut padding."""
+    """Encode ``rows`` in batches of ``batch_size``, sorted by length to cut padding; a
+    text's rows (its entities) in one batch, where they share its forward
+    (:func:`layersal.sharing.row_batches`)."""
     inputs = model_input_names(lm.model)
-    order = sorted(range(len(rows)), key=lambda i: item_length(rows[i].item))
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = shared_batches([row.item for row in rows], batch_size)
     encoded = [
         encode(lm.tokenizer, [rows[i].item for i in b], lm.max_length, inputs) for b in batches
     ]

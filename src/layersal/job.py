@@ -22,12 +22,13 @@ import torch
 from .encoding import Encoded, encode, model_input_names, select_rows, token_pieces
 from .errors import InputError, TruncationWarning
 from .explanation import Explanation
-from .inputs import Focused, TextItem, is_pair, item_length, unfocused
+from .inputs import Focused, TextItem, is_pair, unfocused
 from .models import LoadedModel
 from .passes import forward
 from .rows import PlannedRow, Shown, row_plan, settling_rows
 from .saliency import Attribution, Checked, Settled, checked, renamed_options, settle
 from .saliency.base import Prepared
+from .sharing import row_batches
 from .targets import Target
 from .tasks import FOCUS
 from .windows import WindowMerge, window_count, window_overlap
@@ -161,7 +162,8 @@ class Explainer:
         per predicted label of each item (:meth:`explain_grouped` keeps them apart).
 
         ``target`` and ``progress`` are as in :func:`layersal.explain`. Texts are batched
-        ``batch_size`` at a time (default: the explainer's), sorted by length to cut padding.
+        ``batch_size`` at a time (default: the explainer's), sorted by length to cut padding,
+        the rows of one text (its entities) in one batch, where they share its forward pass.
         """
         grouped = self.explain_grouped(items, target, progress, batch_size)
         return [e for group in grouped for e in group]
@@ -172,15 +174,20 @@ class Explainer:
         target: Target | Sequence[Target] = None,
         progress: bool | ProgressFn = False,
         batch_size: int | None = None,
+        *,
+        check: Callable[[list[list[PlannedRow]]], None] | None = None,
     ) -> list[list[Explanation]]:
         """The explanations of each item: one; or, with no ``target``, on a multi-label model
         one per label it predicts (every label at or above its threshold, else the top one),
         on a token classifier one per entity it predicts (none for a text without one), on a
         zero-shot classifier one for its top label (``target``: a label, or a list of labels
-        each text is explained for)."""
+        each text is explained for). ``check(plan)`` sees each item's planned rows before any
+        is explained, and may refuse them by raising (a server bounding a request's cost)."""
         items = list[Any](items)
         self.lm.check_items(items)  # before any forward pass
         rows = row_plan(self, items, target)
+        if check is not None:
+            check(rows)
         flat = self._explain([r for own in rows for r in own], progress, batch_size)
         groups, start = [], 0
         for own in rows:
@@ -235,9 +242,8 @@ class Explainer:
             self.settle(lambda: items)
             assert self._settled is not None
             size, step, overlap = self._rows(items)
-            order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
             batch_size = batch_size or self.batch_size
-            batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+            batches = row_batches(items, batch_size)  # a text's rows together: one forward
             texts = [unfocused(item) for item in items]
             rows = (
                 sum(window_count(lm.tokenizer, t, size, step) for t in texts)

@@ -1,4 +1,5 @@
-"""One forward pass that keeps every hidden state, one backward pass from the target logit."""
+"""One forward pass that keeps every hidden state, one backward pass from the target logit
+(one per row, where rows share an input: :mod:`layersal.sharing`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from .encoding import Encoded
 from .families import Family
 from .rules import propagation_rules
+from .sharing import distinct_batch, row_gradients, row_logits, shared_rows
 from .tasks import SINGLE_LABEL, Task
 
 
@@ -55,7 +57,9 @@ def forward_backward(
     ``targets`` holds one label index per text; ``None`` explains the ``task``'s default (the
     predicted class), and the differentiated scalar is the task's objective. Samples
     are independent, so one backward of the summed target logits gives each its own gradient.
-    ``rule`` names the propagation rule set applied to this one backward pass (``family``
+    Rows that read the same input (the entities of one text) share one forward, and get one
+    backward each (:mod:`layersal.sharing`); their logits are the task's view with each row's
+    focus. ``rule`` names the propagation rule set applied to the backward passes (``family``
     says where its modules are).
     """
     captured: list[torch.Tensor] = []
@@ -64,7 +68,9 @@ def forward_backward(
         captured.append(output.detach().requires_grad_())
         return captured[-1]
 
-    inputs = _on_device(encoded, model)
+    shared = shared_rows(encoded)
+    distinct, focus = distinct_batch(encoded, shared)
+    inputs = _on_device(distinct, model)
     last: list[torch.Tensor] = []
     handles: list[Any] = []
     if family is not None and family.final_norm is not None:
@@ -85,25 +91,26 @@ def forward_backward(
             hidden = list(out.hidden_states)
             if last:
                 hidden[-1] = last[-1]
-            logits = out.logits
+            logits = row_logits(task, out.logits, shared, focus)
             if targets is None:
                 targets = task.default_targets(logits)
             targets = targets.to(logits.device)
-            target_logit = task.objective(logits, targets).sum()
-            grads = torch.autograd.grad(target_logit, [captured[0], *hidden], allow_unused=True)
+            objectives = task.objective(logits, targets)
+            grads = row_gradients(objectives, shared, [captured[0], *hidden])
     finally:
         for handle in handles:
             handle.remove()
+    states = [shared.expand(h.detach()) for h in [captured[0], *hidden]]
     grads32 = [
         torch.zeros_like(h, dtype=torch.float32) if g is None else g.detach().float()
-        for h, g in zip([captured[0], *hidden], grads)
+        for h, g in zip(states, grads)
     ]
     return Pass(
         logits=logits.detach().float(),
         targets=targets,
-        hidden=[h.detach().float() for h in hidden],
+        hidden=[h.float() for h in states[1:]],
         grads=grads32[1:],
-        embedded=captured[0].detach().float(),
+        embedded=states[0].float(),
         embedded_grad=grads32[0],
     )
 

@@ -68,6 +68,38 @@ def row_plan(
     return [[PlannedRow(item, label) for label in own] for item, own in zip(items, predicted)]
 
 
+def planning_rows(task: Any, target: Any, windows: int, labels: int) -> int:
+    """Model rows (forward only) :func:`row_plan` runs on one item of ``windows`` windows, for
+    a model of ``labels`` labels, before any row is explained: a token classifier's windows
+    (to find the entities), a zero-shot classifier's pair per label (to score them), a
+    multi-label model's windows with no target (to find the labels it predicts); none for the
+    other tasks."""
+    if task.focused:
+        return windows
+    if task.hypotheses:
+        return labels
+    return windows if target is None and task.several else 0
+
+
+def known_rows(task: Any, target: Any) -> int:
+    """The fewest rows :func:`row_plan` gives one item, known before the model runs: the
+    rows themselves where ``target`` decides them (a named span, the labels asked of a
+    zero-shot classifier: each its row), and at least one label a multi-label model
+    predicts; 0 for a token classifier's predicted entities (a text may have none)."""
+    if task.focused:
+        return 0 if target is None else 1
+    if task.hypotheses:
+        return len(target) if isinstance(target, (list, tuple)) else 1
+    return 1
+
+
+def explained_windows(item: Any, windows: int) -> int:
+    """The windows a planned row's ``item`` is explained in, of its text's ``windows``: one
+    for a row that looks at a span (its most central window, ``job.central_window``), every
+    window otherwise."""
+    return 1 if isinstance(item, Focused) and item.start is not None else windows
+
+
 def gives_several(task: Any, target: Any) -> bool:
     """Whether one item's explanations come as a list: entities (none or more), a
     multi-label model's predicted labels (no target), zero-shot labels named as a list."""
@@ -235,7 +267,10 @@ __all__ = [
     "PlannedRow",
     "Shown",
     "TokenOutputs",
+    "explained_windows",
     "gives_several",
+    "known_rows",
+    "planning_rows",
     "row_plan",
     "settling_rows",
     "token_outputs",

@@ -12,13 +12,17 @@ from .common import (
     ModelOpt,
     PickleOpt,
     _user_errors,
+    _ZeroShot,
     app,
     err,
+    zero_shot_options,
 )
 
 
 @app.command()
+@zero_shot_options
 def serve(
+    zero_shot: _ZeroShot,
     model: ModelOpt = "sst2-tiny",
     lm_head: LmHeadOpt = None,
     host: Annotated[
@@ -31,7 +35,8 @@ def serve(
         int,
         typer.Option(
             help="Most model rows (a text through one forward pass) one request may cost, "
-            "counted from its method's options before it runs."
+            "counted from its method's options before it runs (a token classifier's entities "
+            "once they are found, before any is explained)."
         ),
     ] = 5000,
     timeout: Annotated[
@@ -52,7 +57,9 @@ def serve(
             from ..serve import create_app, is_loopback, loopback_hosts
         except ImportError as exc:
             raise InputError(f"serve needs the fastapi and uvicorn packages ({exc})") from None
-        lm = layersal.load(model, lm_head, allow_pickle=allow_pickle, device=device)
+        lm = layersal.load(
+            model, lm_head, allow_pickle=allow_pickle, device=device, **zero_shot.load_options()
+        )
         local = is_loopback(host)
         web = create_app(
             lm,

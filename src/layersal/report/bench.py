@@ -31,6 +31,16 @@ def _cell(stat: tuple[float, float, float] | None) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def _counted(bench: Benchmark) -> str:
+    """What the rows were: ``60 texts``, or ``191 entities of 60 texts`` where a text gave
+    several rows (or none)."""
+    sources = bench.n_sources
+    if sources is None or (sources == bench.n_texts and not TASKS[bench.task].focused):
+        return f"{bench.n_texts} texts"
+    rows = "entities" if TASKS[bench.task].focused else "rows"
+    return f"{bench.n_texts} {rows} of {sources} text{'s' if sources != 1 else ''}"
+
+
 def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     """Method x metric table (mean [95% bootstrap CI]), the DLS layer table and, with
     ceilings, the bounds and every method's normalised AOPC and fraction of the ceiling. A
@@ -51,8 +61,7 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
         f" (sigma = {scale:.3f} over these texts; AOPCs in its units)" if scale else ""
     )
     lines = [
-        f"Model `{bench.model}`, data `{bench.data}`, {bench.n_texts} "
-        + ("entities" if bench.task == "token_classification" else "texts")
+        f"Model `{bench.model}`, data `{bench.data}`, {_counted(bench)}"
         + (f", model accuracy {bench.accuracy:.3f}" if bench.accuracy is not None else "")
         + f". Target: {target}. Mean [95% bootstrap CI].",
         "",
@@ -332,6 +341,7 @@ def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
         "model": bench.model,
         "data": bench.data,
         "n_texts": bench.n_texts,
+        "n_sources": bench.n_sources,
         "accuracy": bench.accuracy,
         "task": bench.task,
         "score_scale": bench.score_scale,

@@ -1,11 +1,14 @@
-"""Gradient baselines through Captum, at the input (word) embeddings.
+"""Gradient baselines at the input (word) embeddings.
 
 ``gradient``, ``input_x_gradient``, ``lrp``, ``integrated_gradients``, ``gradient_shap``
 and ``deeplift_shap`` (refused, see below). The one-pass methods take ``rule=``, a
 propagation rule set (:mod:`layersal.rules`) applied to their backward pass; ``lrp`` is
-input x gradient under AttnLRP's rules. Each differentiates the target logit with respect
-to the output of the model's word-embedding module, through :class:`EmbeddingForward`,
-which pins [CLS]/[SEP]/padding to their own embeddings. Definitions: ``docs/methods.md``.
+input x gradient under AttnLRP's rules. They differentiate directly (what Captum's
+``Saliency`` and ``InputXGradient`` compute), so that rows sharing an input share its forward
+(:mod:`layersal.sharing`); the others go through Captum. Each differentiates the target
+logit with respect to the output of the model's word-embedding module, through
+:class:`EmbeddingForward`, which pins [CLS]/[SEP]/padding to their own embeddings.
+Definitions: ``docs/methods.md``.
 
 Captum's ``Layer*`` variants of these methods were not used: ``LayerIntegratedGradients``
 computes the same attributions (it injects the interpolated layer output with the same kind
@@ -17,7 +20,6 @@ than to the embeddings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +28,7 @@ from ..encoding import Encoded
 from ..errors import InputError
 from ..models import LoadedModel
 from ..rules import check_rule, propagation_rules
+from ..sharing import distinct_batch, row_gradients, row_logits, shared_rows
 from ._common import (
     EmbeddingForward,
     PassCounter,
@@ -49,43 +52,38 @@ from .base import Attribution, register
 def _single_pass(
     lm: LoadedModel, encoded: Encoded, targets: torch.Tensor | None, kind: str, rule: str
 ) -> Attribution:
-    """Saliency / InputXGradient in one forward and one backward, under propagation ``rule``.
+    """Saliency / InputXGradient in one forward and one backward, under propagation ``rule``:
+    the (modified) gradient of each row's objective at its word embeddings, as Captum's
+    ``Saliency`` (``abs=False``) and ``InputXGradient`` compute it. Rows that read the same
+    input (the entities of one text) share one forward and get one backward each
+    (:mod:`layersal.sharing`).
 
-    With no targets the forward returns the largest logit of each text: its gradient is the
-    gradient of the predicted class's logit, and no separate prediction pass is needed.
+    With no targets each row explains the task's default target, chosen from its logits of
+    the same forward: no separate prediction pass is needed.
     """
-    from captum.attr import InputXGradient, Saliency
-
     check_rule(rule)
     device = lm.device
-    names, args = embedding_arguments(encoded, device)
+    shared = shared_rows(encoded)
+    distinct, focus = distinct_batch(encoded, shared)
+    names, args = embedding_arguments(distinct, device)
     forward = EmbeddingForward(lm, names)
-    embeddings = word_embeddings(lm, encoded.input_ids.to(device)).requires_grad_()
-    if targets is None:  # each row's default target, as the task chooses it from its logits
-
-        def func(*a: Any) -> torch.Tensor:
-            logits = forward(*a)
-            return lm.task.objective(logits, lm.task.default_targets(logits))
-
-        target = None
+    embeddings = word_embeddings(lm, distinct.input_ids.to(device)).requires_grad_()
+    with (
+        PassCounter(lm.model) as counter,
+        propagation_rules(lm.model, lm.family, rule),
+        torch.enable_grad(),
+    ):
+        logits = row_logits(lm.task, forward(embeddings, *args), shared, focus)
+        chosen = lm.task.default_targets(logits) if targets is None else targets.to(device).long()
+        (grads,) = row_gradients(lm.task.objective(logits, chosen), shared, [embeddings])
+    assert grads is not None, "the word embeddings reach every logit"
+    grads = grads.detach().float()
+    if kind == "gradient":
+        scores = grads.norm(dim=-1)
     else:
-        func, target = forward, targets.to(device).long()
-    with PassCounter(lm.model) as counter, propagation_rules(lm.model, lm.family, rule):
-        if kind == "gradient":
-            grads = Saliency(func).attribute(
-                embeddings, target=target, abs=False, additional_forward_args=args
-            )
-            scores = grads.norm(dim=-1)
-        else:
-            scores = (
-                InputXGradient(func)
-                .attribute(embeddings, target=target, additional_forward_args=args)
-                .sum(-1)
-            )
-    assert forward.last_logits is not None, "the attribution ran the model"
-    logits = forward.last_logits.detach()
-    chosen = lm.task.default_targets(logits) if target is None else target
-    return counter.result(encoded, scores.detach() * encoded.content.to(device), logits, chosen)
+        scores = (grads * shared.expand(embeddings.detach())).sum(-1)
+    content = encoded.content.to(device)
+    return counter.result(encoded, scores * content, logits.detach().float(), chosen)
 
 
 @register("gradient")

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,9 +31,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..budget_choice import check_budget, choose_for
 from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
 from ..explanation import Explanation
-from ..inputs import check_texts, is_pair
+from ..inputs import check_texts, is_pair, unfocused
 from ..job import Explainer, merge_options
 from ..models import LoadedModel
+from ..rows import PlannedRow, explained_windows, known_rows, planning_rows
 from ..saliency import (
     check_method,
     method_cost,
@@ -61,6 +62,9 @@ from .schemas import (
     strict_json,
 )
 from .stalls import BodyLimit, BodyTimeout
+
+if TYPE_CHECKING:
+    from ..tasks import ZeroShot
 
 DEFAULT_MAX_CHARS = 5000
 DEFAULT_MAX_BATCH = 32
@@ -100,18 +104,29 @@ def loopback_hosts(host: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Cost:
-    """What a request will cost the model, counted before it runs: ``rows`` (a text or a
-    window through one forward pass) and ``work`` (those rows weighted by their tokens)."""
+    """What a request will cost the model: ``rows`` (a text or a window through one forward
+    pass, with or without its backward; the entities of one text share its forward, and
+    each counts one row, for its backward) and ``work`` (those rows weighted by their
+    tokens)."""
 
     rows: int
     work: int
 
 
 class RequestCost:
-    """Counts a request's :class:`Cost` before it runs: per text, the method's cost for the
-    tokens of one row (:func:`~layersal.saliency.method_cost`) times its rows, the windows
-    ``explain`` cuts a text longer than the model's maximum into
-    (:func:`~layersal.windows.window_rows`; a pair of texts is one row, truncated).
+    """Counts the model rows a request runs (:class:`Cost`), before it runs and again once its
+    rows are planned.
+
+    A row costs the method's cost for its tokens (:func:`~layersal.saliency.method_cost`)
+    per window it is explained in: a text longer than the model's maximum is cut into
+    windows (:func:`~layersal.windows.window_rows`), a pair of texts is one row, truncated,
+    and an entity is explained in one window. Where the task plans its rows with the model
+    (:func:`~layersal.rows.planning_rows`: a token classifier finds each text's entities, a
+    zero-shot classifier scores each label's pair, a multi-label model finds the labels it
+    predicts) those forward rows count too. Before the request runs (:meth:`__call__`), an
+    item counts the rows known then (:func:`~layersal.rows.known_rows`: a named span, each
+    zero-shot label asked for; a token classifier's predicted entities are not known yet);
+    once the rows are planned (:meth:`planned`), every planned row counts.
 
     It tokenizes with its own copy of the model's tokenizer: a fast (Rust) tokenizer keeps its
     truncation and padding settings in the object, so counting with the one the model's
@@ -124,21 +139,69 @@ class RequestCost:
         self.tokenizer = copy.deepcopy(lm.tokenizer)
         self._lock = threading.Lock()
 
-    def __call__(self, method: str, options: dict[str, Any], texts: list[Any]) -> Cost:
+    def __call__(
+        self, method: str, options: dict[str, Any], texts: list[Any], target: Any = None
+    ) -> Cost:
+        """The rows known before the request runs (no row plan yet)."""
+        task = self.lm.task
+        rows = work = 0
         with self._lock:
-            tokenizer = self.tokenizer
-            size, step, _ = window_overlap(tokenizer, self.lm.max_length, None, None)
-            rows = work = 0
-            for text in texts:
-                if isinstance(text, tuple):
-                    pair = tokenizer(*text, verbose=False, split_special_tokens=True)["input_ids"]
-                    windows, tokens = 1, min(len(pair), self.lm.max_length)
-                else:
-                    windows, tokens = window_rows(tokenizer, text, size, step)
-                text_rows = method_cost(method, options, tokens) * windows
-                rows += text_rows
-                work += text_rows * tokens
+            for item in texts:
+                windows, tokens, explained_tokens = self._read(item)
+                plan = planning_rows(task, target, windows, len(self.lm.labels))
+                one = method_cost(method, options, explained_tokens)
+                known = known_rows(task, target) * one
+                known *= 1 if task.focused or task.hypotheses else windows
+                rows += plan + known
+                work += plan * tokens + known * explained_tokens
         return Cost(rows=rows, work=work)
+
+    def planned(
+        self,
+        method: str,
+        options: dict[str, Any],
+        texts: list[Any],
+        target: Any,
+        plan: list[list[PlannedRow]],
+    ) -> Cost:
+        """The rows a request runs once its rows are planned (``plan``: each text's rows, as
+        :func:`~layersal.rows.row_plan` gives them)."""
+        task = self.lm.task
+        rows = work = 0
+        with self._lock:
+            for item, own in zip(texts, plan):
+                windows, tokens, _ = self._read(item)
+                planning = planning_rows(task, target, windows, len(self.lm.labels))
+                rows += planning
+                work += planning * tokens
+                for row in own:
+                    row_windows, row_tokens, _ = self._read(unfocused(row.item))
+                    n = method_cost(method, options, row_tokens)
+                    n *= explained_windows(row.item, row_windows)
+                    rows += n
+                    work += n * row_tokens
+        return Cost(rows=rows, work=work)
+
+    def _read(self, item: Any) -> tuple[int, int, int]:
+        """``(windows, tokens, explained)``: the rows an item takes, the tokens of each, and
+        the tokens of a row explained for it (a zero-shot classifier's text: its labels'
+        pairs, the longest; a pair already: itself)."""
+        windows, tokens = self._tokens(item)
+        task = self.lm.task
+        if not task.hypotheses or isinstance(item, tuple):
+            return windows, tokens, tokens
+        zero_shot = cast("ZeroShot", task)
+        pairs = [self._tokens((item, zero_shot.hypothesis(label)))[1] for label in self.lm.labels]
+        longest = max(pairs, default=tokens)
+        return 1, longest, longest
+
+    def _tokens(self, item: Any) -> tuple[int, int]:
+        tokenizer = self.tokenizer
+        if isinstance(item, tuple):
+            pair = tokenizer(*item, verbose=False, split_special_tokens=True)["input_ids"]
+            return 1, min(len(pair), self.lm.max_length)
+        size, step, _ = window_overlap(tokenizer, self.lm.max_length, None, None)
+        return window_rows(tokenizer, item, size, step)
 
 
 def _local_docs(app: FastAPI) -> None:
@@ -495,16 +558,11 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
         server.runner.check()
     except QueueFull as full:
         return _queue_full(full, server.timeout_s)
-    # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
-    cost = await run_in_threadpool(server.cost_of, method, options, items)
-    if cost.rows > server.max_rows:
-        return _error(
-            422,
-            f"this request would cost {cost.rows} model rows ({method} with these "
-            f"options on {len(items)} text(s)); this server takes at most {server.max_rows} per "
-            "request: send fewer or shorter texts, or fewer steps/samples",
-        )
     target = int_or_text(request.target)
+    # counted in a thread of its own: tokenizing 32 long texts would hold the event loop
+    cost = await run_in_threadpool(server.cost_of, method, options, items, target)
+    if cost.rows > server.max_rows:
+        return _error(422, _too_costly(server, method, cost, len(items)))
 
     wanted = {**shown, **options}
     settled_key = (method, json.dumps(wanted, sort_keys=True, default=str))
@@ -515,8 +573,17 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
             # life (DLS's layer="auto": settled on the first request's texts), so a result
             # never depends on what it was batched with
             explainer = server.jobs.get(method, wanted, request.word_aggregation, texts)
+            checked = check_texts(texts)
+
+            def within_rows(plan: list[list[PlannedRow]]) -> None:
+                # the rows as planned (a text's entities found): refused before they run; a
+                # batch of several requests refused here is rerun request by request
+                planned = server.cost_of.planned(method, options, checked, target, plan)
+                if planned.rows > server.max_rows:
+                    raise InputError(_too_costly(server, method, planned, len(checked)))
+
             grouped = explainer.explain_grouped(
-                check_texts(texts), target=target, batch_size=min(len(texts), 16)
+                checked, target=target, batch_size=min(len(texts), 16), check=within_rows
             )
         except (TypeError, ValueError) as exc:
             if not options:
@@ -555,6 +622,14 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
         )
     flat = [e for per_text in explanations for e in per_text]  # a multi-label text: several
     return {"explanations": flat, "elapsed_s": round(time.monotonic() - began, 4)}
+
+
+def _too_costly(server: _Server, method: str, cost: Cost, texts: int) -> str:
+    return (
+        f"this request would cost {cost.rows} model rows ({method} with these options on "
+        f"{texts} text(s)); this server takes at most {server.max_rows} per request: send "
+        "fewer or shorter texts, or fewer steps/samples"
+    )
 
 
 def _report_page(server: _Server, body: bytes) -> Response:
