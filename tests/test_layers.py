@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
     {"saliency", "saliency.base", "saliency._common", "saliency.dls", "saliency.layer_choice"}
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}
     | {"saliency.dls_method"}
-    | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")},
+    | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")}
+    | {"saliency.sequential_ig"},
     {"api", "benchmark", "job", "rows"},
     {
         "engines",

@@ -3,7 +3,14 @@
 Importing this package registers every method with :mod:`layersal.saliency.base`.
 """
 
-from . import attention, dls_method, gradients, perturbation, simple  # methods register on import
+from . import (  # methods register on import
+    attention,
+    dls_method,
+    gradients,
+    perturbation,
+    sequential_ig,
+    simple,
+)
 from .base import (
     Attribution,
     Checked,
