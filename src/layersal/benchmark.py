@@ -20,7 +20,7 @@ import torch
 from .datasets import LabelledTexts, label_indices
 from .encoding import encode, model_input_names, select_rows
 from .errors import InputError
-from .evaluate import predictor, score_batch
+from .evaluate import eval_predictor, score_batch
 from .inputs import check_texts, item_length
 from .job import Explainer
 from .metrics import Faithfulness, summarise
@@ -78,6 +78,10 @@ class Benchmark:
     score_scale: float | None = None
     """For a task that predicts a number: the standard deviation of the model's scores over the
     texts (sigma), which normalises its AOPCs (``docs/metrics.md``); ``None`` otherwise."""
+    eval_model: str | None = None
+    """The model whose predictions scored the explanations (``--eval-model``: an
+    in-distribution copy; ``docs/metrics.md``), or ``None``: the explained model's own. Its
+    accuracy is then the one in ``accuracy``."""
 
 
 def parse_spec(text: str) -> MethodSpec:
@@ -139,6 +143,7 @@ def run_benchmark(
     metric_options: dict[str, Any] | None = None,
     calibration: Sequence[str] | None = None,
     on_progress: Callable[[str, int], None] | None = None,
+    eval_model: LoadedModel | None = None,
 ) -> Benchmark:
     """Explain ``data`` with every spec and score each explanation.
 
@@ -150,6 +155,10 @@ def run_benchmark(
     texts of ``data``; no labels either way). Each method is run once on one short text
     before it is timed, so one-time costs (lazy imports, first-call allocations) stay out of
     its seconds per text. ``on_progress(label, n_done)`` is called per batch.
+
+    ``eval_model``: a model that shares ``lm``'s tokenizer and labels (an in-distribution copy,
+    ``scripts/masked_finetune.py``) whose predictions score ``lm``'s explanations instead of
+    ``lm``'s own (:func:`layersal.evaluate.eval_predictor`); the targets stay ``lm``'s.
     """
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
@@ -164,7 +173,7 @@ def run_benchmark(
     exclusive = lm.task.probabilistic and not lm.task.several and not lm.task.hypotheses
     gold = label_indices(data.labels, lm.labels) if exclusive else None
     inputs = model_input_names(lm.model)
-    predict = predictor(lm)
+    predict = eval_predictor(lm, eval_model)
     order = sorted(range(len(rows)), key=lambda i: item_length(rows[i].item))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     encoded_batches = [
@@ -250,6 +259,7 @@ def run_benchmark(
         machine=machine_info(),
         task=lm.task.name,
         score_scale=None if lm.task.probabilistic else _score_scale(runs),
+        eval_model=None if eval_model is None else eval_model.name,
     )
 
 
