@@ -133,3 +133,27 @@ def test_cli_eval_model(tiny_dirs, tmp_path):
     assert done.exit_code == 0, done.output
     saved = json.loads((tmp_path / "b" / "results.json").read_text())
     assert saved["eval_model"] == str(classifier_dir)
+
+
+@pytest.mark.parametrize("name", ["sst2-tiny", "agnews-tiny"])
+def test_the_masked_copies_share_the_tokenizer_keep_the_lm_head_and_hold_up_masked(name):
+    """models/<name>-masked (scripts/masked_finetune.py): a judge the benchmark accepts for
+    <name>, with <name>'s word embeddings and LM head bit for bit, a trained encoder, and a
+    held-out accuracy at half the tokens masked above the original's (its card)."""
+    from safetensors.torch import load_file
+
+    from layersal.checkpoints import named_models
+
+    folders = named_models()
+    original, copy_ = folders[name], folders[f"{name}-masked"]
+    card = json.loads((copy_ / "model_card.json").read_text())
+    assert card["in_distribution_copy_of"]["model"] == name
+    eval_predictor(layersal.load(name), layersal.load(copy_))  # accepted as its judge
+    before, after = (load_file(str(f / "model.safetensors")) for f in (original, copy_))
+    assert before.keys() == after.keys()
+    for key in before:
+        frozen = "word_embeddings" in key or key.startswith("cls.")
+        assert torch.equal(before[key], after[key]) == frozen or key.endswith("position_ids"), key
+    accuracy = card["evaluation"]["accuracy_by_masked_share"]
+    assert accuracy["masked_copy"]["50%"] > accuracy["original"]["50%"]
+    assert (copy_ / "model.safetensors").stat().st_size < 10_000_000
