@@ -165,14 +165,19 @@ def test_seeded_methods_repeat_and_change_with_the_seed(sharp_bert, name):
     assert (np.random.get_state()[1] == numpy_before).all(), "numpy's global RNG state changed"
 
 
-def _expected_passes(name, k):
-    """Documented passes per text for content lengths ``k`` (docs/methods.md)."""
+def _expected_passes(name, k, words):
+    """Documented passes per text for content lengths ``k`` and word counts ``words``
+    (docs/methods.md)."""
     mean = lambda values: math.ceil(sum(values) / len(values))  # noqa: E731
     return {
         "gradient": (1, 1),
         "input_x_gradient": (1, 1),
         "lrp": (1, 1),
         "integrated_gradients": (51, 50),
+        "sequential_integrated_gradients": (
+            1 + mean([16 * w for w in words]),
+            mean([16 * w for w in words]),
+        ),
         "gradient_shap": (6, 5),
         "occlusion": (1 + mean([2 + n - min(3, n) for n in k]), 0),
         "lime": (26, 0),
@@ -189,9 +194,13 @@ def _expected_passes(name, k):
 def test_pass_counts_are_as_documented_and_match_the_forwards_run(bert_tiny, name):
     encoded = batch(bert_tiny)
     k = encoded.content.sum(-1).tolist()
+    words = [
+        len({ids[p] for p in range(len(ids)) if encoded.content[row, p]})
+        for row, ids in enumerate(encoded.word_ids)
+    ]
     with RowSpy(bert_tiny) as spy:
         attribution = run_method(name, bert_tiny, encoded, None, {})
-    expected = _expected_passes(name, k)
+    expected = _expected_passes(name, k, words)
     assert (attribution.forward_passes, attribution.backward_passes) == expected
     assert math.ceil(spy.rows / len(TEXTS)) == attribution.forward_passes
 

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     | {f"saliency.auto_{m}" for m in ("configs", "race", "store")}
     | {"saliency.dls_method"}
     | {f"saliency.{m}" for m in ("attention", "gradients", "perturbation", "simple")}
-    | {"saliency.shapley_budget"},
+    | {"saliency.shapley_budget", "saliency.sequential_ig"},
     {"api", "benchmark", "job", "rows", "budget_choice", "sanity", "agreement"},
     {
         "engines",

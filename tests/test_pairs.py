@@ -258,6 +258,7 @@ PAIR_METHODS = {
     "gradient": {},
     "input_x_gradient": {},
     "integrated_gradients": {"n_steps": 4},
+    "sequential_integrated_gradients": {"n_steps": 4},
     "occlusion": {},
     "lime": {"n_samples": 8, "seed": 0},
     "attention": {},

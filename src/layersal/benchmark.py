@@ -21,7 +21,7 @@ from .ceilings import BOUNDS, Ceiling, Normalised, ceiling_fraction, normalised,
 from .datasets import LabelledTexts, label_indices
 from .encoding import Encoded, encode, model_input_names, select_rows
 from .errors import InputError
-from .evaluate import bounds_batch, predictor, score_batch
+from .evaluate import bounds_batch, eval_predictor, score_batch
 from .inputs import check_texts
 from .job import Explainer
 from .metrics import ERASER_BUDGETS, Faithfulness, bootstrap_ci, summarise
@@ -125,6 +125,10 @@ class Benchmark:
     n_sources: int | None = None
     """How many texts (or pairs) of the data the ``n_texts`` rows came from (a token
     classifier's entities come from fewer texts; ``None``: not recorded)."""
+    eval_model: str | None = None
+    """The model whose predictions scored the explanations (``--eval-model``: an
+    in-distribution copy; ``docs/metrics.md``), or ``None``: the explained model's own. Its
+    accuracy is then the one in ``accuracy``."""
 
 
 def parse_spec(text: str) -> MethodSpec:
@@ -189,6 +193,7 @@ def run_benchmark(
     ceilings: int = 0,
     beam: int = 4,
     seed: int = 0,
+    eval_model: LoadedModel | None = None,
 ) -> Benchmark:
     """Explain ``data`` with every spec and score each explanation.
 
@@ -205,6 +210,9 @@ def run_benchmark(
     bounds of comprehensiveness and sufficiency AOPC with a beam of width ``beam``
     (:mod:`layersal.ceilings`), under the same budgets, units and hiding as the metrics, and
     read every method's AOPCs against them (:func:`ceiling_table`).
+    ``eval_model``: a model that shares ``lm``'s tokenizer and labels (an in-distribution copy,
+    ``scripts/masked_finetune.py``) whose predictions score ``lm``'s explanations instead of
+    ``lm``'s own (:func:`layersal.evaluate.eval_predictor`); the targets stay ``lm``'s.
     """
     if batch_size < 1:
         raise InputError(f"`batch_size` must be at least 1, not {batch_size}")
@@ -222,7 +230,7 @@ def run_benchmark(
     # gold classes: only for a task whose rows' outputs are exclusive classes' probabilities
     exclusive = lm.task.probabilistic and not lm.task.several and not lm.task.hypotheses
     gold = label_indices(data.labels, lm.labels) if exclusive else None
-    predict = predictor(lm)
+    predict = eval_predictor(lm, eval_model)
     planned = row_batches(lm, rows, batch_size)
     batches, encoded_batches, row_targets = planned.batches, planned.encoded, planned.targets
     runs = []
@@ -302,6 +310,7 @@ def run_benchmark(
         task=lm.task.name,
         score_scale=None if lm.task.probabilistic else _score_scale(runs),
         ceilings=ceiling_run,
+        eval_model=None if eval_model is None else eval_model.name,
     )
 
 

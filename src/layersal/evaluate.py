@@ -79,6 +79,43 @@ def embedding_predictor(lm: LoadedModel) -> EmbeddingPredict:
     return EmbeddingPredict(width, predict)
 
 
+SPECIAL_TOKENS = ("pad", "mask", "unk", "cls", "sep", "bos", "eos")
+
+
+def eval_predictor(lm: LoadedModel, judge: LoadedModel | None) -> PredictFn:
+    """The predictions that score ``lm``'s explanations: ``lm``'s own, or, with a ``judge``
+    (``bench --eval-model``: an in-distribution copy, ``docs/metrics.md``), the judge's on the
+    same perturbed ids (the F-Fidelity protocol: the original model explained, the copy
+    fine-tuned with masking predicting).
+
+    The judge must read the ids as ``lm`` does and answer in the same classes: the same
+    vocabulary and special tokens, the same task and labels in the same order; anything else
+    is refused with an :class:`~layersal.errors.InputError` naming the difference.
+    """
+    if judge is None:
+        return predictor(lm)
+    own, other = lm.tokenizer, judge.tokenizer
+    if own.get_vocab() != other.get_vocab():
+        raise InputError(
+            f"the evaluation model {judge.name} has another tokenizer vocabulary than "
+            f"{lm.name}: it must share the explained model's tokenizer"
+        )
+    for name in SPECIAL_TOKENS:
+        mine, theirs = (getattr(t, f"{name}_token_id", None) for t in (own, other))
+        if mine != theirs:
+            raise InputError(
+                f"the evaluation model {judge.name} has {name} token id {theirs}, {lm.name} "
+                f"has {mine}: it must share the explained model's tokenizer"
+            )
+    if judge.task.name != lm.task.name or list(judge.labels) != list(lm.labels):
+        raise InputError(
+            f"the evaluation model {judge.name} predicts {judge.task.name} labels "
+            f"{list(judge.labels)}, {lm.name} predicts {lm.task.name} labels "
+            f"{list(lm.labels)}: they must be the same, in the same order"
+        )
+    return predictor(judge)
+
+
 def hide_ids(lm: LoadedModel) -> tuple[int, int]:
     """``(mask_id, pad_id)`` used to hide tokens: [MASK] (else [UNK], else padding) and [PAD].
 

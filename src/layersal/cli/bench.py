@@ -115,6 +115,15 @@ def bench(
             "with itself (seed_agreement.json; 0: off).",
         ),
     ] = 0,
+    eval_model: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-model",
+            help="Score the explanations with this model's predictions instead of the explained "
+            "model's: an in-distribution copy fine-tuned with masking "
+            "(scripts/masked_finetune.py), sharing its tokenizer and labels.",
+        ),
+    ] = None,
     device: DeviceOpt = "cpu",
     bf16: Bf16Opt = False,
     allow_pickle: PickleOpt = False,
@@ -148,6 +157,12 @@ def bench(
 
         lm = load_model(model, lm_head, allow_pickle, device, bf16, zero_shot)
         check_items(lm, dataset.texts)
+        judge = None
+        if eval_model is not None:
+            from ..evaluate import eval_predictor
+
+            judge = load_model(eval_model, None, allow_pickle, device, bf16, zero_shot)
+            eval_predictor(lm, judge)  # refused here, before any method runs
         rows = _explained_rows(lm, dataset, batch_size)
         names = [m.replace(";", ",") for m in _split_methods(methods)]
         specs = expand_specs(names, lm.num_layers)
@@ -176,6 +191,7 @@ def bench(
                 ceilings=ceilings,
                 beam=beam,
                 seed=seed,
+                eval_model=judge,
             )
         if lm.task.hypotheses and rows is not None:
             result.accuracy = _zero_shot_accuracy(rows, dataset.labels, lm.labels)

@@ -60,10 +60,21 @@ def markdown(bench: Benchmark, resamples: int = 1000) -> str:
     target = TASKS[bench.task].explained + (
         f" (sigma = {scale:.3f} over these texts; AOPCs in its units)" if scale else ""
     )
+    judge = bench.eval_model
     lines = [
         f"Model `{bench.model}`, data `{bench.data}`, {_counted(bench)}"
-        + (f", model accuracy {bench.accuracy:.3f}" if bench.accuracy is not None else "")
-        + f". Target: {target}. Mean [95% bootstrap CI].",
+        + (
+            f", {'evaluation ' if judge else ''}model accuracy {bench.accuracy:.3f}"
+            if bench.accuracy is not None
+            else ""
+        )
+        + f". Target: {target}. Mean [95% bootstrap CI]."
+        + (
+            f" Metrics scored with the predictions of `{judge}` (an in-distribution copy; "
+            f"targets and explanations are `{bench.model}`'s)."
+            if judge
+            else ""
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -345,6 +356,7 @@ def to_json(bench: Benchmark, resamples: int = 1000) -> dict[str, Any]:
         "accuracy": bench.accuracy,
         "task": bench.task,
         "score_scale": bench.score_scale,
+        "eval_model": bench.eval_model,
         "settings": bench.settings,
         "machine": bench.machine,
         "methods": [

@@ -8,6 +8,7 @@ from . import (  # methods register on import
     dls_method,
     gradients,
     perturbation,
+    sequential_ig,
     shapley_budget,
     simple,
 )
