@@ -135,7 +135,7 @@ def test_cli_eval_model(tiny_dirs, tmp_path):
     assert saved["eval_model"] == str(classifier_dir)
 
 
-MASKED_COPIES = ["sst2-tiny", "agnews-tiny", "sst2-minilm"]
+MASKED_COPIES = ["sst2-tiny", "agnews-tiny", "sst2-minilm", "agnews-minilm"]
 
 
 @pytest.mark.parametrize("name", MASKED_COPIES)
