@@ -43,27 +43,7 @@ SEEDED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These 32-wide models gain nothing from intra-op threads, and on a busy 2-core machine
-    the threads' waiting makes each tiny forward ~50x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sharp_bert(tiny_dirs) -> layersal.LoadedModel:
-    """The tiny random BERT with its weights (not its LayerNorms) x10: logits and their
-    differences of order 1, and a clearly nonlinear model (at x1 it is nearly constant)."""
-    classifier_dir, mlm_dir = tiny_dirs["bert"]
-    lm = layersal.load(classifier_dir, lm_head=mlm_dir)
-    with torch.no_grad():
-        for name, p in lm.model.named_parameters():
-            if "LayerNorm" not in name:
-                p.mul_(10)
-    return lm
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(lm, texts=TEXTS):

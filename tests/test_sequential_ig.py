@@ -19,25 +19,7 @@ from .test_baselines import TEXTS, assert_rel_close, batch, logits_of
 NAME = "sequential_integrated_gradients"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sharp_bert(tiny_dirs) -> layersal.LoadedModel:
-    """The tiny random BERT with its weights (not its LayerNorms) x10: a clearly nonlinear
-    model with logit differences of order 1 (as in tests/test_baselines.py)."""
-    classifier_dir, mlm_dir = tiny_dirs["bert"]
-    lm = layersal.load(classifier_dir, lm_head=mlm_dir)
-    with torch.no_grad():
-        for name, p in lm.model.named_parameters():
-            if "LayerNorm" not in name:
-                p.mul_(10)
-    return lm
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _word_drops(lm, encoded, targets, token):

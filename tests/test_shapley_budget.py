@@ -27,24 +27,7 @@ SHORT = "a gripping , beautifully acted film"
 METHOD = "shapley_control_variate"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sharp_bert(tiny_dirs) -> layersal.LoadedModel:
-    """The tiny random BERT with its weights x10: a clearly nonlinear game."""
-    classifier_dir, mlm_dir = tiny_dirs["bert"]
-    lm = layersal.load(classifier_dir, lm_head=mlm_dir)
-    with torch.no_grad():
-        for name, p in lm.model.named_parameters():
-            if "LayerNorm" not in name:
-                p.mul_(10)
-    return lm
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(lm, texts):
