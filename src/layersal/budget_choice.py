@@ -58,6 +58,18 @@ def check_budget(budget: Any) -> int:
     return budget
 
 
+def budget_alone(budget: Any, method_given: bool) -> int:
+    """A budget given instead of a method (every face asks this one question): a whole number
+    of passes per text, with no method or method option beside it."""
+    budget = check_budget(budget)
+    if method_given:
+        raise InputError(
+            "give a method (with its options) or a budget of passes per text, not both: a "
+            "budget picks the method and its options itself"
+        )
+    return budget
+
+
 def card_frontier(lm: LoadedModel) -> list[dict[str, Any]] | None:
     """The measured points of the model card's frontier, when it was measured on these
     weights (``None`` otherwise)."""

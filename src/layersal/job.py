@@ -303,18 +303,13 @@ def explainer(
     ``template`` and ``multi_label`` make a zero-shot classifier of a natural-language-
     inference model (see :func:`layersal.load`). ``budget`` (passes per text) picks the
     method instead of ``method`` (:mod:`layersal.budget_choice`): give one or the other."""
-    from .budget_choice import check_budget, choose_for
+    from .budget_choice import budget_alone, choose_for
     from .checkpoints import DEFAULT_MODEL
     from .models import DEFAULT_TEMPLATE, load
 
     given = merge_options(options, method_options)
     if budget is not None:
-        check_budget(budget)
-        if method is not None or given:
-            raise InputError(
-                "give a method (with its options) or a budget of passes per text, not both: "
-                "a budget picks the method and its options itself"
-            )
+        budget_alone(budget, method is not None or bool(given))
     job = None
     if budget is None:
         job = checked(method or "dls", given)  # before the model loads

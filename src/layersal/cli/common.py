@@ -506,15 +506,9 @@ def _run(
     budget = kwargs.pop("budget", None)
     name = kwargs.pop("method", "dls")
     if budget is not None:
-        from ..budget_choice import check_budget, choose_for
-        from ..errors import InputError
+        from ..budget_choice import budget_alone, choose_for
 
-        check_budget(budget)
-        if name != "dls" or options:
-            raise InputError(
-                "give --method (with its options) or --budget, not both: a budget picks the "
-                "method and its options itself"
-            )
+        budget_alone(budget, name != "dls" or bool(options))
     method = checked(name, options)  # before the model loads
     lm = load_model(model, lm_head, allow_pickle, device, bf16, zero_shot)
     if budget is not None:

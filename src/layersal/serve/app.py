@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..budget_choice import check_budget, choose_for
+from ..budget_choice import budget_alone, choose_for
 from ..errors import ExplanationTimeout, InputError, LayersalError, QueueFull, ServerBusy
 from ..explanation import Explanation
 from ..inputs import check_texts, is_pair, unfocused
@@ -542,12 +542,7 @@ async def _explain(server: _Server, request: ExplainRequest) -> Any:
     options = merge_options(options, {} if layer is None else {"layer": layer})
     method, budget_record = request.method, None
     if request.budget is not None:
-        check_budget(request.budget)
-        if method != "dls" or options:
-            raise InputError(
-                "give a method (with its layer or options) or a budget, not both: a budget "
-                "picks the method and its options itself"
-            )
+        budget_alone(request.budget, method != "dls" or bool(options))
         choice = choose_for(server.model, request.budget)
         method, options = choice.method, dict(choice.options)
         budget_record = choice.record(request.budget)
