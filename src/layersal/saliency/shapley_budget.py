@@ -31,7 +31,7 @@ from ..shapley import (
     exact_shapley,
     sample_coalitions,
 )
-from ._common import PassCounter, text_seed
+from ._common import PassCounter, non_negative_float, positive_int, seed_value, text_seed
 from .base import Attribution, Prepared, checked, method_cost, register, run_method, settle
 
 
@@ -63,9 +63,7 @@ class ControlVariateOptions:
     perturbations_per_eval: int = 64
 
     def __post_init__(self) -> None:
-        budget = self.budget
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-            raise InputError(f"budget must be an integer >= 0 (masked passes), not {budget!r}")
+        positive_int("budget", self.budget, minimum=0)
         if self.surrogate == "shapley_control_variate":
             raise InputError("the surrogate of shapley_control_variate must be another method")
         if self.surrogate_options is not None and not isinstance(self.surrogate_options, dict):
@@ -74,18 +72,12 @@ class ControlVariateOptions:
                 f"not {self.surrogate_options!r}"
             )
         checked(self.surrogate, self.surrogate_options or {})  # unknown method or option
-        ridge = self.ridge
-        if ridge is not None and (
-            isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0
-        ):
-            raise InputError(f"ridge must be a number > 0 or None, not {ridge!r}")
+        if self.ridge is not None:
+            non_negative_float("ridge", self.ridge, strict=True)
         if not isinstance(self.shrink, bool):
             raise InputError(f"shrink must be true or false, not {self.shrink!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise InputError(f"seed must be an integer, not {self.seed!r}")
-        size = self.perturbations_per_eval
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InputError(f"perturbations_per_eval must be an integer >= 1, not {size!r}")
+        seed_value(self.seed)
+        positive_int("perturbations_per_eval", self.perturbations_per_eval)
 
 
 def _prepare(
