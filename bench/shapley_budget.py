@@ -81,6 +81,7 @@ def games(model: str, data: Path, texts: int, max_tokens: int, seed: int) -> lis
                 "coalitions": coalitions,
                 "values": values,
                 "exact": exact_shapley(coalitions, values),
+                "table": {row.tobytes(): float(v) for row, v in zip(coalitions, values)},
                 "surrogate": attribution.scores[0, torch.from_numpy(positions)].double().numpy(),
             }
         )
@@ -92,7 +93,7 @@ def games(model: str, data: Path, texts: int, max_tokens: int, seed: int) -> lis
 def estimate(game: dict, budget: int, kind: str, rng: np.random.Generator) -> np.ndarray | None:
     coalitions, values = game["coalitions"], game["values"]
     n = coalitions.shape[1]
-    table = {row.tobytes(): float(v) for row, v in zip(coalitions, values)}
+    table = game["table"]
     empty, full = float(values[0]), float(values[-1])
     if kind == "permutations":
         permutations = (budget - 1) // n
