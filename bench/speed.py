@@ -13,7 +13,9 @@
    ``tau=50``: a full vocabulary projection), DLS as ``layersal explain`` ran it before the
    propagation rules
    (``layer="coherent"`` and the per-layer report: every layer projected), integrated
-   gradients (50 steps) and LIME (25 samples), for the bundled default model and for a random
+   gradients (50 steps), LIME (25 samples) and ``shapley_control_variate`` at each
+   ``--budgets`` N (timed against the default plus N forward passes), for the bundled
+   default model and for a random
    6-layer, 384-wide BERT: ``sst2-minilm`` from a checkout's ``models/``, else a random one
    (with a random masked-LM head). Cost ratios are seconds per text of
    one over the other (``DLS/forward = 3`` means DLS costs three forward passes' time).
@@ -69,6 +71,7 @@ METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("ig-50", "integrated_gradients", {"n_steps": 50}),
     ("lime-25", "lime", {"n_samples": 25}),
 ]
+BUDGETED = "shapley_control_variate"
 RATIOS = [
     ("DLS/forward", "dls", "forward"),
     ("DLS/gradient", "dls", "gradient"),
@@ -198,10 +201,10 @@ def bench_methods(
                 forward_only(lm, texts[:batch_size], batch_size)
             else:
                 runs[label] = lambda b=batch_size, m=method, o=options: layersal.explain(
-                    texts, lm, method=m, batch_size=b, **o
+                    texts, lm, method=m, batch_size=b, options=o
                 )
                 layersal.explain(
-                    texts[:batch_size], lm, method=method, batch_size=batch_size, **options
+                    texts[:batch_size], lm, method=method, batch_size=batch_size, options=options
                 )
         best: dict[str, float] = {}
         for round_ in range(max(1, repeats)):
@@ -250,6 +253,21 @@ def print_speed_table(
             + " | ".join(f"{speeds[(b, s)] / speeds[(a, s)]:.2f}" for s in batch_sizes)
             + " |"
         )
+    budgets = [(label, options["budget"]) for label, method, options in METHODS if
+               method == BUDGETED]  # fmt: skip
+    if budgets:
+        print(
+            "\n| budgeted s/text over (default + N forward passes) s/text | "
+            + " | ".join(f"bs={b}" for b in batch_sizes)
+            + " |"
+        )
+        print("|" + "---|" * (len(batch_sizes) + 1))
+        for label, n in budgets:
+            cells = []
+            for size in batch_sizes:
+                expected = 1 / speeds[("dls-default", size)] + n / speeds[("forward", size)]
+                cells.append(f"{(1 / speeds[(label, size)]) / expected:.2f}")
+            print(f"| {label} (N = {n}) | " + " | ".join(cells) + " |")
 
 
 def long_run(model: Any, n: int, every: int, batch_size: int, device: str, work: Path) -> None:
@@ -381,6 +399,12 @@ def main() -> None:
         "--engine-texts", type=int, default=2000, help="texts for local vs Ray (0: skip)"
     )
     parser.add_argument("--workers", type=int, default=2, help="Ray workers")
+    parser.add_argument(
+        "--budgets",
+        default="8,32,64",
+        help="budgets N of shapley_control_variate to time against the default plus N "
+        "forward passes ('' : none)",
+    )
     args = parser.parse_args()
     if not (DATA / "test.tsv").is_file():
         sys.exit(f"{DATA} not found: this benchmark needs the shared SST-2 data")
@@ -427,6 +451,8 @@ def main() -> None:
                         lambda: layersal.load(clf, lm_head=mlm, device=device, precision=precision),
                     )
                 )
+            for n in [int(b) for b in args.budgets.split(",") if b.strip()]:
+                METHODS.append((f"budget-{n}", BUDGETED, {"budget": n}))
             if args.skip_slow:
                 METHODS[:] = [m for m in METHODS if m[0] not in ("ig-50", "lime-25", "dls-full")]
                 RATIOS[:] = [

@@ -19,6 +19,7 @@ from layersal.shapley import (
     adjusted_shapley,
     all_coalitions,
     exact_shapley,
+    regression_shapley,
     sample_coalitions,
     size_distribution,
 )
@@ -114,6 +115,55 @@ def test_the_estimator_is_unbiased_and_its_error_falls_with_the_budget(ridge):
         assert (np.abs(runs.mean(axis=0) - exact) <= 4 * standard_error + 1e-12).all(), count
         errors[count] = float(((runs - exact) ** 2).sum(axis=1).mean())
     assert errors[30] < errors[9] < errors[3]
+
+
+def _game(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    masks = all_coalitions(n)
+    w = rng.normal(size=n)
+    pairs = 2.0 * (masks[:, 0] & masks[:, 1]) - 1.5 * masks[:, 2:5].all(1)
+    return masks, np.tanh(masks @ w + pairs)
+
+
+def test_the_regression_estimate_tends_to_the_shapley_values_and_keeps_efficiency():
+    """Without a correction the fitted game's values are biased at a small budget, but they
+    add up to v(full) - v(empty) at any budget, and tend to the exact values as the budget
+    grows (KernelSHAP's limit), while a strong ridge keeps them at the rescaled surrogate."""
+    n = 6
+    masks, game = _game(n, 3)
+    exact = exact_shapley(masks, game)
+    table = {row.tobytes(): v for row, v in zip(masks, game)}
+    surrogate = exact + np.random.default_rng(4).normal(scale=0.5, size=n)
+    gain = game[-1] - game[0]
+    errors = {}
+    for count in (8, 64, 4096):
+        runs = []
+        for seed in range(40):
+            drawn = sample_coalitions(n, count, np.random.default_rng([seed, count]))
+            values = np.array([table[row.tobytes()] for row in drawn])
+            estimate = regression_shapley(surrogate, game[0], game[-1], drawn, values, ridge=1.0)
+            assert estimate.values.sum() == pytest.approx(gain, abs=1e-9)
+            runs.append(estimate.values)
+        errors[count] = float(((np.array(runs) - exact) ** 2).sum(axis=1).mean())
+    assert errors[4096] < errors[64] < errors[8]
+    assert errors[4096] < 1e-3 * float((exact**2).sum())
+    drawn = sample_coalitions(n, 30, np.random.default_rng(0))
+    values = np.array([table[row.tobytes()] for row in drawn])
+    stiff = regression_shapley(surrogate, game[0], game[-1], drawn, values, ridge=1e9).values
+    basis = np.stack([surrogate, np.ones(n)], axis=1)  # a multiple of it, plus an even share
+    fit, *_ = np.linalg.lstsq(basis, stiff, rcond=None)
+    assert np.allclose(basis @ fit, stiff, atol=1e-6) and fit[0] > 0
+
+
+def test_the_regression_estimate_of_a_linear_game_from_its_own_values_is_exact():
+    masks = all_coalitions(7)
+    weights = np.random.default_rng(1).normal(size=7)
+    game = masks @ weights + 0.3
+    drawn = sample_coalitions(7, 10, np.random.default_rng(2))
+    values = drawn @ weights + 0.3
+    for surrogate in (weights, 2.5 * weights):  # any scale: the fit rescales it
+        got = regression_shapley(surrogate, game[0], game[-1], drawn, values, ridge=4.0)
+        assert np.allclose(got.values, weights)
 
 
 # ------------------------------------------------------------------------------ the method
@@ -221,6 +271,9 @@ def test_a_chosen_target_is_the_class_whose_probability_is_shared_out(sharp_bert
         ({"surrogate": "gradient", "surrogate_options": {"span": 3}}, "has no option 'span'"),
         ({"ridge": 0}, "ridge must be a number > 0"),
         ({"perturbations_per_eval": 0}, "perturbations_per_eval"),
+        ({"correction": "no"}, "option 'correction' takes bool"),
+        ({"correction": False, "shrink": True}, "no sampled correction to shrink"),
+        ({"correction": False, "ridge": None}, "give a ridge"),
     ],
 )
 def test_bad_options_are_clear_errors(sst2_tiny, options, message):
