@@ -12,7 +12,12 @@ times with different seeds, and is charged one pass per distinct coalition it re
   sampling of coalitions), ``budget`` passes;
 - ``permutations``: plain permutation sampling (Captum's ``shapley_sampling``), as many
   whole permutations as fit in the budget (none when one does not: then no figure);
-- ``surrogate``: the default's scores, rescaled by least squares to the game (budget 1).
+- ``surrogate``: the default's scores, rescaled by least squares to the game (budget 1);
+- ``regression ridge L``: ``correction=false``, the linear game fitted to the sampled
+  coalitions with the surrogate as prior (:func:`layersal.shapley.regression_shapley`).
+
+With ``--rank``, a second table gives the mean Spearman correlation of each estimate with
+the exact values (the order is what the faithfulness metrics read).
 
 The error is the relative squared error ``|phi_hat - phi|^2 / |phi|^2`` per text and run,
 averaged over runs then texts; its standard error is over texts.
@@ -40,6 +45,7 @@ from layersal.shapley import (
     all_coalitions,
     exact_shapley,
     permutation_shapley,
+    regression_shapley,
     sample_coalitions,
     surrogate_scale,
 )
@@ -90,6 +96,12 @@ def games(model: str, data: Path, texts: int, max_tokens: int, seed: int) -> lis
     return out
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's correlation (ties broken by position: estimates rarely tie)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def estimate(game: dict, budget: int, kind: str, rng: np.random.Generator) -> np.ndarray | None:
     coalitions, values = game["coalitions"], game["values"]
     n = coalitions.shape[1]
@@ -108,6 +120,9 @@ def estimate(game: dict, budget: int, kind: str, rng: np.random.Generator) -> np
     ridge = float(kind.split("ridge ")[1]) if "ridge" in kind else None
     sampled = sample_coalitions(n, budget - 1, rng)
     read = np.array([table[row.tobytes()] for row in sampled])
+    if kind.startswith("regression"):
+        assert ridge is not None, "regression needs 'ridge L'"
+        return regression_shapley(a, empty, full, sampled, read, ridge=ridge).values
     return adjusted_shapley(a, empty, full, sampled, read, ridge=ridge).values
 
 
@@ -122,8 +137,9 @@ def main() -> None:
     parser.add_argument(
         "--kinds",
         default="control variate,no surrogate,permutations,surrogate",
-        help="estimators, comma-separated (also 'control variate ridge L')",
+        help="estimators, comma-separated (also 'control variate ridge L', 'regression ridge L')",
     )
+    parser.add_argument("--rank", action="store_true", help="also the Spearman table")
     args = parser.parse_args()
     start = time.perf_counter()
     found = games(args.model, args.data, args.texts, args.max_tokens, args.seed)
@@ -133,30 +149,41 @@ def main() -> None:
         f"(mean {np.mean(sizes):.1f}); exact tables in {time.perf_counter() - start:.0f} s\n"
     )
     kinds = tuple(args.kinds.split(","))
-    print("| budget (passes) | " + " | ".join(kinds) + " |")
-    print("|---" * (len(kinds) + 1) + "|")
+    tables: dict[str, list[str]] = {"relative squared error": [], "Spearman with exact": []}
     for budget in BUDGETS:
-        cells = []
+        cells: dict[str, list[str]] = {name: [] for name in tables}
         for kind in kinds:
-            per_text = []
+            per_text: dict[str, list[float]] = {name: [] for name in tables}
             for t, game in enumerate(found):
-                norm = float(game["exact"] @ game["exact"])
-                errors = []
+                exact = game["exact"]
+                norm = float(exact @ exact)
+                errors, ranks = [], []
                 for r in range(args.repeats if kind != "surrogate" else 1):
                     rng = np.random.default_rng([args.seed, t, r, budget])
                     phi = estimate(game, budget, kind, rng)
                     if phi is None:
                         break
-                    errors.append(float((phi - game["exact"]) @ (phi - game["exact"])) / norm)
+                    errors.append(float((phi - exact) @ (phi - exact)) / norm)
+                    ranks.append(spearman(phi, exact))
                 if errors:
-                    per_text.append(float(np.mean(errors)))
-            if len(per_text) < len(found):
-                cells.append(f"- ({len(per_text)} texts)" if per_text else "-")
-                continue
-            mean = float(np.mean(per_text))
-            se = float(np.std(per_text, ddof=1) / np.sqrt(len(per_text)))
-            cells.append(f"{mean:.3f} ± {se:.3f}")
-        print(f"| {budget} | " + " | ".join(cells) + " |")
+                    per_text["relative squared error"].append(float(np.mean(errors)))
+                    per_text["Spearman with exact"].append(float(np.nanmean(ranks)))
+            for name, values in per_text.items():
+                if len(values) < len(found):
+                    cells[name].append(f"- ({len(values)} texts)" if values else "-")
+                    continue
+                mean = float(np.nanmean(values))
+                se = float(np.nanstd(values, ddof=1) / np.sqrt(len(values)))
+                cells[name].append(f"{mean:.3f} ± {se:.3f}")
+        for name in tables:
+            tables[name].append(f"| {budget} | " + " | ".join(cells[name]) + " |")
+    for name, rows in tables.items():
+        if name != "relative squared error" and not args.rank:
+            continue
+        print(f"\n{name}:\n")
+        print("| budget (passes) | " + " | ".join(kinds) + " |")
+        print("|---" * (len(kinds) + 1) + "|")
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":
