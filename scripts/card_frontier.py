@@ -7,6 +7,10 @@ counts only for these weights, and the runs it came from.
 
     python scripts/card_frontier.py --model models/sst2-minilm bench-results/a/results.json \
         [bench-results/b/results.json ...]
+
+``--add`` keeps the points already on the card (measured on the same weights: refused
+otherwise) and adds those of the runs, a run's point replacing the card's of the same label:
+for a method measured later on the same texts.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the model's folder (or bundled name)")
     parser.add_argument("runs", nargs="+", type=Path, help="results.json of bench runs")
+    parser.add_argument(
+        "--add", action="store_true", help="keep the card's points, add (or replace) the runs'"
+    )
     args = parser.parse_args()
     lm = layersal.load(args.model)
     if lm.path is None:
@@ -54,8 +61,18 @@ def main() -> None:
     found, sources = points(args.runs)
     card_path = lm.path / CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    digest = model_digest(lm)
+    if args.add:
+        old = card.get("frontier") or {}
+        if old and old.get("weights_sha256") != digest:
+            raise SystemExit("--add: the card's frontier was measured on other weights")
+        merged = {p["label"]: p for p in old.get("points", [])}
+        merged.update({p["label"]: p for p in found})
+        found = sorted(merged.values(), key=lambda p: p["passes_per_text"])
+        sources = [*old.get("measured_on", []), *(s for s in sources if s not in old.get(
+            "measured_on", []))]  # fmt: skip
     card["frontier"] = {
-        "weights_sha256": model_digest(lm),
+        "weights_sha256": digest,
         "criterion": "comprehensiveness AOPC minus sufficiency AOPC ([MASK], token level)",
         "measured_on": sources,
         "points": found,

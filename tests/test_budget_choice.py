@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,48 @@ def test_the_web_api_takes_a_budget_and_records_its_choice(sst2_tiny):
     assert explained["options"]["budget"]["passes"] == 12
     refused = client.post("/api/explain", json={"text": "fine", "budget": 12, "method": "gradient"})
     assert refused.status_code in (400, 422) and "not both" in refused.text
+
+
+def _run(label: str, method: str, options: dict, comp: float) -> dict:
+    return {"label": label, "method": method, "options": options,
+            "forward_passes_per_text": 15.0, "backward_passes_per_text": 1.0,
+            "summary": {"aopc_comprehensiveness": [comp, 0, 0],
+                        "aopc_sufficiency": [0.01, 0, 0]}}  # fmt: skip
+
+
+def test_card_frontier_script_writes_and_adds_points(tiny_dirs, tmp_path, monkeypatch):
+    """scripts/card_frontier.py: a run's points onto the card, for these weights; --add keeps
+    the card's points and replaces those of the same label; another model's card refuses."""
+    import runpy
+    import sys
+
+    classifier_dir, _ = tiny_dirs["bert"]
+    folder = tmp_path / "model"
+    shutil.copytree(classifier_dir, folder)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"data": "d", "n_texts": 9, "methods": [
+        _run("dls", "dls", {}, 0.40), _run("budget=14", "shapley_control_variate",
+                                           {"budget": 14}, 0.30)]}))  # fmt: skip
+    second.write_text(json.dumps({"data": "e", "n_texts": 9, "methods": [
+        _run("budget=14", "shapley_control_variate", {"budget": 14}, 0.50)]}))  # fmt: skip
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "card_frontier.py")
+
+    def run(*args: str) -> dict:
+        monkeypatch.setattr(sys, "argv", [script, "--model", str(folder), *args])
+        runpy.run_path(script, run_name="__main__")
+        return json.loads((folder / "model_card.json").read_text())["frontier"]
+
+    written = run(str(first))
+    assert [p["aopc_comprehensiveness"] for p in written["points"]] == [0.40, 0.30]
+    replaced = run(str(second))  # without --add: only the new run's points
+    assert [p["label"] for p in replaced["points"]] == ["budget=14"]
+    run(str(first))
+    added = run("--add", str(second))
+    assert {p["label"]: p["aopc_comprehensiveness"] for p in added["points"]} == {
+        "dls": 0.40, "budget=14": 0.50}  # fmt: skip
+    assert added["measured_on"] == ["d, 9 texts", "e, 9 texts"]
+    card = json.loads((folder / "model_card.json").read_text())
+    card["frontier"]["weights_sha256"] = "0" * 64
+    (folder / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(SystemExit, match="other weights"):
+        run("--add", str(second))
