@@ -14,7 +14,9 @@ times with different seeds, and is charged one pass per distinct coalition it re
   whole permutations as fit in the budget (none when one does not: then no figure);
 - ``surrogate``: the default's scores, rescaled by least squares to the game (budget 1);
 - ``regression ridge L``: ``correction=false``, the linear game fitted to the sampled
-  coalitions with the surrogate as prior (:func:`layersal.shapley.regression_shapley`).
+  coalitions with the surrogate as prior (:func:`layersal.shapley.regression_shapley`);
+- ``logistic ridge L``: the same fitted in log-odds (``link="logit"``,
+  :func:`layersal.shapley.logistic_shapley`).
 
 With ``--rank``, a second table gives the mean Spearman correlation of each estimate with
 the exact values (the order is what the faithfulness metrics read).
@@ -44,6 +46,7 @@ from layersal.shapley import (
     adjusted_shapley,
     all_coalitions,
     exact_shapley,
+    logistic_shapley,
     permutation_shapley,
     regression_shapley,
     sample_coalitions,
@@ -123,6 +126,9 @@ def estimate(game: dict, budget: int, kind: str, rng: np.random.Generator) -> np
     if kind.startswith("regression"):
         assert ridge is not None, "regression needs 'ridge L'"
         return regression_shapley(a, empty, full, sampled, read, ridge=ridge).values
+    if kind.startswith("logistic"):
+        assert ridge is not None, "logistic needs 'ridge L'"
+        return logistic_shapley(a, empty, full, sampled, read, ridge=ridge, rng=rng).values
     return adjusted_shapley(a, empty, full, sampled, read, ridge=ridge).values
 
 
@@ -137,7 +143,8 @@ def main() -> None:
     parser.add_argument(
         "--kinds",
         default="control variate,no surrogate,permutations,surrogate",
-        help="estimators, comma-separated (also 'control variate ridge L', 'regression ridge L')",
+        help="estimators, comma-separated (also 'control variate ridge L', "
+        "'regression ridge L', 'logistic ridge L')",
     )
     parser.add_argument("--rank", action="store_true", help="also the Spearman table")
     args = parser.parse_args()

@@ -29,11 +29,14 @@ from ..shapley import (
     adjusted_shapley,
     all_coalitions,
     exact_shapley,
+    logistic_shapley,
     regression_shapley,
     sample_coalitions,
 )
 from ._common import PassCounter, non_negative_float, positive_int, seed_value, text_seed
 from .base import Attribution, Prepared, checked, method_cost, register, run_method, settle
+
+LINKS = ("identity", "logit")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ControlVariateOptions:
       (KernelSHAP's constrained least squares plus ``ridge``,
       :func:`layersal.shapley.regression_shapley`): biased towards the surrogate at small
       budgets, consistent, and of far lower variance.
+    - ``link``: with ``correction=False``, the scale the surrogate game is fitted in:
+      ``"identity"`` (the game's own values) or ``"logit"`` (log-odds, for a game of
+      probabilities: :func:`layersal.shapley.logistic_shapley`, the Shapley values of the
+      fitted logistic game).
     - ``seed``: the coalitions' draw (mixed with each text's token ids: a text gets the same
       draw in any batch).
     - ``perturbations_per_eval``: masked rows per model call (texts of a batch mixed).
@@ -67,6 +74,7 @@ class ControlVariateOptions:
     ridge: float | None = 4.0
     shrink: bool = False
     correction: bool = True
+    link: str = "identity"
     seed: int = 0
     perturbations_per_eval: int = 64
 
@@ -90,6 +98,12 @@ class ControlVariateOptions:
             raise InputError(
                 "correction=false fits the surrogate game with a ridge and has no sampled "
                 "correction to shrink: give a ridge, and leave shrink false"
+            )
+        if self.link not in LINKS:
+            raise InputError(f"link must be one of {', '.join(LINKS)}, not {self.link!r}")
+        if self.link != "identity" and self.correction:
+            raise InputError(
+                f"link={self.link!r} fits the game without correction: set correction=false"
             )
         seed_value(self.seed)
         positive_int("perturbations_per_eval", self.perturbations_per_eval)
@@ -136,6 +150,7 @@ class _Game:
     coalitions: np.ndarray
     first: int
     exact: bool
+    seed: int  # the text's own draw (its token ids mixed in): the same in any batch
 
 
 def _plan(
@@ -151,13 +166,16 @@ def _plan(
         if k == 0:
             continue
         exact = k <= MAX_EXACT_PLAYERS and 2**k - 1 <= budget
+        own_seed = text_seed(seed, ids[row, positions].tolist())
         if exact:
             coalitions = all_coalitions(k)[:-1]
         else:
-            rng = np.random.default_rng(text_seed(seed, ids[row, positions].tolist()))
+            rng = np.random.default_rng(own_seed)
             sampled = sample_coalitions(k, budget - 1, rng)
             coalitions = np.concatenate([np.zeros((1, k), dtype=bool), sampled])
-        games.append(_Game(row, positions, scores[row, positions], coalitions, first, exact))
+        games.append(
+            _Game(row, positions, scores[row, positions], coalitions, first, exact, own_seed)
+        )
         first += len(coalitions)
     return games
 
@@ -172,6 +190,27 @@ def _hidden(games: list[_Game], n: int) -> tuple[np.ndarray, np.ndarray]:
             rows.append(game.row)
             hide.append(mask)
     return np.array(rows, dtype=np.int64), np.stack(hide) if hide else np.zeros((0, n), bool)
+
+
+def _fitted(
+    options: ControlVariateOptions, game: _Game, values: np.ndarray, full: float, lm: LoadedModel
+) -> np.ndarray:
+    """``correction=False``: the Shapley values of the surrogate game fitted to all of the
+    text's coalitions, in the ``link``'s scale."""
+    assert options.ridge is not None  # checked with the options
+    args = (game.surrogate, float(values[0]), full, game.coalitions[1:], values[1:])
+    if options.link == "identity":
+        return regression_shapley(*args, ridge=options.ridge).values
+    if not lm.task.probabilistic:
+        raise InputError(
+            f"link={options.link!r} needs a game of probabilities; this model's task "
+            f"({lm.task.name}) gives scores: use link='identity'"
+        )
+    rng = np.random.default_rng([game.seed, 1])  # not the coalitions' own stream
+    try:
+        return logistic_shapley(*args, ridge=options.ridge, rng=rng).values
+    except ValueError as exc:
+        raise InputError(f"text {game.row}: {exc}; use link='identity'") from None
 
 
 @register(
@@ -230,10 +269,7 @@ def shapley_control_variate(
             phi = exact_shapley(every, np.concatenate([values, [full_value[game.row]]]))
         elif not options.correction:
             assert options.ridge is not None  # checked with the options
-            phi = regression_shapley(
-                game.surrogate, float(values[0]), float(full_value[game.row]),
-                game.coalitions[1:], values[1:], ridge=options.ridge,
-            ).values  # fmt: skip
+            phi = _fitted(options, game, values, float(full_value[game.row]), lm)
         else:
             phi = adjusted_shapley(
                 game.surrogate, float(values[0]), float(full_value[game.row]),
