@@ -151,3 +151,15 @@ def test_the_web_api_names_the_task_and_gives_the_score(reward):
     (e,) = body["explanations"]
     own, _ = _own_scores(reward, TEXTS[1:2])
     assert e["score"] == pytest.approx(own[0], abs=1e-5) and e["probabilities"] == {}
+
+
+def test_a_log_odds_fit_is_refused_for_a_score(reward):
+    """shapley_control_variate's link='logit' reads probabilities; a score is refused, not
+    squeezed into (0, 1)."""
+    from layersal.errors import LayersalError
+
+    options = {"budget": 8, "correction": False, "link": "logit"}
+    with pytest.raises(LayersalError, match="needs a game of probabilities"):
+        layersal.explain(TEXTS[0], reward, method="shapley_control_variate", options=options)
+    options["link"] = "identity"
+    assert layersal.explain(TEXTS[0], reward, method="shapley_control_variate", options=options)

@@ -19,6 +19,8 @@ from layersal.shapley import (
     adjusted_shapley,
     all_coalitions,
     exact_shapley,
+    logistic_game_shapley,
+    logistic_shapley,
     regression_shapley,
     sample_coalitions,
     size_distribution,
@@ -166,6 +168,44 @@ def test_the_regression_estimate_of_a_linear_game_from_its_own_values_is_exact()
         assert np.allclose(got.values, weights)
 
 
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.mark.parametrize("n", [7, 14])  # enumerated, and from permutations past 12 players
+def test_the_logistic_games_shapley_values(n):
+    rng = np.random.default_rng(n)
+    logits = np.concatenate([[-0.5], rng.normal(scale=1.5, size=n)])
+    masks = all_coalitions(n)
+    exact = exact_shapley(masks, _sigmoid(logits[0] + masks @ logits[1:]))
+    got = logistic_game_shapley(logits, 256, np.random.default_rng(0))
+    assert got.sum() == pytest.approx(exact.sum(), abs=1e-9)  # efficiency, every order
+    tolerance = 1e-12 if n <= 12 else 0.1 * np.abs(exact).max()
+    assert np.abs(got - exact).max() <= tolerance
+    if n > 12:
+        closer = logistic_game_shapley(logits, 4096, np.random.default_rng(0))
+        assert np.abs(closer - exact).max() < np.abs(got - exact).max()
+
+
+def test_the_logistic_estimate_of_a_logistic_game_from_its_own_log_odds_is_exact():
+    """A game that is linear in log-odds, with its own log-odds as surrogate: the fit leaves
+    no residual, and the estimate is the game's exact Shapley values at a small budget."""
+    n = 8
+    masks = all_coalitions(n)
+    weights = np.random.default_rng(5).normal(scale=1.2, size=n)
+    game = _sigmoid(0.4 + masks @ weights)
+    exact = exact_shapley(masks, game)
+    drawn = sample_coalitions(n, 9, np.random.default_rng(6))
+    values = _sigmoid(0.4 + drawn @ weights)
+    rng = np.random.default_rng(0)
+    got = logistic_shapley(weights, game[0], game[-1], drawn, values, ridge=4.0, rng=rng)
+    assert np.allclose(got.values, exact, atol=1e-9)
+    fitted_linearly = regression_shapley(weights, game[0], game[-1], drawn, values, ridge=4.0)
+    assert np.abs(fitted_linearly.values - exact).max() > 1e-3  # the linear fit cannot
+    with pytest.raises(ValueError, match="probabilities"):
+        logistic_shapley(weights, 0.0, 2.0, drawn, values, ridge=4.0, rng=rng)
+
+
 # ------------------------------------------------------------------------------ the method
 
 
@@ -219,9 +259,15 @@ def test_budget_zero_is_the_one_pass_default(sst2_tiny):
     )
 
 
-def test_a_batch_gives_what_each_text_alone_gives(sharp_bert):
-    texts = [SHORT, "dull", "the plot meanders for two hours and the dialogue is clumsy"]
-    options = {"budget": 9, "surrogate": "input_x_gradient", "seed": 4}
+LONG = "the plot meanders for two hours , the dialogue is clumsy and nobody in it ever seems awake"
+
+
+@pytest.mark.parametrize(
+    "variant", [{}, {"correction": False}, {"correction": False, "link": "logit"}]
+)
+def test_a_batch_gives_what_each_text_alone_gives(sharp_bert, variant):
+    texts = [SHORT, "dull", "the plot meanders for two hours and the dialogue is clumsy", LONG]
+    options = {"budget": 9, "surrogate": "input_x_gradient", "seed": 4, **variant}
     together = run_method(METHOD, sharp_bert, batch(sharp_bert, texts), None, options)
     for row, text in enumerate(texts):
         alone = run_method(METHOD, sharp_bert, batch(sharp_bert, [text]), None, options)
@@ -274,6 +320,8 @@ def test_a_chosen_target_is_the_class_whose_probability_is_shared_out(sharp_bert
         ({"correction": "no"}, "option 'correction' takes bool"),
         ({"correction": False, "shrink": True}, "no sampled correction to shrink"),
         ({"correction": False, "ridge": None}, "give a ridge"),
+        ({"correction": False, "link": "probit"}, "link must be one of identity, logit"),
+        ({"link": "logit"}, "set correction=false"),
     ],
 )
 def test_bad_options_are_clear_errors(sst2_tiny, options, message):
