@@ -6,9 +6,11 @@ passes per text and its comprehensiveness and sufficiency AOPC). It counts only 
 weights whose SHA-256 it records. The choice is the point with the best comprehensiveness
 minus sufficiency AOPC (the criterion ``layer="auto"`` uses) among those that fit the budget,
 fewer passes breaking a tie. A model without a frontier gets the default whatever the
-budget: on the bundled models no method measured up to 64 passes per text beat it
-(docs/benchmarks.md), and a method that needs more depends on the text's length, which a
-budget cannot know before the text is read; ``layersal bench`` and
+budget: what beats the default at a given budget differs between models (on the bundled
+SST-2 models ``shapley_control_variate`` fitted in log-odds from 32 passes, on the AG News
+ones nothing below Shapley sampling's ~950 passes; docs/benchmarks.md), and a method that
+needs more depends on the text's length, which a budget cannot know before the text is
+read; ``layersal bench`` and
 ``scripts/card_frontier.py`` measure the frontier for a model of your own.
 """
 
