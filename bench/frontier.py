@@ -2,7 +2,10 @@
 ``layersal bench`` runs on the same texts, e.g. a main run and a budget sweep run apart.
 
     python bench/frontier.py --title "sst2-minilm, 200 texts" --out docs/bench/x/frontier.png \
-        bench-results/a/results.json bench-results/b/results.json
+        bench-results/a/results.json bench-results/b/results.json [--card models/sst2-minilm]
+
+``--card`` adds the points of the model card's ``frontier`` that no run has (measured on the
+same texts; the card keeps means only, so they are drawn without a CI).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from layersal.benchmark import FrontierPoint
 from layersal.report.bench import frontier_figure, frontier_points
 
 
@@ -19,13 +23,44 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--title", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--card", help="a model (folder or bundled name) whose card's points to add"
+    )
     args = parser.parse_args()
-    seen: dict[str, object] = {}
+    seen: dict[str, FrontierPoint] = {}
     for path in args.runs:
         for point in frontier_points(json.loads(path.read_text(encoding="utf-8"))):
             seen.setdefault(point.label, point)  # the first run's copy of a repeated method
-    points = sorted(seen.values(), key=lambda p: p.passes)  # type: ignore[attr-defined]
-    print("\n".join(str(p) for p in frontier_figure(points, args.title, args.out)))  # type: ignore[arg-type]
+    if args.card:
+        for point in card_points(args.card):
+            seen.setdefault(point.label, point)
+    points = sorted(seen.values(), key=lambda p: p.passes)
+    print("\n".join(str(p) for p in frontier_figure(points, args.title, args.out)))
+
+
+def card_points(model: str) -> list[FrontierPoint]:
+    """The model card's frontier points, their means as a zero-width CI."""
+    import layersal
+    from layersal.checkpoints import read_card
+
+    lm = layersal.load(model)
+    card = read_card(lm.path) if lm.path is not None else {}
+    out = []
+    for p in (card or {}).get("frontier", {}).get("points", []):
+        comp, suff = p["aopc_comprehensiveness"], p["aopc_sufficiency"]
+        label = p.get("label") or p["method"]
+        out.append(
+            FrontierPoint(
+                label,
+                p["method"],
+                p["passes_per_text"],
+                (comp, comp, comp),
+                (suff, suff, suff),
+                False,
+                dict(p["options"]),
+            )
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -575,12 +575,16 @@ def frontier_figure(points: list[FrontierPoint], title: str, path: Path) -> list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     curves: dict[tuple[str, str], list[Any]] = {}
     for p in points:
         curves.setdefault(p.curve, []).append(p)
-    for (method, fixed), group in curves.items():
-        name = method if fixed == "[]" else f"{method} {fixed.strip('[]')}"
+    for (method, _), group in curves.items():
+        keys = sorted({k for p in group for k in p.options})
+        same = [k for k in keys if len({repr(p.options.get(k)) for p in group}) == 1]
+        varying = [k for k in keys if k not in same]
+        constant = ", ".join(f"{k}={group[0].options[k]}" for k in same if k in group[0].options)
+        name = f"{method} ({constant})" if constant else method
         xs = [p.passes for p in group]
         ys = [p.comprehensiveness[0] for p in group]
         errors = [
@@ -590,7 +594,7 @@ def frontier_figure(points: list[FrontierPoint], title: str, path: Path) -> list
         ax.errorbar(xs, ys, yerr=errors, fmt="o-" if len(group) > 1 else "o", capsize=3, label=name)
         for p in group:
             ax.annotate(
-                p.label.split(":", 1)[1] if len(group) > 1 and ":" in p.label else "",
+                ", ".join(f"{k}={p.options.get(k)}" for k in varying),
                 (p.passes, p.comprehensiveness[0]),
                 textcoords="offset points",
                 xytext=(4, -10),
@@ -601,7 +605,8 @@ def frontier_figure(points: list[FrontierPoint], title: str, path: Path) -> list
     ax.set_ylabel("comprehensiveness AOPC (higher is better)")
     ax.set_title(f"Cost against faithfulness: {title}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    # below the axes: inside, it hid points of the curves
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
