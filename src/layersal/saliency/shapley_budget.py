@@ -268,7 +268,6 @@ def shapley_control_variate(
             every = np.concatenate([game.coalitions, np.ones((1, len(game.positions)), bool)])
             phi = exact_shapley(every, np.concatenate([values, [full_value[game.row]]]))
         elif not options.correction:
-            assert options.ridge is not None  # checked with the options
             phi = _fitted(options, game, values, float(full_value[game.row]), lm)
         else:
             phi = adjusted_shapley(
