@@ -255,10 +255,12 @@ def test_cli_bench_ceilings_and_soft_metrics_end_to_end(tmp_path):
     assert saved["ceilings"]["beam"] == 3 and len(saved["ceilings"]["per_text"]) == 2
     assert {m["label"] for m in saved["ceilings"]["methods"]} == {"gradient", "dls"}
     assert saved["settings"]["ceilings"] == 2
+    assert (out / "frontier-ceiling.png").stat().st_size > 5000  # passes against the fraction
     assert np.isfinite(saved["methods"][0]["summary"]["soft_comprehensiveness"][0])
     plain = CliRunner().invoke(app, [*args, "gradient", "--no-soft", "--out", str(tmp_path / "c")])
     assert plain.exit_code == 0, plain.output
     assert "soft comp." not in plain.output and "Ceilings" not in plain.output
+    assert not (tmp_path / "c" / "frontier-ceiling.png").exists()
     bad = CliRunner().invoke(app, [*args, "gradient", "--beam", "0", "--ceilings", "2"])
     assert bad.exit_code == 2 and "error:" in bad.output and "--beam" in bad.output
 

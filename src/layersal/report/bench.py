@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -537,11 +538,28 @@ def frontier_markdown(bench: Benchmark, resamples: int = 1000) -> str:
 
 
 def plot_frontier(bench: Benchmark, path: Path, resamples: int = 1000) -> list[Path]:
-    """:func:`frontier_figure` of a benchmark run."""
+    """:func:`frontier_figure` of a benchmark run; with ceilings, also passes per text
+    against each method's fraction of the comprehensiveness ceiling on the ceilings'
+    subsample (``frontier-ceiling.png`` beside ``path``)."""
     points = frontier(bench, resamples)
     if len(points) < 2:
         return []
-    return frontier_figure(points, f"{bench.model}, {bench.n_texts} texts", path)
+    paths = frontier_figure(points, f"{bench.model}, {bench.n_texts} texts", path)
+    fractions = {row["label"]: row for row in ceiling_table(bench, resamples)}
+    against = [
+        replace(p, comprehensiveness=fractions[p.label]["ceiling_fraction"])
+        for p in points
+        if p.label in fractions
+    ]
+    if len(against) >= 2:
+        n = next(iter(fractions.values()))["n_texts"]
+        paths += frontier_figure(
+            against,
+            f"{bench.model}, the {n} texts of the ceilings",
+            path.with_name("frontier-ceiling.png"),
+            ylabel="fraction of the comprehensiveness ceiling (higher is better)",
+        )
+    return paths
 
 
 def frontier_points(saved: dict[str, Any]) -> list[FrontierPoint]:
@@ -567,7 +585,12 @@ def frontier_points(saved: dict[str, Any]) -> list[FrontierPoint]:
     return sorted(points, key=lambda p: p.passes)
 
 
-def frontier_figure(points: list[FrontierPoint], title: str, path: Path) -> list[Path]:
+def frontier_figure(
+    points: list[FrontierPoint],
+    title: str,
+    path: Path,
+    ylabel: str = "comprehensiveness AOPC (higher is better)",
+) -> list[Path]:
     """Passes per text (log scale) against comprehensiveness AOPC with its 95% CI: every
     method a point; runs of one method at several costs (a budget sweep) joined as a curve."""
     import matplotlib
@@ -602,7 +625,7 @@ def frontier_figure(points: list[FrontierPoint], title: str, path: Path) -> list
             )
     ax.set_xscale("log")
     ax.set_xlabel("model passes per text (forward + backward, log scale)")
-    ax.set_ylabel("comprehensiveness AOPC (higher is better)")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"Cost against faithfulness: {title}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     # below the axes: inside, it hid points of the curves
