@@ -5,13 +5,15 @@
         bench-results/a/results.json bench-results/b/results.json [--card models/sst2-minilm]
 
 ``--card`` adds the points of the model card's ``frontier`` that no run has (measured on the
-same texts; the card keeps means only, so they are drawn without a CI).
+same texts; the card keeps means only, so they are drawn without a CI). ``--ceiling`` draws
+each method's fraction of the comprehensiveness ceiling instead (runs with ``--ceilings``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from layersal.benchmark import FrontierPoint
@@ -26,16 +28,32 @@ def main() -> None:
     parser.add_argument(
         "--card", help="a model (folder or bundled name) whose card's points to add"
     )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="the fraction of the ceiling, not the AOPC"
+    )
     args = parser.parse_args()
     seen: dict[str, FrontierPoint] = {}
     for path in args.runs:
-        for point in frontier_points(json.loads(path.read_text(encoding="utf-8"))):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        fractions = {
+            row["label"]: tuple(row["ceiling_fraction"])
+            for row in (saved.get("ceilings") or {}).get("methods", [])
+        }
+        for point in frontier_points(saved):
+            if args.ceiling:
+                if point.label not in fractions:
+                    continue
+                point = replace(point, comprehensiveness=fractions[point.label])
             seen.setdefault(point.label, point)  # the first run's copy of a repeated method
     if args.card:
         for point in card_points(args.card):
             seen.setdefault(point.label, point)
     points = sorted(seen.values(), key=lambda p: p.passes)
-    print("\n".join(str(p) for p in frontier_figure(points, args.title, args.out)))
+    ylabel = "fraction of the comprehensiveness ceiling (higher is better)"
+    drawn = frontier_figure(
+        points, args.title, args.out, **({"ylabel": ylabel} if args.ceiling else {})
+    )
+    print("\n".join(str(p) for p in drawn))
 
 
 def card_points(model: str) -> list[FrontierPoint]:
