@@ -32,6 +32,8 @@ def main() -> None:
         "--ceiling", action="store_true", help="the fraction of the ceiling, not the AOPC"
     )
     args = parser.parse_args()
+    if args.ceiling and args.card:
+        parser.error("--card holds AOPC means, not fractions of the ceiling: not with --ceiling")
     seen: dict[str, FrontierPoint] = {}
     for path in args.runs:
         saved = json.loads(path.read_text(encoding="utf-8"))
