@@ -1338,3 +1338,28 @@ def test_page_picks_among_a_multi_label_texts_labels(browser, tiny_dirs, tmp_pat
         picks[1].click()
         assert _selected(browser) == [1]
         assert browser.find_element(By.ID, "target-note").text == "explaining: c"
+
+
+def test_a_request_taken_for_batching_still_counts_as_work_ahead(sst2_tiny):
+    """While the worker gathers more requests into the batch of one it has taken from the
+    queue, that request is neither queued nor running yet: it must still count as work ahead
+    (a request admitted in that window once waited out its whole budget, in CI)."""
+    from layersal.serve.runner import Job, QueueFull, Runner
+
+    runner = Runner(sst2_tiny, timeout_s=60, gather_s=600.0)  # a window that stays open
+    runner.seconds_per_work["dls"] = 1.0
+    job = Job("k", ["a fine film"], lambda texts: list(texts), time.monotonic() + 600, 300.0, "dls")
+    try:
+        with runner._ready:
+            runner._queue.append(job)
+            runner._ready.notify_all()
+        deadline = time.monotonic() + 30
+        while runner.queued() and time.monotonic() < deadline:  # until the worker takes it
+            time.sleep(0.001)
+        assert runner.queued() == 0 and not job.started.is_set()  # taken, gathering
+        assert runner.pending() == 1 and runner.expected_wait() == pytest.approx(300.0)
+        with pytest.raises(QueueFull):
+            runner.check()
+    finally:
+        runner.close()
+    assert job.future.result(timeout=30) == ["a fine film"]

@@ -206,6 +206,10 @@ class Runner:
                 return None
             first = self._queue.popleft()
             group, texts, chars = [first], len(first.texts), first.chars
+            # taken from the queue: counted as the running batch from now on. Before the
+            # gathering wait below, which lets requests in: one admitted then must see this
+            # work ahead of it (counted nowhere, it was once admitted past its budget)
+            self._running = (self._cost(first), None, 1)
             until = time.monotonic() + self.gather_s
             while texts < self.max_texts:
                 for job in list(self._queue):
@@ -217,12 +221,11 @@ class Runner:
                         self._queue.remove(job)
                         group.append(job)
                         texts, chars = texts + len(job.texts), chars + job.chars
+                self._running = (sum(self._cost(job) for job in group), None, len(group))
                 left = until - time.monotonic()
                 if left <= 0 or self._closed:
                     break
                 self._ready.wait(left)
-            # taken from the queue: counted as the running batch from now on
-            self._running = (sum(self._cost(job) for job in group), None, len(group))
         return group
 
     def _run_group(self, group: list[Job]) -> None:
