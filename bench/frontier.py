@@ -59,25 +59,23 @@ def main() -> None:
 
 
 def card_points(model: str) -> list[FrontierPoint]:
-    """The model card's frontier points, their means as a zero-width CI."""
+    """The model card's frontier points (as ``explain(budget=N)`` reads them: only for the
+    weights they were measured on), their means as a zero-width CI."""
     import layersal
-    from layersal.checkpoints import read_card
+    from layersal.budget_choice import card_frontier
 
-    lm = layersal.load(model)
-    card = read_card(lm.path) if lm.path is not None else {}
     out = []
-    for p in (card or {}).get("frontier", {}).get("points", []):
+    for p in card_frontier(layersal.load(model)) or []:
         comp, suff = p["aopc_comprehensiveness"], p["aopc_sufficiency"]
-        label = p.get("label") or p["method"]
         out.append(
             FrontierPoint(
-                label,
+                p.get("label") or p["method"],
                 p["method"],
                 p["passes_per_text"],
                 (comp, comp, comp),
                 (suff, suff, suff),
                 False,
-                dict(p["options"]),
+                dict(p.get("options") or {}),
             )
         )
     return out

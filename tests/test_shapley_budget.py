@@ -94,13 +94,20 @@ def test_coalitions_come_in_complementary_pairs_of_sampled_sizes():
     assert np.allclose(observed, size_distribution(9), atol=0.03)
 
 
+def _game(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A nonlinear game on ``n`` players (a tanh of weights from ``rng`` and two
+    interactions), at every coalition."""
+    masks = all_coalitions(n)
+    w = rng.normal(size=n)
+    pairs = 2.0 * (masks[:, 0] & masks[:, 1]) - 1.5 * masks[:, 2:5].all(1)
+    return masks, np.tanh(masks @ w + pairs)
+
+
 @pytest.mark.parametrize("ridge", [None, 1.0])
 def test_the_estimator_is_unbiased_and_its_error_falls_with_the_budget(ridge):
     rng = np.random.default_rng(3)
     n = 6
-    masks = all_coalitions(n)
-    w = rng.normal(size=n)
-    game = np.tanh(masks @ w + 2.0 * (masks[:, 0] & masks[:, 1]) - 1.5 * masks[:, 2:5].all(1))
+    masks, game = _game(n, rng)
     exact = exact_shapley(masks, game)
     table = {row.tobytes(): v for row, v in zip(masks, game)}
     surrogate = exact + rng.normal(scale=0.5, size=n)  # a poor surrogate still gives no bias
@@ -119,20 +126,12 @@ def test_the_estimator_is_unbiased_and_its_error_falls_with_the_budget(ridge):
     assert errors[30] < errors[9] < errors[3]
 
 
-def _game(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    masks = all_coalitions(n)
-    w = rng.normal(size=n)
-    pairs = 2.0 * (masks[:, 0] & masks[:, 1]) - 1.5 * masks[:, 2:5].all(1)
-    return masks, np.tanh(masks @ w + pairs)
-
-
 def test_the_regression_estimate_tends_to_the_shapley_values_and_keeps_efficiency():
     """Without a correction the fitted game's values are biased at a small budget, but they
     add up to v(full) - v(empty) at any budget, and tend to the exact values as the budget
     grows (KernelSHAP's limit), while a strong ridge keeps them at the rescaled surrogate."""
     n = 6
-    masks, game = _game(n, 3)
+    masks, game = _game(n, np.random.default_rng(3))
     exact = exact_shapley(masks, game)
     table = {row.tobytes(): v for row, v in zip(masks, game)}
     surrogate = exact + np.random.default_rng(4).normal(scale=0.5, size=n)
